@@ -1,0 +1,24 @@
+"""The features every IQA builder writes, so that all datasets read alike."""
+import numpy as np
+import tensorflow_datasets as tfds
+
+# tfds reserves the split name `all` for the union of a dataset's splits: datasets without an
+# official split write one split, `full`, and are read with split="all" like every other dataset.
+FULL_SPLIT = "full"
+
+
+def iqa_features() -> tfds.features.FeaturesDict:
+    """Features shared by every builder (see README, "Datasets")."""
+    scalar = tfds.features.Scalar
+    return tfds.features.FeaturesDict({
+        # Encoded bytes are passed in (PNG or JPEG), so that writing needs no TensorFlow.
+        "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
+        "name": tfds.features.Text(),                 # path relative to the dataset folder
+        "mos": scalar(dtype=np.float32),              # raw published score
+        "mos_std": scalar(dtype=np.float32),          # NaN where not published
+        "quality": scalar(dtype=np.float32),          # in [0, 1], higher is always better
+        "ref_id": scalar(dtype=np.int32),             # reference image (own index in the wild)
+        "distortion_type": tfds.features.Text(),      # the dataset's own name, "" if none
+        "distortion_class": scalar(dtype=np.int32),   # index into labels.DISTORTIONS, -1 if none
+        "level": scalar(dtype=np.int32),              # 0 if none
+    })

@@ -1,0 +1,39 @@
+"""The label vocabularies shared by data, prompts and heads (LIQE's, see method.md)."""
+
+# The 9 scene words used by LIQE's prompts; an image can have up to 3.
+SCENES = (
+    "animal", "cityscape", "human", "indoor", "landscape",
+    "night", "plant", "still_life", "others",
+)
+
+# The 11 distortion classes used by LIQE's prompts.
+DISTORTIONS = (
+    "jpeg2000 compression", "jpeg compression", "noise", "blur", "color", "contrast",
+    "overexposure", "underexposure", "spatial", "quantization", "other",
+)
+
+# The 5 quality levels, worst first; level q (1-based) scores q.
+QUALITIES = ("bad", "poor", "fair", "good", "perfect")
+
+NUM_SCENES = len(SCENES)
+NUM_DISTORTIONS = len(DISTORTIONS)
+NUM_QUALITIES = len(QUALITIES)
+
+# LIQE's joint prompt over all (quality, scene, distortion) triples; index = q * 99 + s * 11 + d.
+LIQE_TEMPLATE = "a photo of a {scene} with {distortion} artifacts, which is of {quality} quality"
+
+
+def distortion_index(name: str) -> int:
+    """Index of a distortion class name; raises naming the value when unknown."""
+    try:
+        return DISTORTIONS.index(name)
+    except ValueError:
+        raise ValueError(f"unknown distortion class {name!r}; expected one of {DISTORTIONS}") from None
+
+
+def scene_index(name: str) -> int:
+    """Index of a scene name; raises naming the value when unknown."""
+    try:
+        return SCENES.index(name)
+    except ValueError:
+        raise ValueError(f"unknown scene {name!r}; expected one of {SCENES}") from None

@@ -1,0 +1,57 @@
+"""mmpiqa-jax: multi-modal prompt learning for blind image quality assessment, in JAX/Flax."""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax>=0.10",
+    "flax>=0.12",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11",
+    "ml-collections>=1.0",
+    "tensorflow-datasets>=4.9.9",  # read and written without TensorFlow (array_record)
+    "grain>=0.2.12",
+    "array-record>=0.8",
+    "transformers>=4.45",
+    "safetensors>=0.4",
+    "numpy>=1.26",
+    "scipy>=1.11",
+    "pillow>=10.0",
+    "scikit-image>=0.22",
+    "openpyxl>=3.1",   # .xlsx score files (CSIQ, BID, SPAQ)
+    "xlrd>=2.0",       # .xls score files (BID copies)
+    "matplotlib>=3.8",
+    "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
+    "tqdm>=4.66",
+]
+
+EXTRAS = {
+    # Parity tests against the PyTorch references; torch is never used by the model.
+    # Versions that install here: see DEVELOPERS.md.
+    "test": [
+        "pytest>=8",
+        "pytest-xdist>=3.5",
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "open_clip_torch>=2.24",
+        "ftfy>=6.1",
+        "nbclient>=0.10",
+        "nbformat>=5.9",
+        "ipykernel>=6.29",
+    ],
+    # Accelerators: install the matching jax build on top, see README.
+    "cuda": ["jax[cuda12]>=0.10"],
+    "tpu": ["jax[tpu]>=0.10"],
+}
+
+setup(
+    name="mmpiqa-jax",
+    version="0.1.0",
+    description=__doc__,
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mmpiqa_jax", "mmpiqa_jax.*"]),
+    package_data={"mmpiqa_jax": ["assets/*"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["mmpiqa=mmpiqa_jax.cli.main:main"]},
+)
