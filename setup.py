@@ -8,6 +8,7 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint>=0.11",
     "ml-collections>=1.0",
     "tensorflow-datasets>=4.9.9",  # read and written without TensorFlow (array_record)
+    "importlib_resources",  # tfds 4.9.10 imports it on every Python (tensorflow/datasets#11212)
     "grain>=0.2.12",
     "array-record>=0.8",
     "transformers>=4.45",
@@ -29,6 +30,7 @@ EXTRAS = {
     "test": [
         "pytest>=8",
         "pytest-xdist>=3.5",
+        "xlwt>=1.3",  # writes the real .xls format for the BID fixture
         "torch>=2.4",
         "torchvision>=0.19",
         "open_clip_torch>=2.24",
