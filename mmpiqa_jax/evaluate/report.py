@@ -1,0 +1,127 @@
+"""Writes one evaluation to disk: metrics JSON, per-image CSV and a scatter plot with the fit."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mmpiqa_jax.evaluate import metrics as metrics_lib
+
+__all__ = ["eval_paths", "write_eval"]
+
+# Dataset and split names become file names; keep them to one safe path component.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value) or value in (".", ".."):
+        raise ValueError(f"{kind} name {value!r} is not usable in a file name "
+                         "(letters, digits and _ . + - only)")
+    return value
+
+
+def eval_paths(workdir, dataset: str, split: str) -> dict[str, Path]:
+    """The `json`, `csv` and `png` paths of one evaluation: `<workdir>/eval/<dataset>-<split>.*`."""
+    stem = Path(workdir) / "eval" / f"{_check_name('dataset', dataset)}-{_check_name('split', split)}"
+    return {ext: stem.with_suffix(f".{ext}") for ext in ("json", "csv", "png")}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    # Write then rename, so a reader (or a killed run) never sees half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_ready(value):
+    """Converts numpy scalars and non-finite floats (JSON has no NaN) for `json.dumps`."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fit_from_metrics(metrics: dict) -> metrics_lib.LogisticFit | None:
+    if "fit" not in metrics or "fit_params" not in metrics:
+        return None
+    return metrics_lib.LogisticFit(metrics["fit"], tuple(metrics["fit_params"]))
+
+
+def _plot(path: Path, dataset: str, split: str, mos: np.ndarray, pred: np.ndarray,
+          metrics: dict) -> None:
+    # A bare Figure renders with Agg and touches no pyplot state: no display needed, and a
+    # notebook's backend is left alone.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.0, 4.2), dpi=120)
+    ax = fig.subplots()
+    ax.scatter(pred, mos, s=12, alpha=0.6, edgecolors="none", label="images")
+    fit = _fit_from_metrics(metrics)
+    if fit is not None:
+        xs = np.linspace(pred.min(), pred.max(), 200)
+        ax.plot(xs, fit(xs), color="C3", lw=2, label=f"{fit.method} fit")
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("MOS")
+    ax.set_title(f"{dataset} / {split}  (n = {len(mos)})")
+    summary = (f"SRCC {metrics.get('srcc', float('nan')):.3f}\n"
+               f"PLCC {metrics.get('plcc_logistic', float('nan')):.3f} (fitted)")
+    ax.text(0.03, 0.97, summary, transform=ax.transAxes, va="top", ha="left", fontsize=9,
+            bbox=dict(boxstyle="round", facecolor="white", alpha=0.8, edgecolor="0.8"))
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
+def write_eval(workdir, dataset: str, split: str, names, mos, predictions,
+               metrics: dict | None = None) -> dict[str, Path]:
+    """Writes `<workdir>/eval/<dataset>-<split>.{json,csv,png}`.
+
+    Args:
+      workdir: the run directory.
+      dataset, split: names used in the file names and stored in the JSON.
+      names: [N] image names (CSV column `name`).
+      mos, predictions: [N] ground truth and model scores.
+      metrics: a `compute_metrics` dict; computed here when None.
+    Returns:
+      the written paths, keyed "json", "csv", "png".
+    """
+    paths = eval_paths(workdir, dataset, split)
+    names = [str(n) for n in names]
+    mos = np.asarray(mos, dtype=np.float64)
+    predictions = np.asarray(predictions, dtype=np.float64)
+    if not (len(names) == mos.size == predictions.size):
+        raise ValueError(f"names, mos and predictions differ in length: "
+                         f"{len(names)}, {mos.size}, {predictions.size}")
+    if metrics is None:
+        metrics = metrics_lib.compute_metrics(predictions, mos)
+    missing = [k for k in (*metrics_lib.METRIC_KEYS, "n") if k not in metrics]
+    if missing:
+        raise ValueError(f"metrics lack {missing}; pass a compute_metrics() dict")
+
+    paths["json"].parent.mkdir(parents=True, exist_ok=True)
+    record = {"dataset": dataset, "split": split, **metrics}
+    _atomic_write_text(paths["json"], json.dumps(_json_ready(record), indent=2) + "\n")
+
+    tmp = paths["csv"].with_name(paths["csv"].name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", "mos", "prediction"])
+        writer.writerows(zip(names, mos.tolist(), predictions.tolist()))
+    os.replace(tmp, paths["csv"])
+
+    _plot(paths["png"], dataset, split, mos, predictions, metrics)
+    return paths

@@ -1,0 +1,108 @@
+"""Evaluation files on disk and the results table built from them."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmpiqa_jax.evaluate import metrics, report, tables
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_write_eval_files(tmp_path):
+    rng = np.random.default_rng(0)
+    mos = rng.uniform(1, 5, 40)
+    pred = 1 / (1 + np.exp(-(mos - 3))) + rng.normal(scale=0.05, size=40)
+    names = [f"img_{i:03d}.png" for i in range(40)]
+    paths = report.write_eval(tmp_path, "csiq", "test", names, mos, pred)
+
+    assert paths["json"] == tmp_path / "eval" / "csiq-test.json"
+    record = json.loads(paths["json"].read_text())
+    expected = metrics.compute_metrics(pred, mos)
+    for key in ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "n", "fit"):
+        assert record[key] == pytest.approx(expected[key])
+    assert record["dataset"] == "csiq" and record["split"] == "test" and record["n"] == 40
+
+    table = pd.read_csv(paths["csv"])
+    assert list(table.columns) == ["name", "mos", "prediction"]
+    assert table["name"].tolist() == names
+    np.testing.assert_allclose(table["mos"], mos, rtol=1e-15)
+    np.testing.assert_allclose(table["prediction"], pred, rtol=1e-15)
+
+    png = paths["png"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+    height, width, _ = matplotlib.image.imread(paths["png"]).shape
+    assert width > 300 and height > 300
+    assert not list((tmp_path / "eval").glob("*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_write_eval_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="3, 3, 2"):
+        report.write_eval(tmp_path, "live", "test", ["a", "b", "c"], [1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="'../x'"):
+        report.write_eval(tmp_path, "../x", "test", ["a", "b"], [1, 2], [1, 2])
+    with pytest.raises(ValueError, match=r"pred\[1\] = nan"):
+        report.write_eval(tmp_path, "live", "test", ["a", "b", "c"], [1, 2, 3], [1, np.nan, 3])
+
+
+def _fake_eval(run: Path, dataset: str, split: str, srcc: float, plcc: float) -> None:
+    (run / "eval").mkdir(parents=True, exist_ok=True)
+    (run / "eval" / f"{dataset}-{split}.json").write_text(
+        json.dumps({"dataset": dataset, "split": split, "srcc": srcc, "plcc": plcc}))
+
+
+def _two_runs(tmp_path):
+    liqe, mine = tmp_path / "run_a", tmp_path / "mpiqe_run"
+    (liqe).mkdir()
+    (liqe / "config.json").write_text(json.dumps({"method": "LIQE", "lr": 5e-6}))
+    _fake_eval(liqe, "csiq", "split1", 0.90, 0.91)
+    _fake_eval(liqe, "csiq", "split2", 0.94, 0.93)
+    _fake_eval(liqe, "koniq-10k", "split1", 0.80, 0.82)  # dataset name with a '-'
+    _fake_eval(liqe, "koniq-10k", "split2", 0.86, 0.84)
+    _fake_eval(liqe, "csiq", "val", 0.10, 0.10)  # validation: left out by default
+    _fake_eval(mine, "csiq", "split1", 0.95, 0.96)  # no config.json: the folder names it
+    _fake_eval(mine, "csiq", "split2", 0.97, 0.96)
+    _fake_eval(mine, "csiq", "split3", 0.10, 0.20)  # median ignores the outlier, the mean does not
+    return liqe, mine
+
+
+def test_results_table_medians(tmp_path):
+    liqe, mine = _two_runs(tmp_path)
+    text = tables.results_table([liqe, mine])
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["Dataset"] == ["LIQE", "mpiqe_run"]
+    assert rows["csiq"] == ["0.920 / 0.920 (2)", "0.950 / 0.960 (3)"]
+    assert rows["koniq-10k"] == ["0.830 / 0.830 (2)", "-"]
+    mean = tables.results_table([mine], statistic="mean", show_n=False)
+    assert "| csiq | 0.673 / 0.707 |" in mean
+    with_val = tables.results_table([liqe], include="val")
+    assert "| csiq | 0.100 / 0.100 (1) |" in with_val and "koniq" not in with_val
+
+
+def test_results_table_errors(tmp_path):
+    liqe, _ = _two_runs(tmp_path)
+    with pytest.raises(ValueError, match="'srocc'"):
+        tables.results_table([liqe], metrics=("srocc",))
+    with pytest.raises(FileNotFoundError, match="nope"):
+        tables.results_table([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no evaluation results"):
+        tables.results_table([tmp_path / "empty"])
+
+
+def test_results_table_cli(tmp_path, capsys):
+    _two_runs(tmp_path)
+    spec = importlib.util.spec_from_file_location("results_table_cli", REPO / "tools" / "results_table.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = tmp_path / "table.md"
+    assert cli.main(["--runs", str(tmp_path / "*run*"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == out.read_text() == tables.results_table([tmp_path / "mpiqe_run", tmp_path / "run_a"])
+    assert cli.main(["--runs", str(tmp_path / "run_a"), "--metrics", "srocc"]) == 1
+    assert "'srocc'" in capsys.readouterr().err
