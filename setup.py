@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "grain>=0.2.12",
     "array-record>=0.8",
     "transformers>=4.45",
+    "ftfy>=6.1",  # OpenAI's text cleaning before byte-pair encoding
     "safetensors>=0.4",
     "numpy>=1.26",
     "scipy>=1.11",

@@ -1,0 +1,90 @@
+"""Export to a Hugging Face CLIP folder that `transformers.CLIPModel.from_pretrained` loads.
+
+The folder holds `config.json` (written by transformers itself) and `model.safetensors`; the
+project's extra parameters (prompts, heads) go to `mmpiqa_extra.safetensors` and their config to
+`mmpiqa_config.json`, which transformers ignores. No tokenizer files are written: OpenAI's
+tokenizer (`mmpiqa_jax.clip.tokenize`, or `CLIPTokenizer` from `openai/clip-vit-base-patch32`)
+gives the ids.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from mmpiqa_jax.checkpoints import hf, openai_layout
+from mmpiqa_jax.checkpoints.errors import CheckpointError
+
+EXTRA_WEIGHTS = "mmpiqa_extra.safetensors"
+EXTRA_CONFIG = "mmpiqa_config.json"
+EXTRA_FORMAT = "mmpiqa_jax.hf_extra"
+
+
+def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
+              extra_params: Mapping | None = None, extra_config: Mapping | None = None,
+              config=None) -> str:
+    """Write a Hugging Face CLIP folder in `out_dir` from a CLIP model or an OpenAI-layout state dict.
+
+    For a state dict, `config` (a `CLIPConfig`) gives the attention heads, which shapes do not
+    tell; without it they are inferred as width // 64, as OpenAI does. Returns `out_dir`.
+    """
+    from safetensors.numpy import save_file
+
+    from mmpiqa_jax.models.clip_model import infer_config, to_openai_state_dict
+
+    out_dir = os.fspath(out_dir)
+    if isinstance(clip_model_or_state_dict, Mapping):
+        state_dict = {k: np.asarray(v) for k, v in clip_model_or_state_dict.items()}
+        config = config or infer_config(state_dict, source="<state dict>")
+    else:
+        state_dict = to_openai_state_dict(clip_model_or_state_dict)
+        config = config or clip_model_or_state_dict.config
+    openai_layout.check_state_dict(state_dict, config, source="<export>")
+    weights = {k: v.astype(np.float32) for k, v in hf.openai_to_hf(state_dict).items()}
+
+    os.makedirs(out_dir, exist_ok=True)
+    hf.hf_config_for(config).save_pretrained(out_dir)
+    # transformers refuses safetensors files without this metadata.
+    save_file(weights, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+
+    extras = {}
+    for name, value in (extra_params or {}).items():
+        if not isinstance(name, str) or not name:
+            raise CheckpointError(f"extra parameter names must be non-empty strings, got {name!r}")
+        extras[name] = np.asarray(value, order="C")
+    meta = {"format": EXTRA_FORMAT, "version": 1, "clip": config.to_dict(),
+            "extra_params": sorted(extras), "extra_config": dict(extra_config or {})}
+    with open(os.path.join(out_dir, EXTRA_CONFIG), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+    if extras:
+        save_file(extras, os.path.join(out_dir, EXTRA_WEIGHTS), metadata={"format": "np"})
+    return out_dir
+
+
+def read_extras(folder: str) -> tuple[dict[str, np.ndarray], dict]:
+    """The extra parameters and config that `export_hf` wrote beside a Hugging Face folder, if any."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    config_path = os.path.join(folder, EXTRA_CONFIG)
+    if not os.path.isfile(config_path):
+        return {}, {}
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{config_path}: unreadable ({e})") from None
+    names = meta.get("extra_params", [])
+    weights_path = os.path.join(folder, EXTRA_WEIGHTS)
+    extras = {}
+    if names:
+        try:
+            extras = load_file(weights_path)
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{weights_path}: missing, truncated or corrupt ({e})") from None
+        if set(extras) != set(names):
+            raise CheckpointError(f"{weights_path}: holds {sorted(extras)}, {config_path} lists {sorted(names)}")
+    return extras, meta.get("extra_config", {})

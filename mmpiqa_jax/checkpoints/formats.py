@@ -1,0 +1,185 @@
+"""Which checkpoint a path holds (told from its bytes, not its name), read into the OpenAI layout.
+
+Formats (the names `read_state_dict` returns):
+  "huggingface"         a folder with `config.json` and `model.safetensors` / `pytorch_model.bin`
+                        (either possibly sharded, with its `.index.json`);
+  "openai-torchscript"  OpenAI's released `.pt` files (TorchScript archives);
+  "openai"              a pickled state dict in OpenAI's names that carries OpenAI's
+                        `input_resolution` / `context_length` / `vocab_size` entries;
+  "open_clip"           a pickled (`.pt`, `.bin`) or `.safetensors` state dict in OpenAI's names,
+                        maybe wrapped as `{"state_dict": ...}` with DDP's `module.` prefixes;
+  "mmpiqa"              the project's own checkpoint folder (see `project.py`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+from collections.abc import Mapping
+
+import numpy as np
+
+from mmpiqa_jax.checkpoints import hf, openai_layout, torch_files
+from mmpiqa_jax.checkpoints.errors import CheckpointError, listing
+
+PROJECT_FORMAT = "mmpiqa_jax.checkpoint"  # the marker in a project checkpoint's config.json
+ACCEPTED = ("a Hugging Face CLIP folder (config.json + model.safetensors or pytorch_model.bin), "
+            "an OpenAI CLIP .pt (TorchScript or state dict), an open_clip state dict "
+            "(.pt, .bin or .safetensors), or a checkpoint folder written by `mmpiqa convert`")
+_HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json",
+               "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """What a checkpoint file holds, in OpenAI layout."""
+    state_dict: dict[str, np.ndarray]
+    format: str
+    config: object | None = None           # a CLIPConfig where the file states one (HF, project)
+    names: Mapping[str, str] | None = None  # OpenAI key -> name in the file, where they differ
+
+
+def _container(path: str) -> str:
+    """"folder", "safetensors", "zip" or "pickle", from the first bytes; else CheckpointError."""
+    if os.path.isdir(path):
+        return "folder"
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file or folder")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04":  # torch.save's zip format and TorchScript archives
+        return "zip"
+    # safetensors: u64 header length, then JSON. Tested before pickles: the length's first byte
+    # may be 0x80, a pickle's first byte; a pickle's ninth byte is never "{".
+    if len(head) == 9 and head[8:9] == b"{":
+        header_len = struct.unpack("<Q", head[:8])[0]
+        if 8 + header_len > size:
+            raise CheckpointError(f"{path}: truncated safetensors file (its header says "
+                                  f"{header_len} bytes of metadata, the file has {size} bytes)")
+        return "safetensors"
+    if head[:1] == b"\x80":  # a pickle (protocol >= 2): torch.save's legacy format
+        return "pickle"
+    raise CheckpointError(f"{path}: unknown checkpoint format (first bytes {head[:8]!r}: neither a "
+                          f"safetensors, zip nor pickle file); accepted: {ACCEPTED}")
+
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file, floating point as float32."""
+    import ml_dtypes  # a jax dependency; registers bfloat16 with numpy, so safetensors can read it
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({e})") from None
+    is_float = lambda dtype: np.issubdtype(dtype, np.floating) or dtype == ml_dtypes.bfloat16
+    return {k: v.astype(np.float32) if is_float(v.dtype) else v for k, v in tensors.items()}
+
+
+def _read_tensor_file(path: str) -> tuple[dict, str]:
+    """(the file's tensors, how they were stored) for a single weights file."""
+    kind = _container(path)
+    if kind == "safetensors":
+        return _read_safetensors(path), "safetensors"
+    if kind == "zip" and torch_files.is_torchscript(path):
+        return torch_files.load_torchscript(path), "torchscript"
+    if kind in ("zip", "pickle"):
+        return torch_files.load_pickle(path), "pickle"
+    raise CheckpointError(f"{path}: is a folder, expected a weights file")
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable JSON ({e})") from None
+
+
+def _read_hf_weights(folder: str) -> dict:
+    """All tensors of a Hugging Face folder, following a shard index if there is one."""
+    for name in _HF_WEIGHTS:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        if not name.endswith(".index.json"):
+            return _read_tensor_file(path)[0]
+        weight_map = _read_json(path).get("weight_map")
+        if not isinstance(weight_map, Mapping):
+            raise CheckpointError(f"{path}: shard index without a weight_map")
+        tensors = {}
+        for shard in sorted(set(weight_map.values())):
+            shard_path = os.path.join(folder, shard)
+            if not os.path.isfile(shard_path):
+                raise CheckpointError(f"{path}: names shard {shard}, which is not in {folder}")
+            tensors.update(_read_tensor_file(shard_path)[0])
+        absent = weight_map.keys() - tensors.keys()
+        if absent:
+            raise CheckpointError(f"{path}: tensors listed in the index but in no shard: {listing(absent)}")
+        return tensors
+    raise CheckpointError(f"{folder}: a Hugging Face folder without weights (found "
+                          f"{listing(os.listdir(folder))}; expected one of {', '.join(_HF_WEIGHTS)})")
+
+
+def _read_folder(folder: str) -> Source:
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"{folder}: a folder without config.json (found "
+                              f"{listing(os.listdir(folder)) or 'nothing'}); accepted: {ACCEPTED}")
+    config_dict = _read_json(config_path)
+    if config_dict.get("format") == PROJECT_FORMAT:
+        from mmpiqa_jax.checkpoints import project
+        from mmpiqa_jax.models.clip_model import to_openai_state_dict
+
+        model = project.load_checkpoint(folder).clip
+        return Source(to_openai_state_dict(model), "mmpiqa", model.config)
+    config = hf.config_from_hf(config_dict, source=config_path)
+    state_dict, names = hf.hf_to_openai(_read_hf_weights(folder), source=folder)
+    return Source(state_dict, "huggingface", config, names)
+
+
+def read_source(path: str | os.PathLike) -> Source:
+    """The checkpoint at `path` in OpenAI layout, its format and the config it states, if any."""
+    path = os.fspath(path)
+    if _container(path) == "folder":
+        return _read_folder(path)
+    tensors, stored = _read_tensor_file(path)
+    if stored == "pickle" and not isinstance(tensors, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(tensors).__name__}, expected a state dict")
+    raw_keys = set(tensors.get("state_dict", tensors)) if isinstance(tensors, Mapping) else set()
+    state_dict = openai_layout.clean_state_dict(tensors, source=path)
+    if openai_layout.looks_like_openai(state_dict):
+        if stored == "torchscript":
+            fmt = "openai-torchscript"
+        elif raw_keys & {"input_resolution", "context_length", "vocab_size"}:
+            fmt = "openai"
+        else:
+            fmt = "open_clip"
+        return Source(state_dict, fmt)
+    if "vision_model.embeddings.patch_embedding.weight" in state_dict:
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isfile(os.path.join(folder, "config.json")):
+            return _read_folder(folder)
+        raise CheckpointError(f"{path}: Hugging Face CLIPModel weights without their config.json; "
+                              "give the folder that holds both")
+    raise CheckpointError(f"{path}: a state dict of {len(state_dict)} tensors, but not CLIP's "
+                          f"(no visual.conv1.weight / token_embedding.weight; found "
+                          f"{listing(state_dict, 8)}); accepted: {ACCEPTED}")
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
+    """(the checkpoint at `path` as an OpenAI-layout numpy state dict, the detected format name).
+
+    Checked against the architecture (the file's config, else inferred from the shapes): every
+    parameter present with its shape, and nothing else.
+    """
+    from mmpiqa_jax.models.clip_model import infer_config
+
+    path = os.fspath(path)
+    source = read_source(path)
+    config = source.config or infer_config(source.state_dict, source=path)
+    openai_layout.check_state_dict(source.state_dict, config, source=path, names=source.names)
+    return source.state_dict, source.format

@@ -1,0 +1,168 @@
+"""The project's own checkpoint: a folder with the CLIP parameters (and any extras) in Orbax.
+
+Layout of `out_dir`:
+  config.json   {"format": "mmpiqa_jax.checkpoint", "version": 1, "clip": CLIPConfig.to_dict(),
+                 "extra_params": {name: {"shape", "dtype"}}, "extra_config": {...}}
+  params/       Orbax (StandardCheckpointer) of {"clip": the nnx.Param state as a pure dict,
+                                                 "extra": {name: array}}
+`config.json` is written last, so a folder that has it is complete. Extras are what later code
+stores beside CLIP (prompts, heads), as a flat name -> array dict, with a JSON-able config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from mmpiqa_jax.checkpoints.errors import CheckpointError, key_mismatch
+from mmpiqa_jax.checkpoints.formats import PROJECT_FORMAT
+
+VERSION = 1
+CONFIG_FILE = "config.json"
+PARAMS_DIR = "params"
+
+
+class Checkpoint(NamedTuple):
+    """What a checkpoint holds: the CLIP model, the extra parameters and their config."""
+    clip: object  # mmpiqa_jax.models.clip_model.CLIP
+    extra_params: dict[str, np.ndarray]
+    extra_config: dict
+
+
+def _path_name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
+    return {_path_name(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_extras(extra_params) -> dict[str, np.ndarray]:
+    extras = {}
+    for name, value in (extra_params or {}).items():
+        if not isinstance(name, str) or not name:
+            raise CheckpointError(f"extra parameter names must be non-empty strings, got {name!r}")
+        extras[name] = np.asarray(value)
+    return extras
+
+
+def save_checkpoint(out_dir: str | os.PathLike, clip_model, extra_params: Mapping | None = None,
+                    extra_config: Mapping | None = None, *, overwrite: bool = False) -> str:
+    """Write `clip_model` (+ extras) as a project checkpoint in `out_dir`; returns its absolute path."""
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    config_path = os.path.join(out_dir, CONFIG_FILE)
+    if os.path.exists(config_path) and not overwrite:
+        raise CheckpointError(f"{out_dir}: already holds a checkpoint (pass overwrite=True to replace it)")
+    extras = _check_extras(extra_params)
+    meta = {
+        "format": PROJECT_FORMAT,
+        "version": VERSION,
+        "clip": clip_model.config.to_dict(),
+        "extra_params": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in extras.items()},
+        "extra_config": dict(extra_config or {}),
+    }
+    meta_text = json.dumps(meta, indent=2)  # fails before anything is written if not JSON-able
+    params = nnx.to_pure_dict(nnx.state(clip_model, nnx.Param))
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(config_path):
+        os.remove(config_path)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(os.path.join(out_dir, PARAMS_DIR), {"clip": params, "extra": extras},
+                          force=overwrite)
+    with open(config_path, "w", encoding="utf-8") as f:
+        f.write(meta_text + "\n")
+    return out_dir
+
+
+def save_clip(model, out_dir: str | os.PathLike, *, overwrite: bool = False) -> str:
+    """Write `model` alone as a project checkpoint."""
+    return save_checkpoint(out_dir, model, overwrite=overwrite)
+
+
+def read_config(folder: str) -> dict:
+    """The checked `config.json` of a project checkpoint."""
+    path = os.path.join(folder, CONFIG_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable project checkpoint config ({e})") from None
+    if meta.get("format") != PROJECT_FORMAT:
+        raise CheckpointError(f"{path}: not a project checkpoint (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, "
+                              f"this code reads version {VERSION}")
+    return meta
+
+
+def _abstract_clip(config):
+    """(graphdef, abstract Param state, the other state) of a CLIP with `config`, without allocating."""
+    from mmpiqa_jax.models.clip_model import CLIP
+
+    graphdef, params, rest = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))),
+                                       nnx.Param, ...)
+    if jax.tree.leaves(rest):  # non-parameter state (buffers) is not saved: build it for real
+        graphdef, _, rest = nnx.split(CLIP(config, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    return graphdef, params, rest
+
+
+def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Checkpoint:
+    """The model, extras and extra config of a project checkpoint; `dtype` overrides the compute dtype."""
+    from mmpiqa_jax.models.clip_model import CLIPConfig
+
+    folder = os.path.abspath(os.fspath(path))
+    meta = read_config(folder)
+    config = CLIPConfig.from_dict(meta["clip"])
+    if dtype is not None:
+        config = dataclasses.replace(config, dtype=dtype)
+    graphdef, abstract_params, rest = _abstract_clip(config)
+    target = {
+        "clip": nnx.to_pure_dict(abstract_params),
+        "extra": {k: jax.ShapeDtypeStruct(tuple(v["shape"]), np.dtype(v["dtype"]))
+                  for k, v in meta.get("extra_params", {}).items()},
+    }
+    params_dir = os.path.join(folder, PARAMS_DIR)
+    with ocp.StandardCheckpointer() as checkpointer:
+        try:
+            stored = checkpointer.metadata(params_dir).item_metadata.tree
+        except (FileNotFoundError, OSError, ValueError) as e:
+            raise CheckpointError(f"{params_dir}: missing or corrupt Orbax parameters ({e})") from None
+        # Orbax restores into a target of another shape without complaint: check first.
+        _compare(_flat_shapes(target), _flat_shapes(stored), source=params_dir)
+        try:
+            restored = checkpointer.restore(params_dir, target)
+        except Exception as e:  # tensorstore raises a variety of types for damaged arrays
+            raise CheckpointError(f"{params_dir}: cannot restore the parameters ({type(e).__name__}: {e})") from None
+    nnx.replace_by_pure_dict(abstract_params, restored["clip"])
+    model = nnx.merge(graphdef, abstract_params, rest)
+    extras = {k: np.asarray(v) for k, v in restored["extra"].items()}
+    return Checkpoint(model, extras, meta.get("extra_config", {}))
+
+
+def _compare(expected: dict, found: dict, *, source: str) -> None:
+    missing, unexpected = expected.keys() - found.keys(), found.keys() - expected.keys()
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: parameters do not match config.json; "
+                              + key_mismatch(missing, unexpected))
+    for key, shape in expected.items():
+        if found[key] != shape:
+            raise CheckpointError(f"{source}: tensor {key} has shape {found[key]}, expected {shape}")
+
+
+def is_project_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder written by `save_checkpoint`."""
+    config_path = os.path.join(os.fspath(path), CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        return False
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            return json.load(f).get("format") == PROJECT_FORMAT
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False

@@ -1,0 +1,388 @@
+"""OpenAI CLIP (ViT image tower + text tower) in Flax NNX, with hooks for prompt learning.
+
+Parameter names mirror OpenAI's `clip/model.py`, so that `from_openai_state_dict` and
+`to_openai_state_dict` are a table of renames and transposes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mmpiqa_jax.models.layers import LayerNorm, Transformer
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+    """The architecture, in the terms of OpenAI's `build_model`; heads are width // 64 there."""
+    embed_dim: int
+    image_resolution: int
+    vision_layers: int
+    vision_width: int
+    vision_patch_size: int
+    vision_heads: int
+    context_length: int
+    vocab_size: int
+    text_width: int
+    text_heads: int
+    text_layers: int
+    dtype: str = "float32"  # compute dtype; parameters stay float32
+
+    def __post_init__(self):
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"CLIPConfig.dtype {self.dtype!r} is not one of {sorted(_DTYPES)}")
+        for tower in ("vision", "text"):
+            width, heads = getattr(self, f"{tower}_width"), getattr(self, f"{tower}_heads")
+            if heads < 1 or width % heads:
+                raise ValueError(f"{tower}_width {width} does not split into {tower}_heads "
+                                 f"{heads}")
+        if self.image_resolution % self.vision_patch_size:
+            raise ValueError(f"image_resolution {self.image_resolution} is not a multiple of "
+                             f"vision_patch_size {self.vision_patch_size}")
+
+    @property
+    def compute_dtype(self):
+        return _DTYPES[self.dtype]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> CLIPConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(d) - fields):
+            raise ValueError(f"unknown CLIPConfig keys {unknown}; expected {sorted(fields)}")
+        return cls(**d)
+
+
+def _openai(embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
+            text_width, text_layers) -> CLIPConfig:
+    return CLIPConfig(embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
+                      vision_width // 64, 77, 49408, text_width, text_width // 64, text_layers)
+
+
+VARIANTS: dict[str, CLIPConfig] = {
+    "ViT-B/32": _openai(512, 224, 12, 768, 32, 512, 12),
+    "ViT-B/16": _openai(512, 224, 12, 768, 16, 512, 12),
+    "ViT-L/14": _openai(768, 224, 24, 1024, 14, 768, 12),
+    "ViT-L/14-336": _openai(768, 336, 24, 1024, 14, 768, 12),
+    # For tests and demos: two 2-head layers per tower, real vocabulary and context length so
+    # that the tokenizer's output fits; heads follow width // 64 so `infer_config` recovers it.
+    "tiny": _openai(64, 32, 2, 128, 8, 128, 2),
+}
+
+
+def get_variant(name: str) -> CLIPConfig:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown CLIP variant {name!r}; known: {', '.join(VARIANTS)}") from None
+
+
+def _normal(stddev: float):
+    return nnx.initializers.normal(stddev=stddev)
+
+
+class VisionTransformer(nnx.Module):
+    """CLIP's ViT; deep visual prompts (VPT-deep) go through the same `Transformer` hook as text."""
+
+    def __init__(self, config: CLIPConfig, *, rngs: nnx.Rngs):
+        width, patch, dtype = config.vision_width, config.vision_patch_size, config.compute_dtype
+        grid = config.image_resolution // patch
+        scale = width**-0.5
+        self.conv1 = nnx.Conv(3, width, (patch, patch), strides=(patch, patch), padding="VALID",
+                              use_bias=False, dtype=dtype, rngs=rngs)
+        self.class_embedding = nnx.Param(_normal(scale)(rngs.params(), (width,)))
+        self.positional_embedding = nnx.Param(
+            _normal(scale)(rngs.params(), (grid * grid + 1, width)))
+        self.ln_pre = LayerNorm(width, rngs=rngs)
+        self.transformer = Transformer(width, config.vision_layers, config.vision_heads,
+                                       dtype=dtype, rngs=rngs)
+        self.ln_post = LayerNorm(width, rngs=rngs)
+        self.proj = nnx.Param(_normal(scale)(rngs.params(), (width, config.embed_dim)))
+        self.resolution = config.image_resolution
+        self.dtype = dtype
+
+    def __call__(self, pixels: jax.Array, visual_prompts: jax.Array | None = None) -> jax.Array:
+        """Tokens after `ln_post`, [B, 1 + patches (+ prompts), width]: class, patches, prompts."""
+        if pixels.ndim != 4 or pixels.shape[1:] != (self.resolution, self.resolution, 3):
+            raise ValueError(f"pixels must be [B, {self.resolution}, {self.resolution}, 3] (NHWC), "
+                             f"got shape {tuple(pixels.shape)}")
+        x = self.conv1(pixels.astype(self.dtype))
+        x = x.reshape(x.shape[0], -1, x.shape[-1])  # row-major patches, as torch's flatten
+        cls = jnp.broadcast_to(self.class_embedding[...].astype(self.dtype),
+                               (x.shape[0], 1, x.shape[-1]))
+        x = jnp.concatenate([cls, x], axis=1) + self.positional_embedding[...].astype(self.dtype)
+        num_tokens = x.shape[1]
+        if visual_prompts is not None:
+            # Layer 0's prompts join before ln_pre and carry no position, as in MaPLe's CLIP;
+            # the later layers' prompts replace the prompt outputs at their inputs.
+            first = visual_prompts[0].astype(self.dtype)
+            x = jnp.concatenate([x, jnp.broadcast_to(first, (x.shape[0], *first.shape))], axis=1)
+            deep = visual_prompts[1:]
+        else:
+            deep = None
+        x = self.transformer(self.ln_pre(x), deep_prompts=deep, prompt_start=num_tokens)
+        return self.ln_post(x)
+
+
+class CLIP(nnx.Module):
+    """OpenAI CLIP. Features are projected, not normalised, computed in `config.dtype`, returned
+    in float32."""
+
+    def __init__(self, config: CLIPConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        dtype, width = config.compute_dtype, config.text_width
+        self.visual = VisionTransformer(config, rngs=rngs)
+        self.transformer = Transformer(width, config.text_layers, config.text_heads, dtype=dtype,
+                                       rngs=rngs)
+        self.token_embedding = nnx.Embed(config.vocab_size, width, dtype=dtype,
+                                         embedding_init=_normal(0.02), rngs=rngs)
+        self.positional_embedding = nnx.Param(
+            _normal(0.01)(rngs.params(), (config.context_length, width)))
+        self.ln_final = LayerNorm(width, rngs=rngs)
+        self.text_projection = nnx.Param(
+            _normal(width**-0.5)(rngs.params(), (width, config.embed_dim)))
+        self.logit_scale = nnx.Param(jnp.asarray(math.log(1 / 0.07), jnp.float32))
+
+    def encode_image(self, pixels: jax.Array, *, visual_prompts: jax.Array | None = None,
+                     return_tokens: bool = False):
+        """Image features [B, embed_dim] from CLIP-normalised NHWC pixels [B, H, W, 3].
+
+        `visual_prompts` [depth, P, vision_width] (VPT-deep, shared over the batch): row 0 is
+        appended after the class and patch tokens, row i replaces the prompt tokens at the input of
+        layer i; after layer depth - 1 they travel on. None or depth 0 is plain CLIP. With
+        `return_tokens`, also {"tokens": [B, T, vision_width] after ln_post, "projected_tokens":
+        [B, T, embed_dim]}, T = 1 + patches + P in that order.
+        """
+        dtype = self.config.compute_dtype
+        if visual_prompts is not None:
+            expected = (self.config.vision_width,)
+            if visual_prompts.ndim != 3 or visual_prompts.shape[2:] != expected:
+                raise ValueError(f"visual_prompts must be [depth, num_prompts, {expected[0]}], got "
+                                 f"shape {tuple(visual_prompts.shape)}")
+            if visual_prompts.shape[0] > self.config.vision_layers:
+                raise ValueError(f"visual prompt depth {visual_prompts.shape[0]} exceeds the "
+                                 f"{self.config.vision_layers} vision layers")
+            if visual_prompts.shape[0] == 0 or visual_prompts.shape[1] == 0:
+                visual_prompts = None
+        tokens = self.visual(pixels, visual_prompts)
+        projected = tokens @ self.visual.proj[...].astype(dtype)
+        features = projected[:, 0].astype(jnp.float32)
+        if return_tokens:
+            return features, {"tokens": tokens.astype(jnp.float32),
+                              "projected_tokens": projected.astype(jnp.float32)}
+        return features
+
+    def encode_text(self, token_ids: jax.Array) -> jax.Array:
+        """Text features [N, embed_dim] from token ids [N, L], L <= context_length.
+
+        Any L that holds every end-of-text token gives the 77-token result (`trim_to_longest`).
+        """
+        token_ids = jnp.asarray(token_ids)
+        if token_ids.ndim != 2 or not jnp.issubdtype(token_ids.dtype, jnp.integer):
+            raise ValueError(f"token_ids must be integer [N, L], got {token_ids.dtype} "
+                             f"{tuple(token_ids.shape)}")
+        # End-of-text has the highest id, so its position is the argmax (as OpenAI pools).
+        return self.encode_text_embeddings(self.token_embedding(token_ids),
+                                           jnp.argmax(token_ids, axis=-1))
+
+    def encode_text_embeddings(self, embeddings: jax.Array, eot_positions: jax.Array, *,
+                               deep_prompts: jax.Array | None = None, prompt_start: int = 1,
+                               return_tokens: bool = False):
+        """Text features [N, embed_dim] from token embeddings [N, L, text_width] (CoOp's entry).
+
+        The positional embedding is added here. `deep_prompts` [depth, n_ctx, text_width] replace
+        positions [prompt_start, prompt_start + n_ctx) at the inputs of layers 1..depth (MaPLe);
+        layer 0's context is the one in `embeddings`. With `return_tokens`, also
+        {"tokens": [N, L, text_width] after ln_final}.
+        """
+        dtype, config = self.config.compute_dtype, self.config
+        if embeddings.ndim != 3 or embeddings.shape[2] != config.text_width:
+            raise ValueError(f"embeddings must be [N, L, {config.text_width}], got shape "
+                             f"{tuple(embeddings.shape)}")
+        length = embeddings.shape[1]
+        if length > config.context_length:
+            raise ValueError(f"text length {length} exceeds context_length {config.context_length}")
+        if eot_positions.shape != embeddings.shape[:1]:
+            raise ValueError(f"eot_positions must be [{embeddings.shape[0]}], got shape "
+                             f"{tuple(eot_positions.shape)}")
+        if deep_prompts is not None:
+            if deep_prompts.ndim != 3 or deep_prompts.shape[2] != config.text_width:
+                raise ValueError(f"deep_prompts must be [depth, n_ctx, {config.text_width}], got "
+                                 f"shape {tuple(deep_prompts.shape)}")
+            if not 0 <= prompt_start <= length - deep_prompts.shape[1]:
+                end = prompt_start + deep_prompts.shape[1]
+                raise ValueError(f"deep prompts at [{prompt_start}, {end}) do not fit a text of "
+                                 f"length {length}")
+        x = embeddings.astype(dtype) + self.positional_embedding[:length].astype(dtype)
+        x = self.transformer(x, causal=True, deep_prompts=deep_prompts, prompt_start=prompt_start)
+        tokens = self.ln_final(x)
+        pooled = tokens[jnp.arange(tokens.shape[0]), eot_positions]
+        features = (pooled @ self.text_projection[...].astype(dtype)).astype(jnp.float32)
+        if return_tokens:
+            return features, {"tokens": tokens.astype(jnp.float32)}
+        return features
+
+
+def init_visual_prompts(key: jax.Array, config: CLIPConfig, depth: int,
+                        num_prompts: int) -> jax.Array:
+    """VPT's initialisation: uniform in +-sqrt(6 / (3 p^2 + width)), float32 [depth, P, width]."""
+    bound = math.sqrt(6.0 / (3 * config.vision_patch_size**2 + config.vision_width))
+    return jax.random.uniform(key, (depth, num_prompts, config.vision_width), jnp.float32,
+                              -bound, bound)
+
+
+def trim_to_longest(token_ids: np.ndarray) -> np.ndarray:
+    """The shortest prefix [N, L'] of `token_ids` that holds every end-of-text token.
+
+    Under the causal mask the tokens after end-of-text never reach the pooled feature, so
+    `encode_text` gives the same features on the trimmed ids.
+    """
+    token_ids = np.asarray(token_ids)
+    if token_ids.ndim != 2 or token_ids.shape[0] == 0:
+        raise ValueError(f"token_ids must be [N, L] with N >= 1, got shape {token_ids.shape}")
+    return token_ids[:, :int(token_ids.argmax(axis=-1).max()) + 1]
+
+
+# ----------------------------------------------------------------------------------------------
+# OpenAI state dicts <-> CLIP. Each row: OpenAI key, NNX path, axis permutation from the torch
+# layout to ours (None: same layout). Linear weights are [out, in] in torch, [in, out] here;
+# conv weights [out, in, kh, kw] there, [kh, kw, in, out] here.
+
+_T = (1, 0)
+_CONV = (2, 3, 1, 0)
+
+_BLOCK_ROWS = (
+    ("ln_1.weight", ("ln_1", "scale"), None),
+    ("ln_1.bias", ("ln_1", "bias"), None),
+    ("attn.in_proj_weight", ("attn", "in_proj", "kernel"), _T),
+    ("attn.in_proj_bias", ("attn", "in_proj", "bias"), None),
+    ("attn.out_proj.weight", ("attn", "out_proj", "kernel"), _T),
+    ("attn.out_proj.bias", ("attn", "out_proj", "bias"), None),
+    ("ln_2.weight", ("ln_2", "scale"), None),
+    ("ln_2.bias", ("ln_2", "bias"), None),
+    ("mlp.c_fc.weight", ("mlp", "c_fc", "kernel"), _T),
+    ("mlp.c_fc.bias", ("mlp", "c_fc", "bias"), None),
+    ("mlp.c_proj.weight", ("mlp", "c_proj", "kernel"), _T),
+    ("mlp.c_proj.bias", ("mlp", "c_proj", "bias"), None),
+)
+
+_VISION_ROWS = (
+    ("visual.conv1.weight", ("visual", "conv1", "kernel"), _CONV),
+    ("visual.class_embedding", ("visual", "class_embedding"), None),
+    ("visual.positional_embedding", ("visual", "positional_embedding"), None),
+    ("visual.ln_pre.weight", ("visual", "ln_pre", "scale"), None),
+    ("visual.ln_pre.bias", ("visual", "ln_pre", "bias"), None),
+    ("visual.ln_post.weight", ("visual", "ln_post", "scale"), None),
+    ("visual.ln_post.bias", ("visual", "ln_post", "bias"), None),
+    ("visual.proj", ("visual", "proj"), None),
+)
+
+_TEXT_ROWS = (
+    ("token_embedding.weight", ("token_embedding", "embedding"), None),
+    ("positional_embedding", ("positional_embedding",), None),
+    ("ln_final.weight", ("ln_final", "scale"), None),
+    ("ln_final.bias", ("ln_final", "bias"), None),
+    ("text_projection", ("text_projection",), None),
+    ("logit_scale", ("logit_scale",), None),
+)
+
+
+def conversion_table(config: CLIPConfig) -> list[tuple[str, tuple, tuple[int, ...] | None]]:
+    """(OpenAI key, NNX path, permutation) for every parameter of a CLIP with `config`."""
+    rows = list(_VISION_ROWS) + list(_TEXT_ROWS)
+    towers = (("visual.transformer", ("visual", "transformer"), config.vision_layers),
+              ("transformer", ("transformer",), config.text_layers))
+    for prefix, path, layers in towers:
+        for i in range(layers):
+            rows += [(f"{prefix}.resblocks.{i}.{key}", (*path, "resblocks", i, *sub), perm)
+                     for key, sub, perm in _BLOCK_ROWS]
+    return rows
+
+
+def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPConfig:
+    """The architecture of an OpenAI-layout state dict from its shapes, as OpenAI's `build_model`.
+
+    Only shapes are read (anything with `.shape` will do, e.g. `jax.ShapeDtypeStruct`).
+    """
+    # Imported here, as in from_openai_state_dict: mmpiqa_jax.checkpoints imports this module.
+    from mmpiqa_jax.checkpoints.errors import CheckpointError
+
+    if "visual.layer1.0.conv1.weight" in state_dict:
+        raise CheckpointError(f"{source}: a ResNet CLIP; only ViT image towers are supported")
+    needed = ("visual.conv1.weight", "visual.positional_embedding", "text_projection",
+              "positional_embedding", "token_embedding.weight", "ln_final.weight")
+    if missing := [k for k in needed if k not in state_dict]:
+        raise CheckpointError(f"{source}: not an OpenAI CLIP state dict, missing keys: "
+                              f"{', '.join(missing)}")
+    shape = lambda key: tuple(np.shape(state_dict[key]))
+
+    def count_layers(prefix: str) -> int:
+        return len({k.split(".")[len(prefix.split("."))] for k in state_dict
+                    if k.startswith(prefix + ".")})
+
+    if len(shape("visual.conv1.weight")) != 4:
+        raise CheckpointError(f"{source}: tensor visual.conv1.weight has shape "
+                              f"{shape('visual.conv1.weight')}, expected [width, 3, patch, patch]")
+    vision_width, _, patch, _ = shape("visual.conv1.weight")
+    grid = round((shape("visual.positional_embedding")[0] - 1) ** 0.5)
+    text_width = shape("ln_final.weight")[0]
+    return CLIPConfig(
+        embed_dim=shape("text_projection")[1],
+        image_resolution=patch * grid,
+        vision_layers=count_layers("visual.transformer.resblocks"),
+        vision_width=vision_width,
+        vision_patch_size=patch,
+        vision_heads=vision_width // 64,
+        context_length=shape("positional_embedding")[0],
+        vocab_size=shape("token_embedding.weight")[0],
+        text_width=text_width,
+        text_heads=text_width // 64,
+        text_layers=count_layers("transformer.resblocks"),
+    )
+
+
+def from_openai_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str = "<state dict>",
+                           config: CLIPConfig | None = None, dtype: str | None = None) -> CLIP:
+    """A CLIP holding the parameters of an OpenAI-layout state dict (numpy arrays, any float dtype).
+
+    The architecture is inferred from the shapes unless `config` is given; `dtype` (if given)
+    replaces its compute dtype. Non-parameter entries of OpenAI and open_clip files (the
+    hyper-parameters of TorchScript archives, open_clip's `attn_mask`) are dropped; anything else
+    not in the layout is an error, as are missing keys and wrong shapes (`CheckpointError`).
+    """
+    from mmpiqa_jax.checkpoints import openai_layout
+
+    state_dict = {k: v for k, v in state_dict.items() if k not in openai_layout.NON_PARAMETER_KEYS}
+    config = config or infer_config(state_dict, source=source)
+    if dtype is not None:
+        config = dataclasses.replace(config, dtype=dtype)
+    openai_layout.check_state_dict(state_dict, config, source=source)
+
+    # Allocate nothing random: build the model abstractly, then fill in the converted arrays.
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))))
+    variables = dict(nnx.to_flat_state(abstract))
+    for key, path, perm in conversion_table(config):
+        value = np.asarray(state_dict[key], np.float32)
+        if perm is not None:
+            value = value.transpose(perm)
+        variables[path] = variables[path].replace(jnp.asarray(value))
+    return nnx.merge(graphdef, nnx.from_flat_state(variables))
+
+
+def to_openai_state_dict(model: CLIP) -> dict[str, np.ndarray]:
+    """The model's parameters as float32 numpy arrays under OpenAI's keys and layouts."""
+    variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    out = {}
+    for key, path, perm in conversion_table(model.config):
+        value = np.asarray(variables[path].get_value(), np.float32)
+        out[key] = value.transpose(np.argsort(perm)) if perm is not None else value
+    return out

@@ -1,0 +1,33 @@
+"""Shared fixtures: open_clip reference models built from our `CLIPConfig`s."""
+import numpy as np
+import pytest
+
+
+def openclip_clip(config, seed: int = 0):
+    """open_clip's QuickGELU `CLIP` shaped as `config`, seeded, with every parameter perturbed.
+
+    The perturbation (seeded normal noise) keeps any weight from sitting at a value that hides
+    a conversion mistake (LayerNorm at 1 and 0, zero biases). Returns (eval-mode torch model,
+    its state dict as float32 numpy arrays in OpenAI layout).
+    """
+    torch = pytest.importorskip("torch")
+    open_clip = pytest.importorskip("open_clip")
+    torch.manual_seed(seed)
+    vision = open_clip.model.CLIPVisionCfg(
+        layers=config.vision_layers, width=config.vision_width,
+        head_width=config.vision_width // config.vision_heads,
+        patch_size=config.vision_patch_size, image_size=config.image_resolution)
+    text = open_clip.model.CLIPTextCfg(
+        context_length=config.context_length, vocab_size=config.vocab_size,
+        width=config.text_width, heads=config.text_heads, layers=config.text_layers)
+    model = open_clip.model.CLIP(config.embed_dim, vision, text, quick_gelu=True).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.02 * torch.randn_like(param))
+    state_dict = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    return model, state_dict
+
+
+@pytest.fixture(scope="session")
+def make_openclip():
+    return openclip_clip

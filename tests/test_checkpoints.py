@@ -1,0 +1,424 @@
+"""Checkpoints in and out, against the references: transformers' torch CLIPModel and open_clip.
+
+Every reference model is seeded random with all weights perturbed (LayerNorms start at 1/0,
+biases at 0: a mis-mapped bias or norm would otherwise go unseen).
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import transformers
+from safetensors.numpy import load_file, save_file
+
+from mmpiqa_jax import clip
+from mmpiqa_jax.checkpoints import (CheckpointError, export_hf, load_checkpoint, load_clip,
+                                    read_state_dict, save_checkpoint)
+from mmpiqa_jax.checkpoints.hf import hf_to_openai, openai_to_hf
+from mmpiqa_jax.models.clip_model import VARIANTS, to_openai_state_dict
+
+TOLERANCE = 1e-4  # max |diff| relative to the feature norm
+TEXTS = ["a photo of a cat.", "a blurry photo of a street with motion blur, which is of bad quality", "x"]
+TOKEN_IDS = open_clip.tokenize(TEXTS).numpy().astype(np.int32)  # OpenAI's ids: EOT 49407 is the highest
+
+transformers.utils.logging.disable_progress_bar()
+
+
+def relative_difference(ours, reference):
+    ours, reference = np.asarray(ours), np.asarray(reference)
+    assert ours.shape == reference.shape
+    return float((np.abs(ours - reference).max(-1) / np.linalg.norm(reference, axis=-1)).max())
+
+
+def perturb_(model, seed):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.02 * torch.randn(param.shape, generator=generator))
+    return model.eval()
+
+
+def random_pixels(n, resolution, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, resolution, resolution, 3), dtype=np.float32)
+
+
+def hf_features(model, pixels, token_ids):
+    with torch.no_grad():
+        image = model.get_image_features(pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2))
+        text = model.get_text_features(input_ids=torch.from_numpy(token_ids).long())
+    return tuple(getattr(f, "pooler_output", f).numpy() for f in (image, text))
+
+
+def open_clip_features(model, pixels, token_ids):
+    with torch.no_grad():
+        image = model.encode_image(torch.from_numpy(pixels).permute(0, 3, 1, 2))
+        text = model.encode_text(torch.from_numpy(token_ids).long())
+    return image.numpy(), text.numpy()
+
+
+def assert_same_features(model, reference_features, pixels, token_ids=TOKEN_IDS):
+    image_ref, text_ref = reference_features
+    assert relative_difference(model.encode_image(pixels), image_ref) <= TOLERANCE
+    assert relative_difference(model.encode_text(token_ids), text_ref) <= TOLERANCE
+
+
+def hf_tiny_config(**vision_overrides):
+    """A tiny HF CLIP whose heads are not width // 64, so they must come from config.json."""
+    common = dict(hidden_act="quick_gelu", projection_dim=24)
+    text = transformers.CLIPTextConfig(vocab_size=49408, hidden_size=48, intermediate_size=192,
+                                       num_hidden_layers=2, num_attention_heads=4,
+                                       max_position_embeddings=77, bos_token_id=49406,
+                                       eos_token_id=49407, **common)
+    vision = transformers.CLIPVisionConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3,
+                                           num_attention_heads=4, image_size=32, patch_size=8,
+                                           **{**common, **vision_overrides})
+    return transformers.CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                                   projection_dim=24)
+
+
+@pytest.fixture(scope="module")
+def hf_tiny():
+    torch.manual_seed(0)
+    return perturb_(transformers.CLIPModel(hf_tiny_config()), seed=1)
+
+
+@pytest.fixture(scope="module")
+def hf_tiny_folder(hf_tiny, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hf_tiny")
+    hf_tiny.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def open_clip_tiny():
+    """open_clip's CLIP of the "tiny" variant shape (heads = width // 64, as OpenAI infers them)."""
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=64, quick_gelu=True,
+        vision_cfg=dict(layers=2, width=128, patch_size=8, image_size=32),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=128, heads=2, layers=2))
+    return perturb_(model, seed=2)
+
+
+# --- Hugging Face folders -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "bin", "sharded"])
+def test_hf_folder_matches_transformers(hf_tiny, tmp_path, layout):
+    if layout == "sharded":
+        hf_tiny.save_pretrained(tmp_path, max_shard_size="2MB")
+        assert (tmp_path / "model.safetensors.index.json").exists()
+    elif layout == "bin":
+        # transformers 5 writes safetensors only; older Hub folders hold this pickle instead.
+        hf_tiny.config.save_pretrained(tmp_path)
+        torch.save(hf_tiny.state_dict(), tmp_path / "pytorch_model.bin")
+    else:
+        hf_tiny.save_pretrained(tmp_path)
+        assert (tmp_path / "model.safetensors").exists()
+    state_dict, fmt = read_state_dict(tmp_path)
+    assert fmt == "huggingface" and "visual.transformer.resblocks.2.attn.in_proj_weight" in state_dict
+    model = clip.load(tmp_path)
+    assert (model.config.vision_heads, model.config.text_heads, model.config.embed_dim) == (4, 4, 24)
+    pixels = random_pixels(2, 32)
+    assert_same_features(model, hf_features(hf_tiny, pixels, TOKEN_IDS), pixels)
+
+
+def test_hf_key_table_in_torch_alone(hf_tiny):
+    """The renames, independently of the Flax model: open_clip loads them and gives HF's features."""
+    hf_state = {k: v.numpy() for k, v in hf_tiny.state_dict().items()}
+    openai_state, _ = hf_to_openai(hf_state, source="<test>")
+    reference = open_clip.CLIP(
+        embed_dim=24, quick_gelu=True,
+        vision_cfg=dict(layers=3, width=64, head_width=16, patch_size=8, image_size=32),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=48, heads=4, layers=2))
+    reference.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in openai_state.items()})
+    pixels = random_pixels(2, 32)
+    for ours, ref in zip(open_clip_features(reference.eval(), pixels, TOKEN_IDS),
+                         hf_features(hf_tiny, pixels, TOKEN_IDS)):
+        assert relative_difference(ours, ref) <= TOLERANCE
+    back = openai_to_hf(openai_state)
+    assert back.keys() == hf_state.keys()
+    assert all(np.array_equal(back[k], hf_state[k]) for k in back)
+
+
+# --- OpenAI and open_clip files -------------------------------------------------------------
+
+
+def _write_openai_pt(model, path):
+    state = dict(model.state_dict())
+    # What OpenAI's files carry besides the parameters.
+    state.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77),
+                 vocab_size=torch.tensor(49408))
+    torch.save(state, path)
+
+
+def _write_torchscript(model, path):
+    torch.jit.save(torch.jit.script(model), path)
+
+
+def _write_safetensors(model, path):
+    save_file({k: v.numpy() for k, v in model.state_dict().items()}, path)
+
+
+def _write_ddp_checkpoint(model, path):
+    torch.save({"epoch": 3, "name": "run",
+                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, OpenAI's files are not
+@pytest.mark.parametrize("write, name, fmt", [
+    (_write_openai_pt, "ViT-tiny.pt", "openai"),
+    (_write_torchscript, "ViT-tiny-jit.pt", "openai-torchscript"),
+    (_write_safetensors, "open_clip_model.safetensors", "open_clip"),
+    (_write_ddp_checkpoint, "epoch_3.pt", "open_clip"),
+])
+def test_openai_and_open_clip_files_match_open_clip(open_clip_tiny, tmp_path, write, name, fmt):
+    path = tmp_path / name
+    write(open_clip_tiny, path)
+    state_dict, found = read_state_dict(path)
+    assert found == fmt
+    assert not {"input_resolution", "context_length", "vocab_size", "attn_mask"} & state_dict.keys()
+    model = load_clip(path)
+    assert model.config == VARIANTS["tiny"]
+    pixels = random_pixels(2, 32)
+    assert_same_features(model, open_clip_features(open_clip_tiny, pixels, TOKEN_IDS), pixels)
+
+
+def test_bfloat16_safetensors_read_as_float32(open_clip_tiny, tmp_path):
+    from safetensors.torch import save_file as save_torch_file
+
+    path = tmp_path / "bf16.safetensors"
+    state = {k: v.to(torch.bfloat16).contiguous() for k, v in open_clip_tiny.state_dict().items()}
+    save_torch_file(state, path)
+    state_dict, fmt = read_state_dict(path)
+    assert fmt == "open_clip"
+    for key in ("visual.proj", "logit_scale"):
+        assert state_dict[key].dtype == np.float32
+        assert np.array_equal(state_dict[key], state[key].float().numpy())
+
+
+# --- Full size ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hf_vit_b32(tmp_path_factory):
+    """A random transformers CLIPModel of OpenAI's ViT-B/32 shape, saved as a folder."""
+    common = dict(hidden_act="quick_gelu", projection_dim=512)
+    config = transformers.CLIPConfig(
+        text_config=transformers.CLIPTextConfig(
+            hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+            bos_token_id=49406, eos_token_id=49407, **common).to_dict(),
+        vision_config=transformers.CLIPVisionConfig(
+            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+            image_size=224, patch_size=32, **common).to_dict(),
+        projection_dim=512)
+    torch.manual_seed(0)
+    model = perturb_(transformers.CLIPModel(config), seed=3)
+    folder = tmp_path_factory.mktemp("hf_vit_b32")
+    model.save_pretrained(folder)
+    return model, folder
+
+
+def test_vit_b32_matches_transformers_and_open_clip(hf_vit_b32):
+    reference, folder = hf_vit_b32
+    model = clip.load(folder)
+    assert model.config == VARIANTS["ViT-B/32"]
+    pixels = random_pixels(2, 224)
+    token_ids = TOKEN_IDS[:2]
+    assert_same_features(model, hf_features(reference, pixels, token_ids), pixels, token_ids)
+    # open_clip's ViT-B-32 (QuickGELU) given the same weights in OpenAI's layout.
+    open_clip_model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
+    state_dict, _ = read_state_dict(folder)
+    open_clip_model.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in state_dict.items()})
+    assert_same_features(model, open_clip_features(open_clip_model.eval(), pixels, token_ids),
+                         pixels, token_ids)
+
+
+# --- The project checkpoint and export ------------------------------------------------------
+
+
+def test_project_checkpoint_keeps_params_and_extras(hf_tiny_folder, tmp_path):
+    model = load_clip(hf_tiny_folder)
+    extras = {"prompts/visual": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+              "head.bias": np.array([0.5, -1.0], np.float32)}
+    save_checkpoint(tmp_path / "ckpt", model, extras, {"num_visual_prompts": 3})
+    restored, restored_extras, extra_config = load_checkpoint(tmp_path / "ckpt")
+    assert restored.config == model.config
+    before, after = to_openai_state_dict(model), to_openai_state_dict(restored)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert restored_extras.keys() == extras.keys()
+    assert all(np.array_equal(restored_extras[k], extras[k]) for k in extras)
+    assert extra_config == {"num_visual_prompts": 3}
+    assert read_state_dict(tmp_path / "ckpt")[1] == "mmpiqa"
+    assert load_clip(tmp_path / "ckpt", dtype="bfloat16").config.dtype == "bfloat16"
+    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+        save_checkpoint(tmp_path / "ckpt", model)
+
+
+def test_export_hf_loads_in_transformers(hf_tiny, hf_tiny_folder, tmp_path):
+    extras = {"prompts/text": np.ones((4, 48), np.float32)}
+    export_hf(load_clip(hf_tiny_folder), tmp_path, extra_params=extras, extra_config={"depth": 2})
+    exported = transformers.CLIPModel.from_pretrained(tmp_path).eval()
+    pixels = random_pixels(2, 32)
+    for ours, ref in zip(hf_features(exported, pixels, TOKEN_IDS), hf_features(hf_tiny, pixels, TOKEN_IDS)):
+        assert relative_difference(ours, ref) <= TOLERANCE
+    assert np.array_equal(load_file(tmp_path / "mmpiqa_extra.safetensors")["prompts/text"], extras["prompts/text"])
+    assert json.loads((tmp_path / "mmpiqa_config.json").read_text())["extra_config"] == {"depth": 2}
+    _, back, config = load_checkpoint(tmp_path)
+    assert np.array_equal(back["prompts/text"], extras["prompts/text"]) and config == {"depth": 2}
+
+
+# --- Errors: each names the file and the tensor at fault ------------------------------------
+
+
+def test_error_unknown_format(tmp_path):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(b"this is not a checkpoint at all" * 10)
+    with pytest.raises(CheckpointError, match="unknown checkpoint format") as e:
+        read_state_dict(path)
+    assert str(path) in str(e.value) and "accepted" in str(e.value)
+
+
+def test_error_not_clip_state_dict(tmp_path):
+    path = tmp_path / "resnet.safetensors"
+    save_file({"fc.weight": np.zeros((2, 2), np.float32)}, path)
+    with pytest.raises(CheckpointError, match="not CLIP's") as e:
+        read_state_dict(path)
+    assert str(path) in str(e.value) and "fc.weight" in str(e.value)
+
+
+def test_error_missing_path_and_folder_without_config(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file"):
+        read_state_dict(tmp_path / "nope.pt")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="without config.json") as e:
+        read_state_dict(tmp_path)
+    assert str(tmp_path) in str(e.value) and "model.safetensors" in str(e.value)
+
+
+def _copy_hf_folder(src, dst, edit_weights=None, edit_config=None):
+    os.makedirs(dst)
+    weights = load_file(src / "model.safetensors")
+    config = json.loads((src / "config.json").read_text())
+    if edit_weights:
+        edit_weights(weights)
+    if edit_config:
+        edit_config(config)
+    save_file(weights, dst / "model.safetensors", metadata={"format": "pt"})
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_error_missing_and_unexpected_keys(hf_tiny_folder, tmp_path):
+    def edit(weights):
+        del weights["text_model.final_layer_norm.bias"]
+        del weights["vision_model.encoder.layers.1.self_attn.k_proj.weight"]
+        weights["text_model.extra_head.weight"] = np.zeros(3, np.float32)
+
+    folder = _copy_hf_folder(hf_tiny_folder, tmp_path / "broken", edit_weights=edit)
+    with pytest.raises(CheckpointError) as e:
+        load_clip(folder)
+    message = str(e.value)
+    assert str(folder) in message
+    assert "missing keys (2)" in message and "text_model.final_layer_norm.bias" in message
+    assert "vision_model.encoder.layers.1.self_attn.k_proj.weight" in message
+    assert "unexpected keys (1): text_model.extra_head.weight" in message
+
+
+def test_error_open_clip_unexpected_key(open_clip_tiny, tmp_path):
+    path = tmp_path / "model.safetensors"
+    state = {k: v.numpy() for k, v in open_clip_tiny.state_dict().items()}
+    state["visual.head.weight"] = np.zeros(4, np.float32)
+    save_file(state, path)
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(1\): visual.head.weight") as e:
+        load_clip(path)
+    assert str(path) in str(e.value)
+
+
+def test_error_shape_mismatch(open_clip_tiny, tmp_path):
+    path = tmp_path / "model.safetensors"
+    state = {k: v.numpy() for k, v in open_clip_tiny.state_dict().items()}
+    state["visual.transformer.resblocks.1.mlp.c_fc.weight"] = np.zeros((256, 128), np.float32)
+    save_file(state, path)
+    with pytest.raises(CheckpointError) as e:
+        load_clip(path)
+    message = str(e.value)
+    assert str(path) in message and "visual.transformer.resblocks.1.mlp.c_fc.weight" in message
+    assert "(256, 128)" in message and "expected (512, 128)" in message
+
+
+def test_error_hf_config_disagrees_with_weights(hf_tiny_folder, tmp_path):
+    def edit(config):
+        config["projection_dim"] = 32
+
+    folder = _copy_hf_folder(hf_tiny_folder, tmp_path / "bad_config", edit_config=edit)
+    with pytest.raises(CheckpointError) as e:
+        load_clip(folder)
+    message = str(e.value)
+    assert str(folder) in message and "visual_projection.weight" in message
+    assert "(64, 24)" in message and "expected (64, 32)" in message
+
+
+def test_error_hf_not_quick_gelu(hf_tiny_folder, tmp_path):
+    def edit(config):
+        config["vision_config"]["hidden_act"] = "gelu"
+
+    folder = _copy_hf_folder(hf_tiny_folder, tmp_path / "gelu", edit_config=edit)
+    with pytest.raises(CheckpointError, match="vision_config.hidden_act is 'gelu'") as e:
+        read_state_dict(folder)
+    assert str(folder / "config.json") in str(e.value)
+
+
+def _truncate(path, keep):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep(len(data))])
+
+
+def test_error_truncated_safetensors(open_clip_tiny, tmp_path):
+    in_header, in_data = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for path in (in_header, in_data):
+        _write_safetensors(open_clip_tiny, path)
+    _truncate(in_header, lambda n: 100)
+    _truncate(in_data, lambda n: n // 2)
+    for path in (in_header, in_data):
+        with pytest.raises(CheckpointError, match="truncated") as e:
+            read_state_dict(path)
+        assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_error_truncated_torch_file(tmp_path, zipped):
+    path = tmp_path / "model.pt"
+    torch.save({"visual.conv1.weight": torch.zeros(64, 3, 8, 8)}, path,
+               _use_new_zipfile_serialization=zipped)
+    _truncate(path, lambda n: n // 2)
+    with pytest.raises(CheckpointError, match="truncated or corrupt") as e:
+        read_state_dict(path)
+    assert str(path) in str(e.value)
+
+
+def test_error_torch_missing(open_clip_tiny, tmp_path, monkeypatch):
+    path = tmp_path / "ViT-tiny.pt"
+    _write_openai_pt(open_clip_tiny, path)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    with pytest.raises(CheckpointError, match="pip install torch") as e:
+        read_state_dict(path)
+    assert str(path) in str(e.value)
+
+
+def test_error_project_checkpoint_config_disagrees(hf_tiny_folder, tmp_path):
+    folder = save_checkpoint(tmp_path / "ckpt", load_clip(hf_tiny_folder))
+    config_path = os.path.join(folder, "config.json")
+    with open(config_path) as f:
+        meta = json.load(f)
+    meta["clip"]["vision_layers"] = 2
+    meta["clip"]["text_width"] = 64
+    with open(config_path, "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(CheckpointError) as e:
+        load_clip(folder)
+    message = str(e.value)
+    assert folder in message and "unexpected keys" in message and "visual/transformer/resblocks/2" in message
