@@ -74,3 +74,9 @@ def global_batch(mesh, local_batch: dict) -> dict:
         return jax.make_array_from_process_local_data(sharding, x, global_shape)
 
     return jax.tree.map(put, local_batch)
+
+
+def with_shardings(abstract_tree, shardings):
+    """`ShapeDtypeStruct`s that carry their sharding: the target of a sharded Orbax restore."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        abstract_tree, shardings)

@@ -1,0 +1,275 @@
+"""Orbax checkpoints of a training run: the last N and the best by validation SRCC, resumable.
+
+One step directory holds three items (`ocp.args.Composite`):
+  state  the train state pytree (params, frozen, optimiser state, step, RNG, extra), `StandardSave`;
+  meta   small JSON: step, the config fingerprint, the config keys that define the model and the
+         shape of every state leaf, so that a mismatched config is named before restoring;
+  data   each process's input iterator state (`get_state()`), one JSON file per process, because
+         every process reads its own shard of the data.
+
+Writes are atomic: Orbax writes into `<step>.orbax-checkpoint-tmp-<time>` and renames it to
+`<step>` only once every item of every process is written, and step listing skips temporary
+directories. A process killed mid-save therefore leaves the previous step as the latest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+STATE, META, DATA = "state", "meta", "data"
+# Config sections that define the model (and so the checkpoint's contents); everything else
+# (steps, logging, learning rates, data) may change between a run and its resumption.
+MODEL_KEYS = ("model",)
+BEST_METRIC = "srcc"
+
+
+class _NoMetricsWarningFilter(logging.Filter):
+    # Orbax warns on every save without metrics once best tracking is on; here that is the
+    # normal case (only evaluated steps carry metrics).
+    def filter(self, record):
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoMetricsWarningFilter())
+
+
+class CheckpointMismatchError(ValueError):
+    """A workdir's checkpoint was written for a different model or config."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Data iterator state: one JSON file per process.
+
+
+class IteratorHandler(ocp.CheckpointHandler):
+    """Saves `iterator.get_state()` of every process as `process_<i>-of-<n>.json`.
+
+    Orbax's own `JsonSave` writes from the primary process only, which would lose the other
+    processes' positions in their shards; grain's handler accepts only grain iterators.
+    """
+
+    def _file(self, directory: epath.Path) -> epath.Path:
+        return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+    def save(self, directory: epath.Path, args: "IteratorSave"):
+        state = args.iterator.get_state()
+        try:
+            text = json.dumps(state, indent=1)
+        except TypeError as e:
+            raise TypeError(f"the data iterator's get_state() is not JSON-serialisable: {e}") from e
+        self._file(directory).write_text(text)
+
+    def restore(self, directory: epath.Path, args: "IteratorRestore"):
+        path = self._file(directory)
+        if not path.exists():
+            found = sorted(p.name for p in directory.iterdir())
+            raise CheckpointMismatchError(
+                f"{directory} has no data iterator state for process {jax.process_index()} of "
+                f"{jax.process_count()} (found {found}); it was written with another number of "
+                "processes")
+        args.iterator.set_state(json.loads(path.read_text()))
+        return args.iterator
+
+    def metadata(self, directory: epath.Path):
+        return None
+
+
+@ocp.args.register_with_handler(IteratorHandler, for_save=True)
+@dataclasses.dataclass
+class IteratorSave(ocp.args.CheckpointArgs):
+    iterator: Any
+
+
+@ocp.args.register_with_handler(IteratorHandler, for_restore=True)
+@dataclasses.dataclass
+class IteratorRestore(ocp.args.CheckpointArgs):
+    iterator: Any
+
+
+# ---------------------------------------------------------------------------------------------
+# What a checkpoint must agree with.
+
+
+def model_config(config, keys=MODEL_KEYS) -> dict:
+    """The model-defining part of a config, as plain JSON-able data."""
+    out = {}
+    for key in keys:
+        if key in config:
+            value = config[key]
+            out[key] = value.to_dict() if hasattr(value, "to_dict") else value
+    return json.loads(json.dumps(out, sort_keys=True, default=repr))
+
+
+def fingerprint(model_cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def leaf_shapes(tree) -> dict[str, str]:
+    """`{path: "float32[256,256]"}` for every leaf of an array or `ShapeDtypeStruct` tree."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(p): f"{x.dtype}[{','.join(map(str, np.shape(x)))}]"
+            for p, x in leaves}
+
+
+def _flat(d: dict, prefix="") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _diff(saved: dict, current: dict, what: str, limit: int = 8) -> list[str]:
+    lines = []
+    # The current tree's order first (params before optimiser state), then saved-only keys.
+    for key in list(current) + [k for k in saved if k not in current]:
+        if key not in current:
+            lines.append(f"{what} {key}: only in the checkpoint ({saved[key]})")
+        elif key not in saved:
+            lines.append(f"{what} {key}: not in the checkpoint (config has {current[key]})")
+        elif saved[key] != current[key]:
+            lines.append(f"{what} {key}: checkpoint {saved[key]}, config {current[key]}")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more {what} differences"]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _best_value(metrics) -> float:
+    # NaN would poison Orbax's sort of checkpoints by metric; rank it last instead.
+    value = float(metrics[BEST_METRIC])
+    return -math.inf if math.isnan(value) else value
+
+
+class Checkpointer:
+    """Orbax `CheckpointManager` for train states: the last `keep`, plus the best by `srcc`.
+
+    Steps saved with `metrics` (an evaluation's results, which must hold `srcc`) compete for
+    best; the best one is kept even when it falls out of the last `keep`.
+    """
+
+    def __init__(self, directory, *, keep: int = 3, async_save: bool = True,
+                 model_cfg: dict | None = None):
+        """`model_cfg` (see `model_config`) is stored with every step and checked on restore."""
+        if keep < 1:
+            raise ValueError(f"keep_checkpoints={keep} must be >= 1")
+        self.directory = epath.Path(directory)
+        self.model_cfg = model_cfg
+        policy = ocp.checkpoint_managers
+        options = ocp.CheckpointManagerOptions(
+            # best_fn makes the manager record metrics and answer best_step(); which steps
+            # survive is then decided by the preservation policy alone.
+            best_fn=_best_value,
+            best_mode="max",
+            preservation_policy=policy.AnyPreservationPolicy([
+                policy.LatestN(n=keep),
+                policy.BestN(get_metric_fn=_best_value, reverse=False, n=1,
+                             keep_checkpoints_without_metrics=False),
+            ]),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={STATE: ocp.StandardCheckpointHandler(),
+                           META: ocp.JsonCheckpointHandler(),
+                           DATA: IteratorHandler()})
+        step = self.manager.best_step()
+        self._best = (step, -math.inf if step is None else _best_value(self.manager.metrics(step)))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The step with the highest saved `srcc`; None if no step was saved with metrics."""
+        return self._best[0]
+
+    def best_metric(self) -> float:
+        """The best saved `srcc` (-inf if none), known without waiting for saves in flight."""
+        return self._best[1]
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state, *, data_iter=None, meta: dict | None = None,
+             metrics: dict | None = None) -> None:
+        """Saves `state` (and the iterator's position) as `step`; `metrics` enter best tracking."""
+        if metrics is not None and BEST_METRIC not in metrics:
+            raise KeyError(f"evaluation metrics {sorted(metrics)} lack {BEST_METRIC!r}, "
+                           "needed to track the best checkpoint")
+        meta = dict(meta or {}, step=int(step), state_shapes=leaf_shapes(state))
+        if self.model_cfg is not None:
+            meta.update(model_config=self.model_cfg, config_fingerprint=fingerprint(self.model_cfg))
+        items = {STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(meta)}
+        if data_iter is not None:
+            items[DATA] = IteratorSave(data_iter)
+        if metrics is not None:
+            metrics = {k: float(v) for k, v in metrics.items()}
+            # >= as Orbax ranks a later step above an equal earlier one.
+            if _best_value(metrics) >= self._best[1]:
+                self._best = (step, _best_value(metrics))
+        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+    def read_meta(self, step: int) -> dict:
+        args = ocp.args.Composite(**{META: ocp.args.JsonRestore()})
+        return self.manager.restore(step, args=args)[META]
+
+    def check(self, step: int, abstract_state) -> dict:
+        """Raises `CheckpointMismatchError` naming every config key and state leaf that differs."""
+        meta = self.read_meta(step)
+        problems = []
+        if (self.model_cfg is not None and meta.get("model_config") is not None
+                and meta.get("config_fingerprint") != fingerprint(self.model_cfg)):
+            problems += _diff(_flat(meta["model_config"]), _flat(self.model_cfg), "config key")
+        problems += _diff(meta["state_shapes"], leaf_shapes(abstract_state), "state leaf")
+        if problems:
+            raise CheckpointMismatchError(
+                f"the checkpoint {self.directory / str(step)} does not match the config "
+                "(use a fresh --workdir, or the config it was trained with):\n  "
+                + "\n  ".join(problems))
+        return meta
+
+    def restore(self, abstract_state, *, step: int | None = None, data_iter=None):
+        """Restores `step` (default: latest) into `abstract_state`'s shapes and shardings.
+
+        `abstract_state` is a tree of `jax.ShapeDtypeStruct`s carrying `sharding`, so every
+        array lands directly in its place on the mesh. Returns `(state, meta)`.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        meta = self.check(step, abstract_state)
+        items = {STATE: ocp.args.StandardRestore(abstract_state)}
+        if data_iter is not None:
+            if not (self.directory / str(step) / DATA).exists():
+                raise CheckpointMismatchError(
+                    f"the checkpoint {self.directory / str(step)} holds no data iterator state")
+            items[DATA] = IteratorRestore(data_iter)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return restored[STATE], meta
+
+    def wait(self) -> None:
+        """Blocks until every started save is finalised (renamed into place)."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

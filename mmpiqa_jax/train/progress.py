@@ -1,0 +1,89 @@
+"""Training metrics out: `train_log.jsonl`, TensorBoard event files and a tqdm progress bar.
+
+Only process 0 writes. On resume the log is cut back to the restored step, so that a resumed
+run's log reads exactly like an uninterrupted one's.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import tqdm
+
+LOG_NAME = "train_log.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+EVAL_PREFIX = "val_"
+
+
+def truncate_log(path: Path, last_step: int) -> None:
+    """Drops the records of `path` with `step > last_step`, written after the restored step."""
+    if not path.exists():
+        return
+    keep = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            # A line cut short by a kill mid-write: it lies after every complete line.
+            break
+        if record.get("step", 0) <= last_step:
+            keep.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
+
+
+def _tag(key: str) -> str:
+    if key.startswith(EVAL_PREFIX):
+        return "val/" + key[len(EVAL_PREFIX):]
+    return "train/" + key
+
+
+class MetricsWriter:
+    """Writes one record per logged step to the JSONL log and TensorBoard, drives the bar."""
+
+    def __init__(self, workdir, *, num_steps: int, start_step: int = 0, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / LOG_NAME
+        truncate_log(self.log_path, start_step)
+        self._log = self.log_path.open("a")
+        # Imported here so that processes other than 0 never touch it.
+        from tensorboardX import SummaryWriter
+        # purge_step makes TensorBoard hide events that an interrupted run wrote past the
+        # restored step.
+        self._tb = SummaryWriter(str(workdir / TENSORBOARD_DIR), purge_step=start_step + 1)
+        self._bar = tqdm.tqdm(total=num_steps, initial=start_step, unit="step",
+                              dynamic_ncols=True, mininterval=1.0)
+
+    def advance(self, steps: int = 1) -> None:
+        if self.enabled:
+            self._bar.update(steps)
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        """Logs `metrics` (plain floats) for `step`; keys `val_*` are evaluation results."""
+        if not self.enabled:
+            return
+        record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        self._log.write(json.dumps(record) + "\n")
+        self._log.flush()  # a killed run keeps every line it logged
+        for key, value in metrics.items():
+            self._tb.add_scalar(_tag(key), float(value), step)
+        self._tb.flush()
+        postfix = {k: f"{metrics[k]:.4g}" for k in ("loss", "val_srcc") if k in metrics}
+        if "images_per_sec" in metrics:
+            postfix["img/s"] = f"{metrics['images_per_sec']:.1f}"
+        self._bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._bar.close()
+            self._tb.close()
+            self._log.close()
+            self.enabled = False

@@ -1,0 +1,299 @@
+"""The generic training driver: sharded state, one jitted donated step, logs, evals, checkpoints.
+
+A model family plugs in as a `TrainTask` (how to build the state, one pure train step); the
+driver owns everything around it and is the same from one CPU to a multi-process mesh:
+
+    state = train(task, config, workdir, train_iter=it, eval_fn=evaluate)
+
+Gradient accumulation is the optimiser's job (`optax.MultiSteps` inside the task's step), not
+the driver's: one driver step is one call of `task.train_step`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import flax.struct
+import jax
+import numpy as np
+
+from mmpiqa_jax.train import checkpointing, progress, sharding
+
+CONFIG_NAME = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+# Integer config keys every training config has, and their lower bounds.
+REQUIRED_KEYS = {"num_steps": 1, "batch_size": 1, "log_every": 1, "eval_every": 1,
+                 "checkpoint_every": 1}
+# Step metrics that flag the step rather than measure it; either spelling is accepted.
+FLAG_KEYS = ("finite", "nonfinite")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step reads and writes; a pytree, checkpointed whole.
+
+    params are what the optimiser updates, frozen what the model reads but never updates
+    (for instance a frozen CLIP tower), extra any other carried state (e.g. Dynamic Weight
+    Average's loss history). step counts completed steps.
+    """
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+    frozen: Any = None
+    extra: Any = None
+
+
+class TrainTask(Protocol):
+    """What a model family provides to the driver."""
+
+    def init_state(self, rng: jax.Array) -> TrainState:
+        """A fresh state from a PRNG key; pure, traced under `jax.jit` with sharded outputs."""
+
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        """One optimiser step; pure. Metrics: `loss`, each task's loss, `lr`, `grad_norm`
+        (scalars are logged) and `finite` (False when the loss or a gradient is NaN/Inf;
+        `nonfinite` True is read the same way)."""
+
+    # Optional: `load_pretrained(state) -> state`, called on the host for fresh runs only
+    # (not on resume), to put outside weights (e.g. OpenAI CLIP) into the sharded state.
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or a gradient became NaN/Inf; the run stopped without saving that state."""
+
+    def __init__(self, step: int, metrics: dict, last_checkpoint: int | None):
+        self.step, self.metrics, self.last_checkpoint = step, metrics, last_checkpoint
+        losses = ", ".join(f"{k}={v:.6g}" for k, v in metrics.items() if k not in FLAG_KEYS)
+        kept = (f"the last good checkpoint (step {last_checkpoint}) is kept"
+                if last_checkpoint is not None else "no checkpoint had been saved yet")
+        super().__init__(f"non-finite loss or gradients at step {step} ({losses}); "
+                         f"training stopped and {kept}")
+
+
+class StopTraining(Exception):
+    """Raised by a hook to end the run early, like a preemption (the next run resumes)."""
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def check_config(config) -> None:
+    """Clear errors for missing or invalid driver keys in `config`."""
+    for key, low in REQUIRED_KEYS.items():
+        if key not in config:
+            raise KeyError(f"training config lacks the key {key!r}")
+        value = config[key]
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(f"config.{key}={value!r} must be an integer >= {low}")
+    if "seed" not in config or not isinstance(config.seed, (int, np.integer)):
+        raise KeyError(f"training config needs an integer 'seed', got {config.get('seed')!r}")
+    if "mesh" not in config or "data" not in config.mesh or "model" not in config.mesh:
+        raise KeyError("training config lacks 'mesh.data' and 'mesh.model' "
+                       "(use data=-1, model=1 for plain data parallelism)")
+    keep = config.get("keep_checkpoints", 3)
+    if not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"config.keep_checkpoints={keep!r} must be an integer >= 1")
+
+
+def _config_dict(config) -> dict:
+    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def _write_config(config, workdir: Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_config_dict(config), indent=2, sort_keys=True, default=repr)
+    tmp = workdir / (CONFIG_NAME + ".tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(workdir / CONFIG_NAME)
+
+
+def _is_finite(metrics: dict) -> bool:
+    """False if the step flagged itself (`finite` False, `nonfinite` True) or a value is NaN/Inf."""
+    if not metrics.get("finite", True) or metrics.get("nonfinite", False):
+        return False
+    return all(np.all(np.isfinite(v)) for k, v in metrics.items()
+               if k not in FLAG_KEYS and np.issubdtype(np.asarray(v).dtype, np.number))
+
+
+def _check_iterator(train_iter) -> None:
+    missing = [m for m in ("__next__", "get_state", "set_state") if not hasattr(train_iter, m)]
+    if missing:
+        raise TypeError(f"train_iter {type(train_iter).__name__} lacks {missing}: exact resume "
+                        "needs an iterator whose position can be saved and restored")
+
+
+def _check_batch(local: dict, global_size: int, step: int) -> None:
+    sizes = {jax.tree_util.keystr(path): np.shape(v)[0] if np.ndim(v) else None
+             for path, v in jax.tree_util.tree_flatten_with_path(local)[0]}
+    bad = {k: s for k, s in sizes.items() if s is None}
+    if bad:
+        raise ValueError(f"batch at step {step}: entries {sorted(bad)} have no batch dimension")
+    want = global_size // jax.process_count()
+    wrong = {k: s for k, s in sizes.items() if s != want}
+    if wrong:
+        raise ValueError(
+            f"batch at step {step}: each of {jax.process_count()} processes must feed "
+            f"batch_size / processes = {want} examples, got {wrong}")
+
+
+def abstract_state(task: TrainTask, mesh, rng=None):
+    """The state's shapes carrying their shardings, and the shardings: the target of a restore.
+
+    Parameters are born sharded from these: `jax.eval_shape` the init, derive the shardings,
+    then `jax.jit(init, out_shardings=...)` creates every array in place.
+    """
+    rng = jax.random.key(0) if rng is None else rng
+    shapes = jax.eval_shape(task.init_state, rng)
+    shardings = sharding.tree_shardings(mesh, shapes)
+    return sharding.with_shardings(shapes, shardings), shardings
+
+
+def load_state(task: TrainTask, config, workdir, *, which: str = "best", mesh=None) -> TrainState:
+    """The `best` (by validation SRCC; latest if no evaluation ran) or `latest` state of a run.
+
+    For evaluation and scoring: restores into sharded arrays on `mesh` (default `config.mesh`),
+    after checking that the checkpoint matches `config`'s model.
+    """
+    if which not in ("best", "latest"):
+        raise ValueError(f"which={which!r} must be 'best' or 'latest'")
+    mesh = mesh or sharding.make_mesh(config.mesh.data, config.mesh.model)
+    directory = Path(workdir) / CHECKPOINT_DIR
+    with checkpointing.Checkpointer(directory, async_save=False,
+                                    model_cfg=checkpointing.model_config(config)) as ckpt:
+        step = ckpt.best_step() if which == "best" else None
+        step = ckpt.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {directory}: train a model there first")
+        with jax.set_mesh(mesh):
+            state, _ = ckpt.restore(abstract_state(task, mesh)[0], step=step)
+    return state
+
+
+def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
+          eval_fn: Callable[[TrainState], dict] | None = None, mesh=None,
+          hooks: Sequence[Callable[[int], None]] = ()) -> TrainState:
+    """Trains `task` to `config.num_steps`, resuming from `workdir`'s latest checkpoint if any.
+
+    train_iter yields this process's share of each batch (a dict of arrays with leading size
+    `batch_size / process_count`) and has JSON `get_state()`/`set_state()`. eval_fn(state)
+    returns metrics holding `srcc`; it runs every `eval_every` steps and at the end, on every
+    process. mesh defaults to `config.mesh`. Each hook is called with the step number after
+    that step's logging and checkpointing; raising `StopTraining` ends the run there, as a
+    preemption would (no extra checkpoint).
+    Returns the final state.
+    """
+    check_config(config)
+    _check_iterator(train_iter)
+    workdir = Path(workdir)
+    main_process = jax.process_index() == 0
+    if mesh is None:
+        mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+    data_size = mesh.shape[sharding.DATA]
+    if config.batch_size % jax.process_count() or config.batch_size % data_size:
+        raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
+                         f"mesh's data axis ({data_size}) and the process count "
+                         f"({jax.process_count()})")
+
+    ckpt = checkpointing.Checkpointer(
+        workdir / CHECKPOINT_DIR, keep=config.get("keep_checkpoints", 3),
+        async_save=config.get("async_checkpointing", True),
+        model_cfg=checkpointing.model_config(config))
+    writer = None
+    # The mesh is also made the ambient one, so that model code may constrain activations with
+    # bare PartitionSpecs (jax.lax.with_sharding_constraint).
+    with jax.set_mesh(mesh):
+        try:
+            # Born sharded: shapes and shardings first, then the state restored or created
+            # in place.
+            rng = jax.random.key(config.seed)
+            abstract, state_shardings = abstract_state(task, mesh, rng)
+            if ckpt.latest_step() is not None:
+                state, _ = ckpt.restore(abstract, data_iter=train_iter)
+            else:
+                state = jax.jit(task.init_state, out_shardings=state_shardings)(rng)
+                if hasattr(task, "load_pretrained"):
+                    state = task.load_pretrained(state)
+            if main_process:  # only now: a mismatched run must not overwrite the old config
+                _write_config(config, workdir)
+            start = int(jax.device_get(state.step))
+            writer = progress.MetricsWriter(workdir, num_steps=config.num_steps,
+                                            start_step=start, enabled=main_process)
+            step_fn = jax.jit(task.train_step,
+                              in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                              out_shardings=(state_shardings, sharding.replicated(mesh)),
+                              donate_argnums=0)
+            state = _loop(state, step_fn, start, config, mesh, train_iter, eval_fn, hooks,
+                          ckpt, writer)
+        finally:
+            # Whatever ended the run, let started saves finish: they hold finite states only.
+            ckpt.wait()
+            ckpt.close()
+            if writer is not None:
+                writer.close()
+    return state
+
+
+def _fetch_finite(pending: list, last_saved: int | None) -> dict[str, float]:
+    """The last pending step's scalar metrics on the host, after checking every pending step."""
+    host_metrics = jax.device_get([m for _, m in pending])  # one transfer for all
+    for (step, _), host in zip(pending, host_metrics):
+        if not _is_finite(host):
+            scalars = {k: float(v) for k, v in host.items() if np.ndim(v) == 0}
+            raise NonFiniteLossError(step, scalars, last_saved)
+    # Vector metrics (e.g. all task losses in one array) are checked but not logged.
+    return {k: float(v) for k, v in host.items() if k not in FLAG_KEYS and np.ndim(v) == 0}
+
+
+def _loop(state, step_fn, start, config, mesh, train_iter, eval_fn, hooks, ckpt, writer):
+    """Runs steps `start + 1 .. num_steps`; host syncs only at log, eval and save points."""
+    num_steps = config.num_steps
+    pending = []  # (step, device metrics) not yet checked for finiteness
+    last_saved = ckpt.latest_step()
+    tick, tick_step = time.perf_counter(), start
+    for step in range(start + 1, num_steps + 1):
+        try:
+            local = next(train_iter)
+        except StopIteration:
+            raise RuntimeError(f"train_iter ran out at step {step} of {num_steps}; the data "
+                               "pipeline must repeat for the whole run") from None
+        if step == start + 1:
+            _check_batch(local, config.batch_size, step)
+        state, metrics = step_fn(state, sharding.global_batch(mesh, local))
+        pending.append((step, metrics))
+        writer.advance()
+
+        do_log = step % config.log_every == 0 or step == num_steps
+        do_eval = eval_fn is not None and (step % config.eval_every == 0 or step == num_steps)
+        do_save = step % config.checkpoint_every == 0 or step == num_steps
+        if do_log or do_eval or do_save:
+            # Every step since the last check must be finite before anything is saved.
+            record = _fetch_finite(pending, last_saved)
+            pending = []
+            now = time.perf_counter()
+            record["images_per_sec"] = (step - tick_step) * config.batch_size / (now - tick)
+            tick, tick_step = now, step
+            eval_metrics = None
+            if do_eval:
+                eval_metrics = {k: float(v) for k, v in eval_fn(state).items()}
+                if checkpointing.BEST_METRIC not in eval_metrics:
+                    raise KeyError(f"eval_fn returned {sorted(eval_metrics)}, which lacks "
+                                   f"{checkpointing.BEST_METRIC!r}")
+                record.update({progress.EVAL_PREFIX + k: v for k, v in eval_metrics.items()})
+                # A new best is saved even between regular checkpoints.
+                do_save |= eval_metrics[checkpointing.BEST_METRIC] > ckpt.best_metric()
+            if do_log or do_eval:
+                writer.write(step, record)
+            if do_save:
+                ckpt.save(step, state, data_iter=train_iter, metrics=eval_metrics)
+                last_saved = step
+        try:
+            for hook in hooks:
+                hook(step)
+        except StopTraining:
+            # Like a preemption: nothing extra is saved; the next run resumes from the
+            # last checkpoint and rewrites the log from there.
+            break
+    return state

@@ -1,0 +1,62 @@
+"""The same toy run on meshes 8x1, 4x2 and 1x1 of 8 fake CPU devices gives the same losses."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+# XLA_FLAGS must be set before jax initialises, hence a separate process.
+SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import jax
+from toy_task import ToyIterator, ToyTask, toy_config
+from mmpiqa_jax.train import sharding
+from mmpiqa_jax.train.trainer import train
+
+assert jax.device_count() == 8, jax.devices()
+out = {{}}
+for data, model in [(8, 1), (4, 2), (1, 1)]:
+    n = data * model
+    mesh = sharding.make_mesh(data, model, devices=jax.devices()[:n])
+    config = toy_config(num_steps=5, checkpoint_every=5, mesh={{"data": data, "model": model}})
+    workdir = f"{workdir}/mesh{{data}}x{{model}}"
+    state = train(ToyTask(5), config, workdir, train_iter=ToyIterator(config.batch_size), mesh=mesh)
+    kernel = state.params["mid"]["kernel"].value
+    mu = state.opt_state[1][0].mu["mid"]["kernel"].value
+    out[f"{{data}}x{{model}}"] = {{
+        "losses": [json.loads(l)["loss"] for l in open(workdir + "/train_log.jsonl")],
+        "kernel_spec": str(kernel.sharding.spec),
+        "kernel_shard": list(kernel.addressable_shards[0].data.shape),
+        "mu_spec": str(mu.sharding.spec),
+        "bias_spec": str(state.params["mid"]["bias"].value.sharding.spec),
+    }}
+print("RESULT", json.dumps(out))
+"""
+
+
+def test_meshes_agree_and_parameters_are_sharded(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    script = SCRIPT.format(tests=str(REPO / "tests"), workdir=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    out = json.loads(line[len("RESULT "):])
+
+    want = out["1x1"]["losses"]
+    assert len(want) == 5
+    for mesh in ("8x1", "4x2"):
+        np.testing.assert_allclose(out[mesh]["losses"], want, rtol=1e-5, err_msg=mesh)
+
+    # 4x2: the 256x256 kernel and its Adam moment are split over `model`; the bias is not.
+    assert "model" in out["4x2"]["kernel_spec"]
+    assert out["4x2"]["kernel_shard"] in ([128, 256], [256, 128])
+    assert "model" in out["4x2"]["mu_spec"]
+    assert out["4x2"]["bias_spec"] in ("P()", "PartitionSpec()")
+    assert out["8x1"]["kernel_shard"] == [256, 256]
