@@ -32,6 +32,7 @@ EXTRAS = {
         "pytest>=8",
         "pytest-xdist>=3.5",
         "xlwt>=1.3",  # writes the real .xls format for the BID fixture
+        "pandas>=2.0",  # reads back the per-image CSVs in tests
         "torch>=2.4",
         "torchvision>=0.19",
         "open_clip_torch>=2.24",

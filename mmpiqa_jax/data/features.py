@@ -1,6 +1,9 @@
 """The features every IQA builder writes, so that all datasets read alike."""
+import contextlib
+
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import example_serializer
 
 # tfds reserves the split name `all` for the union of a dataset's splits: datasets without an
 # official split write one split, `full`, and are read with split="all" like every other dataset.
@@ -22,3 +25,23 @@ def iqa_features() -> tfds.features.FeaturesDict:
         "distortion_class": scalar(dtype=np.int32),   # index into labels.DISTORTIONS, -1 if none
         "level": scalar(dtype=np.int32),              # 0 if none
     })
+
+
+@contextlib.contextmanager
+def deterministic_serialization():
+    """Makes tfds write each tf.Example with its features in sorted order.
+
+    upb (protobuf's C core) serialises a proto map in an order seeded per process, so the same
+    example gives different bytes in two builds; `deterministic=True` sorts the map keys.
+    """
+    cls = example_serializer.ExampleSerializer
+    original = cls.serialize_example
+
+    def serialize_example(self, example):
+        return self.get_tf_example(example).SerializeToString(deterministic=True)
+
+    cls.serialize_example = serialize_example
+    try:
+        yield
+    finally:
+        cls.serialize_example = original

@@ -21,7 +21,7 @@ import xlrd
 from PIL import Image
 
 from mmpiqa_jax import labels
-from mmpiqa_jax.data.features import iqa_features
+from mmpiqa_jax.data.features import deterministic_serialization, iqa_features
 
 NAN = float("nan")
 
@@ -347,6 +347,11 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
         Returns the score read, the records of each split (every image found on disk), and
         extra dataset metadata.
         """
+
+    def _download_and_prepare(self, dl_manager, download_config=None):
+        # The same folder gives the same bytes on every build.
+        with deterministic_serialization():
+            return super()._download_and_prepare(dl_manager, download_config)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         folder = Folder(dl_manager.manual_dir)

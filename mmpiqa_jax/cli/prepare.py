@@ -1,0 +1,32 @@
+"""`mmpiqa prepare NAME`: build a dataset into the data dir, from the folder the user downloaded."""
+import argparse
+import sys
+import time
+
+HELP = "build an IQA dataset (tfds, array_record) from its downloaded folder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mmpiqa_jax.data import registry  # pylint: disable=import-outside-toplevel
+    parser.add_argument("name", help=f"dataset, one of: {', '.join(registry.BUILDER_MODULES)} "
+                                     "(a config as NAME/CONFIG, e.g. synthetic_iqa/small)")
+    parser.add_argument("--manual-dir", default=None,
+                        help="the folder you downloaded (not needed for synthetic_iqa)")
+    parser.add_argument("--data-dir", default=None,
+                        help="where to write (default: $MMPIQA_DATA_DIR or ~/mmpiqa_data)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    from mmpiqa_jax.data import registry  # pylint: disable=import-outside-toplevel
+    # tfds' tqdm bars count the examples generated and shuffled, split by split.
+    tfds.display_progress_bar(True)
+    start = time.time()
+    try:
+        builder = registry.prepare(args.name, args.manual_dir, args.data_dir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    counts = {name: split.num_examples for name, split in builder.info.splits.items()}
+    print(f"{args.name}: {counts} examples in {builder.data_dir} ({time.time() - start:.0f} s)")
+    return 0

@@ -1,0 +1,95 @@
+"""Dataset names -> tfds builders: build (`prepare`) and read (`load_source`) by name.
+
+A name may carry a builder config, `synthetic_iqa/small`. Prepared data live under
+`default_data_dir()`: `$MMPIQA_DATA_DIR` if set, else `~/mmpiqa_data` (kept apart from tfds'
+own `~/tensorflow_datasets`, whose datasets need TensorFlow to read).
+"""
+import importlib
+import os
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+# name -> module defining `BUILDER`; modules are imported only when their dataset is used.
+BUILDER_MODULES = {
+    name: f"mmpiqa_jax.data.builders.{name}"
+    for name in ("kadid10k", "csiq", "live_iqa", "tid2013", "koniq10k", "live_challenge", "bid",
+                 "spaq", "synthetic_iqa")
+}
+# Datasets built from nothing the user downloads.
+EMBEDDED = ("synthetic_iqa",)
+
+
+def default_data_dir() -> str:
+    """Where datasets are prepared and read: `$MMPIQA_DATA_DIR`, else `~/mmpiqa_data`."""
+    return os.path.expanduser(os.environ.get("MMPIQA_DATA_DIR") or "~/mmpiqa_data")
+
+
+def _split_name(name: str) -> tuple[str, str | None]:
+    base, _, config = name.partition("/")
+    if base not in BUILDER_MODULES:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(BUILDER_MODULES)}")
+    return base, (config or None)
+
+
+def builder_class(name: str) -> type:
+    """The builder class of a dataset (name without config)."""
+    base, _ = _split_name(name)
+    try:
+        module = importlib.import_module(BUILDER_MODULES[base])
+    except ModuleNotFoundError as e:
+        raise ValueError(f"dataset {base!r}: builder module {BUILDER_MODULES[base]} is missing "
+                         f"({e})") from e
+    return module.BUILDER
+
+
+def get_builder(name: str, data_dir: str | None = None, **kwargs: Any) -> tfds.core.DatasetBuilder:
+    """The builder of `name` (`base` or `base/config`), writing array_record under `data_dir`."""
+    _, config = _split_name(name)
+    if config is not None:
+        kwargs.setdefault("config", config)
+    kwargs.setdefault("file_format", "array_record")
+    return builder_class(name)(data_dir=data_dir or default_data_dir(), **kwargs)
+
+
+def _prepare_hint(name: str, data_dir: str | None) -> str:
+    base, _ = _split_name(name)
+    manual = "" if base in EMBEDDED else " --manual-dir DIR"
+    where = f" --data-dir {data_dir}" if data_dir else ""
+    return f"run: mmpiqa prepare {name}{manual}{where}"
+
+
+def prepare(name: str, manual_dir: str | None = None, data_dir: str | None = None
+            ) -> tfds.core.DatasetBuilder:
+    """Builds `name` into `data_dir` from the user's folder `manual_dir` (none for embedded ones)."""
+    base, _ = _split_name(name)
+    builder = get_builder(name, data_dir)
+    if manual_dir is None and base not in EMBEDDED:
+        raise ValueError(f"dataset {name!r} is built from a folder you download: "
+                         f"{_prepare_hint(name, data_dir)}\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    if manual_dir is not None and not os.path.isdir(manual_dir):
+        raise FileNotFoundError(f"dataset {name!r}: manual dir {manual_dir} does not exist")
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    builder.download_and_prepare(download_config=config)
+    return builder
+
+
+def load_source(name: str, split: str = "all", data_dir: str | None = None, *,
+                decode_images: bool = True):
+    """The `tfds.data_source` of a prepared dataset: random access to examples (dicts).
+
+    `split="all"` is every example in the dataset's order; splits for experiments are index
+    arrays into it (see `splits`). With `decode_images=False` the `image` field stays encoded
+    bytes, which is cheaper when only labels are read or when the pipeline decodes itself.
+    """
+    builder = get_builder(name, data_dir)
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"dataset {name!r} is not prepared in {builder.data_dir}; "
+            f"{_prepare_hint(name, data_dir)}")
+    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
+    try:
+        return builder.as_data_source(split=split, decoders=decoders)
+    except (KeyError, ValueError) as e:
+        known = ", ".join(builder.info.splits.keys())
+        raise ValueError(f"dataset {name!r}: unknown split {split!r}; known: all, {known}") from e

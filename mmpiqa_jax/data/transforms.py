@@ -1,0 +1,116 @@
+"""Image ops of LIQE's preprocessing, on PIL images and numpy arrays (host side, per example).
+
+Crops are (top, left) positions of `crop` x `crop` windows; images are uint8 [h, w, 3] until
+`normalize`, which gives CLIP-normalised float32.
+"""
+import io
+
+import numpy as np
+from PIL import Image
+
+CLIP_MEAN = np.array((0.48145466, 0.4578275, 0.40821073), np.float32)
+CLIP_STD = np.array((0.26862954, 0.26130258, 0.27577711), np.float32)
+
+CROP = 224
+MAX_SHORT_SIDE = 768  # LIQE's AdaptiveResize(768)
+
+
+def decode_rgb(image) -> Image.Image:
+    """Encoded bytes (PNG/JPEG/...) or a uint8 array as an RGB PIL image."""
+    if isinstance(image, (bytes, bytearray)):
+        pil = Image.open(io.BytesIO(image))
+    else:
+        pil = Image.fromarray(np.asarray(image))
+    return pil.convert("RGB")
+
+
+def liqe_resize(image: Image.Image, max_short: int = MAX_SHORT_SIDE, crop: int = CROP) -> Image.Image:
+    """LIQE's AdaptiveResize: only when both sides exceed `max_short`, shrink the short side to it.
+
+    Images whose short side is below `crop` are enlarged to `crop` (bicubic), since a 224 crop
+    cannot be taken from them otherwise (LIQE asserts instead; no dataset it uses is that small).
+    """
+    w, h = image.size
+    short = min(w, h)
+    if short > max_short:
+        target = max_short
+        resample = Image.BILINEAR  # torchvision's Resize default on PIL images, as LIQE uses
+    elif short < crop:
+        target, resample = crop, Image.BICUBIC
+    else:
+        return image
+    # torchvision's Resize(int): the short side becomes `target`, the long one int(target * ratio).
+    if w <= h:
+        size = (target, int(target * h / w))
+    else:
+        size = (int(target * w / h), target)
+    return image.resize(size, resample)
+
+
+def grid_stride(height: int, width: int) -> int:
+    """LIQE's test stride: 48 when a side is >= 1024 (after the resize), else 32."""
+    return 48 if max(height, width) >= 1024 else 32
+
+
+def grid_positions(height: int, width: int, crop: int = CROP, stride: int | None = None) -> np.ndarray:
+    """All (top, left) of the stride grid, row-major, as torch's `unfold` orders them. [n, 2]."""
+    stride = grid_stride(height, width) if stride is None else stride
+    tops = np.arange(0, height - crop + 1, stride)
+    lefts = np.arange(0, width - crop + 1, stride)
+    return np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
+
+
+def liqe_test_positions(height: int, width: int, num: int = 15, crop: int = CROP) -> np.ndarray:
+    """LIQE's deterministic test crops: grid positions 0, s, 2s, ... with s = n_grid // num.
+
+    Where the grid has fewer than `num` positions (LIQE asserts), they are spread evenly with
+    repeats: position floor(i * n_grid / num).
+    """
+    grid = grid_positions(height, width, crop)
+    n = len(grid)
+    if n >= num:
+        sel = (n // num) * np.arange(num)
+    else:
+        sel = (np.arange(num) * n) // num
+    return grid[sel]
+
+
+def center_position(height: int, width: int, crop: int = CROP) -> np.ndarray:
+    """The centred crop, as one (top, left). [1, 2]."""
+    return np.array([[(height - crop) // 2, (width - crop) // 2]])
+
+
+def random_positions(height: int, width: int, num: int, rng: np.random.Generator,
+                     crop: int = CROP, mode: str = "grid") -> np.ndarray:
+    """`num` training crops: `grid` draws grid positions with replacement, as LIQE's training
+    does; `random` draws any position uniformly. [num, 2]."""
+    if mode == "grid":
+        grid = grid_positions(height, width, crop)
+        return grid[rng.integers(0, len(grid), size=num)]
+    if mode == "random":
+        return np.stack([rng.integers(0, height - crop + 1, size=num),
+                         rng.integers(0, width - crop + 1, size=num)], -1)
+    raise ValueError(f"unknown crop mode {mode!r}; expected 'grid' or 'random'")
+
+
+def take_crops(image: np.ndarray, positions: np.ndarray, crop: int = CROP) -> np.ndarray:
+    """The windows at `positions` of a [h, w, 3] image. [n, crop, crop, 3], same dtype."""
+    return np.stack([image[t:t + crop, l:l + crop] for t, l in positions])
+
+
+def resize_full(image: Image.Image, size: int = CROP) -> np.ndarray:
+    """The whole image squeezed to size x size (bicubic, as CLIP's preprocessing). [1, s, s, 3]."""
+    return np.asarray(image.resize((size, size), Image.BICUBIC))[None]
+
+
+# (x / 255 - mean) / std as one multiply-add: the host's costliest op per crop.
+_SCALE = (1.0 / (255.0 * CLIP_STD)).astype(np.float32)
+_OFFSET = (-CLIP_MEAN / CLIP_STD).astype(np.float32)
+
+
+def normalize(pixels: np.ndarray) -> np.ndarray:
+    """uint8 RGB -> float32 (x / 255 - mean) / std with CLIP's mean and std."""
+    out = pixels.astype(np.float32)
+    out *= _SCALE
+    out += _OFFSET
+    return out

@@ -1,0 +1,187 @@
+"""The grain pipeline on `synthetic_iqa/small` (prepared once through `mmpiqa prepare`)."""
+import json
+
+import grain
+import numpy as np
+import pytest
+
+from mmpiqa_jax.cli.main import main
+from mmpiqa_jax.data import pipeline as P
+from mmpiqa_jax.data import registry, splits
+from mmpiqa_jax.data import transforms as T
+
+NAME = "synthetic_iqa/small"   # 4 references + 4 x 4 x 5 distorted = 84 images of 320 x 240
+ONE = grain.sharding.NoSharding()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("data"))
+    assert main(["prepare", NAME, "--data-dir", path]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def spec(data_dir):
+    return P.open_spec(NAME, data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def table(spec):
+    return splits.read_labels(spec.source)
+
+
+def _train(spec, table, **kw):
+    """Two datasets from one source: train part (quota 3) and test part (quota 2)."""
+    split = splits.random_split(table["ref_id"], "80/20", seed=0)
+    specs = [P.DataSpec(spec.source, split["train"], 3, spec.scenes, "a"),
+             P.DataSpec(spec.source, split["test"], 2, None, "b")]
+    return split, P.train_iterator(specs, **{"seed": 0, "shard": ONE, **kw})
+
+
+def test_registry_errors(tmp_path, data_dir):
+    with pytest.raises(ValueError, match="unknown dataset 'kadid'; known: kadid10k, csiq"):
+        registry.load_source("kadid")
+    with pytest.raises(FileNotFoundError,
+                       match=f"run: mmpiqa prepare synthetic_iqa --data-dir {tmp_path}"):
+        registry.load_source("synthetic_iqa", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown split 'train'"):
+        registry.load_source(NAME, "train", data_dir=data_dir)
+
+
+def test_train_batch_shapes_dtypes_and_quotas(spec, table):
+    split, it = _train(spec, table)
+    batch = next(it)
+    want = {"pixels": ((5, 3, 224, 224, 3), np.float32), "quality": ((5,), np.float32),
+            "mos": ((5,), np.float32), "distortion_class": ((5,), np.int32),
+            "scenes": ((5, 9), np.float32), "scene_mask": ((5,), np.float32),
+            "dataset_id": ((5,), np.int32), "ref_id": ((5,), np.int32), "index": ((5,), np.int32)}
+    assert {k: (v.shape, v.dtype) for k, v in batch.items()} == want
+    for _ in range(3):
+        assert batch["dataset_id"].tolist() == [0, 0, 0, 1, 1]
+        assert np.isin(batch["index"][:3], split["train"]).all()
+        assert np.isin(batch["index"][3:], split["test"]).all()
+        batch = next(it)
+    # Labels are the example's; scenes only where the dataset has them.
+    i = batch["index"]
+    np.testing.assert_allclose(batch["quality"], table["quality"][i])
+    np.testing.assert_array_equal(batch["distortion_class"], table["distortion_class"][i])
+    np.testing.assert_array_equal(batch["scenes"][:3], spec.scenes[i[:3]])
+    assert batch["scene_mask"].tolist() == [1, 1, 1, 0, 0]
+    assert (batch["scenes"][3:] == 0).all()
+    # CLIP normalisation: values of (x / 255 - mean) / std for x in [0, 255].
+    lo, hi = (0 - T.CLIP_MEAN) / T.CLIP_STD, (1 - T.CLIP_MEAN) / T.CLIP_STD
+    assert (batch["pixels"] >= lo.min() - 1e-5).all() and (batch["pixels"] <= hi.max() + 1e-5).all()
+
+
+def test_resume_from_saved_state_continues_with_next_batch(spec, table):
+    _, it = _train(spec, table)
+    for _ in range(2):
+        next(it)
+    state = json.dumps(it.get_state())   # what the trainer stores in its checkpoint
+    expected = [next(it) for _ in range(2)]
+    _, resumed = _train(spec, table)
+    resumed.set_state(json.loads(state))
+    for want in expected:
+        got = next(resumed)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_epochs_cover_every_example_and_reshuffle(spec):
+    n = len(spec.source)   # 84 = 21 steps of 4
+    it = P.train_iterator([P.DataSpec(spec.source, None, 4)], seed=1, shard=ONE)
+    epochs = [np.concatenate([next(it)["index"] for _ in range(n // 4)]) for _ in range(2)]
+    for order in epochs:
+        np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    assert not np.array_equal(epochs[0], epochs[1])
+
+
+def test_randomness_independent_of_threads_and_seeded(spec, table):
+    batches = {}
+    for threads in (0, 2):
+        _, it = _train(spec, table, num_threads=threads)
+        batches[threads] = [next(it) for _ in range(2)]
+    for a, b in zip(batches[0], batches[2]):
+        np.testing.assert_array_equal(a["pixels"], b["pixels"])
+    _, other = _train(spec, table, seed=1)
+    assert not np.array_equal(next(other)["index"], batches[0][0]["index"])
+
+
+def test_process_shards_are_disjoint_and_cover(spec):
+    n = len(spec.source)
+    shards = [grain.sharding.ShardOptions(i, 2) for i in range(2)]
+    seen = []
+    for shard in shards:
+        batches = list(P.eval_dataset(spec, batch_size=16, crop_mode="center", shard=shard))
+        assert len(batches) == 3   # 42 each, padded to 48: both processes step together
+        seen.append(np.concatenate([b["index"][b["valid"]] for b in batches]))
+    assert not set(seen[0]) & set(seen[1])
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(n))
+    # Training: each process reads only its shard, with half the global batch.
+    train = [P.train_iterator([P.DataSpec(spec.source, None, 4)], seed=0, shard=s) for s in shards]
+    firsts = [np.concatenate([next(it)["index"] for _ in range(n // 4)]) for it in train]
+    assert all(len(f) == n // 2 and len(set(f)) == n // 2 for f in firsts)
+    assert not set(firsts[0]) & set(firsts[1])
+    with pytest.raises(ValueError, match="batch size 3 is not divisible by the 2 processes"):
+        P.train_dataset([P.DataSpec(spec.source, None, 3)], seed=0, shard=shards[0])
+
+
+def test_eval_liqe_crops_in_dataset_order(spec):
+    it = P.eval_iterator(spec, batch_size=32, shard=ONE)
+    batches = list(it)
+    assert [b["pixels"].shape for b in batches] == [(32, 15, 224, 224, 3)] * 3
+    index = np.concatenate([b["index"] for b in batches])
+    valid = np.concatenate([b["valid"] for b in batches])
+    np.testing.assert_array_equal(index[valid], np.arange(84))
+    assert valid.sum() == 84 and not valid[84:].any()
+    # Example 5, by hand: 320 x 240 is not resized; its grid has 1 x 4 < 15 positions, spread.
+    image = np.asarray(T.decode_rgb(spec.source[5]["image"]))
+    pos = T.liqe_test_positions(*image.shape[:2])
+    assert len(pos) == 15
+    np.testing.assert_array_equal(batches[0]["pixels"][5], T.normalize(T.take_crops(image, pos)))
+    for mode in ("center", "full"):
+        b = next(P.eval_iterator(spec, batch_size=4, crop_mode=mode, shard=ONE))
+        assert b["pixels"].shape == (4, 1, 224, 224, 3)
+
+
+def test_liqe_resize_and_grid():
+    from PIL import Image
+    size = lambda w, h: T.liqe_resize(Image.new("RGB", (w, h))).size  # noqa: E731
+    assert size(1024, 768) == (1024, 768)        # short side 768: not above, unchanged
+    assert size(2000, 1000) == (1536, 768)       # both sides exceed 768
+    assert size(4000, 700) == (4000, 700)        # one side below 768: unchanged
+    assert size(300, 200) == (336, 224)          # too small for a 224 crop: enlarged
+    assert T.grid_stride(768, 1024) == 48 and T.grid_stride(768, 1023) == 32
+    grid = T.grid_positions(288, 384)             # (288 - 224) // 32 + 1 = 3 rows, 6 columns
+    assert grid.shape == (18, 2) and grid[:7].tolist() == [
+        [0, 0], [0, 32], [0, 64], [0, 96], [0, 128], [0, 160], [32, 0]]
+    np.testing.assert_array_equal(T.liqe_test_positions(288, 384), grid[:15])   # 18 // 15 = 1
+    big = T.grid_positions(768, 1024)             # stride 48: 12 x 17 = 204, step 204 // 15 = 13
+    np.testing.assert_array_equal(T.liqe_test_positions(768, 1024), big[13 * np.arange(15)])
+    small = T.grid_positions(240, 320)            # 1 x 4
+    assert T.liqe_test_positions(240, 320).tolist() == [p.tolist() for p in small[
+        (np.arange(15) * 4) // 15]]
+
+
+def test_worker_processes_give_the_same_batches_and_resume(spec, table):
+    _, single = _train(spec, table)
+    want = [next(single) for _ in range(3)]
+    _, workers = _train(spec, table, num_workers=1)
+    got = [next(workers) for _ in range(2)]
+    state = json.dumps(workers.get_state())
+    workers.close()
+    _, resumed = _train(spec, table, num_workers=1)
+    resumed.set_state(json.loads(state))
+    got.append(next(resumed))
+    resumed.close()
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a["pixels"], b["pixels"])
+        np.testing.assert_array_equal(a["index"], b["index"])
+
+
+def test_clip_normalisation():
+    x = np.array([[[0, 128, 255]]], np.uint8)
+    want = (x / 255.0 - T.CLIP_MEAN) / T.CLIP_STD
+    np.testing.assert_allclose(T.normalize(x), want, atol=1e-6)
+    assert T.normalize(x).dtype == np.float32
