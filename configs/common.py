@@ -1,0 +1,98 @@
+"""Shared defaults of the training configs: every key any trainer reads, each one documented.
+
+Loaded by the config files with `config_lib.load_sibling(__file__, "common")`. Defaults marked
+"paper" follow method.md's statements; "LIQE" follow LIQE's code; the rest are our choices.
+"""
+import ml_collections
+
+# LIQE's six training sets and its per-step batch from each (method.md).
+LIQE_BATCH_SIZES = {"live": 4, "csiq": 4, "bid": 4, "clive": 4, "koniq": 16, "kadid": 16}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The run-level keys and all sections with their defaults (MP-IQE's)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_steps = 16_000              # LIQE: 80 epochs x 200 steps
+    c.steps_per_epoch = 200           # LIQE's epoch; DWA and `cosine_period_epochs` count in it
+    c.batch_size = 48                 # images per step, summed over datasets (4*4 + 2*16)
+    c.log_every = 50
+    c.eval_every = 1000
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 3
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1                  # -1: all devices on the data axis
+    c.mesh.model = 1                  # tensor-parallel width (1: data parallel only)
+
+    c.model = model_config()
+    c.data = data_config()
+    c.optimizer = optimizer_config()
+    c.loss = loss_config()
+    return c
+
+
+def model_config() -> ml_collections.ConfigDict:
+    m = ml_collections.ConfigDict()
+    m.name = "mpiqe"                  # "mpiqe" or "liqe"
+    m.variant = "ViT-B/32"            # CLIP architecture by name (LIQE uses ViT-B/32)
+    m.clip_checkpoint = ""            # path for `clip.load`; "" = random init of `variant`
+    m.dtype = "float32"               # compute dtype ("bfloat16" on accelerators); params float32
+    # Visual prompts (paper: multi-layer prompts; numbers are our choice, VPT-deep's defaults).
+    m.num_visual_prompts = 8
+    m.visual_prompt_depth = 12        # layers with their own prompts, from the input; 0 = none
+    # Text prompts (paper: dual scene / distortion prompts; CoOp-style context is our reading).
+    m.num_text_context = 4            # learnable vectors per bank; 0 = plain class-word prompts
+    m.text_context_init = "a photo of a"  # phrase whose word embeddings start the context; "" = N(0, 0.02)
+    m.text_prompt_depth = 1           # text layers with their own context, from the input (1 = CoOp)
+    # Multimodal fusion encoder (published summaries: cross-attention; sizes are our choice).
+    m.fusion_layers = 2
+    m.fusion_width = 256
+    m.fusion_heads = 4
+    m.fusion_mlp_ratio = 4
+    m.scene_activation = "softmax"    # scene probabilities: "softmax" over scenes (LIQE) or "sigmoid"
+    return m
+
+
+def data_config() -> ml_collections.ConfigDict:
+    d = ml_collections.ConfigDict()
+    d.batch_sizes = dict(LIQE_BATCH_SIZES)  # dataset name -> images per step (LIQE)
+    d.crops_per_image = 3             # LIQE: 3 random 224 crops per image
+    d.crop_size = 224
+    d.random_flip = True              # LIQE: random horizontal flip
+    d.split = "liqe"                  # split preset (reference images 70/10/20 ... see data docs)
+    d.split_seed = 0                  # which of the standard ten splits
+    d.eval_crops = 15                 # crops per image at evaluation (LIQE's test-time crops)
+    return d
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+    o = ml_collections.ConfigDict()
+    o.name = "adamw"                  # "adamw" or "sgd"
+    o.learning_rate = 2e-3            # our choice for prompts (CoOp uses 2e-3 with SGD)
+    o.weight_decay = 1e-3             # LIQE
+    o.b1 = 0.9
+    o.b2 = 0.999
+    o.eps = 1e-8
+    o.momentum = 0.9                  # SGD only
+    o.warmup_steps = 200              # linear warm-up from 0 (one epoch)
+    o.schedule = "cosine"             # "cosine" or "constant" after warm-up
+    o.cosine_period_epochs = 0        # 0: one cosine decay over the run; >0: torch's
+                                      # CosineAnnealingLR with T_max = that many epochs (LIQE: 5)
+    o.min_lr_ratio = 0.0              # floor of the cosine, as a fraction of the peak
+    o.clip_norm = 1.0                 # global gradient-norm clip; 0 = none
+    o.accumulation_steps = 1          # >1: optax.MultiSteps over that many micro-batches
+    o.param_groups = "prompt"         # preset name, or ((regex, lr multiplier or None), ...)
+    return o
+
+
+def loss_config() -> ml_collections.ConfigDict:
+    w = ml_collections.ConfigDict()
+    w.quality = 1.0                   # pairwise fidelity within a dataset (LIQE)
+    w.distortion = 1.0                # fidelity on the distortion class (LIQE)
+    w.scene = 1.0                     # binary fidelity per scene (LIQE)
+    w.l1 = 0.0                        # optional L1 on the normalised quality (our addition)
+    w.plcc = 0.0                      # optional PLCC loss as in pyiqa (our addition)
+    w.dwa = True                      # Dynamic Weight Average over the weighted tasks (LIQE)
+    w.dwa_temperature = 2.0           # LIQE's T
+    return w

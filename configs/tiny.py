@@ -1,0 +1,36 @@
+"""A tiny random MP-IQE (or LIQE) for tests and quick checks: CLIP `tiny` on 32 x 32 crops.
+
+Arguments: model (mpiqe | liqe), depth (visual_prompt_depth), prompts, ctx, groups (preset).
+"""
+from mmpiqa_jax import config as config_lib
+
+common = config_lib.load_sibling(__file__, "common")
+
+
+def get_config(arg=None):
+    arg = config_lib.parse_arg(arg, model="mpiqe", depth=2, prompts=4, ctx=4, groups="")
+    config = common.base_config()
+    config.num_steps = 100
+    config.steps_per_epoch = 10
+    config.batch_size = 8
+    config.log_every = 10
+    config.eval_every = 50
+    config.checkpoint_every = 50
+    m = config.model
+    m.name = arg.model
+    m.variant = "tiny"
+    m.visual_prompt_depth = arg.depth
+    m.num_visual_prompts = arg.prompts
+    m.num_text_context = arg.ctx
+    m.fusion_layers = 1
+    m.fusion_width = 32
+    m.fusion_heads = 2
+    d = config.data
+    d.batch_sizes = {"synthetic_iqa": 8}
+    d.crops_per_image = 2
+    d.crop_size = 32
+    d.eval_crops = 2
+    config.optimizer.warmup_steps = 5
+    config.optimizer.param_groups = arg.groups or ("prompt" if arg.model == "mpiqe" else "full")
+    config.loss.dwa = False
+    return config

@@ -1,0 +1,155 @@
+"""Learnable prompts: CoOp-style text context banks (with MaPLe-style deep context) and VPT visual prompts.
+
+A `PromptBank` holds the prompts `[SOS] ctx_1 .. ctx_n <text> [EOS]` of a list of texts that share
+`n` learnable context vectors. Token ids are fixed at construction, trimmed to the longest prompt
+(exact under the causal mask), and kept as static Python tuples so that jit sees constants.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mmpiqa_jax import labels
+from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig, init_visual_prompts, trim_to_longest
+from mmpiqa_jax.tokenizer import tokenize
+
+# One word that is one token, standing in for each context vector when tokenising.
+_PLACEHOLDER = "X"
+CONTEXT_STD = 0.02  # CoOp's random context initialisation
+
+
+def phrase_token_ids(phrase: str) -> np.ndarray:
+    """The ids of a phrase's words, without start and end of text."""
+    ids = tokenize([phrase])[0]
+    return ids[1:int(ids.argmax())]
+
+
+def init_context(key: jax.Array, token_embedding: jax.Array, num_context: int, width: int,
+                 phrase: str = "") -> jax.Array:
+    """[n, width] context: N(0, 0.02), with the phrase's word embeddings in the last positions.
+
+    The phrase sits next to the class word, so with n equal to its length the initial prompt is
+    exactly `phrase <text>` (CoOp's "a photo of a" initialisation).
+    """
+    ctx = CONTEXT_STD * jax.random.normal(key, (num_context, width), jnp.float32)
+    if phrase:
+        ids = phrase_token_ids(phrase)
+        if len(ids) > num_context:
+            raise ValueError(f"text_context_init {phrase!r} has {len(ids)} tokens, more than "
+                             f"num_text_context={num_context}")
+        if len(ids):
+            words = jnp.asarray(token_embedding)[jnp.asarray(ids)].astype(jnp.float32)
+            ctx = ctx.at[num_context - len(ids):].set(words)
+    return ctx
+
+
+class PromptBank(nnx.Module):
+    """Prompts `ctx <text>` for `texts`, sharing `num_context` learnable vectors.
+
+    `depth` counts the text layers that have their own context, from the input: 1 is CoOp (the
+    input only); d > 1 adds `deep_ctx` [d - 1, n, width] that replaces the context positions at
+    the inputs of layers 1 .. d - 1 (MaPLe). Without context (n = 0) the prompts are the plain
+    texts and the bank has no parameters.
+    """
+
+    def __init__(self, texts: Sequence[str], *, clip: CLIP, num_context: int = 0, depth: int = 1,
+                 init_phrase: str = "", rngs: nnx.Rngs):
+        config: CLIPConfig = clip.config
+        if num_context < 0:
+            raise ValueError(f"num_text_context must be >= 0, got {num_context}")
+        if num_context and not 1 <= depth <= config.text_layers:
+            raise ValueError(f"text_prompt_depth must be in [1, {config.text_layers}] "
+                             f"(text layers), got {depth}")
+        prefix = " ".join([_PLACEHOLDER] * num_context)
+        ids = tokenize([f"{prefix} {t}" if num_context else t for t in texts],
+                       context_length=config.context_length)
+        if num_context:
+            placeholder = phrase_token_ids(_PLACEHOLDER)
+            if not (ids[:, 1:1 + num_context] == placeholder[0]).all():
+                raise AssertionError("context placeholder did not tokenise to one token per vector")
+        ids = trim_to_longest(ids)
+        self.texts = tuple(texts)
+        self.num_context = num_context
+        # Static: part of the graph definition, constants under jit.
+        self.token_ids = tuple(map(tuple, ids.tolist()))
+        self.eot_positions = tuple(ids.argmax(axis=-1).tolist())
+        if num_context:
+            self.ctx = nnx.Param(init_context(rngs.params(), clip.token_embedding.embedding[...],
+                                              num_context, config.text_width, init_phrase))
+        else:
+            self.ctx = None
+        if num_context and depth > 1:
+            self.deep_ctx = nnx.Param(CONTEXT_STD * jax.random.normal(
+                rngs.params(), (depth - 1, num_context, config.text_width), jnp.float32))
+        else:
+            self.deep_ctx = None
+
+    @property
+    def length(self) -> int:
+        return len(self.token_ids[0])
+
+    def embeddings(self, clip: CLIP) -> jax.Array:
+        """[N, L, text_width] word embeddings with the context vectors at positions 1 .. n."""
+        emb = clip.token_embedding(jnp.asarray(self.token_ids, jnp.int32))
+        if self.ctx is None:
+            return emb
+        ctx = jnp.broadcast_to(self.ctx[...].astype(emb.dtype), (emb.shape[0], *self.ctx.shape))
+        return jnp.concatenate([emb[:, :1], ctx, emb[:, 1 + self.num_context:]], axis=1)
+
+    def __call__(self, clip: CLIP) -> jax.Array:
+        """Projected text features [N, embed_dim] (not normalised)."""
+        deep = None if self.deep_ctx is None else self.deep_ctx[...]
+        return clip.encode_text_embeddings(self.embeddings(clip), jnp.asarray(self.eot_positions),
+                                           deep_prompts=deep, prompt_start=1)
+
+
+def scene_texts() -> tuple[str, ...]:
+    """MP-IQE's scene prompts after the context: `<scene>.`"""
+    return tuple(f"{s.replace('_', ' ')}." for s in labels.SCENES)
+
+
+def distortion_texts() -> tuple[str, ...]:
+    """MP-IQE's distortion prompts after the context: `<distortion>.`"""
+    return tuple(f"{d}." for d in labels.DISTORTIONS)
+
+
+LIQE_PREFIX = "a photo of a "
+
+
+def liqe_texts(with_context: bool = False) -> tuple[str, ...]:
+    """LIQE's 495 prompts, index q * 99 + s * 11 + d.
+
+    With a learnable context, the leading "a photo of a" is left to the context (so that a
+    context initialised from that phrase starts at exactly LIQE's prompts).
+    """
+    texts = []
+    for q in labels.QUALITIES:
+        for s in labels.SCENES:
+            for d in labels.DISTORTIONS:
+                texts.append(labels.LIQE_TEMPLATE.format(scene=s, distortion=d, quality=q))
+    if with_context:
+        assert all(t.startswith(LIQE_PREFIX) for t in texts)
+        texts = [t[len(LIQE_PREFIX):] for t in texts]
+    return tuple(texts)
+
+
+class VisualPrompts(nnx.Module):
+    """VPT-deep prompts [depth, num_prompts, vision_width], shared over the batch."""
+
+    def __init__(self, config: CLIPConfig, *, depth: int, num_prompts: int, rngs: nnx.Rngs):
+        if not 0 <= depth <= config.vision_layers:
+            raise ValueError(f"visual_prompt_depth must be in [0, {config.vision_layers}] "
+                             f"(vision layers), got {depth}")
+        if num_prompts < 0:
+            raise ValueError(f"num_visual_prompts must be >= 0, got {num_prompts}")
+        if depth and num_prompts:
+            self.tokens = nnx.Param(init_visual_prompts(rngs.params(), config, depth, num_prompts))
+        else:
+            self.tokens = None
+
+    def __call__(self) -> jax.Array | None:
+        return None if self.tokens is None else self.tokens[...]

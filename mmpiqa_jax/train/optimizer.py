@@ -1,0 +1,90 @@
+"""optax from the config: one AdamW or SGD per trainable group, warm-up + cosine, clipping, accumulation.
+
+Frozen groups have no transformation at all: their parameters are not in the trainable state that
+the optimiser sees (see `param_groups.split_trainable`).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from mmpiqa_jax.train import param_groups as pg
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+def make_schedule(config, *, peak: float, num_steps: int, steps_per_epoch: int) -> optax.Schedule:
+    """Linear warm-up from 0 to `peak`, then cosine (or constant).
+
+    `cosine_period_epochs = 0`: one half cosine from `peak` to `peak * min_lr_ratio` at `num_steps`.
+    `> 0`: torch's `CosineAnnealingLR` with `T_max` that many epochs, which keeps going past
+    `T_max` (back up, with period 2 T_max), as LIQE's schedule does.
+    """
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"unknown optimizer.schedule {config.schedule!r}; known: {SCHEDULES}")
+    warmup = int(config.warmup_steps)
+    if warmup < 0:
+        raise ValueError(f"optimizer.warmup_steps must be >= 0, got {warmup}")
+    floor = peak * config.min_lr_ratio
+    if config.schedule == "constant":
+        main = optax.constant_schedule(peak)
+    elif config.cosine_period_epochs > 0:
+        period = config.cosine_period_epochs * steps_per_epoch
+
+        def main(step):
+            return floor + (peak - floor) * 0.5 * (1 + jnp.cos(math.pi * step / period))
+    else:
+        main = optax.cosine_decay_schedule(peak, max(num_steps - warmup, 1),
+                                           alpha=config.min_lr_ratio)
+    if not warmup:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+
+
+def _base(config, learning_rate) -> optax.GradientTransformation:
+    if config.name == "adamw":
+        return optax.adamw(learning_rate, b1=config.b1, b2=config.b2, eps=config.eps,
+                           weight_decay=config.weight_decay)
+    if config.name == "sgd":
+        # Decoupled decay as in AdamW, before the learning rate scales the update.
+        return optax.chain(optax.add_decayed_weights(config.weight_decay),
+                           optax.sgd(learning_rate, momentum=config.momentum or None))
+    raise ValueError(f"unknown optimizer.name {config.name!r}; known: {OPTIMIZERS}")
+
+
+def make_optimizer(config, groups: Sequence[pg.Group], trainable: nnx.State, *,
+                   num_steps: int, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+    """The optax transformation for the `optimizer` config section, over the `trainable` state.
+
+    Each trainable group gets the base optimiser with the schedule scaled by its multiplier; the
+    global-norm clip (if any) sees all groups together; `accumulation_steps > 1` wraps everything
+    in `optax.MultiSteps` (the update is applied every that many calls, with the mean gradient).
+    """
+    transforms = {f"g{i}": _base(config, make_schedule(
+                      config, peak=config.learning_rate * g.lr_mult, num_steps=num_steps,
+                      steps_per_epoch=steps_per_epoch))
+                  for i, g in enumerate(groups) if g.trainable}
+    if not transforms:
+        raise ValueError("optimizer.param_groups freezes every parameter: nothing to train")
+    tx = optax.multi_transform(transforms, pg.labels_tree(trainable, groups))
+    if config.clip_norm < 0:
+        raise ValueError(f"optimizer.clip_norm must be >= 0, got {config.clip_norm}")
+    if config.clip_norm > 0:
+        tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), tx)
+    steps = int(config.accumulation_steps)
+    if steps < 1:
+        raise ValueError(f"optimizer.accumulation_steps must be >= 1, got {steps}")
+    return optax.MultiSteps(tx, every_k_schedule=steps) if steps > 1 else tx
+
+
+def learning_rate(config, group: pg.Group, step, *, num_steps: int, steps_per_epoch: int = 1):
+    """The learning rate of `group` at optimiser step `step` (for logging)."""
+    if not group.trainable:
+        return 0.0
+    return make_schedule(config, peak=config.learning_rate * group.lr_mult, num_steps=num_steps,
+                         steps_per_epoch=steps_per_epoch)(step)

@@ -1,0 +1,225 @@
+"""MP-IQE and LIQE on a tiny random CLIP: shapes, score, crop averaging, LIQE layout, plain-CLIP
+equivalence, phrase-initialised context, and the text-feature cache (eager and under jit)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mmpiqa_jax import config as config_lib
+from mmpiqa_jax import labels
+from mmpiqa_jax.models import iqa, prompts
+from mmpiqa_jax.models.clip_model import CLIP, get_variant
+from mmpiqa_jax.tokenizer import tokenize
+
+RES = get_variant("tiny").image_resolution
+FUSION = dict(fusion_layers=1, fusion_width=32, fusion_heads=2)
+
+
+def normalize(x):
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return CLIP(get_variant("tiny"), rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def crops():
+    return jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, RES, RES, 3)), jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def mpiqe(clip):
+    model = iqa.MPIQE(clip, visual_prompt_depth=2, num_visual_prompts=3, rngs=nnx.Rngs(1), **FUSION)
+    # The head starts at zero (uniform quality); a random one makes the quality tests bite.
+    kernel = model.fusion.head.kernel
+    kernel[...] = jax.random.normal(jax.random.key(0), kernel.shape)
+    return model
+
+
+@pytest.fixture(scope="module")
+def liqe(clip):
+    return iqa.LIQE(clip, rngs=nnx.Rngs(2))
+
+
+def forward(model, crops, **kw):
+    """The model's call under nnx.jit (much faster than eager op-by-op on CPU)."""
+    return nnx.jit(lambda m, x: m(x, **kw))(model, crops)
+
+
+def test_mpiqe_outputs(mpiqe, crops):
+    out = forward(mpiqe, crops)
+    shapes = {k: v.shape for k, v in out.items()}
+    assert shapes == {"quality_logits": (2, 5), "quality_probs": (2, 5), "score": (2,),
+                      "scene_logits": (2, 9), "scene_probs": (2, 9),
+                      "distortion_logits": (2, 11), "distortion_probs": (2, 11)}
+    p = np.asarray(out["quality_probs"], np.float64)
+    np.testing.assert_allclose(p, jax.nn.softmax(np.asarray(out["quality_logits"], np.float64)), atol=1e-6)
+    np.testing.assert_allclose(out["score"], p @ np.arange(1, 6), rtol=1e-6)
+    assert np.all((out["score"] >= 1) & (out["score"] <= 5))
+    np.testing.assert_allclose(np.sum(out["distortion_probs"], -1), 1, atol=1e-6)
+
+
+def test_score_spans_1_to_5(clip, crops):
+    """Extreme quality logits push the score to the ends of [1, 5], never beyond."""
+    model = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=0, rngs=nnx.Rngs(1), **FUSION)
+    for level, sign in ((0, 1.0), (4, 1.0)):
+        bias = np.full(5, -50.0, np.float32)
+        bias[level] = 50.0
+        model.fusion.head.bias[...] = jnp.asarray(bias)
+        score = forward(model, crops)["score"]
+        np.testing.assert_allclose(score, level + 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mpiqe", "liqe"])
+def test_logits_are_averaged_over_crops(name, request, crops):
+    model = request.getfixturevalue(name)
+    b, c = crops.shape[:2]
+    together = forward(model, crops)
+    alone = forward(model, crops.reshape(b * c, 1, *crops.shape[2:]))  # every crop its own image
+    # LIQE averages its joint logits; its marginals come from the averaged joint (next test).
+    keys = ("logits",) if name == "liqe" else ("quality_logits", "scene_logits", "distortion_logits")
+    for key in keys:
+        want = np.asarray(alone[key]).reshape(b, c, -1).mean(axis=1)
+        np.testing.assert_allclose(together[key], want, rtol=1e-5, atol=1e-5, err_msg=key)
+    # Softmax after averaging, not an average of softmaxes.
+    key = keys[0]
+    probs = "probs" if name == "liqe" else "quality_probs"
+    want_p = jax.nn.softmax(np.asarray(alone[key]).reshape(b, c, -1).mean(1))
+    np.testing.assert_allclose(together[probs], want_p, atol=1e-6)
+    avg_of_softmax = jax.nn.softmax(np.asarray(alone[key])).reshape(b, c, -1).mean(1)
+    assert np.abs(avg_of_softmax - want_p).max() > 1e-4  # the crops differ enough to tell
+
+
+def test_liqe_index_layout_and_marginals(liqe, clip, crops):
+    texts = prompts.liqe_texts()
+    assert len(texts) == 495
+    for q, s, d in [(0, 0, 0), (1, 2, 3), (4, 8, 10), (2, 7, 0)]:
+        assert texts[q * 99 + s * 11 + d] == labels.LIQE_TEMPLATE.format(
+            quality=labels.QUALITIES[q], scene=labels.SCENES[s], distortion=labels.DISTORTIONS[d])
+    # The text features at those indices are CLIP's features of those very sentences.
+    feats = nnx.jit(lambda m: m.text_features())(liqe)
+    idx = [0, 1 * 99 + 2 * 11 + 3, 494, 2 * 99 + 7 * 11]
+    ref = nnx.jit(lambda c, t: c.encode_text(t))(clip, tokenize([texts[i] for i in idx]))
+    np.testing.assert_allclose(np.asarray(feats)[idx], normalize(ref), atol=2e-5)
+
+    out = forward(liqe, crops)
+    probs = np.asarray(out["probs"], np.float64)
+    np.testing.assert_allclose(probs.sum(-1), 1, atol=1e-5)
+    index = np.arange(495)
+    for key, part, n in (("quality_probs", index // 99, 5), ("scene_probs", index // 11 % 9, 9),
+                         ("distortion_probs", index % 11, 11)):
+        want = np.stack([probs[:, part == k].sum(-1) for k in range(n)], axis=-1)
+        np.testing.assert_allclose(out[key], want, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(np.sum(out[key], -1), 1, atol=1e-5)
+        np.testing.assert_allclose(jax.nn.softmax(out[key.replace("probs", "logits")]), want, atol=1e-5)
+    np.testing.assert_allclose(out["score"], np.asarray(out["quality_probs"]) @ np.arange(1, 6), rtol=1e-5)
+
+
+def test_no_prompts_equals_plain_clip(clip, crops):
+    model = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=0, rngs=nnx.Rngs(3), **FUSION)
+    assert model.prompts["visual"].tokens is None and model.prompts["scene"].ctx is None
+    pixels = crops.reshape(-1, *crops.shape[2:])
+    got = nnx.jit(lambda m, x: m.encode_image(x))(model, pixels)
+    want = nnx.jit(lambda c, x: c.encode_image(x))(clip, pixels)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    words = [f"{s.replace('_', ' ')}." for s in labels.SCENES] + [f"{d}." for d in labels.DISTORTIONS]
+    want_t = nnx.jit(lambda c, t: c.encode_text(t))(clip, tokenize(words))
+    got_t = nnx.jit(lambda m: m.text_features())(model)
+    np.testing.assert_allclose(got_t, normalize(want_t), atol=2e-6)
+
+
+def test_phrase_context_starts_at_the_phrase(clip, liqe):
+    """Context from "a photo of a" gives exactly the phrase's prompts (CoOp's initialisation)."""
+    model = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=4, text_context_init="a photo of a",
+                      rngs=nnx.Rngs(4), **FUSION)
+    want = nnx.jit(lambda c, t: c.encode_text(t))(
+        clip, tokenize([f"a photo of a {s.replace('_', ' ')}." for s in labels.SCENES]))
+    got = nnx.jit(lambda m: m.text_features())(model)[:9]
+    np.testing.assert_allclose(got, normalize(want), atol=2e-5)
+    # LIQE's CoOp variant starts at LIQE's fixed template.
+    coop = iqa.LIQE(clip, num_text_context=4, rngs=nnx.Rngs(5))
+    np.testing.assert_allclose(nnx.jit(lambda m: m.text_features())(coop),
+                               nnx.jit(lambda m: m.text_features())(liqe), atol=2e-5)
+    # A random context does not.
+    rand = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=4, text_context_init="",
+                     rngs=nnx.Rngs(4), **FUSION)
+    assert np.abs(nnx.jit(lambda m: m.text_features())(rand)[:9] - got).max() > 1e-2
+
+
+def test_phrase_longer_than_context_is_an_error(clip):
+    with pytest.raises(ValueError, match="text_context_init 'a photo of a' has 4 tokens"):
+        iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=2, rngs=nnx.Rngs(0), **FUSION)
+
+
+def test_text_cache(clip, crops):
+    model = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=2, text_context_init="",
+                      text_prompt_depth=2, rngs=nnx.Rngs(6), **FUSION)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def call(state, crops):
+        m = nnx.merge(graphdef, state)
+        return m(crops, use_text_cache=True)["scene_logits"], m.text_cache_is_fresh()
+
+    @jax.jit
+    def refresh(state):
+        m = nnx.merge(graphdef, state)
+        m.refresh_text_cache()
+        return nnx.state(m)
+
+    def uncached(state):
+        return nnx.jit(lambda m, x: m(x)["scene_logits"])(nnx.merge(graphdef, state), crops)
+
+    logits, fresh = call(state, crops)  # empty cache: recomputed, same result
+    assert not fresh
+    np.testing.assert_allclose(logits, uncached(state), atol=1e-5)
+    state = refresh(state)
+    logits, fresh = call(state, crops)
+    assert fresh
+    np.testing.assert_allclose(logits, uncached(state), atol=1e-5)
+
+    # The cache branch is really taken: garbage features with a matching checksum show through.
+    poisoned = jax.tree.map(lambda x: x, state)
+    poisoned["text_cache"][...] = jnp.zeros_like(poisoned["text_cache"][...])
+    logits, fresh = call(poisoned, crops)
+    assert fresh and np.abs(np.asarray(logits)).max() == 0
+
+    # Any change of a text-path parameter (deep context, one element of the token embedding,
+    # a tiny step) invalidates the cache, under jit, and the features are recomputed.
+    for path, delta in ((("prompts", "scene", "deep_ctx"), 1e-3),
+                        (("clip", "token_embedding", "embedding"), 1e-7)):
+        changed = jax.tree.map(lambda x: x, state)
+        node = changed
+        for key in path:
+            node = node[key]
+        node[...] = node[...].at[(0,) * node[...].ndim].add(delta)
+        logits, fresh = call(changed, crops)
+        assert not fresh, path
+        np.testing.assert_allclose(logits, uncached(changed), atol=1e-5)
+    # Image-side parameters do not touch the cache.
+    changed = jax.tree.map(lambda x: x, state)
+    changed["clip"]["visual"]["proj"][...] = changed["clip"]["visual"]["proj"][...] * 1.01
+    assert call(changed, crops)[1]
+
+
+def test_is_text_path():
+    assert iqa.is_text_path("clip/transformer/resblocks/0/attn/in_proj/kernel")
+    assert iqa.is_text_path("prompts/scene/ctx") and iqa.is_text_path("clip/token_embedding/embedding")
+    assert not iqa.is_text_path("clip/visual/transformer/resblocks/0/ln_1/scale")
+    assert not iqa.is_text_path("prompts/visual/tokens") and not iqa.is_text_path("clip/logit_scale")
+
+
+def test_build_model_from_config():
+    config = config_lib.load_config("configs/tiny.py:model=liqe,ctx=0")
+    model = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0)))
+    assert isinstance(model, iqa.LIQE) and model.clip.config == get_variant("tiny")
+    config = config_lib.load_config("configs/tiny.py", ["model.name=vit"])
+    with pytest.raises(ValueError, match="unknown model.name 'vit'"):
+        iqa.build_model(config.model, nnx.Rngs(0))
+    config = config_lib.load_config("configs/tiny.py", ["model.visual_prompt_depth=3"])
+    with pytest.raises(ValueError, match=r"visual_prompt_depth must be in \[0, 2\].*got 3"):
+        nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0)))
