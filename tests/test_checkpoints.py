@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+import jax
 import numpy as np
 import open_clip
 import pytest
@@ -256,6 +257,10 @@ def test_project_checkpoint_keeps_params_and_extras(hf_tiny_folder, tmp_path):
     assert load_clip(tmp_path / "ckpt", dtype="bfloat16").config.dtype == "bfloat16"
     with pytest.raises(CheckpointError, match="already holds a checkpoint"):
         save_checkpoint(tmp_path / "ckpt", model)
+    # Training loads it under a mesh (`jax.set_mesh`), where restore targets must stay concrete.
+    with jax.set_mesh(jax.make_mesh((1,), ("data",))):
+        under_mesh = load_clip(tmp_path / "ckpt")
+    assert np.array_equal(to_openai_state_dict(under_mesh)["text_projection"], before["text_projection"])
 
 
 def test_export_hf_loads_in_transformers(hf_tiny, hf_tiny_folder, tmp_path):

@@ -128,6 +128,10 @@ def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Che
         "extra": {k: jax.ShapeDtypeStruct(tuple(v["shape"]), np.dtype(v["dtype"]))
                   for k, v in meta.get("extra_params", {}).items()},
     }
+    # Restore onto this process's first device: under `jax.set_mesh` a bare target would carry the
+    # abstract mesh, which Orbax cannot place arrays on. Callers reshard as they need.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), target)
     params_dir = os.path.join(folder, PARAMS_DIR)
     with ocp.StandardCheckpointer() as checkpointer:
         try:
