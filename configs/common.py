@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every = 1000
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3
+    c.method = ""                     # name in results tables; "" = the workdir's folder name
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                  # -1: all devices on the data axis
@@ -29,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = data_config()
     c.optimizer = optimizer_config()
     c.loss = loss_config()
+    c.eval = eval_config()
     return c
 
 
@@ -60,10 +62,25 @@ def data_config() -> ml_collections.ConfigDict:
     d.crops_per_image = 3             # LIQE: 3 random 224 crops per image
     d.crop_size = 224
     d.random_flip = True              # LIQE: random horizontal flip
-    d.split = "liqe"                  # split preset (reference images 70/10/20 ... see data docs)
+    d.train_crop_mode = "grid"        # "grid": LIQE's stride-32 grid positions; "random": anywhere
+    d.split = "70/10/20"              # by reference image, train/val/test percent (LIQE's protocol;
+                                      # "80/20" = train/test), or "official" (KonIQ's own split)
     d.split_seed = 0                  # which of the standard ten splits
+    d.val_part = "val"                # part that picks the best checkpoint; "" = no validation,
+                                      # the last checkpoint is tested (for 2-part splits)
+    d.eval_crop_mode = "liqe"         # "liqe": `eval_crops` grid crops; "center": one; "full": whole
+                                      # image resized to crop_size
     d.eval_crops = 15                 # crops per image at evaluation (LIQE's test-time crops)
+    d.data_dir = ""                   # prepared datasets; "" = $MMPIQA_DATA_DIR or ~/mmpiqa_data
+    d.num_workers = 0                 # decoding processes for training (0: in the main process)
     return d
+
+
+def eval_config() -> ml_collections.ConfigDict:
+    e = ml_collections.ConfigDict()
+    e.batch_size = 32                 # images per evaluation batch (each with its eval crops)
+    e.datasets = ()                   # cross-dataset tests: datasets evaluated whole, never trained on
+    return e
 
 
 def optimizer_config() -> ml_collections.ConfigDict:

@@ -1,6 +1,8 @@
 """A tiny random MP-IQE (or LIQE) for tests and quick checks: CLIP `tiny` on 32 x 32 crops.
 
-Arguments: model (mpiqe | liqe), depth (visual_prompt_depth), prompts, ctx, groups (preset).
+Arguments: model (mpiqe | liqe), depth (visual_prompt_depth), prompts, ctx, groups (preset),
+dataset (the one training set, e.g. `synthetic_iqa/small`, whose 4 references want
+`--set data.split=50/25/25`).
 """
 from mmpiqa_jax import config as config_lib
 
@@ -8,7 +10,8 @@ common = config_lib.load_sibling(__file__, "common")
 
 
 def get_config(arg=None):
-    arg = config_lib.parse_arg(arg, model="mpiqe", depth=2, prompts=4, ctx=4, groups="")
+    arg = config_lib.parse_arg(arg, model="mpiqe", depth=2, prompts=4, ctx=4, groups="",
+                               dataset="synthetic_iqa")
     config = common.base_config()
     config.num_steps = 100
     config.steps_per_epoch = 10
@@ -26,7 +29,7 @@ def get_config(arg=None):
     m.fusion_width = 32
     m.fusion_heads = 2
     d = config.data
-    d.batch_sizes = {"synthetic_iqa": 8}
+    d.batch_sizes = {arg.dataset: 8}
     d.crops_per_image = 2
     d.crop_size = 32
     d.eval_crops = 2

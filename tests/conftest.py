@@ -31,3 +31,13 @@ def openclip_clip(config, seed: int = 0):
 @pytest.fixture(scope="session")
 def make_openclip():
     return openclip_clip
+
+
+@pytest.fixture(scope="session")
+def synthetic_small_dir(tmp_path_factory):
+    """A data dir holding `synthetic_iqa/small` (84 images), built once per session."""
+    from mmpiqa_jax.data import registry
+
+    path = str(tmp_path_factory.mktemp("synthetic_small"))
+    registry.prepare("synthetic_iqa/small", data_dir=path)
+    return path

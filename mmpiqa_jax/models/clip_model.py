@@ -232,6 +232,46 @@ class CLIP(nnx.Module):
         return features
 
 
+    def encode_text_shared_prefix(self, prefix: jax.Array, prefix_lengths, suffix: jax.Array,
+                                  groups, suffix_eot, *, deep_prompts: jax.Array | None = None,
+                                  prompt_start: int = 1) -> jax.Array:
+        """`encode_text_embeddings` for texts that share prefixes, each prefix run once.
+
+        Text n is prefix `groups[n]` (its first `prefix_lengths[groups[n]]` positions of
+        `prefix` [G, P, text_width]) followed by `suffix[n]` [S, text_width], whose end-of-text
+        token is at suffix position `suffix_eot[n]`. Exact under the causal mask: a prefix's
+        activations never depend on what follows it. `deep_prompts` replace positions
+        [prompt_start, prompt_start + n_ctx), which must lie inside every prefix. The index
+        arguments are static (numpy or tuples).
+        """
+        dtype = self.config.compute_dtype
+        lengths, groups = np.asarray(prefix_lengths), np.asarray(groups)
+        suffix_eot = np.asarray(suffix_eot)
+        n_prefix, n_suffix = prefix.shape[1], suffix.shape[1]
+        if deep_prompts is not None and prompt_start + deep_prompts.shape[1] > lengths.min():
+            raise ValueError("deep prompts must lie inside every shared prefix")
+        positions = np.minimum(lengths[groups][:, None] + np.arange(n_suffix),
+                               self.config.context_length - 1)
+        pos = self.positional_embedding[...].astype(dtype)
+        xp = prefix.astype(dtype) + pos[:n_prefix]
+        xs = suffix.astype(dtype) + pos[positions]
+        # Suffix queries see their prefix's real positions and the suffix causally.
+        mask = np.concatenate([
+            np.broadcast_to((np.arange(n_prefix) < lengths[groups][:, None])[:, None],
+                            (len(groups), n_suffix, n_prefix)),
+            np.broadcast_to(np.tril(np.ones((n_suffix, n_suffix), bool)),
+                            (len(groups), n_suffix, n_suffix))], axis=-1)
+        depth = 0 if deep_prompts is None else deep_prompts.shape[0]
+        for i, block in enumerate(self.transformer.resblocks):
+            if 1 <= i <= depth:
+                prompts = deep_prompts[i - 1].astype(dtype)
+                xp = xp.at[:, prompt_start:prompt_start + prompts.shape[0]].set(prompts)
+            xp, xs = block.shared_prefix(xp, xs, jnp.asarray(groups), jnp.asarray(mask))
+        tokens = self.ln_final(xs)
+        pooled = tokens[jnp.arange(tokens.shape[0]), jnp.asarray(suffix_eot)]
+        return (pooled @ self.text_projection[...].astype(dtype)).astype(jnp.float32)
+
+
 def init_visual_prompts(key: jax.Array, config: CLIPConfig, depth: int,
                         num_prompts: int) -> jax.Array:
     """VPT's initialisation: uniform in +-sqrt(6 / (3 p^2 + width)), float32 [depth, P, width]."""

@@ -51,6 +51,24 @@ class MultiheadAttention(nnx.Module):
         out = jax.nn.dot_product_attention(q, k, v, is_causal=causal)
         return self.out_proj(out.reshape(batch, length, width))
 
+    def shared_prefix(self, prefix: jax.Array, suffix: jax.Array, groups: jax.Array,
+                      suffix_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Causal self-attention of texts split into shared prefixes [G, P, W] and suffixes [N, S, W].
+
+        Suffix n continues prefix `groups[n]`; `suffix_mask` [N, S, P + S] says which prefix and
+        suffix positions each suffix query sees. Prefix keys and values are computed once per
+        prefix, not once per text.
+        """
+        heads = lambda t: t.reshape(*t.shape[:2], self.heads, t.shape[-1] // self.heads)
+        qp, kp, vp = map(heads, jnp.split(self.in_proj(prefix), 3, axis=-1))
+        qs, ks, vs = map(heads, jnp.split(self.in_proj(suffix), 3, axis=-1))
+        out_p = jax.nn.dot_product_attention(qp, kp, vp, is_causal=True)
+        k = jnp.concatenate([kp[groups], ks], axis=1)
+        v = jnp.concatenate([vp[groups], vs], axis=1)
+        out_s = jax.nn.dot_product_attention(qs, k, v, mask=suffix_mask[:, None])
+        flat = lambda t: t.reshape(*t.shape[:2], -1)
+        return self.out_proj(flat(out_p)), self.out_proj(flat(out_s))
+
 
 class MLP(nnx.Module):
     def __init__(self, width: int, *, proj_std: float, dtype, rngs: nnx.Rngs):
@@ -75,6 +93,14 @@ class ResidualAttentionBlock(nnx.Module):
     def __call__(self, x: jax.Array, *, causal: bool) -> jax.Array:
         x = x + self.attn(self.ln_1(x), causal=causal)
         return x + self.mlp(self.ln_2(x))
+
+    def shared_prefix(self, prefix, suffix, groups, suffix_mask):
+        """The block on causal texts split into shared prefixes and suffixes (see
+        `MultiheadAttention.shared_prefix`); returns the new (prefix, suffix)."""
+        attn_p, attn_s = self.attn.shared_prefix(self.ln_1(prefix), self.ln_1(suffix), groups,
+                                                 suffix_mask)
+        prefix, suffix = prefix + attn_p, suffix + attn_s
+        return prefix + self.mlp(self.ln_2(prefix)), suffix + self.mlp(self.ln_2(suffix))
 
 
 class Transformer(nnx.Module):

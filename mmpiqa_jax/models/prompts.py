@@ -47,6 +47,35 @@ def init_context(key: jax.Array, token_embedding: jax.Array, num_context: int, w
     return ctx
 
 
+def shared_prefix_plan(ids: np.ndarray, min_prefix: int = 1, max_ratio: float = 0.75):
+    """How to run texts `ids` [N, L] as shared prefixes + suffixes, or None if that saves little.
+
+    For each suffix length S, text n's prefix is its tokens before the last S (end-of-text
+    included); texts with equal prefixes share one. The S with the fewest tokens to run
+    (prefixes padded to the longest, plus N suffixes of S) wins if it runs at most `max_ratio` of
+    N x L tokens. LIQE's 495 prompts differ only in the quality word before "quality": 99 prefixes.
+    Returns (representatives [G], prefix lengths [G], groups [N], suffix eot positions [N], S).
+    """
+    ids = np.asarray(ids)
+    n, length = ids.shape
+    eot = ids.argmax(axis=-1)
+    best = None
+    for s in range(1, int(eot.max()) + 1):
+        cut = eot + 1 - s
+        if cut.min() < min_prefix:
+            break
+        keys = {}
+        groups = np.asarray([keys.setdefault(tuple(ids[i, :cut[i]]), len(keys)) for i in range(n)])
+        reps = np.asarray([int(np.argmax(groups == g)) for g in range(len(keys))])
+        suffix = int((eot - cut).max()) + 1
+        cost = len(keys) * int(cut.max()) + n * suffix
+        if best is None or cost < best[0]:
+            best = (cost, reps, cut[reps], groups, eot - cut, suffix)
+    if best is None or best[0] > max_ratio * n * length:
+        return None
+    return best[1:]
+
+
 class PromptBank(nnx.Module):
     """Prompts `ctx <text>` for `texts`, sharing `num_context` learnable vectors.
 
@@ -57,7 +86,7 @@ class PromptBank(nnx.Module):
     """
 
     def __init__(self, texts: Sequence[str], *, clip: CLIP, num_context: int = 0, depth: int = 1,
-                 init_phrase: str = "", rngs: nnx.Rngs):
+                 init_phrase: str = "", share_prefixes: bool = True, rngs: nnx.Rngs):
         config: CLIPConfig = clip.config
         if num_context < 0:
             raise ValueError(f"num_text_context must be >= 0, got {num_context}")
@@ -77,6 +106,11 @@ class PromptBank(nnx.Module):
         # Static: part of the graph definition, constants under jit.
         self.token_ids = tuple(map(tuple, ids.tolist()))
         self.eot_positions = tuple(ids.argmax(axis=-1).tolist())
+        # Texts that share prefixes (LIQE's 495) run each prefix once; the context and the deep
+        # context stay inside the prefixes. Static, like the ids.
+        plan = shared_prefix_plan(ids, min_prefix=1 + num_context) if share_prefixes else None
+        self.prefix_plan = None if plan is None else tuple(
+            tuple(np.asarray(x).tolist()) if not np.isscalar(x) else int(x) for x in plan)
         if num_context:
             self.ctx = nnx.Param(init_context(rngs.params(), clip.token_embedding.embedding[...],
                                               num_context, config.text_width, init_phrase))
@@ -103,8 +137,18 @@ class PromptBank(nnx.Module):
     def __call__(self, clip: CLIP) -> jax.Array:
         """Projected text features [N, embed_dim] (not normalised)."""
         deep = None if self.deep_ctx is None else self.deep_ctx[...]
-        return clip.encode_text_embeddings(self.embeddings(clip), jnp.asarray(self.eot_positions),
-                                           deep_prompts=deep, prompt_start=1)
+        emb = self.embeddings(clip)
+        if self.prefix_plan is None:
+            return clip.encode_text_embeddings(emb, jnp.asarray(self.eot_positions),
+                                               deep_prompts=deep, prompt_start=1)
+        reps, lengths, groups, suffix_eot, suffix = self.prefix_plan
+        lengths, groups = np.asarray(lengths), np.asarray(groups)
+        # Suffix windows past the end of the ids only hold positions after end-of-text.
+        window = np.minimum(lengths[groups][:, None] + np.arange(suffix), emb.shape[1] - 1)
+        return clip.encode_text_shared_prefix(
+            emb[np.asarray(reps), :int(lengths.max())], lengths,
+            emb[np.arange(len(groups))[:, None], window], groups, suffix_eot,
+            deep_prompts=deep, prompt_start=1)
 
 
 def scene_texts() -> tuple[str, ...]:

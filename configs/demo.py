@@ -1,0 +1,75 @@
+"""The embedded demo: a small, randomly initialised MP-IQE trained on `synthetic_iqa` in minutes.
+
+    mmpiqa demo                                    # builds synthetic_iqa if absent, trains, tests
+    mmpiqa train --config configs/demo.py --workdir DIR    # the same run as an ordinary config
+
+Choices (no pretrained CLIP can be assumed, so the demo differs from MP-IQE's defaults):
+- What trains: everything but `logit_scale` and the word-embedding table. A random CLIP is no
+  feature extractor, so freezing it and training only prompts + fusion would learn on random
+  features; the 49408 x 128 table is frozen because updating all of it every step would cost
+  more than the rest of the step (the prompts' context vectors still train).
+- CLIP `tiny` (2 + 2 layers, width 128) on 32 x 32 crops taken at the images' own resolution
+  (downscaling would hide noise, blur and compression): 4 random crops per image per step,
+  and at test time all 108 tiles of the 384 x 288 image (LIQE's grid, stride 32 = crop size).
+- Split by reference image, 70/10/20 of the 10 references (LIQE's protocol): 7 train (~410
+  images), 1 validation reference (61 images; picks the checkpoint tested), 2 held-out test
+  references (~112 images; seed 0: `camera` and `grass`), never trained on nor selected on.
+- Losses: quality fidelity + distortion + scene with fixed weights; AdamW 5e-4, cosine.
+- Measured with `mmpiqa demo` on 2 CPU cores (shared): 4 min 40 s including the dataset build,
+  test SRCC 0.727 / PLCC 0.775 (seed 0; the run is deterministic). Below the 0.75 aimed at:
+  the 2 test references (grey, one mostly flat sky) are hard for 32-pixel tiles.
+"""
+from mmpiqa_jax import config as config_lib
+
+common = config_lib.load_sibling(__file__, "common")
+
+
+def get_config(arg=None):
+    arg = config_lib.parse_arg(arg, steps=3000, dataset="synthetic_iqa")
+    config = common.base_config()
+    config.method = "MP-IQE (demo, random tiny CLIP)"
+    config.num_steps = arg.steps
+    config.steps_per_epoch = 25       # ~410 training images / 16 per step
+    config.batch_size = 16
+    config.log_every = 25
+    config.eval_every = 250
+    config.checkpoint_every = 250
+    config.keep_checkpoints = 2
+
+    m = config.model
+    m.name = "mpiqe"
+    m.variant = "tiny"
+    m.num_visual_prompts = 4
+    m.visual_prompt_depth = 2         # every layer of the tiny CLIP
+    m.num_text_context = 4
+    m.fusion_layers = 1
+    m.fusion_width = 64
+    m.fusion_heads = 2
+
+    d = config.data
+    d.batch_sizes = {arg.dataset: 16}
+    d.crops_per_image = 4
+    d.crop_size = 32
+    d.train_crop_mode = "random"
+    d.split = "70/10/20"
+    d.split_seed = 0
+    d.val_part = "val"
+    d.eval_crop_mode = "liqe"
+    d.eval_crops = 108                # LIQE's grid at 32 px, stride 32: every tile of 384 x 288
+
+    o = config.optimizer
+    o.name = "adamw"
+    o.learning_rate = 5e-4
+    o.weight_decay = 1e-4
+    o.warmup_steps = 50
+    o.schedule = "cosine"
+    o.clip_norm = 1.0
+    # Everything trains but the temperature and the word embedding table: 49408 x 128 rows, of
+    # which the prompts use a few dozen; updating it all would cost more than the model's step.
+    with o.ignore_type():  # custom groups replace the default's preset name
+        o.param_groups = ((r"clip/(logit_scale|token_embedding/.*)", None),
+                          (r"(?!clip/(logit_scale|token_embedding/)).*", 1.0))
+
+    config.loss.dwa = False
+    config.eval.batch_size = 32
+    return config

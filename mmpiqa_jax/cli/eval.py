@@ -1,0 +1,31 @@
+"""`mmpiqa eval --workdir DIR [--dataset NAME] [--split NAME]`: test a run's best checkpoint."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mmpiqa_jax.cli.train import INPUT_ERRORS, error_message, format_results
+
+HELP = "evaluate the best checkpoint of a training run; writes eval/<dataset>-<split>.*"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", required=True, help="folder of a `mmpiqa train` run")
+    parser.add_argument("--dataset", default=None,
+                        help="one dataset (default: every training dataset and eval.datasets)")
+    parser.add_argument("--split", default=None,
+                        help="part: train, val, test or all (default: test; all for a dataset "
+                             "not trained on)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmpiqa_jax.train import run as run_lib  # pylint: disable=import-outside-toplevel
+
+    try:
+        results = run_lib.evaluate_workdir(args.workdir, args.dataset, args.split)
+    except INPUT_ERRORS as e:
+        print(f"error: {error_message(e)}", file=sys.stderr)
+        return 1
+    print(format_results(results))
+    print(f"written to {args.workdir}/eval/")
+    return 0

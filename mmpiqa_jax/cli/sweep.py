@@ -1,0 +1,46 @@
+"""`mmpiqa sweep --config FILE[:ARGS] --workdir DIR`: one training per point of the config's grid.
+
+Points run in `DIR/<point>/`; finished points are skipped and a half-finished one resumes, so the
+same command continues an interrupted sweep. Writes `DIR/sweep.md` and `DIR/sweep.png`.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "train and evaluate every point of the grid a config declares; compare them"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True,
+                        help="config as FILE[:ARGS] with a `sweep` section, e.g. "
+                             "configs/ablation_depth.py or configs/ten_splits.py:base=mpiqe")
+    parser.add_argument("--workdir", required=True, help="the sweep's folder")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a config key for every point (repeatable); the grid "
+                             "itself too, e.g. 'sweep.model.visual_prompt_depth=(0, 12)'")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the points and whether each is done; train nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmpiqa_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+    from mmpiqa_jax.evaluate import sweep  # pylint: disable=import-outside-toplevel
+
+    try:
+        config = config_lib.load_config(args.config, args.overrides)
+        points = sweep.plan(config, args.workdir)
+    except (FileNotFoundError, KeyError, TypeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        for p in points:
+            print(f"{'done   ' if p.done else 'pending'}  {p.workdir}")
+        return 0
+    try:
+        points = sweep.run_sweep(config, args.workdir)
+    except ValueError as e:  # e.g. a finished point whose config has changed
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print((Path(args.workdir) / sweep.TABLE_FILE).read_text(encoding="utf-8"))
+    return 0 if all(p.done for p in points) else 1

@@ -1,0 +1,191 @@
+"""Scores image files with a trained model: find the files, crop as at evaluation, batch, one jit.
+
+    scores, skipped = score_files(model, find_images(["photos/"])[0], crop_mode="liqe")
+
+Images go through the evaluation preprocessing (`data.pipeline`'s eval map): LIQE's resize and 15
+grid crops (or one centre crop, or the whole image resized), CLIP normalisation. A file that
+cannot be read or decoded is skipped and reported with its reason; the others are still scored.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from PIL import Image
+
+from mmpiqa_jax.data import transforms as T
+
+__all__ = ["CROP_MODES", "IMAGE_EXTENSIONS", "UnreadableImage", "crop_setting", "find_images",
+           "image_crops", "load_crops", "make_scorer", "score_files"]
+
+CROP_MODES = ("liqe", "center", "full")
+# What a folder is searched for (case-insensitive); files named explicitly are always tried.
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+
+# What PIL raises on a bad file: UnidentifiedImageError and truncation are OSErrors, some plugins
+# raise SyntaxError ("broken PNG file") or ValueError, and oversized images DecompressionBombError.
+_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class UnreadableImage(ValueError):
+    """A file that cannot be scored; `path` and `reason` say which and why."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The files to score: each file as given, each folder's image files (recursively, sorted).
+
+    Returns (files, missing), `missing` holding (path, reason) for paths that do not exist.
+    """
+    files, missing = [], []
+    for path in map(str, paths):
+        if os.path.isdir(path):
+            found = []
+            for root, dirs, names in os.walk(path):
+                dirs.sort()  # a stable order, independent of the file system
+                found += [os.path.join(root, n) for n in names
+                          if n.lower().endswith(IMAGE_EXTENSIONS)]
+            files += sorted(found)
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            missing.append((path, "no such file or directory"))
+    return files, missing
+
+
+def image_crops(image: Image.Image, crop_mode: str = "liqe", num_crops: int = 15,
+                crop_size: int = T.CROP) -> np.ndarray:
+    """The evaluation crops of an RGB image, as `data.pipeline`'s eval map takes them. uint8
+    [n, s, s, 3]: n = `num_crops` for `liqe`, 1 for `center` and `full`."""
+    if crop_mode == "full":
+        return T.resize_full(image, crop_size)
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"unknown crop mode {crop_mode!r}; expected one of {CROP_MODES}")
+    array = np.asarray(T.liqe_resize(image, crop=crop_size))
+    h, w = array.shape[:2]
+    pos = (T.liqe_test_positions(h, w, num_crops, crop_size) if crop_mode == "liqe"
+           else T.center_position(h, w, crop_size))
+    return T.take_crops(array, pos, crop_size)
+
+
+def crop_setting(config, crop_mode: str | None = None) -> dict:
+    """The crop keywords of `score_files` from a run's config; `crop_mode` overrides its mode."""
+    data = config.data
+    mode = crop_mode or data.get("eval_crop_mode", None) or "liqe"
+    if mode not in CROP_MODES:
+        raise ValueError(f"unknown crop mode {mode!r}; expected one of {CROP_MODES}")
+    return {"crop_mode": mode, "num_crops": int(data.get("eval_crops", 15)),
+            "crop_size": int(data.get("crop_size", T.CROP))}
+
+
+def load_crops(path, crop_mode: str = "liqe", num_crops: int = 15,
+               crop_size: int = T.CROP) -> np.ndarray:
+    """A file's evaluation crops, uint8 [n, s, s, 3]; raises `UnreadableImage` naming the file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        # decode_rgb's convert() forces the full decode, so a truncated file fails here.
+        return image_crops(T.decode_rgb(data), crop_mode, num_crops, crop_size)
+    except _READ_ERRORS as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise UnreadableImage(path, reason or type(e).__name__) from e
+
+
+def make_scorer(model: nnx.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """A function crops [B, C, H, W, 3] (CLIP-normalised) -> quality scores [B], one jit.
+
+    The model's text features are computed once here (when it keeps a text cache), not per batch.
+    The caller's model is left unchanged.
+    """
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def with_text_cache(state):
+        m = nnx.merge(graphdef, state)
+        m.refresh_text_cache()
+        return nnx.state(m)
+
+    has_cache = hasattr(model, "refresh_text_cache")
+    if has_cache:
+        state = with_text_cache(state)
+
+    @jax.jit
+    def forward(state, crops):
+        m = nnx.merge(graphdef, state)
+        out = m(crops, use_text_cache=True) if has_cache else m(crops)
+        return out["score"]
+
+    return lambda crops: np.asarray(forward(state, crops))
+
+
+def _read_ahead(pool, fn, items: Iterable, ahead: int) -> Iterator:
+    """`(item, future of fn(item))` in order, at most `ahead` in flight: memory stays bounded."""
+    items, pending = iter(items), collections.deque()
+    for item in itertools.islice(items, ahead):
+        pending.append((item, pool.submit(fn, item)))
+    while pending:
+        yield pending.popleft()
+        for item in itertools.islice(items, 1):
+            pending.append((item, pool.submit(fn, item)))
+
+
+def score_files(model, files: Iterable[str], *, crop_mode: str = "liqe", num_crops: int = 15,
+                crop_size: int = T.CROP, batch_size: int = 16, workers: int = 4,
+                progress: bool = True, scorer=None) -> tuple[list[tuple[str, float]],
+                                                             list[tuple[str, str]]]:
+    """Scores `files` in batches; unreadable files are skipped.
+
+    Args:
+      model: an IQA model (crops -> dict with `score`); ignored when `scorer` is given.
+      files: image paths, scored in this order.
+      crop_mode, num_crops, crop_size: the evaluation preprocessing (see `image_crops`).
+      batch_size: images per forward; the last batch is padded, so one shape is compiled.
+      workers: threads reading and cropping images.
+      progress: show a tqdm bar (on stderr).
+      scorer: a `make_scorer` function, to reuse one compiled forward.
+    Returns:
+      (scores, skipped): [(path, score)] of the read files in order, [(path, reason)] of the rest.
+    """
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    files = list(files)
+    scorer = scorer or make_scorer(model)
+    scores, skipped = [], []
+    batch_paths, batch_crops = [], []
+
+    def flush():
+        crops = np.stack(batch_crops)
+        if len(crops) < batch_size:  # pad with copies: the compiled shape stays the same
+            crops = np.concatenate([crops, np.repeat(crops[-1:], batch_size - len(crops), 0)])
+        values = scorer(T.normalize(crops))[:len(batch_paths)]
+        scores.extend(zip(batch_paths, map(float, values)))
+        batch_paths.clear()
+        batch_crops.clear()
+
+    load = lambda path: load_crops(path, crop_mode, num_crops, crop_size)
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool, \
+            tqdm(total=len(files), unit="img", desc="scoring", disable=not progress) as bar:
+        for path, future in _read_ahead(pool, load, files, ahead=2 * batch_size):
+            try:
+                batch_crops.append(future.result())
+                batch_paths.append(path)
+            except UnreadableImage as e:
+                skipped.append((path, e.reason))
+            if len(batch_crops) == batch_size:
+                flush()
+                bar.update(len(scores) + len(skipped) - bar.n)
+        if batch_crops:
+            flush()
+        bar.update(len(scores) + len(skipped) - bar.n)
+    return scores, skipped

@@ -1,0 +1,180 @@
+"""`IQATask`: MP-IQE and LIQE as a `trainer.TrainTask` (state, one pure step, outside weights).
+
+    task = IQATask(config)
+    state = trainer.train(task, config, workdir, train_iter=it, eval_fn=evaluate)
+
+The state holds the trainable parameters (`params`), everything else of the model (`frozen`:
+frozen parameters and the text-feature cache) and the task weighting's state (`extra["dwa"]`,
+Dynamic Weight Average's loss history; empty with fixed weights). The step itself is
+`step.make_train_step`; this module adds the task weights, their per-epoch update and the
+logged scalars (`loss`, `loss_<task>`, `lr`, `grad_norm`, ...).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mmpiqa_jax import losses
+from mmpiqa_jax.models import iqa
+from mmpiqa_jax.train import optimizer as optimizer_lib
+from mmpiqa_jax.train import param_groups as pg
+from mmpiqa_jax.train import step as step_lib
+from mmpiqa_jax.train.trainer import TrainState
+
+TASKS = step_lib.TASKS
+
+
+def check_batch_sizes(config) -> None:
+    """`batch_size` must be the sum of the per-dataset batch sizes of `data.batch_sizes`."""
+    sizes = dict(config.data.batch_sizes)
+    if not sizes:
+        raise ValueError("config.data.batch_sizes is empty: name at least one dataset to train on")
+    bad = {k: v for k, v in sizes.items()
+           if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1}
+    if bad:
+        raise ValueError(f"config.data.batch_sizes: {bad} must be integers >= 1 (images per step)")
+    if config.batch_size != sum(sizes.values()):
+        raise ValueError(f"config.batch_size={config.batch_size} must equal the sum of "
+                         f"config.data.batch_sizes {sizes} = {sum(sizes.values())}")
+
+
+def clip_resolution(config) -> int:
+    """The image size the model's CLIP takes (crops must be this size)."""
+    from mmpiqa_jax.models.clip_model import get_variant  # pylint: disable=import-outside-toplevel
+    return get_variant(config.model.variant).image_resolution
+
+
+class IQATask:
+    """The `TrainTask` of the IQA models, built from a full training config."""
+
+    def __init__(self, config):
+        check_batch_sizes(config)
+        resolution = clip_resolution(config)
+        if config.data.crop_size != resolution:
+            raise ValueError(f"config.data.crop_size={config.data.crop_size} must equal the "
+                             f"image size of CLIP {config.model.variant!r} ({resolution})")
+        self.config = config
+        self.groups = pg.resolve(config.optimizer.param_groups)
+        # Shapes only: the graph definition and which parameters train, nothing allocated.
+        abstract = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0),
+                                                          load_weights=False))
+        self.graphdef, trainable, _ = pg.split_trainable(abstract, self.groups)
+        # A frozen text path needs its features once, not every step (method.md, cost facts).
+        self.use_text_cache = not iqa.text_path_is_trainable(trainable)
+        self.num_steps = int(config.num_steps)
+        self.steps_per_epoch = int(config.steps_per_epoch)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"config.steps_per_epoch={self.steps_per_epoch} must be >= 1")
+        self.tx = optimizer_lib.make_optimizer(config.optimizer, self.groups, trainable,
+                                               num_steps=self.num_steps,
+                                               steps_per_epoch=self.steps_per_epoch)
+        self.accumulation = int(config.optimizer.accumulation_steps)
+        # The learning rate logged: the schedule of a group with multiplier 1.
+        self._lr = optimizer_lib.make_schedule(config.optimizer,
+                                               peak=config.optimizer.learning_rate,
+                                               num_steps=self.num_steps,
+                                               steps_per_epoch=self.steps_per_epoch)
+        self.base_weights = step_lib.task_weights(config.loss)
+        # DWA balances only the tasks that count (weight > 0), as LIQE's three.
+        self.active = np.flatnonzero(self.base_weights > 0)
+        if not self.active.size:
+            weights = dict(zip(TASKS, self.base_weights.tolist()))
+            raise ValueError(f"every loss weight of config.loss is 0 ({weights}): nothing to train")
+        self.dwa = (losses.DynamicWeightAverage(int(self.active.size),
+                                                float(config.loss.dwa_temperature))
+                    if config.loss.dwa else None)
+        self._step = step_lib.make_train_step(self.graphdef, self.tx,
+                                              use_text_cache=self.use_text_cache)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _split(self, model):
+        _, trainable, frozen = pg.split_trainable(model, self.groups)
+        return trainable, frozen
+
+    def _fresh_state(self, model, rng) -> TrainState:
+        if self.use_text_cache:
+            model.refresh_text_cache()
+        trainable, frozen = self._split(model)
+        extra = {"dwa": self.dwa.init()} if self.dwa else {}
+        return TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
+                          opt_state=self.tx.init(trainable), rng=rng, extra=extra)
+
+    def init_state(self, rng: jax.Array) -> TrainState:
+        """A fresh state with a randomly initialised model (CLIP weights: `load_pretrained`)."""
+        init_rng, rng = jax.random.split(rng)
+        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), load_weights=False)
+        return self._fresh_state(model, rng)
+
+    def load_pretrained(self, state: TrainState) -> TrainState:
+        """Puts `model.clip_checkpoint`'s weights into a fresh state (nothing to do without one).
+
+        The model is rebuilt on the host with the seed's initialisation and the loaded CLIP, so
+        that what depends on CLIP's weights at construction (text context initialised from the
+        embeddings of a phrase) follows them too; every array keeps its sharding.
+        """
+        if not self.config.model.clip_checkpoint:
+            return state
+        init_rng, _ = jax.random.split(jax.random.key(self.config.seed))
+        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), load_weights=True)
+        new = self._fresh_state(model, state.rng)
+        return jax.tree.map(lambda x, old: jax.device_put(x, old.sharding), new, state)
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def loss_weights(self, extra) -> jax.Array:
+        """float32 [len(TASKS)]: the config's weights, times DWA's for the active tasks."""
+        weights = jnp.asarray(self.base_weights)
+        if self.dwa is None:
+            return weights
+        return weights.at[self.active].multiply(self.dwa.weights(extra["dwa"]))
+
+    def learning_rate(self, step) -> jax.Array:
+        """The logged learning rate after `step` driver steps (in optimiser steps)."""
+        return self._lr(step // self.accumulation)
+
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        weights = self.loss_weights(state.extra)
+        params, opt_state, out = self._step(state.params, state.frozen, state.opt_state, batch,
+                                            weights)
+        task_losses = out["task_losses"]
+        extra = state.extra
+        if self.dwa is not None:
+            dwa = self.dwa.accumulate(extra["dwa"], task_losses[self.active])
+            closed = self.dwa.end_epoch(dwa)
+            epoch_done = (state.step + 1) % self.steps_per_epoch == 0
+            dwa = jax.tree.map(lambda a, b: jnp.where(epoch_done, a, b), closed, dwa)
+            extra = {**extra, "dwa": dwa}
+        metrics = {"loss": out["loss"],
+                   **{f"loss_{name}": task_losses[i] for i, name in enumerate(TASKS)},
+                   "lr": self.learning_rate(state.step),
+                   "grad_norm": out["grad_norm"], "param_norm": out["param_norm"],
+                   "score_mean": out["score_mean"], "nonfinite": out["nonfinite"]}
+        if self.dwa is not None:
+            metrics.update({f"weight_{TASKS[i]}": weights[i] for i in self.active})
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra)
+        return new, metrics
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def with_fresh_text_cache(self, params, frozen):
+        """`frozen` with the text cache recomputed from `params` (pure; jit it).
+
+        Evaluation reads text features from the cache, so they are computed once per
+        evaluation even when the text path trains.
+        """
+        model = nnx.merge(self.graphdef, params, frozen)
+        model.refresh_text_cache()
+        return self._split(model)[1]
+
+    def predict(self, params, frozen, pixels) -> jax.Array:
+        """Quality scores [B] in [1, 5] of crops [B, C, H, W, 3] (pure; needs a fresh cache)."""
+        model = nnx.merge(self.graphdef, params, frozen)
+        return model(pixels, use_text_cache=True)["score"]
+
+    def model(self, state: TrainState):
+        """The nnx model of a state, with a fresh text cache (for inference)."""
+        frozen = jax.jit(self.with_fresh_text_cache)(state.params, state.frozen)
+        return nnx.merge(self.graphdef, state.params, frozen)

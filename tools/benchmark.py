@@ -1,0 +1,611 @@
+"""Training and inference speed of MP-IQE and LIQE in JAX against a PyTorch reference, side by side.
+
+    python tools/benchmark.py            # the full run; writes docs/benchmarks.md
+    python tools/benchmark.py --quick    # a reduced run (< 5 minutes on 2 cores), same figures
+    python tools/benchmark.py --device   # on a lent GPU: bf16 compute, larger batch, % of bf16 peak
+
+What runs (CLIP ViT-B/32 at 224, random weights from a fixed seed, the configs' defaults):
+  0. the reference check: on the same weights and a fixed batch, `tools/torch_reference.py` must
+     give the JAX loss to 1e-4 (and the scores, and the gradient norm), for MP-IQE and LIQE, or
+     the benchmark stops before timing anything;
+  1. training images/s (images of `crops_per_image` = 3 crops), MP-IQE (`prompt` groups, visual
+     prompt depth 12) and LIQE (`full` groups); JAX's jitted, donated `make_train_step` with the
+     config's optax optimiser against the reference's forward, losses, backward, clip, AdamW;
+  2. inference images/s with 15 crops per image (LIQE's protocol) and with one crop;
+  3. achieved FLOP/s of the JAX train step (XLA's cost analysis of the compiled step / median step
+     time) as a percentage of the measured peak (a large fp32 matmul timed with jax, same run);
+  4. peak memory: the resident-set high-water mark (VmHWM) of the process over the timed steps,
+     reset just before them (`/proc/self/clear_refs`), each measurement in its own process;
+  5. MP-IQE step time against `visual_prompt_depth` 0, 3, 6, 9, 12.
+Every figure is the median of several timed runs after warm-up. Each (framework, model, depth)
+runs in a fresh worker process (this script with `--worker`), one after another, so the two
+frameworks never share a thread pool or a heap; torch uses as many threads as there are cores,
+XLA's CPU client uses its own pool of one thread per core (intra-op) as it does by default.
+
+The reference runs the text tower as the original PyTorch codes do (all prompts at 77 tokens,
+every step; LIQE: 495 prompts). The JAX models run it at the longest prompt's length (exact under
+the causal mask) and, for inference, from the text-feature cache. A "torch, trimmed" row gives the
+reference the first of these savings too, to separate framework from algorithm.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
+
+# Peak dense bf16 FLOP/s of known accelerators (vendor figures, without sparsity).
+BF16_PEAK = {"H100": 989e12, "H200": 989e12}
+
+
+@dataclasses.dataclass
+class Plan:
+    images: int = 16          # training images per step
+    crops: int = 3            # crops per training image (the configs' crops_per_image)
+    eval_images: int = 16     # images per inference call
+    eval_crops: int = 15      # LIQE's test-time crops
+    warmup: int = 2
+    repeats: int = 5
+    liqe_repeats: int = 3     # the reference's LIQE step is slow; fewer runs
+    liqe_warmup: int = 1
+    check_images: int = 2     # the reference check's batch (x 2 crops)
+    trimmed: bool = True      # also time the reference with trimmed text
+    depths: tuple = (0, 3, 6, 9, 12)
+    dtype: str = "float32"
+    variant: str = "ViT-B/32"
+
+
+FULL = Plan()
+QUICK = Plan(images=4, eval_images=2, warmup=1, repeats=3, liqe_repeats=1, liqe_warmup=0,
+             depths=(0, 12), trimmed=False)
+DEVICE = Plan(images=128, eval_images=64, warmup=3, repeats=10, liqe_repeats=10, dtype="bfloat16")
+TINY = Plan(images=4, eval_images=2, warmup=1, repeats=2, liqe_repeats=1, depths=(0, 2),
+            variant="tiny")  # for checking this script itself
+
+
+# ----------------------------------------------------------------------------------------------
+# Configs and weights.
+
+def model_config(name: str, plan: Plan, depth: int = 12):
+    from mmpiqa_jax import config as config_lib
+
+    if plan.variant == "tiny":
+        config = config_lib.load_config(os.path.join(ROOT, "configs", f"tiny.py:model={name}"),
+                                        ["model.num_text_context=0"] if name == "liqe" else [])
+        if name == "mpiqe":
+            config.model.visual_prompt_depth = min(depth, 2)
+    elif name == "mpiqe":
+        config = config_lib.load_config(os.path.join(ROOT, "configs", f"mpiqe.py:depth={depth}"))
+    else:
+        config = config_lib.load_config(os.path.join(ROOT, "configs", "liqe.py"))
+    config.model.dtype = plan.dtype
+    return config
+
+
+def build_jax_model(config, seed: int = 0):
+    import jax
+    from flax import nnx
+
+    from mmpiqa_jax.models import iqa
+
+    model = iqa.build_model(config.model, nnx.Rngs(seed))
+    if config.model.name == "mpiqe":
+        # The fusion head starts at zero (score 3 everywhere); random, so that every loss bites.
+        kernel = model.fusion.head.kernel
+        kernel[...] = 0.1 * jax.random.normal(jax.random.key(seed + 1), kernel.shape)
+    return model
+
+
+def save_export(exported: dict, path: str) -> None:
+    arrays = {f"clip/{k}": v for k, v in exported["clip"].items()}
+    arrays.update({f"extra/{k}": v for k, v in exported["extras"].items()})
+    np.savez(path, __clip_config__=np.asarray(json.dumps(exported["clip_config"])), **arrays)
+
+
+def load_export(path: str) -> dict:
+    with np.load(path) as f:
+        out = {"clip_config": json.loads(str(f["__clip_config__"])), "clip": {}, "extras": {}}
+        for k in f.files:
+            if k.startswith("clip/"):
+                out["clip"][k[5:]] = f[k]
+            elif k.startswith("extra/"):
+                out["extras"][k[6:]] = f[k]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Measuring.
+
+def median_time(fn, warmup: int, repeats: int) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def reset_peak_rss() -> bool:
+    """Resets VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def matmul_peak(dtype: str = "float32", n: int = 4096) -> float:
+    """FLOP/s of a large square matmul with jax (median of 5 after warm-up)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
+    f = jax.jit(lambda x, y: x @ y)
+    t, _ = median_time(lambda: f(a, a).block_until_ready(), 2, 5)
+    return 2 * n**3 / t
+
+
+def accelerator_peak(device) -> tuple[float, str]:
+    kind = device.device_kind
+    for name, peak in BF16_PEAK.items():
+        if name in kind:
+            return peak, f"{name} bf16 dense (datasheet)"
+    return matmul_peak("bfloat16", 8192 if device.platform != "cpu" else 2048), "bf16 matmul (measured)"
+
+
+# ----------------------------------------------------------------------------------------------
+# Workers: one measurement each, JSON on the last line of stdout.
+
+def worker_prepare(args, plan: Plan) -> dict:
+    """The reference check on every model the run times; exports the weights for torch workers."""
+    import torch_reference as tr
+
+    out = {"check": {}, "matmul_peak": matmul_peak("float32", 2048 if plan.variant == "tiny" else 4096)}
+    for name, depth in [("mpiqe", d) for d in plan.depths] + [("liqe", 0)]:
+        config = model_config(name, plan, depth)
+        model = build_jax_model(config)
+        exported = tr.export_jax(model)
+        save_export(exported, os.path.join(args.tmp, f"{name}_{depth}.npz"))
+        if depth in (0, max(plan.depths)) or name == "liqe":
+            batch = tr.random_batch(np.random.default_rng(0), plan.check_images, 2,
+                                    model.clip.config.image_resolution)
+            ref = tr.from_export(exported, config.model.to_dict(), mode=config.optimizer.param_groups)
+            result = tr.compare(model, config.model.to_dict(), config.optimizer.param_groups, batch,
+                                ref=ref)
+            result["failures"] = tr.check(result)
+            out["check"][f"{name}_{depth}"] = result
+        del model, exported
+    return out
+
+
+def _jax_batch(plan: Plan, resolution: int, images: int, crops: int):
+    import jax.numpy as jnp
+    import torch_reference as tr
+
+    batch = tr.random_batch(np.random.default_rng(1), images, crops, resolution)
+    return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def worker_jax(args, plan: Plan) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    import torch_reference as tr
+    from mmpiqa_jax.models import iqa
+    from mmpiqa_jax.train import optimizer as optimizer_lib
+    from mmpiqa_jax.train import param_groups as pg
+    from mmpiqa_jax.train import step as step_lib
+
+    config = model_config(args.model, plan, args.depth)
+    model = build_jax_model(config)
+    res = model.clip.config.image_resolution
+    groups = pg.resolve(config.optimizer.param_groups)
+    graphdef, trainable, frozen = pg.split_trainable(model, groups)
+    use_cache = not iqa.text_path_is_trainable(trainable)
+    tx = optimizer_lib.make_optimizer(config.optimizer, groups, trainable,
+                                      num_steps=config.num_steps,
+                                      steps_per_epoch=config.steps_per_epoch)
+    opt_state = tx.init(trainable)
+    batch = _jax_batch(plan, res, plan.images, plan.crops)
+    weights = jnp.asarray(tr.LOSS_WEIGHTS)
+    step = jax.jit(step_lib.make_train_step(graphdef, tx, use_text_cache=use_cache),
+                   donate_argnums=(0, 2))
+    t0 = time.perf_counter()
+    compiled = step.lower(trainable, frozen, opt_state, batch, weights).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    mem = compiled.memory_analysis()
+    state = {"trainable": trainable, "opt_state": opt_state}
+
+    def train():
+        state["trainable"], state["opt_state"], metrics = compiled(
+            state["trainable"], frozen, state["opt_state"], batch, weights)
+        jax.block_until_ready(metrics["loss"])
+
+    repeats = plan.liqe_repeats if args.model == "liqe" else plan.repeats
+    for _ in range(plan.liqe_warmup if args.model == "liqe" else plan.warmup):
+        train()
+    rss_before = _status_kib("VmRSS")
+    reset = reset_peak_rss()
+    train_s, train_all = median_time(train, 0, repeats)
+    peak_kib = _status_kib("VmHWM")
+    out = {"train_s": train_s, "train_all": train_all, "compile_s": compile_s,
+           "flops": float(cost.get("flops", float("nan"))), "rss_before_mib": rss_before / 1024,
+           "peak_rss_mib": peak_kib / 1024 if reset else float("nan"),
+           "xla_temp_mib": getattr(mem, "temp_size_in_bytes", 0) / 2**20,
+           "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend()}
+    if jax.default_backend() != "cpu":
+        stats = jax.devices()[0].memory_stats() or {}
+        out["device_peak_mib"] = stats.get("peak_bytes_in_use", float("nan")) / 2**20
+        out["accel_peak"], out["accel_peak_source"] = accelerator_peak(jax.devices()[0])
+    if args.skip_eval:
+        return out
+
+    # Inference: the trained model (its current parameters), text features from the cache.
+    model = nnx.merge(graphdef, state["trainable"], frozen)
+    model.refresh_text_cache()
+    forward = nnx.jit(lambda m, x: m(x, use_text_cache=True)["score"])
+    for key, crops in (("eval15", plan.eval_crops), ("eval1", 1)):
+        images = plan.eval_images if crops > 1 else plan.eval_images * plan.eval_crops
+        pixels = _jax_batch(plan, res, images, crops)["pixels"]
+        t, _ = median_time(lambda: forward(model, pixels).block_until_ready(), plan.warmup,
+                           plan.repeats)
+        out[key + "_ips"] = images / t
+    return out
+
+
+def worker_torch(args, plan: Plan) -> dict:
+    import torch
+
+    import torch_reference as tr
+
+    torch.set_num_threads(os.cpu_count())
+    cuda = args.device and torch.cuda.is_available()
+    dev = torch.device("cuda" if cuda else "cpu")
+    config = model_config(args.model, plan, args.depth)
+    exported = load_export(os.path.join(args.tmp, f"{args.model}_{args.depth}.npz"))
+    model = tr.from_export(exported, config.model.to_dict(), mode=config.optimizer.param_groups,
+                           text_length=args.text_length).to(dev)
+    del exported
+    res = model.clip.visual.image_size[0]
+    batch = {k: v.to(dev) for k, v in tr.torch_batch(
+        tr.random_batch(np.random.default_rng(1), plan.images, plan.crops, res)).items()}
+    opt = tr.make_optimizer(model, config.optimizer.to_dict())
+    step = tr.make_train_step(model, opt, clip_norm=config.optimizer.clip_norm)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda and plan.dtype == "bfloat16"
+                else torch.autocast("cpu", enabled=False))
+
+    def train():
+        with autocast:
+            loss = step(batch)
+        if cuda:
+            torch.cuda.synchronize()
+        return loss
+
+    repeats = plan.liqe_repeats if args.model == "liqe" else plan.repeats
+    for _ in range(plan.liqe_warmup if args.model == "liqe" else plan.warmup):
+        train()
+    rss_before = _status_kib("VmRSS")
+    reset = reset_peak_rss()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    train_s, train_all = median_time(train, 0, repeats)
+    out = {"train_s": train_s, "train_all": train_all, "rss_before_mib": rss_before / 1024,
+           "peak_rss_mib": _status_kib("VmHWM") / 1024 if reset else float("nan"),
+           "threads": torch.get_num_threads()}
+    if cuda:
+        out["device_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    if args.skip_eval:
+        return out
+    model.eval()
+    for key, crops in (("eval15", plan.eval_crops), ("eval1", 1)):
+        images = plan.eval_images if crops > 1 else plan.eval_images * plan.eval_crops
+        pixels = tr.torch_batch(tr.random_batch(np.random.default_rng(2), images, crops,
+                                                res))["pixels"].to(dev)
+
+        def infer():
+            with torch.inference_mode(), autocast:
+                score = model(pixels)["score"]
+            if cuda:
+                torch.cuda.synchronize()
+            return score
+
+        t, _ = median_time(infer, plan.warmup, plan.repeats)
+        out[key + "_ips"] = images / t
+    return out
+
+
+WORKERS = {"prepare": worker_prepare, "jax": worker_jax, "torch": worker_torch}
+
+
+def run_worker(kind: str, args, **kw) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--tmp", args.tmp,
+           "--plan", args.plan_name]
+    for k, v in kw.items():
+        if v is True:
+            cmd.append(f"--{k.replace('_', '-')}")
+        elif v is not None and v is not False:
+            cmd += [f"--{k.replace('_', '-')}", str(v)]
+    if args.device:
+        cmd.append("--device")
+    label = " ".join(f"{k}={v}" for k, v in kw.items())
+    print(f"  [{kind} {label}] ...", end="", flush=True)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        print(" failed")
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
+        raise SystemExit(f"worker {kind} {label} failed (exit {proc.returncode})")
+    print(f" {time.perf_counter() - t:.0f} s", flush=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# The report.
+
+def machine() -> dict:
+    import flax
+    import jax
+    import open_clip
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__")
+            else jax.__version__, "flax": flax.__version__, "torch": torch.__version__,
+            "open_clip": open_clip.__version__,
+            "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            "platform": platform.platform()}
+
+
+def _fmt(x, spec=".2f"):
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
+
+
+NOTES = """\
+## What is compared
+
+- **JAX**: the project's models and train step (`make_train_step`, jitted with the state donated,
+  the config's optax optimiser with its warm-up/cosine schedule and clipping, the non-finite guard).
+  The text tower runs at the longest prompt's length (exact under the causal mask), and texts that
+  share a prefix run it once (`PromptBank.prefix_plan`: LIQE's 495 prompts are 99 prefixes
+  "a photo of a {scene} with {distortion} artifacts, which is of" and 495 three-token suffixes
+  "{quality} quality <eot>"; exact, as the reference check shows). At inference the text features
+  come from the model's text cache (computed once).
+- **torch**: `tools/torch_reference.py`, the same models on open_clip's `CLIP` (QuickGELU) with
+  the same weights (the project's converter to an OpenAI state dict, `load_state_dict(strict=True)`,
+  plus a table for the prompts and the fusion encoder), the same trainable set (frozen parameters
+  `requires_grad_(False)`, so no weight gradients for them), the same three fidelity losses, AdamW
+  with the same hyper-parameters (constant learning rate) and the same gradient clipping. The text
+  tower runs as LIQE's and CoOp's code run it: every prompt at 77 tokens, every call (inference too).
+  "torch, trimmed text" gives it the longest-prompt length as well (not the shared prefixes).
+- Both: float32 on the CPU, one training step = forward over images x crops, the quality,
+  distortion and scene losses, backward, optimiser update; batches are random tensors already in
+  memory (no input pipeline).
+"""
+
+
+def report(plan: Plan, name: str, info: dict, prep: dict, r: dict, device: bool) -> str:
+    ips = lambda m: plan.images / m["train_s"]
+    top = max(plan.depths)  # the headline MP-IQE depth (12 for ViT-B/32)
+    L = []
+    L.append(f"# Benchmarks: JAX against the PyTorch reference ({name} run)\n")
+    L.append(f"- Machine: {info['cpu']}, {info['cores']} cores ({info['platform']}); "
+             f"{r[f'jax_mpiqe_{top}'].get('device', '')} backend `{r[f'jax_mpiqe_{top}'].get('backend', '')}`")
+    L.append(f"- Versions: Python {info['python']}, jax {info['jax']}, flax {info['flax']}, "
+             f"torch {info['torch']}, open_clip {info['open_clip']}")
+    L.append(f"- Date: {info['date']}")
+    L.append(f"- Model: CLIP {plan.variant}, compute dtype {plan.dtype}; training batch "
+             f"{plan.images} images x {plan.crops} crops; inference {plan.eval_images} images x "
+             f"{plan.eval_crops} crops, and {plan.eval_images * plan.eval_crops} images x 1 crop")
+    L.append(f"- Each figure: median of {plan.repeats} timed runs (LIQE training: "
+             f"{plan.liqe_repeats}) after {plan.warmup} warm-up runs; each measurement in a fresh "
+             f"process; torch threads = {r[f'torch_mpiqe_{top}'].get('threads', '?')} (cores), XLA: "
+             f"its default CPU pool (one intra-op thread per core)")
+    L.append("")
+    L.append(f"## Reference check (same weights, fixed batch of {plan.check_images} images x 2 crops)\n")
+    L.append("| model | loss JAX | loss torch | abs diff | max score diff | grad norm JAX | grad norm torch | trainable params | result |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for key, c in prep["check"].items():
+        (jl, tl), (jg, tg) = c["loss"], c["grad_norm"]
+        L.append(f"| {key.replace('_', ' depth ') if key.startswith('mpiqe') else 'liqe'} | "
+                 f"{jl:.6f} | {tl:.6f} | {abs(jl - tl):.1e} | {c['score_max_abs_diff']:.1e} | "
+                 f"{jg:.5g} | {tg:.5g} | {c['trainable'][0]:,} | "
+                 f"{'pass' if not c['failures'] else 'FAIL'} |")
+    L.append("")
+    L.append("## Training (images/s; an image is " + f"{plan.crops} crops)\n")
+    L.append("| model | JAX | torch (77-token text, as the original codes) | ratio | torch, trimmed text | ratio |")
+    L.append("|---|---|---|---|---|---|")
+    for m in ("mpiqe", "liqe"):
+        j, t = r[f"jax_{m}_{top}" if m == "mpiqe" else "jax_liqe_0"], r[f"torch_{m}_{top}" if m == "mpiqe" else "torch_liqe_0"]
+        tt = r.get(f"torch_trim_{m}")
+        label = f"MP-IQE (prompt, depth {top})" if m == "mpiqe" else "LIQE (full)"
+        L.append(f"| {label} | {ips(j):.3f} | {ips(t):.3f} | **{ips(j) / ips(t):.2f}x** | "
+                 + (f"{ips(tt):.3f} | {ips(j) / ips(tt):.2f}x |" if tt else "not run | |"))
+    L.append("")
+    L.append("## Inference (images/s)\n")
+    L.append("| model | crops | JAX | torch | ratio |")
+    L.append("|---|---|---|---|---|")
+    for m, key in (("mpiqe", top), ("liqe", 0)):
+        j, t = r[f"jax_{m}_{key}"], r[f"torch_{m}_{key}"]
+        for e, c in (("eval15", plan.eval_crops), ("eval1", 1)):
+            L.append(f"| {'MP-IQE' if m == 'mpiqe' else 'LIQE'} | {c} | {j[e + '_ips']:.3f} | "
+                     f"{t[e + '_ips']:.3f} | {j[e + '_ips'] / t[e + '_ips']:.2f}x |")
+    L.append("")
+    if device:
+        L.append("## Achieved FLOP/s of the JAX train step\n")
+        L.append("| model | FLOPs / step (XLA) | step (s) | achieved TFLOP/s | peak TFLOP/s | % of peak |")
+        L.append("|---|---|---|---|---|---|")
+        for m, key in (("mpiqe", top), ("liqe", 0)):
+            j = r[f"jax_{m}_{key}"]
+            ach = j["flops"] / j["train_s"]
+            L.append(f"| {m} | {j['flops']:.4g} | {j['train_s']:.4f} | {ach / 1e12:.1f} | "
+                     f"{j['accel_peak'] / 1e12:.0f} ({j['accel_peak_source']}) | {100 * ach / j['accel_peak']:.1f}% |")
+    else:
+        peak = prep["matmul_peak"]
+        L.append(f"## Achieved FLOP/s of the JAX train step (peak: {peak / 1e9:.1f} GFLOP/s, "
+                 "a 4096^2 fp32 matmul with jax, this run)\n")
+        L.append("| model | FLOPs / step (XLA) | step (s) | achieved GFLOP/s | % of matmul peak |")
+        L.append("|---|---|---|---|---|")
+        for m, key in (("mpiqe", top), ("liqe", 0)):
+            j = r[f"jax_{m}_{key}"]
+            ach = j["flops"] / j["train_s"]
+            L.append(f"| {m} | {j['flops']:.4g} | {j['train_s']:.3f} | {ach / 1e9:.1f} | "
+                     f"{100 * ach / peak:.0f}% |")
+    L.append("")
+    L.append("## Peak memory during the training step (MiB)\n")
+    if device:
+        L.append("Device memory: JAX `memory_stats()['peak_bytes_in_use']`, torch "
+                 "`max_memory_allocated()`.\n")
+        L.append("| model | JAX | torch | ratio |")
+        L.append("|---|---|---|---|")
+        for m, key in (("mpiqe", top), ("liqe", 0)):
+            j, t = r[f"jax_{m}_{key}"], r[f"torch_{m}_{key}"]
+            L.append(f"| {m} | {_fmt(j.get('device_peak_mib'), '.0f')} | "
+                     f"{_fmt(t.get('device_peak_mib'), '.0f')} | "
+                     f"{_fmt(j.get('device_peak_mib', np.nan) / t.get('device_peak_mib', np.nan))} |")
+    else:
+        L.append("Resident-set high-water mark of the worker process over the timed steps (VmHWM, "
+                 "reset right before them, so model load and compilation do not count), and the RSS "
+                 "before them; both include the interpreter and libraries. XLA's own buffer plan "
+                 "for the step (`memory_analysis().temp_size_in_bytes`) is given for JAX.\n")
+        L.append("| model | JAX peak | JAX before | XLA temp | torch peak | torch before | peak ratio |")
+        L.append("|---|---|---|---|---|---|---|")
+        for m, key in (("mpiqe", top), ("liqe", 0)):
+            j, t = r[f"jax_{m}_{key}"], r[f"torch_{m}_{key}"]
+            L.append(f"| {m} | {j['peak_rss_mib']:.0f} | {j['rss_before_mib']:.0f} | "
+                     f"{j['xla_temp_mib']:.0f} | {t['peak_rss_mib']:.0f} | {t['rss_before_mib']:.0f} | "
+                     f"{j['peak_rss_mib'] / t['peak_rss_mib']:.2f} |")
+    L.append("")
+    L.append("## MP-IQE training step against visual prompt depth\n")
+    L.append("| depth | JAX step (s) | torch step (s) | ratio |")
+    L.append("|---|---|---|---|")
+    for d in plan.depths:
+        j, t = r[f"jax_mpiqe_{d}"], r[f"torch_mpiqe_{d}"]
+        L.append(f"| {d} | {j['train_s']:.3f} | {t['train_s']:.3f} | {t['train_s'] / j['train_s']:.2f}x |")
+    L.append("")
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=(
+        "reduced run: 4 training images (x 3 crops), 2 images x 15 crops for inference, 1 warm-up "
+        "+ 3 timed runs (LIQE training: no warm-up, 1 run; jax's LIQE warm-up is its compile), "
+        "depths 0 and 12 only, no 'torch, trimmed' rows, "
+        "does not write the docs"))
+    p.add_argument("--device", action="store_true", help=(
+        "accelerator run: bf16 compute, 128 images per step; reports the fraction of the card's "
+        "bf16 peak; torch on CUDA when available"))
+    p.add_argument("--tiny", action="store_true", help="CLIP 'tiny' (checks this script, seconds)")
+    p.add_argument("--no-trimmed", action="store_true", help="skip the 'torch, trimmed text' rows")
+    p.add_argument("--out", default=None, help="markdown output (default: docs/benchmarks.md for "
+                   "the full run, none otherwise)")
+    # Worker mode (internal).
+    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
+    p.add_argument("--plan", dest="plan_name", default="full", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--depth", type=int, default=12, help=argparse.SUPPRESS)
+    p.add_argument("--text-length", default="full", help=argparse.SUPPRESS)
+    p.add_argument("--skip-eval", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        plan = {"full": FULL, "quick": QUICK, "device": DEVICE, "tiny": TINY,
+                "device-quick": dataclasses.replace(QUICK, dtype="bfloat16")}[args.plan_name]
+        if args.plan_name.startswith("device"):
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        result = WORKERS[args.worker](args, plan)
+        print(json.dumps(result, default=float))
+        return 0
+
+    if args.device:
+        import jax
+
+        if jax.default_backend() == "cpu":
+            print("--device: no accelerator visible to jax; running the device plan's code path "
+                  "on the CPU with the quick sizes (figures are CPU figures)")
+            args.plan_name = "device-quick"
+        else:
+            args.plan_name = "device"
+    else:
+        args.plan_name = "tiny" if args.tiny else "quick" if args.quick else "full"
+    plan = {"full": FULL, "quick": QUICK, "device": DEVICE, "tiny": TINY,
+            "device-quick": dataclasses.replace(QUICK, dtype="bfloat16")}[args.plan_name]
+    out_path = args.out or (os.path.join(ROOT, "docs", "benchmarks.md")
+                            if args.plan_name == "full" else None)
+    start = time.perf_counter()
+    info = machine()
+    print(f"benchmark ({args.plan_name}): {info['cpu']}, {info['cores']} cores; jax {info['jax']}, "
+          f"torch {info['torch']}")
+    with tempfile.TemporaryDirectory(prefix="mmpiqa_bench_") as tmp:
+        args.tmp = tmp
+        print("reference check and weights:")
+        prep = run_worker("prepare", args)
+        failed = {k: v["failures"] for k, v in prep["check"].items() if v["failures"]}
+        for k, v in prep["check"].items():
+            print(f"  {k}: loss JAX {v['loss'][0]:.6f} torch {v['loss'][1]:.6f}; "
+                  f"{'ok' if not v['failures'] else 'FAIL: ' + '; '.join(v['failures'])}")
+        if failed:
+            print("the PyTorch reference disagrees with the JAX model: no timing counts; stopping")
+            return 1
+        print("timing:")
+        r = {}
+        for m, depths in (("mpiqe", plan.depths), ("liqe", (0,))):
+            for d in sorted(depths, key=lambda d: -d):  # depth 12 first: the headline figures
+                full = (m == "liqe" or d == max(plan.depths))
+                for fw in ("jax", "torch"):
+                    r[f"{fw}_{m}_{d}"] = run_worker(fw, args, model=m, depth=d,
+                                                    skip_eval=not full)
+            if plan.trimmed and not args.no_trimmed:
+                r[f"torch_trim_{m}"] = run_worker("torch", args, model=m, depth=max(depths),
+                                                  text_length="trimmed", skip_eval=True)
+    text = report(plan, args.plan_name, info, prep, r, device=args.plan_name == "device")
+    text += (f"\nTotal wall time of this run: {time.perf_counter() - start:.0f} s "
+             f"(`python tools/benchmark.py{' --quick' if args.quick else ''}"
+             f"{' --device' if args.device else ''}{' --tiny' if args.tiny else ''}`).\n")
+    print()
+    print(text)
+    if out_path:
+        with open(out_path, "w") as f:
+            f.write(text)
+        print(f"written to {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
