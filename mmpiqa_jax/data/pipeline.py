@@ -36,7 +36,7 @@ from absl import flags
 from mmpiqa_jax import labels
 from mmpiqa_jax.data import transforms as T
 
-CROP_MODES = ("liqe", "center", "full")
+CROP_MODES = T.EVAL_CROP_MODES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,15 +141,7 @@ class _EvalMap(grain.transforms.Map):
     def map(self, element):
         index, valid = element
         image, out = self.example.read(index)
-        if self.mode == "full":
-            pixels = T.resize_full(image, self.size)
-        else:
-            array = np.asarray(T.liqe_resize(image, crop=self.size))
-            h, w = array.shape[:2]
-            pos = (T.liqe_test_positions(h, w, self.num, self.size) if self.mode == "liqe"
-                   else T.center_position(h, w, self.size))
-            pixels = T.take_crops(array, pos, self.size)
-        out["pixels"] = T.normalize(pixels)
+        out["pixels"] = T.normalize(T.eval_crops(image, self.mode, self.num, self.size))
         out["valid"] = np.bool_(valid)
         return out
 

@@ -104,6 +104,22 @@ def resize_full(image: Image.Image, size: int = CROP) -> np.ndarray:
 
 
 # (x / 255 - mean) / std as one multiply-add: the host's costliest op per crop.
+EVAL_CROP_MODES = ("liqe", "center", "full")
+
+
+def eval_crops(image: Image.Image, mode: str = "liqe", num: int = 15, crop: int = CROP) -> np.ndarray:
+    """Deterministic evaluation crops of an RGB image, uint8 [n, crop, crop, 3]: LIQE's `num` grid
+    crops after its resize (`liqe`), the centre crop (`center`), or the whole image resized (`full`)."""
+    if mode not in EVAL_CROP_MODES:
+        raise ValueError(f"unknown eval crop mode {mode!r}; expected one of {EVAL_CROP_MODES}")
+    if mode == "full":
+        return resize_full(image, crop)
+    array = np.asarray(liqe_resize(image, crop=crop))
+    h, w = array.shape[:2]
+    pos = liqe_test_positions(h, w, num, crop) if mode == "liqe" else center_position(h, w, crop)
+    return take_crops(array, pos, crop)
+
+
 _SCALE = (1.0 / (255.0 * CLIP_STD)).astype(np.float32)
 _OFFSET = (-CLIP_MEAN / CLIP_STD).astype(np.float32)
 

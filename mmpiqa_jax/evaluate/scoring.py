@@ -24,7 +24,7 @@ from mmpiqa_jax.data import transforms as T
 __all__ = ["CROP_MODES", "IMAGE_EXTENSIONS", "UnreadableImage", "crop_setting", "find_images",
            "image_crops", "load_crops", "make_scorer", "score_files"]
 
-CROP_MODES = ("liqe", "center", "full")
+CROP_MODES = T.EVAL_CROP_MODES
 # What a folder is searched for (case-insensitive); files named explicitly are always tried.
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
@@ -64,17 +64,9 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
 
 def image_crops(image: Image.Image, crop_mode: str = "liqe", num_crops: int = 15,
                 crop_size: int = T.CROP) -> np.ndarray:
-    """The evaluation crops of an RGB image, as `data.pipeline`'s eval map takes them. uint8
-    [n, s, s, 3]: n = `num_crops` for `liqe`, 1 for `center` and `full`."""
-    if crop_mode == "full":
-        return T.resize_full(image, crop_size)
-    if crop_mode not in CROP_MODES:
-        raise ValueError(f"unknown crop mode {crop_mode!r}; expected one of {CROP_MODES}")
-    array = np.asarray(T.liqe_resize(image, crop=crop_size))
-    h, w = array.shape[:2]
-    pos = (T.liqe_test_positions(h, w, num_crops, crop_size) if crop_mode == "liqe"
-           else T.center_position(h, w, crop_size))
-    return T.take_crops(array, pos, crop_size)
+    """The evaluation crops of an RGB image, exactly as `data.pipeline`'s evaluation takes them.
+    uint8 [n, s, s, 3]: n = `num_crops` for `liqe`, 1 for `center` and `full`."""
+    return T.eval_crops(image, crop_mode, num_crops, crop_size)
 
 
 def crop_setting(config, crop_mode: str | None = None) -> dict:
