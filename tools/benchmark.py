@@ -181,11 +181,18 @@ def accelerator_peak(device) -> tuple[float, str]:
 
 def worker_prepare(args, plan: Plan) -> dict:
     """The reference check on every model the run times; exports the weights for torch workers."""
+    import jax
+    import torch
     import torch_reference as tr
 
+    # The check is about correctness, so it runs in float32 at full matmul precision whatever the
+    # plan times in (bf16 compute or TF32 matmuls on a GPU would swamp the 1e-4 tolerance).
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     out = {"check": {}, "matmul_peak": matmul_peak("float32", 2048 if plan.variant == "tiny" else 4096)}
     for name, depth in [("mpiqe", d) for d in plan.depths] + [("liqe", 0)]:
         config = model_config(name, plan, depth)
+        config.model.dtype = "float32"
         model = build_jax_model(config)
         exported = tr.export_jax(model)
         save_export(exported, os.path.join(args.tmp, f"{name}_{depth}.npz"))
@@ -193,8 +200,9 @@ def worker_prepare(args, plan: Plan) -> dict:
             batch = tr.random_batch(np.random.default_rng(0), plan.check_images, 2,
                                     model.clip.config.image_resolution)
             ref = tr.from_export(exported, config.model.to_dict(), mode=config.optimizer.param_groups)
-            result = tr.compare(model, config.model.to_dict(), config.optimizer.param_groups, batch,
-                                ref=ref)
+            with jax.default_matmul_precision("highest"):
+                result = tr.compare(model, config.model.to_dict(), config.optimizer.param_groups,
+                                    batch, ref=ref)
             result["failures"] = tr.check(result)
             out["check"][f"{name}_{depth}"] = result
         del model, exported
