@@ -120,6 +120,14 @@ def test_kill_mid_save_resumes_from_previous_checkpoint(tmp_path, reference):
     assert sorted(names) == ["12", "4", "8"], names  # the partial write was cleaned up
 
 
+def test_relative_workdir(tmp_path, monkeypatch, reference):
+    """The command line passes workdirs as typed (`--workdir run1`); Orbax wants absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    run("relative")
+    assert ckpt_steps(tmp_path / "relative") == [4, 8, 12]
+    assert_logs_equal(read_log(tmp_path / "relative"), reference[0])
+
+
 def test_keeps_last_n_and_best_by_srcc(tmp_path):
     srcc = {2: 0.5, 4: 0.4, 6: 0.9, 8: 0.3, 10: 0.2, 12: 0.1}
     config = toy_config(eval_every=2, checkpoint_every=4, keep_checkpoints=2)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from typing import Any
 
 import jax
@@ -166,7 +167,10 @@ class Checkpointer:
         """`model_cfg` (see `model_config`) is stored with every step and checked on restore."""
         if keep < 1:
             raise ValueError(f"keep_checkpoints={keep} must be >= 1")
-        self.directory = epath.Path(directory)
+        directory = os.fspath(directory)
+        # Orbax writes only to absolute paths; a relative workdir is the usual case on the command
+        # line. URLs (gs://...) are absolute already.
+        self.directory = epath.Path(directory if "://" in directory else os.path.abspath(directory))
         self.model_cfg = model_cfg
         policy = ocp.checkpoint_managers
         options = ocp.CheckpointManagerOptions(
