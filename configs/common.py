@@ -62,6 +62,7 @@ def data_config() -> ml_collections.ConfigDict:
     d.crops_per_image = 3             # LIQE: 3 random 224 crops per image
     d.crop_size = 224
     d.random_flip = True              # LIQE: random horizontal flip
+    d.random_rot90 = False            # turn each crop by a random multiple of 90 degrees
     d.train_crop_mode = "grid"        # "grid": LIQE's stride-32 grid positions; "random": anywhere
     d.split = "70/10/20"              # by reference image, train/val/test percent (LIQE's protocol;
                                       # "80/20" = train/test), or "official" (KonIQ's own split)
@@ -99,6 +100,8 @@ def optimizer_config() -> ml_collections.ConfigDict:
     o.min_lr_ratio = 0.0              # floor of the cosine, as a fraction of the peak
     o.clip_norm = 1.0                 # global gradient-norm clip; 0 = none
     o.accumulation_steps = 1          # >1: optax.MultiSteps over that many micro-batches
+    o.ema_decay = 0.0                 # >0: evaluate, score and export an exponential moving
+                                      # average of the trained parameters (Polyak averaging)
     o.param_groups = "prompt"         # preset name, or ((regex, lr multiplier or None), ...)
     return o
 

@@ -185,3 +185,39 @@ def test_clip_normalisation():
     want = (x / 255.0 - T.CLIP_MEAN) / T.CLIP_STD
     np.testing.assert_allclose(T.normalize(x), want, atol=1e-6)
     assert T.normalize(x).dtype == np.float32
+
+
+def test_random_rot90_turns_each_crop_on_its_own():
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    turned = T.random_rot90(crops, np.random.default_rng(1))
+    turns = []
+    for c, t in zip(crops, turned):
+        k = [k for k in range(4) if np.array_equal(np.rot90(c, k), t)]
+        assert len(k) == 1
+        turns.append(k[0])
+    assert set(turns) == {0, 1, 2, 3}   # each crop draws its own turn
+
+
+def _is_window(image: np.ndarray, crop: np.ndarray) -> bool:
+    """Whether `crop` equals some window of `image` (candidates from its top-left pixel)."""
+    size = crop.shape[0]
+    for y, x in zip(*np.nonzero(np.all(image == crop[0, 0], axis=-1))):
+        if np.array_equal(image[y:y + size, x:x + size], crop):
+            return True
+    return False
+
+
+def test_train_crops_with_rot90_are_turned_windows(spec, table):
+    """With `rot90`, every training crop is a window of the image, turned by some multiple of 90
+    degrees, and not all of them by 0."""
+    _, it = _train(spec, table, crop_size=32, crop_mode="random", flip=False, rot90=True)
+    batch = next(it)
+    unturned = []
+    for index, crops in zip(batch["index"], batch["pixels"]):
+        image = T.normalize(np.asarray(T.decode_rgb(spec.source[int(index)]["image"])))
+        for crop in crops:
+            turns = [k for k in range(4) if _is_window(image, np.rot90(crop, -k))]
+            assert turns, "a crop is no turned window of its image"
+            unturned.append(0 in turns)
+    assert not all(unturned)

@@ -170,3 +170,35 @@ def test_load_pretrained_puts_clip_weights_in_and_refreshes_the_text_cache(tmp_p
     before, after = load(task)
     assert bool(before.text_cache_is_fresh()) and bool(after.text_cache_is_fresh())
     np.testing.assert_allclose(after.text_cache[...], after.encode_prompts(), atol=1e-6)
+
+
+def test_ema_of_parameters_is_what_inference_uses():
+    from flax import nnx
+
+    from test_fit import synthetic_batch
+
+    decay = 0.9
+    task = IQATask(tiny_config("", f"optimizer.ema_decay={decay}", "loss.distortion=0",
+                               "loss.scene=0", "data.crops_per_image=1"))
+    state = jax.jit(task.init_state)(jax.random.key(0))
+    batch = synthetic_batch(n=6)
+    step = jax.jit(task.train_step)
+    expected = jax.tree.map(np.asarray, state.params)
+    for t in range(4):
+        state, _ = step(state, batch)
+        d = min(decay, (1 + t) / (10 + t))  # the ramp up of the decay
+        expected = jax.tree.map(lambda e, p: d * e + (1 - d) * np.asarray(p), expected,
+                                state.params)
+    jax.tree.map(lambda e, x: np.testing.assert_allclose(x, e, rtol=1e-5, atol=1e-6),
+                 expected, state.extra["ema"])
+    # The average differs from the last parameters, and inference reads the average.
+    leaves = zip(jax.tree.leaves(state.params), jax.tree.leaves(state.extra["ema"]))
+    assert any(not np.allclose(p, e) for p, e in leaves)
+    assert task.inference_params(state) is state.extra["ema"]
+    model = task.model(state)
+    prompts = model.prompts["scene"].ctx[...]
+    np.testing.assert_array_equal(
+        prompts, nnx.merge(task.graphdef, state.extra["ema"], state.frozen).prompts["scene"].ctx[...])
+
+    with pytest.raises(ValueError, match="optimizer.ema_decay=1.0 must be in"):
+        IQATask(tiny_config("", "optimizer.ema_decay=1.0"))

@@ -115,11 +115,13 @@ class _Example:
 
 
 class _TrainMap(grain.transforms.RandomMap):
-    """index -> {pixels [crops, s, s, 3], labels}: flip, LIQE resize, random crops."""
+    """index -> {pixels [crops, s, s, 3], labels}: flip, LIQE resize, random crops, and (with
+    `rot90`) each crop turned by a random multiple of 90 degrees."""
 
-    def __init__(self, example: _Example, crops: int, crop_size: int, crop_mode: str, flip: bool):
-        self.example, self.crops, self.size, self.mode, self.flip = (
-            example, crops, crop_size, crop_mode, flip)
+    def __init__(self, example: _Example, crops: int, crop_size: int, crop_mode: str, flip: bool,
+                 rot90: bool = False):
+        self.example, self.crops, self.size, self.mode, self.flip, self.rot90 = (
+            example, crops, crop_size, crop_mode, flip, rot90)
 
     def random_map(self, index, rng: np.random.Generator):
         image, out = self.example.read(index)
@@ -128,7 +130,10 @@ class _TrainMap(grain.transforms.RandomMap):
             image = image[:, ::-1]
         h, w = image.shape[:2]
         pos = T.random_positions(h, w, self.crops, rng, self.size, self.mode)
-        out["pixels"] = T.normalize(T.take_crops(image, pos, self.size))
+        crops = T.take_crops(image, pos, self.size)
+        if self.rot90:
+            crops = T.random_rot90(crops, rng)
+        out["pixels"] = T.normalize(crops)
         return out
 
 
@@ -172,11 +177,14 @@ def _seed(*parts: int) -> int:
 
 def train_dataset(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
                   crop_size: int = T.CROP, crop_mode: str = "grid", flip: bool = True,
-                  shard: grain.sharding.ShardOptions | None = None) -> grain.MapDataset:
+                  rot90: bool = False, shard: grain.sharding.ShardOptions | None = None
+                  ) -> grain.MapDataset:
     """The infinite MapDataset of training steps (element k = batch k), see the module doc.
 
     crop_mode: `grid` draws crops among LIQE's stride-grid positions, as LIQE's training does;
       `random` anywhere.
+    flip: a random horizontal flip of each image (LIQE's); rot90: each crop also turned by a
+      random multiple of 90 degrees, so that with `flip` crops take all 8 orientations.
     """
     if not specs:
         raise ValueError("train_dataset: no datasets given")
@@ -198,7 +206,7 @@ def train_dataset(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int 
               .shuffle(seed=_seed(seed, d, 0))          # a new order every epoch (seed + epoch)
               .repeat(None)
               .random_map(_TrainMap(_Example(spec, d), crops_per_image, crop_size, crop_mode,
-                                    flip), seed=_seed(seed, d, 1))
+                                    flip, rot90), seed=_seed(seed, d, 1))
               .batch(local, drop_remainder=True))
         per_dataset.append(ds)
     # All are (practically) infinite; cut them to one length so that they can be zipped.
@@ -225,12 +233,13 @@ def _iterator(ds: grain.MapDataset, num_workers: int, num_threads: int, prefetch
 
 def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
                    crop_size: int = T.CROP, crop_mode: str = "grid", flip: bool = True,
-                   shard: grain.sharding.ShardOptions | None = None, num_workers: int = 0,
+                   rot90: bool = False, shard: grain.sharding.ShardOptions | None = None,
+                   num_workers: int = 0,
                    num_threads: int = 2, prefetch: int = 2) -> grain.DatasetIterator:
     """Iterator over training batches; `num_workers` > 0 decodes in that many processes,
     `num_threads` threads assemble `prefetch` batches ahead in each."""
     ds = train_dataset(specs, seed=seed, crops_per_image=crops_per_image, crop_size=crop_size,
-                       crop_mode=crop_mode, flip=flip, shard=shard)
+                       crop_mode=crop_mode, flip=flip, rot90=rot90, shard=shard)
     return _iterator(ds, num_workers, num_threads, prefetch)
 
 

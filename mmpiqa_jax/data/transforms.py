@@ -98,6 +98,12 @@ def take_crops(image: np.ndarray, positions: np.ndarray, crop: int = CROP) -> np
     return np.stack([image[t:t + crop, l:l + crop] for t, l in positions])
 
 
+def random_rot90(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each square crop of [n, s, s, c] turned by its own random multiple of 90 degrees."""
+    turns = rng.integers(0, 4, size=len(crops))
+    return np.stack([np.rot90(c, k) for c, k in zip(crops, turns)])
+
+
 def resize_full(image: Image.Image, size: int = CROP) -> np.ndarray:
     """The whole image squeezed to size x size (bicubic, as CLIP's preprocessing). [1, s, s, 3]."""
     return np.asarray(image.resize((size, size), Image.BICUBIC))[None]

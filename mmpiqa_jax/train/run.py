@@ -113,7 +113,8 @@ def train_iterator(config, datasets: list[Dataset]):
     specs = [ds.part("train", config.data.batch_sizes[ds.name]) for ds in datasets]
     return pipeline.train_iterator(specs, seed=config.seed, crops_per_image=d.crops_per_image,
                                    crop_size=d.crop_size, crop_mode=d.train_crop_mode,
-                                   flip=d.random_flip, num_workers=d.num_workers)
+                                   flip=d.random_flip, rot90=d.random_rot90,
+                                   num_workers=d.num_workers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,14 +137,15 @@ class Evaluator:
 
     def scores(self, state, spec: pipeline.DataSpec) -> tuple[np.ndarray, np.ndarray]:
         """`(indices, scores)` of every example of `spec`, in the order of `spec.indices`."""
+        params = self.task.inference_params(state)
         with jax.set_mesh(self.mesh):
-            frozen = self._refresh(state.params, state.frozen)
+            frozen = self._refresh(params, state.frozen)
             out = []
             for batch in pipeline.eval_iterator(
                     spec, batch_size=self.local_batch, crop_mode=self.data.eval_crop_mode,
                     num_crops=self.data.eval_crops, crop_size=self.data.crop_size):
                 local = {k: batch[k] for k in ("pixels", "index", "valid")}
-                out.append(self._predict(state.params, frozen,
+                out.append(self._predict(params, frozen,
                                          sharding.global_batch(self.mesh, local)))
             # Replicated results: every process holds all of them.
             host = [[np.asarray(x.addressable_data(0)) for x in o] for o in out]

@@ -4,8 +4,10 @@
     state = trainer.train(task, config, workdir, train_iter=it, eval_fn=evaluate)
 
 The state holds the trainable parameters (`params`), everything else of the model (`frozen`:
-frozen parameters and the text-feature cache) and the task weighting's state (`extra["dwa"]`,
-Dynamic Weight Average's loss history; empty with fixed weights). The step itself is
+frozen parameters and the text-feature cache), the task weighting's state (`extra["dwa"]`,
+Dynamic Weight Average's loss history; absent with fixed weights) and, with
+`optimizer.ema_decay > 0`, a moving average of the trainable parameters (`extra["ema"]`), which
+evaluation, scoring and export then use in place of `params`. The step itself is
 `step.make_train_step`; this module adds the task weights, their per-epoch update and the
 logged scalars (`loss`, `loss_<task>`, `lr`, `grad_norm`, ...).
 """
@@ -85,6 +87,9 @@ class IQATask:
         self.dwa = (losses.DynamicWeightAverage(int(self.active.size),
                                                 float(config.loss.dwa_temperature))
                     if config.loss.dwa else None)
+        self.ema_decay = float(config.optimizer.ema_decay)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"optimizer.ema_decay={self.ema_decay} must be in [0, 1)")
         self._step = step_lib.make_train_step(self.graphdef, self.tx,
                                               use_text_cache=self.use_text_cache)
 
@@ -99,6 +104,8 @@ class IQATask:
             model.refresh_text_cache()
         trainable, frozen = self._split(model)
         extra = {"dwa": self.dwa.init()} if self.dwa else {}
+        if self.ema_decay:
+            extra["ema"] = jax.tree.map(jnp.copy, trainable)
         return TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
                           opt_state=self.tx.init(trainable), rng=rng, extra=extra)
 
@@ -147,6 +154,8 @@ class IQATask:
             epoch_done = (state.step + 1) % self.steps_per_epoch == 0
             dwa = jax.tree.map(lambda a, b: jnp.where(epoch_done, a, b), closed, dwa)
             extra = {**extra, "dwa": dwa}
+        if self.ema_decay:
+            extra = {**extra, "ema": self._ema_update(extra["ema"], params, state.step)}
         metrics = {"loss": out["loss"],
                    **{f"loss_{name}": task_losses[i] for i, name in enumerate(TASKS)},
                    "lr": self.learning_rate(state.step),
@@ -157,7 +166,20 @@ class IQATask:
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra)
         return new, metrics
 
+    def _ema_update(self, ema, params, step):
+        # The decay ramps up as (1 + t) / (10 + t) (tf.train.ExponentialMovingAverage's
+        # num_updates), so that the average soon forgets the random initialisation.
+        decay = jnp.minimum(self.ema_decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
+        return jax.tree.map(lambda e, p: (decay * e + (1 - decay) * p).astype(e.dtype),
+                            ema, params)
+
     # -- inference ----------------------------------------------------------------------------
+
+    def inference_params(self, state: TrainState):
+        """The parameters to evaluate, score and export: the moving average if kept."""
+        if self.ema_decay:
+            return state.extra["ema"]
+        return state.params
 
     def with_fresh_text_cache(self, params, frozen):
         """`frozen` with the text cache recomputed from `params` (pure; jit it).
@@ -176,5 +198,6 @@ class IQATask:
 
     def model(self, state: TrainState):
         """The nnx model of a state, with a fresh text cache (for inference)."""
-        frozen = jax.jit(self.with_fresh_text_cache)(state.params, state.frozen)
-        return nnx.merge(self.graphdef, state.params, frozen)
+        params = self.inference_params(state)
+        frozen = jax.jit(self.with_fresh_text_cache)(params, state.frozen)
+        return nnx.merge(self.graphdef, params, frozen)
