@@ -69,6 +69,38 @@ def test_reference_matches(name, request, batch):
     assert min(result["task_losses"][0]) > 0.01
 
 
+@pytest.mark.parametrize("name", ["mpiqe", "liqe"])
+def test_first_timed_steps_agree(name, request, batch):
+    """The benchmark's check on its timed steps: the first step of JAX's jitted train step and
+    of the reference's report the same loss and gradient norm (both before the update)."""
+    import jax.numpy as jnp
+
+    from mmpiqa_jax.train import optimizer as optimizer_lib
+    from mmpiqa_jax.train import param_groups as pg
+    from mmpiqa_jax.train import step as step_lib
+
+    config, model = request.getfixturevalue(name)
+    mode = config.optimizer.param_groups
+    ref = tr.from_export(tr.export_jax(model), config.model.to_dict(), mode=mode)
+    opt = tr.make_optimizer(ref, config.optimizer.to_dict())
+    torch_loss, torch_norm = tr.make_train_step(ref, opt, clip_norm=1.0)(tr.torch_batch(batch))
+
+    groups = pg.resolve(mode)
+    graphdef, trainable, frozen = pg.split_trainable(model, groups)
+    tx = optimizer_lib.make_optimizer(config.optimizer, groups, trainable, num_steps=10)
+    step = jax.jit(step_lib.make_train_step(
+        graphdef, tx, use_text_cache=not iqa.text_path_is_trainable(trainable)))
+    _, _, metrics = step(trainable, frozen, tx.init(trainable),
+                         {k: jnp.asarray(v) for k, v in batch.items()},
+                         jnp.asarray(tr.LOSS_WEIGHTS))
+    result = {"loss": (float(metrics["loss"]), float(torch_loss)),
+              "grad_norm": (float(metrics["grad_norm"]), float(torch_norm)),
+              "trainable": (1, 1)}
+    assert tr.check(result, grad_rtol=1e-3) == [], result
+    # And the check would notice a different loss.
+    assert tr.check({**result, "loss": (result["loss"][0] + 1e-3, result["loss"][1])})
+
+
 def test_liqe_trimmed_text_is_exact(liqe, batch):
     """The trimmed text tower (what the JAX model runs) equals LIQE's 77-token one in torch too."""
     config, model = liqe
@@ -99,7 +131,7 @@ def test_reference_train_step_lowers_the_loss(mpiqe, batch):
     opt = tr.make_optimizer(ref, {**config.optimizer.to_dict(), "learning_rate": 1e-2})
     step = tr.make_train_step(ref, opt, clip_norm=1.0)
     tb = tr.torch_batch(batch)
-    losses = [float(step(tb)) for _ in range(5)]
+    losses = [float(step(tb)[0]) for _ in range(5)]
     assert losses[-1] < losses[0]
     for n, p in ref.named_parameters():
         if n in frozen:

@@ -15,7 +15,8 @@ What runs (CLIP ViT-B/32 at 224, random weights from a fixed seed, the configs' 
   3. achieved FLOP/s of the JAX train step (XLA's cost analysis of the compiled step / median step
      time) as a percentage of the measured peak (a large fp32 matmul timed with jax, same run);
   4. peak memory: the resident-set high-water mark (VmHWM) of the process over the timed steps,
-     reset just before them (`/proc/self/clear_refs`), each measurement in its own process;
+     reset just before them (`/proc/self/clear_refs`), each measurement in its own process, and
+     the same less the process's RSS with its libraries loaded and no model yet;
   5. MP-IQE step time against `visual_prompt_depth` 0, 3, 6, 9, 12.
 Every figure is the median of several timed runs after warm-up. Each (framework, model, depth)
 runs in a fresh worker process (this script with `--worker`), one after another, so the two
@@ -30,6 +31,7 @@ reference the first of these savings too, to separate framework from algorithm.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import datetime
 import json
@@ -46,6 +48,8 @@ import numpy as np
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
+import bench_inputs  # noqa: E402  (torch-free: the JAX workers never import torch)
+
 # Peak dense bf16 FLOP/s of known accelerators (vendor figures, without sparsity).
 BF16_PEAK = {"H100": 989e12, "H200": 989e12}
 
@@ -61,6 +65,8 @@ class Plan:
     liqe_repeats: int = 3     # the reference's LIQE step is slow; fewer runs
     liqe_warmup: int = 1
     check_images: int = 2     # the reference check's batch (x 2 crops)
+    full_check: bool = True   # the separate check (scores too; float32 whatever `dtype`); the
+                              # first timed steps are compared in every float32 plan
     trimmed: bool = True      # also time the reference with trimmed text
     depths: tuple = (0, 3, 6, 9, 12)
     dtype: str = "float32"
@@ -68,8 +74,8 @@ class Plan:
 
 
 FULL = Plan()
-QUICK = Plan(images=4, eval_images=2, warmup=1, repeats=3, liqe_repeats=1, liqe_warmup=0,
-             depths=(0, 12), trimmed=False)
+QUICK = Plan(images=4, eval_images=1, warmup=1, repeats=3, liqe_repeats=1, liqe_warmup=0,
+             depths=(0, 12), trimmed=False, full_check=False)
 DEVICE = Plan(images=128, eval_images=64, warmup=3, repeats=10, liqe_repeats=10, dtype="bfloat16")
 TINY = Plan(images=4, eval_images=2, warmup=1, repeats=2, liqe_repeats=1, depths=(0, 2),
             variant="tiny")  # for checking this script itself
@@ -148,7 +154,16 @@ def _status_kib(field: str) -> int:
 
 
 def reset_peak_rss() -> bool:
-    """Resets VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
+    """Resets VmHWM to the current RSS (Linux >= 4.0); False where that is not possible.
+
+    Heap that earlier work freed (XLA's compiler, a warm-up step) is first handed back to the
+    system (glibc's `malloc_trim`), so that the peak is what the timed steps hold, in both
+    frameworks alike.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -196,10 +211,15 @@ def worker_prepare(args, plan: Plan) -> dict:
         model = build_jax_model(config)
         exported = tr.export_jax(model)
         save_export(exported, os.path.join(args.tmp, f"{name}_{depth}.npz"))
-        if depth in (0, max(plan.depths)) or name == "liqe":
+        if plan.full_check and (depth in (0, max(plan.depths)) or name == "liqe"):
             batch = tr.random_batch(np.random.default_rng(0), plan.check_images, 2,
                                     model.clip.config.image_resolution)
             ref = tr.from_export(exported, config.model.to_dict(), mode=config.optimizer.param_groups)
+            if name == "liqe":
+                # 495 prompts x 77 tokens keep ~20 GB of activations for the backward pass in
+                # float32; recomputing each block in the backward (same values) keeps the check
+                # within a small machine's memory.
+                ref.clip.set_grad_checkpointing(True)
             with jax.default_matmul_precision("highest"):
                 result = tr.compare(model, config.model.to_dict(), config.optimizer.param_groups,
                                     batch, ref=ref)
@@ -211,9 +231,8 @@ def worker_prepare(args, plan: Plan) -> dict:
 
 def _jax_batch(plan: Plan, resolution: int, images: int, crops: int):
     import jax.numpy as jnp
-    import torch_reference as tr
 
-    batch = tr.random_batch(np.random.default_rng(1), images, crops, resolution)
+    batch = bench_inputs.random_batch(np.random.default_rng(1), images, crops, resolution)
     return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
@@ -222,24 +241,26 @@ def worker_jax(args, plan: Plan) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    import torch_reference as tr
     from mmpiqa_jax.models import iqa
     from mmpiqa_jax.train import optimizer as optimizer_lib
     from mmpiqa_jax.train import param_groups as pg
     from mmpiqa_jax.train import step as step_lib
 
+    jax.devices()  # the backend up, libraries loaded: what the process holds before any model
+    rss_libs = _status_kib("VmRSS")
     config = model_config(args.model, plan, args.depth)
     model = build_jax_model(config)
     res = model.clip.config.image_resolution
     groups = pg.resolve(config.optimizer.param_groups)
     graphdef, trainable, frozen = pg.split_trainable(model, groups)
     use_cache = not iqa.text_path_is_trainable(trainable)
+    num_trainable = sum(int(np.size(x)) for x in jax.tree.leaves(trainable))
     tx = optimizer_lib.make_optimizer(config.optimizer, groups, trainable,
                                       num_steps=config.num_steps,
                                       steps_per_epoch=config.steps_per_epoch)
     opt_state = tx.init(trainable)
     batch = _jax_batch(plan, res, plan.images, plan.crops)
-    weights = jnp.asarray(tr.LOSS_WEIGHTS)
+    weights = jnp.asarray(bench_inputs.LOSS_WEIGHTS)
     step = jax.jit(step_lib.make_train_step(graphdef, tx, use_text_cache=use_cache),
                    donate_argnums=(0, 2))
     t0 = time.perf_counter()
@@ -254,6 +275,9 @@ def worker_jax(args, plan: Plan) -> dict:
         state["trainable"], state["opt_state"], metrics = compiled(
             state["trainable"], frozen, state["opt_state"], batch, weights)
         jax.block_until_ready(metrics["loss"])
+        # The first step's loss and gradient norm are those of the exported weights on this
+        # batch: the torch worker's first step must report the same (`first_step_failures`).
+        state.setdefault("first", (float(metrics["loss"]), float(metrics["grad_norm"])))
 
     repeats = plan.liqe_repeats if args.model == "liqe" else plan.repeats
     for _ in range(plan.liqe_warmup if args.model == "liqe" else plan.warmup):
@@ -263,6 +287,10 @@ def worker_jax(args, plan: Plan) -> dict:
     train_s, train_all = median_time(train, 0, repeats)
     peak_kib = _status_kib("VmHWM")
     out = {"train_s": train_s, "train_all": train_all, "compile_s": compile_s,
+           "first_loss": state["first"][0], "first_grad_norm": state["first"][1],
+           "rss_libs_mib": rss_libs / 1024,
+           "trainable": num_trainable,
+           "torch_imported": "torch" in sys.modules,
            "flops": float(cost.get("flops", float("nan"))), "rss_before_mib": rss_before / 1024,
            "peak_rss_mib": peak_kib / 1024 if reset else float("nan"),
            "xla_temp_mib": getattr(mem, "temp_size_in_bytes", 0) / 2**20,
@@ -293,6 +321,8 @@ def worker_torch(args, plan: Plan) -> dict:
     import torch_reference as tr
 
     torch.set_num_threads(os.cpu_count())
+    torch.ones(8) @ torch.ones(8)  # the libraries loaded: what the process holds before any model
+    rss_libs = _status_kib("VmRSS")
     cuda = args.device and torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
     config = model_config(args.model, plan, args.depth)
@@ -308,12 +338,15 @@ def worker_torch(args, plan: Plan) -> dict:
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda and plan.dtype == "bfloat16"
                 else torch.autocast("cpu", enabled=False))
 
+    first = []
+
     def train():
         with autocast:
-            loss = step(batch)
+            loss, grad_norm = step(batch)
         if cuda:
             torch.cuda.synchronize()
-        return loss
+        if not first:
+            first.append((loss.item(), grad_norm.item()))
 
     repeats = plan.liqe_repeats if args.model == "liqe" else plan.repeats
     for _ in range(plan.liqe_warmup if args.model == "liqe" else plan.warmup):
@@ -324,6 +357,9 @@ def worker_torch(args, plan: Plan) -> dict:
         torch.cuda.reset_peak_memory_stats()
     train_s, train_all = median_time(train, 0, repeats)
     out = {"train_s": train_s, "train_all": train_all, "rss_before_mib": rss_before / 1024,
+           "first_loss": first[0][0], "first_grad_norm": first[0][1],
+           "rss_libs_mib": rss_libs / 1024,
+           "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
            "peak_rss_mib": _status_kib("VmHWM") / 1024 if reset else float("nan"),
            "threads": torch.get_num_threads()}
     if cuda:
@@ -343,12 +379,32 @@ def worker_torch(args, plan: Plan) -> dict:
                 torch.cuda.synchronize()
             return score
 
-        t, _ = median_time(infer, plan.warmup, plan.repeats)
+        # LIQE's reference runs its 495 x 77 text tower on every call: as slow as its train step.
+        t, _ = median_time(infer, *((plan.liqe_warmup, plan.liqe_repeats) if args.model == "liqe"
+                                    else (plan.warmup, plan.repeats)))
         out[key + "_ips"] = images / t
     return out
 
 
 WORKERS = {"prepare": worker_prepare, "jax": worker_jax, "torch": worker_torch}
+
+
+def first_step_checks(r: dict) -> dict:
+    """For each timed (model, depth): the JAX and torch first steps (same exported weights, same
+    batch, before any update) must give the same loss and gradient norm, as `compare` checks."""
+    import torch_reference as tr
+
+    out = {}
+    for key, j in r.items():
+        if not key.startswith("jax_") or f"torch_{key[4:]}" not in r:
+            continue
+        t = r[f"torch_{key[4:]}"]
+        result = {"loss": (j["first_loss"], t["first_loss"]),
+                  "grad_norm": (j["first_grad_norm"], t["first_grad_norm"]),
+                  "trainable": (j["trainable"], t["trainable"])}
+        result["failures"] = tr.check(result)
+        out[key[4:]] = result
+    return out
 
 
 def run_worker(kind: str, args, **kw) -> dict:
@@ -369,8 +425,10 @@ def run_worker(kind: str, args, **kw) -> dict:
         print(" failed")
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
         raise SystemExit(f"worker {kind} {label} failed (exit {proc.returncode})")
-    print(f" {time.perf_counter() - t:.0f} s", flush=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    compile_s = f" (compile {result['compile_s']:.0f} s)" if "compile_s" in result else ""
+    print(f" {time.perf_counter() - t:.0f} s{compile_s}", flush=True)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,6 +455,12 @@ def machine() -> dict:
             "open_clip": open_clip.__version__,
             "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
             "platform": platform.platform()}
+
+
+def _label(key: str) -> str:
+    """`mpiqe_12` -> `MP-IQE depth 12`, `liqe_0` -> `LIQE`."""
+    name, depth = key.rsplit("_", 1)
+    return f"MP-IQE depth {depth}" if name == "mpiqe" else "LIQE"
 
 
 def _fmt(x, spec=".2f"):
@@ -426,7 +490,8 @@ NOTES = """\
 """
 
 
-def report(plan: Plan, name: str, info: dict, prep: dict, r: dict, device: bool) -> str:
+def report(plan: Plan, name: str, info: dict, prep: dict, r: dict, first: dict,
+           device: bool) -> str:
     ips = lambda m: plan.images / m["train_s"]
     top = max(plan.depths)  # the headline MP-IQE depth (12 for ViT-B/32)
     L = []
@@ -439,21 +504,35 @@ def report(plan: Plan, name: str, info: dict, prep: dict, r: dict, device: bool)
     L.append(f"- Model: CLIP {plan.variant}, compute dtype {plan.dtype}; training batch "
              f"{plan.images} images x {plan.crops} crops; inference {plan.eval_images} images x "
              f"{plan.eval_crops} crops, and {plan.eval_images * plan.eval_crops} images x 1 crop")
-    L.append(f"- Each figure: median of {plan.repeats} timed runs (LIQE training: "
-             f"{plan.liqe_repeats}) after {plan.warmup} warm-up runs; each measurement in a fresh "
+    L.append(f"- Each figure: median of {plan.repeats} timed runs after {plan.warmup} warm-up "
+             f"runs (LIQE training, and torch's LIQE inference, which runs the text tower every "
+             f"call: {plan.liqe_repeats} after {plan.liqe_warmup}); each measurement in a fresh "
              f"process; torch threads = {r[f'torch_mpiqe_{top}'].get('threads', '?')} (cores), XLA: "
              f"its default CPU pool (one intra-op thread per core)")
     L.append("")
-    L.append(f"## Reference check (same weights, fixed batch of {plan.check_images} images x 2 crops)\n")
-    L.append("| model | loss JAX | loss torch | abs diff | max score diff | grad norm JAX | grad norm torch | trainable params | result |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
-    for key, c in prep["check"].items():
-        (jl, tl), (jg, tg) = c["loss"], c["grad_norm"]
-        L.append(f"| {key.replace('_', ' depth ') if key.startswith('mpiqe') else 'liqe'} | "
-                 f"{jl:.6f} | {tl:.6f} | {abs(jl - tl):.1e} | {c['score_max_abs_diff']:.1e} | "
-                 f"{jg:.5g} | {tg:.5g} | {c['trainable'][0]:,} | "
-                 f"{'pass' if not c['failures'] else 'FAIL'} |")
-    L.append("")
+    L.append("## Reference check\n")
+    if prep["check"]:
+        L.append(f"Before any timing: float32 at full matmul precision, the same weights, a fixed "
+                 f"batch of {plan.check_images} images x 2 crops (`torch_reference.compare`).\n")
+        L.append("| model | loss JAX | loss torch | abs diff | max score diff | grad norm JAX | grad norm torch | trainable params | result |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        for key, c in prep["check"].items():
+            (jl, tl), (jg, tg) = c["loss"], c["grad_norm"]
+            L.append(f"| {_label(key)} | {jl:.6f} | {tl:.6f} | {abs(jl - tl):.1e} | "
+                     f"{c['score_max_abs_diff']:.1e} | {jg:.5g} | {tg:.5g} | {c['trainable'][0]:,} | "
+                     f"{'pass' if not c['failures'] else 'FAIL'} |")
+        L.append("")
+    if first:
+        L.append(f"The first timed step of each worker pair: the same exported weights and batch "
+                 f"({plan.images} images x {plan.crops} crops), loss and gradient norm before the "
+                 "update; a failure discards every timing.\n")
+        L.append("| model | loss JAX | loss torch | abs diff | grad norm JAX | grad norm torch | trainable params | result |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for key, c in first.items():
+            (jl, tl), (jg, tg) = c["loss"], c["grad_norm"]
+            L.append(f"| {_label(key)} | {jl:.6f} | {tl:.6f} | {abs(jl - tl):.1e} | {jg:.5g} | "
+                     f"{tg:.5g} | {c['trainable'][0]:,} | {'pass' if not c['failures'] else 'FAIL'} |")
+        L.append("")
     L.append("## Training (images/s; an image is " + f"{plan.crops} crops)\n")
     L.append("| model | JAX | torch (77-token text, as the original codes) | ratio | torch, trimmed text | ratio |")
     L.append("|---|---|---|---|---|---|")
@@ -507,16 +586,19 @@ def report(plan: Plan, name: str, info: dict, prep: dict, r: dict, device: bool)
                      f"{_fmt(j.get('device_peak_mib', np.nan) / t.get('device_peak_mib', np.nan))} |")
     else:
         L.append("Resident-set high-water mark of the worker process over the timed steps (VmHWM, "
-                 "reset right before them, so model load and compilation do not count), and the RSS "
-                 "before them; both include the interpreter and libraries. XLA's own buffer plan "
-                 "for the step (`memory_analysis().temp_size_in_bytes`) is given for JAX.\n")
-        L.append("| model | JAX peak | JAX before | XLA temp | torch peak | torch before | peak ratio |")
-        L.append("|---|---|---|---|---|---|---|")
+                 "reset right before them, so model load and compilation do not count), and the "
+                 "same less the process's RSS once its libraries were loaded and before any model "
+                 "existed (`libs`): JAX's and torch's own libraries differ in size, the model's "
+                 "memory is what lies above them. XLA's own buffer plan for the step "
+                 "(`memory_analysis().temp_size_in_bytes`) is given for JAX.\n")
+        L.append("| model | JAX peak | JAX libs | JAX above libs | XLA temp | torch peak | torch libs | torch above libs | ratio above libs |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
         for m, key in (("mpiqe", top), ("liqe", 0)):
             j, t = r[f"jax_{m}_{key}"], r[f"torch_{m}_{key}"]
-            L.append(f"| {m} | {j['peak_rss_mib']:.0f} | {j['rss_before_mib']:.0f} | "
-                     f"{j['xla_temp_mib']:.0f} | {t['peak_rss_mib']:.0f} | {t['rss_before_mib']:.0f} | "
-                     f"{j['peak_rss_mib'] / t['peak_rss_mib']:.2f} |")
+            ja, ta = j["peak_rss_mib"] - j["rss_libs_mib"], t["peak_rss_mib"] - t["rss_libs_mib"]
+            L.append(f"| {m} | {j['peak_rss_mib']:.0f} | {j['rss_libs_mib']:.0f} | {ja:.0f} | "
+                     f"{j['xla_temp_mib']:.0f} | {t['peak_rss_mib']:.0f} | {t['rss_libs_mib']:.0f} | "
+                     f"{ta:.0f} | **{ja / ta:.2f}** |")
     L.append("")
     L.append("## MP-IQE training step against visual prompt depth\n")
     L.append("| depth | JAX step (s) | torch step (s) | ratio |")
@@ -531,10 +613,10 @@ def report(plan: Plan, name: str, info: dict, prep: dict, r: dict, device: bool)
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help=(
-        "reduced run: 4 training images (x 3 crops), 2 images x 15 crops for inference, 1 warm-up "
-        "+ 3 timed runs (LIQE training: no warm-up, 1 run; jax's LIQE warm-up is its compile), "
-        "depths 0 and 12 only, no 'torch, trimmed' rows, "
-        "does not write the docs"))
+        "reduced run: 4 training images (x 3 crops), 1 image x 15 crops for inference, 1 warm-up "
+        "+ 3 timed runs (LIQE training and torch's LIQE inference: no warm-up, 1 run), depths 0 "
+        "and 12 only, no 'torch, trimmed' rows; the reference check is on the first timed steps "
+        "only; does not write the docs"))
     p.add_argument("--device", action="store_true", help=(
         "accelerator run: bf16 compute, 128 images per step; reports the fraction of the card's "
         "bf16 peak; torch on CUDA when available"))
@@ -602,7 +684,19 @@ def main(argv=None) -> int:
             if plan.trimmed and not args.no_trimmed:
                 r[f"torch_trim_{m}"] = run_worker("torch", args, model=m, depth=max(depths),
                                                   text_length="trimmed", skip_eval=True)
-    text = report(plan, args.plan_name, info, prep, r, device=args.plan_name == "device")
+    # The first timed steps ran on the exported weights and one batch in both frameworks: in a
+    # float32 plan their losses must agree, or no timing counts (bf16 ones differ by design).
+    first = first_step_checks(r) if plan.dtype == "float32" else {}
+    print("first timed steps (same weights, same batch):")
+    for k, v in first.items():
+        print(f"  {k}: loss JAX {v['loss'][0]:.6f} torch {v['loss'][1]:.6f}; "
+              f"{'ok' if not v['failures'] else 'FAIL: ' + '; '.join(v['failures'])}")
+    if any(v["failures"] for v in first.values()):
+        print("the PyTorch reference disagrees with the JAX model: no timing counts; stopping")
+        return 1
+    if any(v.get("torch_imported") for k, v in r.items() if k.startswith("jax_")):
+        print("warning: a JAX worker imported torch; its memory figures include torch's")
+    text = report(plan, args.plan_name, info, prep, r, first, device=args.plan_name == "device")
     text += (f"\nTotal wall time of this run: {time.perf_counter() - start:.0f} s "
              f"(`python tools/benchmark.py{' --quick' if args.quick else ''}"
              f"{' --device' if args.device else ''}{' --tiny' if args.tiny else ''}`).\n")
