@@ -153,6 +153,21 @@ def _status_kib(field: str) -> int:
     return -1
 
 
+def mem_available_gib() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
+def text_backward_gib(text_prompts: int, text_length: int, width: int, layers: int) -> float:
+    """Float32 activations that torch keeps for the text tower's backward: ~22 floats per
+    (prompt, token, channel, layer), as measured with open_clip's ViT-B/32 text tower (19.5 GiB
+    for LIQE's 495 prompts x 77 tokens)."""
+    return 22 * text_prompts * text_length * width * layers * 4 / 2**30
+
+
 def reset_peak_rss() -> bool:
     """Resets VmHWM to the current RSS (Linux >= 4.0); False where that is not possible.
 
@@ -330,6 +345,16 @@ def worker_torch(args, plan: Plan) -> dict:
     model = tr.from_export(exported, config.model.to_dict(), mode=config.optimizer.param_groups,
                            text_length=args.text_length).to(dev)
     del exported
+    # LIQE's 495 x 77 text tower keeps ~20 GB of activations for its backward in float32; where
+    # that (plus weights, moments and the image tower) exceeds the free memory, torch recomputes
+    # each text block in the backward instead (open_clip's grad checkpointing; same values).
+    recompute = False
+    if args.model == "liqe" and not cuda:
+        text = model.clip.transformer
+        need = text_backward_gib(*model.token_ids.shape, text.width, text.layers) + 4.0
+        if need > mem_available_gib():
+            model.clip.set_grad_checkpointing(True)
+            recompute = True
     res = model.clip.visual.image_size[0]
     batch = {k: v.to(dev) for k, v in tr.torch_batch(
         tr.random_batch(np.random.default_rng(1), plan.images, plan.crops, res)).items()}
@@ -358,7 +383,7 @@ def worker_torch(args, plan: Plan) -> dict:
     train_s, train_all = median_time(train, 0, repeats)
     out = {"train_s": train_s, "train_all": train_all, "rss_before_mib": rss_before / 1024,
            "first_loss": first[0][0], "first_grad_norm": first[0][1],
-           "rss_libs_mib": rss_libs / 1024,
+           "rss_libs_mib": rss_libs / 1024, "text_recomputed": recompute,
            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
            "peak_rss_mib": _status_kib("VmHWM") / 1024 if reset else float("nan"),
            "threads": torch.get_num_threads()}
@@ -542,6 +567,11 @@ def report(plan: Plan, name: str, info: dict, prep: dict, r: dict, first: dict,
         label = f"MP-IQE (prompt, depth {top})" if m == "mpiqe" else "LIQE (full)"
         L.append(f"| {label} | {ips(j):.3f} | {ips(t):.3f} | **{ips(j) / ips(t):.2f}x** | "
                  + (f"{ips(tt):.3f} | {ips(j) / ips(tt):.2f}x |" if tt else "not run | |"))
+    if r["torch_liqe_0"].get("text_recomputed"):
+        L.append("\nThe torch LIQE step recomputed its text blocks in the backward pass (open_clip's "
+                 "grad checkpointing): storing their activations (~20 GB in float32) does not fit "
+                 "in this machine's free memory. On the text tower alone (495 x 77, forward and "
+                 "backward) it cost nothing here: 82 s with recomputing, 83 s without.")
     L.append("")
     L.append("## Inference (images/s)\n")
     L.append("| model | crops | JAX | torch | ratio |")
@@ -697,12 +727,16 @@ def main(argv=None) -> int:
     if any(v.get("torch_imported") for k, v in r.items() if k.startswith("jax_")):
         print("warning: a JAX worker imported torch; its memory figures include torch's")
     text = report(plan, args.plan_name, info, prep, r, first, device=args.plan_name == "device")
+    text += ("\nWhere the time goes and what was changed because of it: `docs/profile.md`.\n")
     text += (f"\nTotal wall time of this run: {time.perf_counter() - start:.0f} s "
              f"(`python tools/benchmark.py{' --quick' if args.quick else ''}"
              f"{' --device' if args.device else ''}{' --tiny' if args.tiny else ''}`).\n")
     print()
     print(text)
     if out_path:
+        with open(os.path.splitext(out_path)[0] + ".json", "w") as f:
+            json.dump({"plan": dataclasses.asdict(plan), "machine": info, "prepare": prep,
+                       "first_steps": first, "results": r}, f, indent=1, default=float)
         with open(out_path, "w") as f:
             f.write(text)
         print(f"written to {out_path}")
