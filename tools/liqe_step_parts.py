@@ -1,0 +1,45 @@
+"""LIQE's train-step parts timed apart (ViT-B/32, float32): the text path and the image tower, each
+forward + backward with respect to every trainable parameter, jitted; FLOPs from XLA.
+
+    python tools/liqe_step_parts.py
+
+The step itself is timed by `tools/benchmark.py`; this says which part of it is slow.
+"""
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
+import benchmark as b  # noqa: E402
+from mmpiqa_jax.train import param_groups as pg  # noqa: E402
+
+config = b.model_config("liqe", b.QUICK)
+model = b.build_jax_model(config)
+graphdef, trainable, frozen = pg.split_trainable(model, pg.resolve(config.optimizer.param_groups))
+pixels = jnp.asarray(np.random.default_rng(0).normal(size=(48, 224, 224, 3)), jnp.float32)
+
+def text_loss(t):
+    m = nnx.merge(graphdef, t, frozen)
+    return jnp.sum(jnp.sin(m.text_features()))
+
+def image_loss(t):
+    m = nnx.merge(graphdef, t, frozen)
+    return jnp.sum(jnp.sin(m.clip.encode_image(pixels)))
+
+for name, fn in (("text path (495 prompts, shared prefixes)", text_loss),
+                 ("image tower (48 crops)", image_loss)):
+    f = jax.jit(jax.value_and_grad(fn)).lower(trainable).compile()
+    cost = f.cost_analysis(); cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    jax.block_until_ready(f(trainable))
+    ts = []
+    for _ in range(3):
+        t = time.perf_counter(); jax.block_until_ready(f(trainable)); ts.append(time.perf_counter() - t)
+    s = statistics.median(ts)
+    print(f"{name}: {s:.2f} s, {cost['flops']/1e12:.3f} TFLOP, {cost['flops']/s/1e9:.0f} GFLOP/s")
