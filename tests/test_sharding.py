@@ -40,15 +40,20 @@ print("RESULT", json.dumps(out))
 """
 
 
-def test_meshes_agree_and_parameters_are_sharded(tmp_path):
+def run_on_8_cpu_devices(script: str, timeout: int) -> dict:
+    """Runs `script` in a process with 8 fake CPU devices; the JSON it prints after `RESULT `."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    script = SCRIPT.format(tests=str(REPO / "tests"), workdir=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    out = json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT "):])
+
+
+def test_meshes_agree_and_parameters_are_sharded(tmp_path):
+    out = run_on_8_cpu_devices(SCRIPT.format(tests=str(REPO / "tests"), workdir=str(tmp_path)),
+                               timeout=180)
 
     want = out["1x1"]["losses"]
     assert len(want) == 5
@@ -110,14 +115,8 @@ print("RESULT", json.dumps(out))
 
 
 def test_mpiqe_meshes_agree(tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    script = IQA_SCRIPT.format(tools=str(REPO / "tools"), workdir=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    out = json.loads(line[len("RESULT "):])
+    out = run_on_8_cpu_devices(IQA_SCRIPT.format(tools=str(REPO / "tools"),
+                                                 workdir=str(tmp_path)), timeout=600)
     want = out["1x1"]["losses"]
     assert len(want) == 5 and len(set(want)) == 5  # five different batches, a moving model
     for mesh in ("8x1", "4x2"):
