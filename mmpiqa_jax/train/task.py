@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from mmpiqa_jax import losses
@@ -170,8 +171,7 @@ class IQATask:
         # The decay ramps up as (1 + t) / (10 + t) (tf.train.ExponentialMovingAverage's
         # num_updates), so that the average soon forgets the random initialisation.
         decay = jnp.minimum(self.ema_decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
-        return jax.tree.map(lambda e, p: (decay * e + (1 - decay) * p).astype(e.dtype),
-                            ema, params)
+        return optax.incremental_update(params, ema, step_size=1.0 - decay)
 
     # -- inference ----------------------------------------------------------------------------
 
