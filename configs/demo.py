@@ -19,7 +19,7 @@ Choices (no pretrained CLIP can be assumed, so the demo differs from MP-IQE's de
   weights (`optimizer.ema_decay = 0.998`, ~500 steps): with one validation reference, the raw
   weights' validation SRCC swung by +-0.15 between evaluations 250 steps apart and the checkpoint
   it picked was a lottery; the average's curve is smooth.
-- Measured with `mmpiqa demo` on 2 CPU cores: about 4.5 minutes including the dataset build,
+- Measured with `mmpiqa demo` on 2 CPU cores: about 5 minutes including the dataset build,
   test SRCC 0.752 / PLCC 0.799 (seed 0; the run is deterministic on one machine).
 - Experiments (test SRCC on camera + grass, and the best validation SRCC that picked the
   checkpoint tested; wall time of `mmpiqa demo` on the 2 cores, often shared with other work, so
