@@ -40,6 +40,10 @@ def model_config() -> ml_collections.ConfigDict:
     m.variant = "ViT-B/32"            # CLIP architecture by name (LIQE uses ViT-B/32)
     m.clip_checkpoint = ""            # path for `clip.load`; "" = random init of `variant`
     m.dtype = "float32"               # compute dtype ("bfloat16" on accelerators); params float32
+    # How CLIP's blocks run (values are the same either way; see layers.Transformer).
+    m.scan_layers = True              # one lax.scan over the blocks (compiles one block); False: unrolled
+    m.remat = "dots"                  # kept for the backward pass: "dots" (weight matmuls' outputs;
+                                      # the rest recomputed), "full" (block inputs only), "none"
     # Visual prompts (paper: multi-layer prompts; numbers are our choice, VPT-deep's defaults).
     m.num_visual_prompts = 8
     m.visual_prompt_depth = 12        # layers with their own prompts, from the input; 0 = none

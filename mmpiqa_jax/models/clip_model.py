@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mmpiqa_jax.models.layers import LayerNorm, Transformer
+from mmpiqa_jax.models.layers import LayerNorm, Transformer, check_remat, replace_tokens
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -152,6 +152,12 @@ class CLIP(nnx.Module):
             _normal(width**-0.5)(rngs.params(), (width, config.embed_dim)))
         self.logit_scale = nnx.Param(jnp.asarray(math.log(1 / 0.07), jnp.float32))
 
+    def set_block_execution(self, *, scan_layers: bool = True, remat: str = "dots") -> None:
+        """How both towers run their blocks (`layers.Transformer`): one `lax.scan` or unrolled,
+        and what each block keeps for the backward pass. Values are unchanged either way."""
+        for tower in (self.visual.transformer, self.transformer):
+            tower.scan_layers, tower.remat = bool(scan_layers), check_remat(remat)
+
     def encode_image(self, pixels: jax.Array, *, visual_prompts: jax.Array | None = None,
                      return_tokens: bool = False):
         """Image features [B, embed_dim] from CLIP-normalised NHWC pixels [B, H, W, 3].
@@ -261,12 +267,14 @@ class CLIP(nnx.Module):
                             (len(groups), n_suffix, n_prefix)),
             np.broadcast_to(np.tril(np.ones((n_suffix, n_suffix), bool)),
                             (len(groups), n_suffix, n_suffix))], axis=-1)
-        depth = 0 if deep_prompts is None else deep_prompts.shape[0]
-        for i, block in enumerate(self.transformer.resblocks):
-            if 1 <= i <= depth:
-                prompts = deep_prompts[i - 1].astype(dtype)
-                xp = xp.at[:, prompt_start:prompt_start + prompts.shape[0]].set(prompts)
-            xp, xs = block.shared_prefix(xp, xs, jnp.asarray(groups), jnp.asarray(mask))
+        groups_, mask_ = jnp.asarray(groups), jnp.asarray(mask)
+
+        def insert(carry, prompts, on):
+            return replace_tokens(carry[0], prompts.astype(dtype), prompt_start, on), carry[1]
+
+        xp, xs = self.transformer.run_blocks(
+            (xp, xs), lambda block, c: block.shared_prefix(*c, groups_, mask_),
+            deep_prompts=deep_prompts, insert=insert)
         tokens = self.ln_final(xs)
         pooled = tokens[jnp.arange(tokens.shape[0]), jnp.asarray(suffix_eot)]
         return (pooled @ self.text_projection[...].astype(dtype)).astype(jnp.float32)

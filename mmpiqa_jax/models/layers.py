@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -109,24 +110,105 @@ class Transformer(nnx.Module):
     `deep_prompts[j]` ([n, width], shared over the batch) replaces the tokens at positions
     [prompt_start, prompt_start + n) at the input of block j + 1; block 0's prompts, if any, are
     already in `x` (appended to the image tokens, or the context vectors of the text embeddings).
+
+    `remat` says what each block keeps for the backward pass (`REMAT_POLICIES`); the rest is
+    recomputed from the block's input when the gradient is taken.
+
+    With `scan_layers` (the default) the blocks run as one `jax.lax.scan` over their stacked
+    parameters: XLA compiles one block instead of `layers`, and the residual stream's gradient is
+    materialised at every block. Unrolled, XLA's CPU backend fuses that gradient's chain of adds
+    across all layers into each weight-gradient transpose and recomputes it there, which made a
+    ViT-B/32's weight gradients 1.8x slower (`docs/profile.md`). The parameters stay one module
+    per block, so checkpoints, parameter groups and sharding rules see the same tree either way.
     """
 
-    def __init__(self, width: int, layers: int, heads: int, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, width: int, layers: int, heads: int, *, dtype, rngs: nnx.Rngs,
+                 scan_layers: bool = True, remat: str = "dots"):
         # OpenAI's initialisation scales the residual-branch outputs with the depth.
         proj_std = width**-0.5 * (2 * layers)**-0.5
         self.resblocks = nnx.List([
             ResidualAttentionBlock(width, heads, proj_std=proj_std, dtype=dtype, rngs=rngs)
             for _ in range(layers)])
+        self.scan_layers = scan_layers
+        self.remat = check_remat(remat)
 
     def __call__(self, x: jax.Array, *, causal: bool = False, deep_prompts: jax.Array | None = None,
                  prompt_start: int = 0) -> jax.Array:
+        insert = lambda x, prompts, on: replace_tokens(x, prompts, prompt_start, on)
+        return self.run_blocks(x, lambda block, x: block(x, causal=causal),
+                               deep_prompts=deep_prompts, insert=insert)
+
+    def run_blocks(self, carry, apply, *, deep_prompts: jax.Array | None = None, insert=None):
+        """`carry = apply(block, carry)` for every block in order; before block i (1..depth),
+        `carry = insert(carry, deep_prompts[i - 1], on)`, where `on` is True, or a traced flag
+        under `scan_layers` (False on the layers without prompts, where `insert` must keep
+        `carry` as it is)."""
+        layers = len(self.resblocks)
         depth = 0 if deep_prompts is None else deep_prompts.shape[0]
-        if depth > len(self.resblocks) - 1:
-            raise ValueError(f"{depth} deep prompt layers given for a {len(self.resblocks)}-layer "
-                             f"transformer; at most {len(self.resblocks) - 1} (layers 1..)")
-        for i, block in enumerate(self.resblocks):
-            if 1 <= i <= depth:
-                prompts = deep_prompts[i - 1].astype(x.dtype)
-                x = x.at[:, prompt_start:prompt_start + prompts.shape[0]].set(prompts)
-            x = block(x, causal=causal)
-        return x
+        if self.remat != "none":
+            apply = _rematerialised(apply, self.remat)
+        if depth > layers - 1:
+            raise ValueError(f"{depth} deep prompt layers given for a {layers}-layer "
+                             f"transformer; at most {layers - 1} (layers 1..)")
+        if not self.scan_layers:
+            for i, block in enumerate(self.resblocks):
+                if 1 <= i <= depth:
+                    carry = insert(carry, deep_prompts[i - 1], True)
+                carry = apply(block, carry)
+            return carry
+
+        graphdef, _ = nnx.split(self.resblocks[0])
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs),
+                               *[nnx.state(block) for block in self.resblocks])
+        if depth:
+            # Row i holds the prompts of block i; rows without prompts are zeros, switched off.
+            pad = lambda n: jnp.zeros((n, *deep_prompts.shape[1:]), deep_prompts.dtype)
+            prompts = jnp.concatenate([pad(1), deep_prompts, pad(layers - 1 - depth)])
+            on = jnp.asarray((np.arange(layers) >= 1) & (np.arange(layers) <= depth))
+        else:
+            prompts = on = None
+
+        def body(carry, xs):
+            state, prompts_i, on_i = xs
+            if prompts_i is not None:
+                carry = insert(carry, prompts_i, on_i)
+            return apply(nnx.merge(graphdef, state), carry), None
+
+        return jax.lax.scan(body, carry, (stacked, prompts, on))[0]
+
+
+# What a block keeps for its backward pass. "dots" keeps the outputs of its weight matmuls and
+# recomputes LayerNorms, GELUs and attention: on the CPU that halved XLA's temporaries and was
+# faster than keeping everything (less memory traffic); "full" keeps only the block's input.
+REMAT_POLICIES = {
+    "none": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+
+
+def check_remat(remat: str) -> str:
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r}; known: {sorted(REMAT_POLICIES)}")
+    return remat
+
+
+def _rematerialised(apply, remat: str):
+    """`apply(block, carry)` recomputed in the backward pass but for what `remat` keeps."""
+    def pure(graphdef, state, carry):
+        return apply(nnx.merge(graphdef, state), carry)
+
+    # prevent_cse=False: inside a scan XLA cannot merge the recomputation with the forward anyway.
+    pure = jax.checkpoint(pure, static_argnums=(0,), prevent_cse=False,
+                          policy=REMAT_POLICIES[remat])
+    return lambda block, carry: pure(*nnx.split(block), carry)
+
+
+def replace_tokens(x: jax.Array, prompts: jax.Array, start: int, on=True) -> jax.Array:
+    """`x` [B, L, W] with positions [start, start + n) set to `prompts` [n, W] (for every batch
+    row) where `on`, else unchanged."""
+    n = prompts.shape[0]
+    new = jnp.broadcast_to(prompts.astype(x.dtype), (x.shape[0], n, x.shape[2]))
+    if on is not True:
+        new = jnp.where(on, new, x[:, start:start + n])
+    return x.at[:, start:start + n].set(new)
