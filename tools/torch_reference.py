@@ -25,7 +25,7 @@ from torch import nn
 
 from mmpiqa_jax import labels
 
-from bench_inputs import LOSS_WEIGHTS, random_batch  # noqa: F401 (part of this module's API)
+from bench_inputs import LOSS_WEIGHTS, export_jax, random_batch  # noqa: F401 (this module's API)
 
 EPS = 1e-8  # LIQE's `esp`, as mmpiqa_jax.losses.EPS
 PLACEHOLDER = "X"  # mmpiqa_jax.models.prompts._PLACEHOLDER: one token per context vector
@@ -34,21 +34,6 @@ QUALITY_LEVELS = torch.arange(1, labels.NUM_QUALITIES + 1, dtype=torch.float32)
 
 # ----------------------------------------------------------------------------------------------
 # Weights: JAX model -> numpy -> torch.
-
-def export_jax(model) -> dict:
-    """{"clip_config": CLIPConfig dict, "clip": OpenAI state dict, "extras": {nnx path: array}}."""
-    from flax import nnx
-
-    from mmpiqa_jax.models.clip_model import to_openai_state_dict
-
-    extras = {}
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        name = "/".join(map(str, path))
-        if not name.startswith("clip/"):
-            extras[name] = np.asarray(var.get_value(), np.float32)
-    return {"clip_config": model.clip.config.to_dict(), "clip": to_openai_state_dict(model.clip),
-            "extras": extras}
-
 
 def build_clip(clip_config: dict, state_dict: dict | None = None) -> open_clip.model.CLIP:
     """open_clip's `CLIP` (QuickGELU, as OpenAI's) of the architecture `clip_config`."""
