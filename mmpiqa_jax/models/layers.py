@@ -145,11 +145,13 @@ class Transformer(nnx.Module):
         `carry` as it is)."""
         layers = len(self.resblocks)
         depth = 0 if deep_prompts is None else deep_prompts.shape[0]
-        if self.remat != "none":
-            apply = _rematerialised(apply, self.remat)
         if depth > layers - 1:
             raise ValueError(f"{depth} deep prompt layers given for a {layers}-layer "
                              f"transformer; at most {layers - 1} (layers 1..)")
+        if self.remat != "none":
+            # Inside a scan XLA cannot merge the recomputation with the forward pass; unrolled,
+            # it could, unless prevented.
+            apply = _rematerialised(apply, self.remat, prevent_cse=not self.scan_layers)
         if not self.scan_layers:
             for i, block in enumerate(self.resblocks):
                 if 1 <= i <= depth:
@@ -193,13 +195,12 @@ def check_remat(remat: str) -> str:
     return remat
 
 
-def _rematerialised(apply, remat: str):
+def _rematerialised(apply, remat: str, *, prevent_cse: bool):
     """`apply(block, carry)` recomputed in the backward pass but for what `remat` keeps."""
     def pure(graphdef, state, carry):
         return apply(nnx.merge(graphdef, state), carry)
 
-    # prevent_cse=False: inside a scan XLA cannot merge the recomputation with the forward anyway.
-    pure = jax.checkpoint(pure, static_argnums=(0,), prevent_cse=False,
+    pure = jax.checkpoint(pure, static_argnums=(0,), prevent_cse=prevent_cse,
                           policy=REMAT_POLICIES[remat])
     return lambda block, carry: pure(*nnx.split(block), carry)
 
