@@ -270,10 +270,16 @@ def model_flops(model, groups, tx, use_cache: bool, step_args) -> float:
     from mmpiqa_jax.train import param_groups as pg
     from mmpiqa_jax.train import step as step_lib
 
+    towers = (model.clip.visual.transformer, model.clip.transformer)
+    execution = [(tower.scan_layers, tower.remat) for tower in towers]
     model.clip.set_block_execution(scan_layers=False, remat="none")
-    graphdef, trainable, frozen = pg.split_trainable(model, groups)
-    cost = jax.jit(step_lib.make_train_step(graphdef, tx, use_text_cache=use_cache)).lower(
-        trainable, frozen, *step_args[2:]).cost_analysis()
+    try:
+        graphdef, trainable, frozen = pg.split_trainable(model, groups)
+        cost = jax.jit(step_lib.make_train_step(graphdef, tx, use_text_cache=use_cache)).lower(
+            trainable, frozen, *step_args[2:]).cost_analysis()
+    finally:
+        for tower, (scan_layers, remat) in zip(towers, execution):
+            tower.scan_layers, tower.remat = scan_layers, remat
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))
 
@@ -358,8 +364,6 @@ def worker_jax(args, plan: Plan) -> dict:
     config = t["config"]
     # Model FLOPs before the first step donates the initial parameters.
     flops = float("nan") if args.skip_eval else t["flops"]()
-    t["model"].clip.set_block_execution(scan_layers=config.model.scan_layers,
-                                        remat=config.model.remat)
     marks = {}
     train_s, train_all = _time_training(plan, args.model, t["train"], _reset_memory_marks(marks))
     peak_kib = _status_kib("VmHWM")
@@ -392,14 +396,7 @@ def worker_jax(args, plan: Plan) -> dict:
             out[key + "_ips"] = images / t_eval
         del model
     del t
-    out["sweep"] = {}
-    for depth in args.sweep:  # the rest of the depth sweep: step time only, in this process
-        s = _jax_trainer(args, plan, args.model, depth)
-        s["train_s"], s["train_all"] = _time_training(plan, args.model, s["train"])
-        out["sweep"][depth] = {k: s[k] for k in ("train_s", "train_all", "compile_s")}
-        out["sweep"][depth].update(first_loss=s["first"][0], first_grad_norm=s["first"][1],
-                                   trainable=s["num_trainable"])
-        del s
+    out["sweep"] = _sweep(args, plan, lambda depth: _jax_trainer(args, plan, args.model, depth))
     return out
 
 
@@ -460,6 +457,7 @@ def worker_torch(args, plan: Plan) -> dict:
     dev = torch.device("cuda" if cuda else "cpu")
     t = _torch_trainer(args, plan, args.model, args.depth, dev)
     model, res, autocast = t["model"], t["resolution"], t["autocast"]
+    sweep_trainer = lambda depth: _torch_trainer(args, plan, args.model, depth, dev)
     marks = {}
 
     def before_timing():
@@ -477,7 +475,7 @@ def worker_torch(args, plan: Plan) -> dict:
     if cuda:
         out["device_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     if args.skip_eval:
-        return out | {"sweep": _torch_sweep(args, plan, dev)}
+        return out | {"sweep": _sweep(args, plan, sweep_trainer)}
     model.eval()
 
     def timed(fn, warmup, repeats, keep=None):
@@ -506,15 +504,16 @@ def worker_torch(args, plan: Plan) -> dict:
                                                 res))["pixels"].to(dev)
         out[key + "_ips"] = images / (text_s + timed(lambda: model(pixels)["score"],
                                                      plan.warmup, plan.repeats))
-    del model, t
-    return out | {"sweep": _torch_sweep(args, plan, dev)}
+    model = t = None  # freed before the sweep
+    return out | {"sweep": _sweep(args, plan, sweep_trainer)}
 
 
-def _torch_sweep(args, plan: Plan, dev) -> dict:
-    """The rest of the depth sweep (`--sweep`): step time only, in this process."""
+def _sweep(args, plan: Plan, trainer) -> dict:
+    """The rest of the depth sweep (`--sweep`), step time only, in this worker's process;
+    `trainer(depth)` builds one depth's model and step (`_jax_trainer`, `_torch_trainer`)."""
     sweep = {}
     for depth in args.sweep:
-        s = _torch_trainer(args, plan, args.model, depth, dev)
+        s = trainer(depth)
         train_s, train_all = _time_training(plan, args.model, s["train"])
         sweep[depth] = {"train_s": train_s, "train_all": train_all, "first_loss": s["first"][0],
                         "first_grad_norm": s["first"][1], "trainable": s["num_trainable"]}
