@@ -68,3 +68,12 @@ def test_unknown_remat_policy_is_named():
     clip = CLIP(get_variant("tiny"), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="unknown remat policy 'some'"):
         clip.set_block_execution(remat="some")
+
+
+def test_block_execution_returns_after_the_with_block():
+    clip = CLIP(get_variant("tiny"), rngs=nnx.Rngs(0))
+    clip.set_block_execution(scan_layers=True, remat="full")
+    towers = (clip.visual.transformer, clip.transformer)
+    with clip.block_execution(scan_layers=False, remat="none"):
+        assert [(t.scan_layers, t.remat) for t in towers] == [(False, "none")] * 2
+    assert [(t.scan_layers, t.remat) for t in towers] == [(True, "full")] * 2

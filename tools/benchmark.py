@@ -270,16 +270,10 @@ def model_flops(model, groups, tx, use_cache: bool, step_args) -> float:
     from mmpiqa_jax.train import param_groups as pg
     from mmpiqa_jax.train import step as step_lib
 
-    towers = (model.clip.visual.transformer, model.clip.transformer)
-    execution = [(tower.scan_layers, tower.remat) for tower in towers]
-    model.clip.set_block_execution(scan_layers=False, remat="none")
-    try:
+    with model.clip.block_execution(scan_layers=False, remat="none"):
         graphdef, trainable, frozen = pg.split_trainable(model, groups)
         cost = jax.jit(step_lib.make_train_step(graphdef, tx, use_text_cache=use_cache)).lower(
             trainable, frozen, *step_args[2:]).cost_analysis()
-    finally:
-        for tower, (scan_layers, remat) in zip(towers, execution):
-            tower.scan_layers, tower.remat = scan_layers, remat
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))
 

@@ -38,11 +38,10 @@ for name, fn in (("text path (495 prompts, shared prefixes)", text_loss),
                  ("image tower (48 crops)", image_loss)):
     # Model FLOPs from the unrolled program (a compiled scan's analysis counts its body once);
     # the timed program runs the blocks as the config does (scan, remat).
-    model.clip.set_block_execution(scan_layers=False, remat="none")
-    graphdef = pg.split_trainable(model, groups)[0]
-    cost = jax.jit(jax.value_and_grad(fn)).lower(trainable).cost_analysis()
+    with model.clip.block_execution(scan_layers=False, remat="none"):
+        graphdef = pg.split_trainable(model, groups)[0]
+        cost = jax.jit(jax.value_and_grad(fn)).lower(trainable).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    model.clip.set_block_execution(scan_layers=config.model.scan_layers, remat=config.model.remat)
     graphdef = pg.split_trainable(model, groups)[0]
     f = jax.jit(jax.value_and_grad(fn)).lower(trainable).compile()
     jax.block_until_ready(f(trainable))

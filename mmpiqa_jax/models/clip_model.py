@@ -5,6 +5,7 @@ Parameter names mirror OpenAI's `clip/model.py`, so that `from_openai_state_dict
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -157,6 +158,17 @@ class CLIP(nnx.Module):
         and what each block keeps for the backward pass. Values are unchanged either way."""
         for tower in (self.visual.transformer, self.transformer):
             tower.scan_layers, tower.remat = bool(scan_layers), check_remat(remat)
+
+    @contextlib.contextmanager
+    def block_execution(self, *, scan_layers: bool, remat: str):
+        """`set_block_execution` for the `with` block only (e.g. to lower an unrolled program for
+        XLA's FLOP count); the previous setting returns afterwards."""
+        previous = {"scan_layers": self.transformer.scan_layers, "remat": self.transformer.remat}
+        self.set_block_execution(scan_layers=scan_layers, remat=remat)
+        try:
+            yield
+        finally:
+            self.set_block_execution(**previous)
 
     def encode_image(self, pixels: jax.Array, *, visual_prompts: jax.Array | None = None,
                      return_tokens: bool = False):

@@ -254,6 +254,6 @@ def build_model(config, rngs: nnx.Rngs, *, load_weights: bool = True) -> MPIQE |
             raise KeyError(f"model config lacks key model.{key} needed by {config.name!r}")
         kwargs[key] = config[key]
     clip = build_clip(config, rngs, load_weights=load_weights)
-    clip.set_block_execution(scan_layers=config.get("scan_layers", True),
-                             remat=config.get("remat", "dots"))
+    # Execution keys a config leaves out keep `set_block_execution`'s defaults.
+    clip.set_block_execution(**{k: config[k] for k in ("scan_layers", "remat") if k in config})
     return MODELS[config.name](clip, rngs=rngs, **kwargs)
