@@ -224,37 +224,72 @@ def write_tid2013(root: pathlib.Path, bad_score: str | None = None) -> Fake:
 
 KONIQ_SETS = ("training", "training", "training", "validation", "test")
 _KONIQ_SPLITS = {"training": "train", "validation": "validation", "test": "test"}
+KONIQ_SETS_FILE = "koniq10k_distributions_sets.csv"
+KONIQ_SCORES_FILE = "koniq10k_scores_and_distributions.csv"
+KONIQ_COUNTS_HEADER = ["c1", "c2", "c3", "c4", "c5", "c_total"]
 
 
-def write_koniq10k(root: pathlib.Path, score_file: str = "koniq10k_distributions_sets.csv",
-                   folders: tuple[str, ...] = ("1024x768",),
-                   bad_score: str | None = None) -> Fake:
-    """KonIQ-10k: one of the two CSVs and the image folders given (images named for the
-    first folder). The distributions CSV has `MOS` on 0 - 100 and the official `set`; the
-    scores CSV has `MOS` (1 - 5) and `MOS_zscore` (0 - 100), no split."""
-    files = [f"{826373 + 1000 * i}.jpg" for i in range(len(KONIQ_SETS))]
-    zscores = scores(len(files), 10.0, 90.0)
-    with_sets = score_file == "koniq10k_distributions_sets.csv"
-    rows, images = [], {}
-    for i, (file, z, subset) in enumerate(zip(files, zscores, KONIQ_SETS)):
+def koniq_counts(i: int) -> list[int]:
+    """The rating counts c1..c5 of image `i`, different in shape for every image."""
+    return [i + 1, 2 * i % 5 + 1, 3, 4 + i, 5 - i]
+
+
+def rating_mean_std(counts) -> tuple[float, float]:
+    """Mean and standard deviation (ddof 0) on 1 - 5 of a rating distribution."""
+    levels = np.arange(1, 6)
+    mean = float(np.average(levels, weights=counts))
+    return mean, float(np.sqrt(np.average((levels - mean) ** 2, weights=counts)))
+
+
+def write_koniq10k(root: pathlib.Path, score_file: str | None = None,
+                   folders: tuple[str, ...] = ("1024x768",), bad_score: str | None = None,
+                   files: tuple[str, ...] = (KONIQ_SETS_FILE, KONIQ_SCORES_FILE),
+                   zscore: bool = False) -> Fake:
+    """KonIQ-10k: the CSVs in `files` (`score_file` alone, if given) and the image folders
+    given (images named for the first folder).
+
+    The sets CSV has the official `set`, `c1..c5` as fractions of `c_total` (as in the real
+    file), `MOS` on 0 - 100 and an `SD` that no config reads; the scores CSV (rows in reverse
+    order, so that joining must go by name) has counts `c1..c5`, `MOS` and `SD` on 1 - 5 and
+    `MOS_zscore`. Its `MOS` and `SD` are not the mean and std of `c1..c5`, so that a test
+    tells which was read. Expectations are those of the 1 - 5 configs, or with `zscore` of the
+    z-score configs. `bad_score` blanks the image's scores (`MOS`, `MOS_zscore`, `c1`).
+    """
+    files = (score_file,) if score_file is not None else tuple(files)
+    with_sets, with_scores = KONIQ_SETS_FILE in files, KONIQ_SCORES_FILE in files
+    names = [f"{826373 + 1000 * i}.jpg" for i in range(len(KONIQ_SETS))]
+    zscores = scores(len(names), 10.0, 90.0)
+    sets_rows, scores_rows, images = [], [], {}
+    for i, (file, z, subset) in enumerate(zip(names, zscores, KONIQ_SETS)):
         for folder in folders:
             write_image(root / folder / file, i)
         name = f"{folders[0]}/{file}"
-        counts = [i + 1, 2, 3, 4, 5]
-        mos_1_5 = round(1 + 4 * z / 100, 3)
-        sd = round(0.3 + 0.01 * i, 3)
-        value = _score(name, z, bad_score)
-        if with_sets:
-            rows.append([file, *counts, sum(counts), value, sd, subset])
-            images[name] = Expected(z, i, f"row {i + 2}", mos_std=sd, split=_KONIQ_SPLITS[subset])
+        bad = name == bad_score
+        counts = koniq_counts(i)
+        total = sum(counts)
+        listed = [None if bad and k == 0 else c for k, c in enumerate(counts)]  # c1 blank
+        fractions = [None if c is None else round(c / total, 12) for c in listed]
+        mos_1_5, sd = round(1 + 4 * z / 100, 3), round(0.3 + 0.01 * i, 3)
+        sets_rows.append([file, *fractions, total, _score(name, z, bad_score),
+                          round(0.6 + 0.02 * i, 3), subset])
+        scores_rows.insert(0, [file, *listed, total, _score(name, mos_1_5, bad_score), sd,
+                               _score(name, z, bad_score)])
+        if zscore:
+            mos, std = z, NAN
+        elif with_scores:
+            mos, std = mos_1_5, sd
         else:
-            rows.append([file, *counts, sum(counts), mos_1_5, sd, value])
-            images[name] = Expected(z, i, f"row {i + 2}")
-    counts_header = ["c1", "c2", "c3", "c4", "c5", "c_total"]
-    header = (["image_name", *counts_header, "MOS", "SD", "set"] if with_sets
-              else ["image_name", *counts_header, "MOS", "SD", "MOS_zscore"])
-    write_csv(root / score_file, header, rows)
-    return Fake(root, root / score_file, images)
+            mos, std = rating_mean_std(counts)
+        row = len(names) - i + 1 if with_scores else i + 2
+        images[name] = Expected(mos, i, f"row {row}", mos_std=std,
+                                split=_KONIQ_SPLITS[subset] if with_sets else "full")
+    if with_sets:
+        write_csv(root / KONIQ_SETS_FILE,
+                  ["image_name", *KONIQ_COUNTS_HEADER, "MOS", "SD", "set"], sets_rows)
+    if with_scores:
+        write_csv(root / KONIQ_SCORES_FILE,
+                  ["image_name", *KONIQ_COUNTS_HEADER, "MOS", "SD", "MOS_zscore"], scores_rows)
+    return Fake(root, root / (KONIQ_SCORES_FILE if with_scores else KONIQ_SETS_FILE), images)
 
 
 def write_live_challenge(root: pathlib.Path, bad_score: str | None = None) -> Fake:

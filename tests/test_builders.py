@@ -48,13 +48,24 @@ CASES = {
     "live_iqa-original": Case("live_iqa", fake.write_live_iqa, lambda x: (100 - x) / 100, "dmos",
                               False, config="original", options=(("score_file", "dmos.mat"),)),
     "tid2013": Case("tid2013", fake.write_tid2013, lambda x: x / 9, "MOS (first field)", True),
-    "koniq10k-sets": Case("koniq10k", fake.write_koniq10k, lambda x: x / 100, "MOS", True,
-                          config="1024x768"),
-    "koniq10k-scores": Case("koniq10k", fake.write_koniq10k, lambda x: x / 100, "MOS_zscore",
-                            True, config="1024x768",
-                            options=(("score_file", "koniq10k_scores_and_distributions.csv"),)),
-    "koniq10k-512x384": Case("koniq10k", fake.write_koniq10k, lambda x: x / 100, "MOS", True,
-                             config="512x384", options=(("folders", ("512x384", "1024x768")),)),
+    "koniq10k-both": Case("koniq10k", fake.write_koniq10k, lambda x: (x - 1) / 4,
+                          f"MOS (1-5) of {fake.KONIQ_SCORES_FILE}", True, config="1024x768"),
+    "koniq10k-sets": Case("koniq10k", fake.write_koniq10k, lambda x: (x - 1) / 4,
+                          "mean of c1..c5", True, config="1024x768",
+                          options=(("files", (fake.KONIQ_SETS_FILE,)),)),
+    "koniq10k-scores": Case("koniq10k", fake.write_koniq10k, lambda x: (x - 1) / 4,
+                            f"MOS (1-5) of {fake.KONIQ_SCORES_FILE}", True, config="1024x768",
+                            options=(("files", (fake.KONIQ_SCORES_FILE,)),)),
+    "koniq10k-zscore": Case("koniq10k", fake.write_koniq10k, lambda x: x / 100,
+                            f"MOS_zscore of {fake.KONIQ_SCORES_FILE}", True,
+                            config="1024x768_zscore", options=(("zscore", True),)),
+    "koniq10k-zscore-sets": Case("koniq10k", fake.write_koniq10k, lambda x: x / 100,
+                                 f"MOS (0-100) of {fake.KONIQ_SETS_FILE}", True,
+                                 config="1024x768_zscore",
+                                 options=(("zscore", True), ("files", (fake.KONIQ_SETS_FILE,)))),
+    "koniq10k-512x384": Case("koniq10k", fake.write_koniq10k, lambda x: (x - 1) / 4,
+                             f"MOS (1-5) of {fake.KONIQ_SCORES_FILE}", True, config="512x384",
+                             options=(("folders", ("512x384", "1024x768")),)),
     "live_challenge": Case("live_challenge", fake.write_live_challenge, lambda x: x / 100,
                            "AllMOS_release", True),
     "bid-xlsx": Case("bid", fake.write_bid, lambda x: x / 5, "column 2 (MOS)", True),
@@ -64,14 +75,17 @@ CASES = {
 }
 # One variant per dataset for the error tests.
 ERROR_CASES = ["kadid10k", "csiq-csiq.DMOS.xlsx", "csiq-csiq.beta.txt", "live_iqa-realigned",
-               "tid2013", "koniq10k-sets", "live_challenge", "bid-xls", "spaq"]
+               "tid2013", "koniq10k-both", "koniq10k-sets", "live_challenge", "bid-xls", "spaq"]
 
 
-def build(case: Case, tmp: pathlib.Path, **write_options) -> tuple[fake.Fake, pathlib.Path]:
-    """Writes the fake folder and builds it; returns the fake and the data_dir."""
+def build(case: Case, tmp: pathlib.Path, allow_partial: bool = True,
+          **write_options) -> tuple[fake.Fake, pathlib.Path]:
+    """Writes the fake folder and builds it (a few images: a partial build unless told
+    otherwise); returns the fake and the data_dir."""
     written = case.write(tmp / "manual", **dict(case.options), **write_options)
     data_dir = tmp / "data"
-    builder = case.builder(data_dir=data_dir, config=case.config, file_format="array_record")
+    builder = case.builder(data_dir=data_dir, config=case.config, file_format="array_record",
+                           allow_partial=allow_partial)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(written.root)))
     return written, data_dir
@@ -245,22 +259,6 @@ def test_builder_names_are_the_dataset_names():
         assert builder.MANUAL_DOWNLOAD_INSTRUCTIONS
 
 
-def test_koniq_distributions_mos_on_1_to_5_is_read_as_such(tmp_path):
-    written = fake.write_koniq10k(tmp_path / "manual")
-    with open(written.score_file, newline="") as f:
-        rows = list(csv.reader(f))
-    column = rows[0].index("MOS")
-    for row in rows[1:]:
-        row[column] = f"{1 + 4 * float(row[column]) / 100:.4f}"
-    with open(written.score_file, "w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    case = dataclasses.replace(CASES["koniq10k-sets"], write=lambda root: written)
-    _, data_dir = build(case, tmp_path)
-    assert tfds.builder(case.name, data_dir=data_dir).info.metadata["score_range"] == [1.0, 5.0]
-    for ex in read(case, data_dir).values():
-        assert ex["quality"] == pytest.approx((ex["mos"] - 1) / 4, abs=1e-6)
-
-
 @pytest.mark.parametrize("mode, suffix", [("L", ".jpg"), ("P", ".png"), ("RGBA", ".png"),
                                           ("RGB", ".bmp")])
 def test_stored_images_decode_as_rgb(mode, suffix, tmp_path):
@@ -272,3 +270,182 @@ def test_stored_images_decode_as_rgb(mode, suffix, tmp_path):
     decoded = iqa_features()["image"].decode_example_np(base.encode_image(path))
     with Image.open(path) as image:
         np.testing.assert_array_equal(decoded, np.asarray(image.convert("RGB")))
+
+
+# ------------------------------------------------------------------------------------------------
+# KonIQ-10k: the 1 - 5 MOS as LIQE uses it, the z-score configs, the two CSVs joined.
+
+def _csv(path: pathlib.Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["image_name"]: row for row in csv.DictReader(f)}
+
+
+def _koniq_metadata(case: Case, data_dir: pathlib.Path):
+    return tfds.builder(case.name, data_dir=data_dir).info.metadata
+
+
+def test_koniq_default_config_is_the_mos_on_1_to_5_and_its_sd(tmp_path):
+    case = CASES["koniq10k-both"]
+    assert case.builder.BUILDER_CONFIGS[0].name == "1024x768"  # the default
+    written, data_dir = build(case, tmp_path)
+    published = _csv(written.root / fake.KONIQ_SCORES_FILE)
+    examples = read(case, data_dir)
+    for name, ex in examples.items():
+        row = published[name.split("/")[-1]]
+        assert ex["mos"] == pytest.approx(float(row["MOS"]), abs=1e-5), name
+        assert ex["mos_std"] == pytest.approx(float(row["SD"]), abs=1e-5), name
+        assert 1.0 <= ex["mos"] <= 5.0
+    metadata = _koniq_metadata(case, data_dir)
+    assert metadata["score_range"] == [1.0, 5.0]
+    assert metadata["quality"] == "(x - 1) / 4"
+    assert metadata["std_column"] == f"SD of {fake.KONIQ_SCORES_FILE}"
+
+
+def test_koniq_sets_file_alone_gives_the_mean_and_std_of_c1_to_c5(tmp_path):
+    case = CASES["koniq10k-sets"]
+    written, data_dir = build(case, tmp_path)
+    rows = _csv(written.root / fake.KONIQ_SETS_FILE)
+    for name, ex in read(case, data_dir).items():
+        weights = np.array([float(rows[name.split("/")[-1]][f"c{k}"]) for k in range(1, 6)])
+        levels = np.arange(1, 6)
+        mean = np.sum(levels * weights) / np.sum(weights)
+        std = np.sqrt(np.sum(weights * (levels - mean) ** 2) / np.sum(weights))
+        assert ex["mos"] == pytest.approx(mean, abs=1e-5), name
+        assert ex["mos_std"] == pytest.approx(std, abs=1e-5), name
+        # Not the file's 0 - 100 MOS nor its SD.
+        assert ex["mos_std"] != pytest.approx(float(rows[name.split("/")[-1]]["SD"]), abs=1e-3)
+    metadata = _koniq_metadata(case, data_dir)
+    assert metadata["score_column"] == "mean of c1..c5"
+    assert metadata["score_range"] == [1.0, 5.0]
+    assert set(tfds.builder(case.name, data_dir=data_dir).info.splits) == {
+        "train", "validation", "test"}
+
+
+@pytest.mark.parametrize("key, column", [("koniq10k-zscore", "MOS_zscore"),
+                                         ("koniq10k-zscore-sets", "MOS")])
+def test_koniq_zscore_config_is_0_to_100_without_std(key, column, tmp_path):
+    case = CASES[key]
+    written, data_dir = build(case, tmp_path)
+    published = _csv(written.score_file)
+    for name, ex in read(case, data_dir).items():
+        assert ex["mos"] == pytest.approx(float(published[name.split("/")[-1]][column]),
+                                          abs=1e-4), name
+        assert np.isnan(ex["mos_std"]), name
+        assert ex["quality"] == pytest.approx(ex["mos"] / 100, abs=1e-6)
+    metadata = _koniq_metadata(case, data_dir)
+    assert metadata["score_range"] == [0.0, 100.0]
+    assert metadata["official_split"] is True
+
+
+def test_koniq_both_files_are_joined_by_image_name(tmp_path):
+    case = CASES["koniq10k-both"]
+    written, data_dir = build(case, tmp_path)
+    # The scores file lists the images in another order than the sets file.
+    sets = list(_csv(written.root / fake.KONIQ_SETS_FILE))
+    assert list(_csv(written.root / fake.KONIQ_SCORES_FILE)) == sets[::-1]
+    for split in ("train", "validation", "test"):
+        want = {n for n, e in written.images.items() if e.split == split}
+        assert set(read(case, data_dir, split)) == want
+    metadata = _koniq_metadata(case, data_dir)
+    assert metadata["split_file"] == fake.KONIQ_SETS_FILE
+    assert metadata["score_file"] == fake.KONIQ_SCORES_FILE
+
+
+@pytest.mark.parametrize("drop_from", [fake.KONIQ_SETS_FILE, fake.KONIQ_SCORES_FILE])
+def test_koniq_files_that_list_other_images_are_an_error(drop_from, tmp_path):
+    written = fake.write_koniq10k(tmp_path / "manual")
+    path = written.root / drop_from
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    dropped = lines.pop(2).split(",")[0]
+    path.write_text("".join(lines), encoding="utf-8")
+    other = written.root / ({fake.KONIQ_SETS_FILE, fake.KONIQ_SCORES_FILE} - {drop_from}).pop()
+    case = dataclasses.replace(CASES["koniq10k-both"], write=lambda root: written)
+    with pytest.raises(ValueError) as error:
+        build(case, tmp_path)
+    message = str(error.value)
+    assert f"{other}, row " in message and f"image {dropped} is not in {path}" in message
+    assert _nothing_written(tmp_path / "data")
+
+
+def test_koniq_image_listed_twice_names_both_rows(tmp_path):
+    written = fake.write_koniq10k(tmp_path / "manual")
+    path = written.root / fake.KONIQ_SCORES_FILE
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines + lines[1:2]), encoding="utf-8")
+    case = dataclasses.replace(CASES["koniq10k-both"], write=lambda root: written)
+    image = lines[1].split(",")[0]
+    with pytest.raises(ValueError, match=rf"row {len(lines) + 1}: image {image} is listed twice "
+                                         rf"\(also at .*row 2\)"):
+        build(case, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Published record counts.
+
+def test_every_published_builder_has_its_published_count():
+    counts = {"kadid10k": 10_125, "csiq": 866, "live_iqa": 779, "tid2013": 3_000,
+              "koniq10k": 10_073, "live_challenge": 1_162, "bid": 586, "spaq": 11_125}
+    for module, count in counts.items():
+        builder = importlib.import_module(f"mmpiqa_jax.data.builders.{module}").BUILDER
+        assert builder.PUBLISHED_RECORDS == count, module
+
+
+@pytest.mark.parametrize("key", ERROR_CASES)
+def test_a_count_other_than_the_published_one_is_refused(key, tmp_path):
+    case = CASES[key]
+    with pytest.raises(ValueError) as error:
+        build(case, tmp_path, allow_partial=False)
+    written = case.write(tmp_path / "probe", **dict(case.options))
+    message = str(error.value)
+    score_file = tmp_path / "manual" / written.score_file.relative_to(written.root)
+    assert message.startswith(
+        f"{case.module}: found {len(written.images)} images in {score_file}, the published "
+        f"dataset has {case.builder.PUBLISHED_RECORDS:,};")
+    assert f"mmpiqa prepare {case.module}" in message and "--allow-partial" in message
+    assert _nothing_written(tmp_path / "data")
+
+
+def test_a_partial_build_is_recorded_in_the_metadata(built):
+    metadata = tfds.builder(built.case.name, data_dir=built.data_dir).info.metadata
+    assert metadata["partial"] is True
+    assert metadata["published_records"] == built.case.builder.PUBLISHED_RECORDS
+    assert metadata["records"] == len(built.fake.images)
+
+
+def test_allow_partial_belongs_to_one_builder(tmp_path):
+    written = fake.write_kadid10k(tmp_path / "manual")
+    config = tfds.download.DownloadConfig(manual_dir=str(written.root))
+    builder = CASES["kadid10k"].builder
+    builder(data_dir=tmp_path / "a", file_format="array_record",
+            allow_partial=True).download_and_prepare(download_config=config)
+    with pytest.raises(ValueError, match="the published dataset has 10,125"):
+        builder(data_dir=tmp_path / "b", file_format="array_record").download_and_prepare(
+            download_config=config)
+
+
+def test_registry_prepare_takes_allow_partial(tmp_path):
+    from mmpiqa_jax.data import registry
+    written = fake.write_koniq10k(tmp_path / "manual")
+    with pytest.raises(ValueError, match=r"koniq10k: found 5 images .*10,073"):
+        registry.prepare("koniq10k", str(written.root), str(tmp_path / "data"))
+    builder = registry.prepare("koniq10k", str(written.root), str(tmp_path / "data"),
+                               allow_partial=True)
+    assert builder.info.metadata["partial"] is True
+    source = registry.load_source("koniq10k/1024x768", data_dir=str(tmp_path / "data"))
+    assert all(1.0 <= source[i]["mos"] <= 5.0 for i in range(len(source)))
+
+
+def test_mmpiqa_prepare_refuses_a_partial_folder_unless_allowed(tmp_path, capsys):
+    from mmpiqa_jax.cli.main import main
+    written = fake.write_kadid10k(tmp_path / "manual")
+    command = ["prepare", "kadid10k", "--manual-dir", str(written.root),
+               "--data-dir", str(tmp_path / "data")]
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert f"kadid10k: found {len(written.images)} images in {written.score_file}" in err
+    assert "the published dataset has 10,125" in err and "--allow-partial" in err
+    assert _nothing_written(tmp_path / "data")
+    assert main(command + ["--allow-partial"]) == 0
+    assert f"{len(written.images)}" in capsys.readouterr().out
+    metadata = tfds.builder("kadid10k", data_dir=tmp_path / "data").info.metadata
+    assert metadata["partial"] is True and metadata["records"] == len(written.images)

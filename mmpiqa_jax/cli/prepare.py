@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the folder you downloaded (not needed for synthetic_iqa)")
     parser.add_argument("--data-dir", default=None,
                         help="where to write (default: $MMPIQA_DATA_DIR or ~/mmpiqa_data)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="build even when the folder holds another number of images than "
+                             "the published dataset (a partial download, a small test copy)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     tfds.display_progress_bar(True)
     start = time.time()
     try:
-        builder = registry.prepare(args.name, args.manual_dir, args.data_dir)
+        builder = registry.prepare(args.name, args.manual_dir, args.data_dir,
+                                   allow_partial=args.allow_partial)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -59,11 +59,17 @@ def _prepare_hint(name: str, data_dir: str | None) -> str:
     return f"run: mmpiqa prepare {name}{manual}{where}"
 
 
-def prepare(name: str, manual_dir: str | None = None, data_dir: str | None = None
-            ) -> tfds.core.DatasetBuilder:
-    """Builds `name` into `data_dir` from the user's folder `manual_dir` (none for embedded ones)."""
+def prepare(name: str, manual_dir: str | None = None, data_dir: str | None = None, *,
+            allow_partial: bool = False) -> tfds.core.DatasetBuilder:
+    """Builds `name` into `data_dir` from the user's folder `manual_dir` (none for embedded ones).
+
+    A published dataset whose folder holds another number of images than the published one is
+    refused unless `allow_partial` (small or partial copies); the metadata then says `partial`.
+    """
     base, _ = _split_name(name)
-    builder = get_builder(name, data_dir)
+    # Only the builders of published datasets check their count (and take the switch).
+    checks = hasattr(builder_class(name), "PUBLISHED_RECORDS")
+    builder = get_builder(name, data_dir, **({"allow_partial": allow_partial} if checks else {}))
     if manual_dir is None and base not in EMBEDDED:
         raise ValueError(f"dataset {name!r} is built from a folder you download: "
                          f"{_prepare_hint(name, data_dir)}\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")

@@ -321,12 +321,23 @@ def resized(size: tuple[int, int], short_side: int) -> tuple[int, int]:
 # The builder.
 
 class IqaBuilder(tfds.core.GeneratorBasedBuilder):
-    """Base of the builders of published IQA datasets, built from the user's folder."""
+    """Base of the builders of published IQA datasets, built from the user's folder.
+
+    A build whose record count (all splits together) differs from `PUBLISHED_RECORDS` is
+    refused, unless the builder is made with `allow_partial=True`; the metadata records
+    `partial` (true for such a build), `published_records` and `records`.
+    """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release: features of mmpiqa_jax.data.features.iqa_features."}
     HOMEPAGE = ""
     CITATION = ""
+    PUBLISHED_RECORDS: int  # images in the published dataset, all splits together
+
+    def __init__(self, *, allow_partial: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.allow_partial = bool(allow_partial)
+        self._original_state["allow_partial"] = self.allow_partial  # kept when pickled
 
     def _info(self) -> tfds.core.DatasetInfo:
         # DatasetInfo is built by hand: `dataset_info_from_configs` looks for metadata files
@@ -359,8 +370,25 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
         # Everything is checked here, before the first example is written.
         examples = {split: self._examples(records, score) for split, records in splits.items()}
         _check_unique(r for records in splits.values() for r in records)
-        self.info.metadata.update(score.metadata(), **extra)
+        count = self._check_count(sum(len(records) for records in splits.values()),
+                                  folder.root / score.file)
+        self.info.metadata.update(score.metadata(), **extra, **count)
         return {split: self._generate_examples(items) for split, items in examples.items()}
+
+    def _check_count(self, records: int, score_file: pathlib.Path) -> dict[str, Any]:
+        """Metadata on the record count; raises when it is not the published one and a
+        partial build is not allowed."""
+        published = self.PUBLISHED_RECORDS
+        if records != published and not self.allow_partial:
+            guess = ("a truncated score file or a partial download?" if records < published
+                     else "rows added to the score file, or another copy mixed in?")
+            name = self.name + (f"/{self.builder_config.name}" if self.builder_config else "")
+            raise ValueError(
+                f"{self.name}: found {records:,} images in {score_file}, the published dataset "
+                f"has {published:,}; {guess} Build it anyway with: mmpiqa prepare {name} "
+                f"--manual-dir DIR --allow-partial")
+        return {"partial": records != published, "published_records": published,
+                "records": records}
 
     def _generate_examples(self, items: list[tuple[Record, float]]) -> Iterator[tuple[str, dict]]:
         for record, quality in items:

@@ -17,6 +17,7 @@ class Bid(base.IqaBuilder):
     seen lies in), `mos_std` NaN (not published). `ref_id` is the image number - 1.
     """
 
+    PUBLISHED_RECORDS = 586
     HOMEPAGE = "https://www.lps.usp.br/hae/software/blurred_image_database.html"
     CITATION = """@article{ciancio2011no,
   title={No-reference blur assessment of digital pictures based on multifeature classifiers},

@@ -28,6 +28,7 @@ class Csiq(base.IqaBuilder):
     the sorted reference names.
     """
 
+    PUBLISHED_RECORDS = 866  # distorted images
     HOMEPAGE = "https://s2.smu.edu/~eclarson/csiq.html"
     CITATION = """@article{larson2010csiq,
   title={Most apparent distortion: full-reference image quality assessment and the role of

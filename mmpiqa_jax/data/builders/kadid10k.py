@@ -49,6 +49,7 @@ class Kadid10k(base.IqaBuilder):
     1 - 5; `mos_std` is sqrt(`var`). `level` is 1 - 5, `ref_id` the reference number - 1.
     """
 
+    PUBLISHED_RECORDS = 10_125  # 81 x 25 x 5
     HOMEPAGE = "https://database.mmsp-kn.de/kadid-10k-database.html"
     CITATION = """@inproceedings{lin2019kadid,
   title={KADID-10k: A Large-scale Artificially Distorted IQA Database},

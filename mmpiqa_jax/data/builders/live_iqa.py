@@ -3,6 +3,7 @@ import dataclasses
 
 import tensorflow_datasets as tfds
 
+from mmpiqa_jax import labels
 from mmpiqa_jax.data.builders import base
 from mmpiqa_jax.data.features import FULL_SPLIT
 
@@ -10,13 +11,13 @@ REFNAMES_FILE = "refnames_all.mat"
 
 # The .mat arrays list 982 entries in this order of folders; within a folder, entry k is
 # `img<k>.bmp`. (LIVE, folder name, entries, LIQE class; fast fading is JPEG2000 over a lossy
-# channel, which LIQE counts as JPEG2000.)
+# channel: `labels.LIVE_FASTFADING_CLASS`, the one mapping the split importers use too.)
 FOLDERS = (
     ("jp2k", 227, "jpeg2000 compression"),
     ("jpeg", 233, "jpeg compression"),
     ("wn", 174, "noise"),
     ("gblur", 174, "blur"),
-    ("fastfading", 174, "jpeg2000 compression"),
+    ("fastfading", 174, labels.LIVE_FASTFADING_CLASS),
 )
 ENTRIES = sum(count for _, count, _ in FOLDERS)  # 982
 _CLASSES = base.distortion_classes({folder: cls for folder, _, cls in FOLDERS})
@@ -56,6 +57,7 @@ class LiveIqa(base.IqaBuilder):
         LiveConfig(name="original", description="dmos of dmos.mat (pyiqa)",
                    score_file="dmos.mat", column="dmos", worst=100.0),
     ]
+    PUBLISHED_RECORDS = 779  # distorted entries (references left out)
     HOMEPAGE = "https://live.ece.utexas.edu/research/quality/subjective.htm"
     CITATION = """@article{sheikh2006statistical,
   title={A statistical evaluation of recent full reference image quality assessment algorithms},

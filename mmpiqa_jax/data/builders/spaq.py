@@ -21,6 +21,7 @@ class Spaq(base.IqaBuilder):
     the image's row among the data rows of the spreadsheet.
     """
 
+    PUBLISHED_RECORDS = 11_125
     HOMEPAGE = "https://github.com/h4nwei/SPAQ"
     CITATION = """@inproceedings{fang2020perceptual,
   title={Perceptual quality assessment of smartphone photography},

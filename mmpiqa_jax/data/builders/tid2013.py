@@ -51,6 +51,7 @@ class Tid2013(base.IqaBuilder):
     reference number - 1. Names are matched without case, as copies differ in case.
     """
 
+    PUBLISHED_RECORDS = 3_000  # 25 x 24 x 5
     HOMEPAGE = "https://www.ponomarenko.info/tid2013.htm"
     CITATION = """@article{ponomarenko2015tid2013,
   title={Image database TID2013: Peculiarities, results and perspectives},
