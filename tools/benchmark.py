@@ -104,6 +104,7 @@ def model_config(name: str, plan: Plan, depth: int = 12):
     else:
         config = config_lib.load_config(os.path.join(ROOT, "configs", "liqe.py"))
     config.model.dtype = plan.dtype
+    config.model.clip_checkpoint = "random"  # random weights on purpose (see the docstring)
     return config
 
 

@@ -117,13 +117,16 @@ class IQATask:
         return self._fresh_state(model, rng)
 
     def load_pretrained(self, state: TrainState) -> TrainState:
-        """Puts `model.clip_checkpoint`'s weights into a fresh state (nothing to do without one).
+        """Puts `model.clip_checkpoint`'s weights into a fresh state (nothing to do for `random`).
 
+        Called for fresh runs only (a resumed or restored run has its weights in its checkpoint),
+        before any batch is read or the step compiled: an empty `model.clip_checkpoint` with a
+        variant other than `tiny` raises here (`iqa.clip_weights_path`).
         The model is rebuilt on the host with the seed's initialisation and the loaded CLIP, so
         that what depends on CLIP's weights at construction (text context initialised from the
         embeddings of a phrase) follows them too; every array keeps its sharding.
         """
-        if not self.config.model.clip_checkpoint:
+        if iqa.clip_weights_path(self.config.model) is None:  # random init, as init_state made
             return state
         init_rng, _ = jax.random.split(jax.random.key(self.config.seed))
         model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), load_weights=True)
