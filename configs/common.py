@@ -5,8 +5,21 @@ Loaded by the config files with `config_lib.load_sibling(__file__, "common")`. D
 """
 import ml_collections
 
-# LIQE's six training sets and its per-step batch from each (method.md).
-LIQE_BATCH_SIZES = {"live": 4, "csiq": 4, "bid": 4, "clive": 4, "koniq": 16, "kadid": 16}
+# LIQE's six training sets (registry names) and its per-step batch from each (method.md).
+LIQE_BATCH_SIZES = {"live_iqa": 4, "csiq": 4, "bid": 4, "live_challenge": 4, "koniq10k": 16,
+                    "kadid10k": 16}
+
+
+def set_datasets(config: ml_collections.ConfigDict, train: str = "", test: str = "") -> None:
+    """Config arguments `train=koniq10k+kadid10k` (datasets trained on, LIQE's batch from each,
+    16 for a dataset LIQE does not use; "" = LIQE's six) and `test=live_iqa+csiq` (datasets
+    tested whole, never trained on: cross-dataset); `+` separates names."""
+    if train:
+        names = [n.strip() for n in train.split("+") if n.strip()]
+        config.data.batch_sizes = {n: LIQE_BATCH_SIZES.get(n, 16) for n in names}
+        config.batch_size = sum(config.data.batch_sizes.values())
+    if test:
+        config.eval.datasets = tuple(n.strip() for n in test.split("+") if n.strip())
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -38,7 +51,7 @@ def model_config() -> ml_collections.ConfigDict:
     m = ml_collections.ConfigDict()
     m.name = "mpiqe"                  # "mpiqe" or "liqe"
     m.variant = "ViT-B/32"            # CLIP architecture by name (LIQE uses ViT-B/32)
-    m.clip_checkpoint = ""            # path for `clip.load`; "" = random init of `variant`
+    m.clip_checkpoint = ""            # path for clip.load (see mmpiqa convert); "random" = random init of variant; "" allowed for tiny only
     m.dtype = "float32"               # compute dtype ("bfloat16" on accelerators); params float32
     # How CLIP's blocks run (values are the same either way; see layers.Transformer).
     m.scan_layers = True              # one lax.scan over the blocks (compiles one block); False: unrolled
@@ -68,9 +81,13 @@ def data_config() -> ml_collections.ConfigDict:
     d.random_flip = True              # LIQE: random horizontal flip
     d.random_rot90 = False            # turn each crop by a random multiple of 90 degrees
     d.train_crop_mode = "grid"        # "grid": LIQE's stride-32 grid positions; "random": anywhere
-    d.split = "70/10/20"              # by reference image, train/val/test percent (LIQE's protocol;
-                                      # "80/20" = train/test), or "official" (KonIQ's own split)
-    d.split_seed = 0                  # which of the standard ten splits
+    d.split = "70/10/20"              # where splits come from (data/split_spec.py, README):
+                                      # "70/10/20" by reference image, train/val/test percent
+                                      # (LIQE's protocol; "80/20" = train/test); "official"
+                                      # (KonIQ); "liqe:DIR" (LIQE's files and scene labels);
+                                      # "pyiqa:META.csv[:SPLIT.pkl]"; per dataset, e.g.
+                                      # "koniq10k:official,*:liqe:DIR"
+    d.split_seed = 0                  # which of the ten splits (LIQE's splits2/<seed + 1>)
     d.val_part = "val"                # part that picks the best checkpoint; "" = no validation,
                                       # the last checkpoint is tested (for 2-part splits)
     d.eval_crop_mode = "liqe"         # "liqe": `eval_crops` grid crops; "center": one; "full": whole

@@ -3,7 +3,9 @@
     mmpiqa train --config configs/liqe.py --workdir DIR
     mmpiqa train --config configs/liqe.py:ctx=4 ...   # CoOp variant: learnable "a photo of a"
 
-Arguments: variant (CLIP), ctx (num_text_context; 0 = LIQE's fixed template), checkpoint.
+Arguments: variant (CLIP), ctx (num_text_context; 0 = LIQE's fixed template), checkpoint (a
+path `mmpiqa convert` wrote, or `random`), train and test (`+`-separated datasets trained on,
+default LIQE's six, and tested whole, cross-dataset; e.g. `train=koniq10k,test=live_iqa+csiq`).
 """
 from mmpiqa_jax import config as config_lib
 
@@ -11,8 +13,10 @@ common = config_lib.load_sibling(__file__, "common")
 
 
 def get_config(arg=None):
-    arg = config_lib.parse_arg(arg, variant="ViT-B/32", ctx=0, checkpoint="")
+    arg = config_lib.parse_arg(arg, variant="ViT-B/32", ctx=0, checkpoint="", train="",
+                               test="")
     config = common.base_config()
+    common.set_datasets(config, arg.train, arg.test)
     m = config.model
     m.name = "liqe"
     m.variant = arg.variant

@@ -3,7 +3,9 @@
     mmpiqa train --config configs/mpiqe.py:variant=ViT-B/32,depth=12,prompts=8 --workdir DIR
 
 Arguments: variant (CLIP), depth (visual_prompt_depth), prompts (num_visual_prompts),
-ctx (num_text_context), text_depth (text_prompt_depth), checkpoint (clip_checkpoint).
+ctx (num_text_context), text_depth (text_prompt_depth), checkpoint (clip_checkpoint: a path
+`mmpiqa convert` wrote, or `random`), train and test (`+`-separated datasets trained on, default
+LIQE's six, and tested whole, cross-dataset; e.g. `train=koniq10k,test=live_iqa+csiq`).
 """
 from mmpiqa_jax import config as config_lib
 
@@ -12,8 +14,9 @@ common = config_lib.load_sibling(__file__, "common")
 
 def get_config(arg=None):
     arg = config_lib.parse_arg(arg, variant="ViT-B/32", depth=12, prompts=8, ctx=4, text_depth=1,
-                               checkpoint="")
+                               checkpoint="", train="", test="")
     config = common.base_config()
+    common.set_datasets(config, arg.train, arg.test)
     m = config.model
     m.name = "mpiqe"
     m.variant = arg.variant

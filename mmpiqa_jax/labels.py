@@ -12,6 +12,11 @@ DISTORTIONS = (
     "overexposure", "underexposure", "spatial", "quantization", "other",
 )
 
+# LIVE's "fast fading" images are JPEG2000 streams sent over a lossy channel: LIQE's `dist_map`
+# counts them as JPEG2000, while LIQE's released split files name them "white noise". One class
+# for them, used by the LIVE builder and the split-file importers alike.
+LIVE_FASTFADING_CLASS = "jpeg2000 compression"
+
 # The 5 quality levels, worst first; level q (1-based) scores q.
 QUALITIES = ("bad", "poor", "fair", "good", "perfect")
 

@@ -23,7 +23,7 @@ def test_demo_trains_tests_and_writes_everything(demo_run):
     stem = workdir / "eval" / "synthetic_iqa_small-test"
     record = json.loads(stem.with_suffix(".json").read_text())
     assert record["n"] == 21 and -1 <= record["srcc"] <= 1
-    assert stem.with_suffix(".csv").read_text().startswith("name,mos,prediction\n")
+    assert stem.with_suffix(".csv").read_text().startswith("name,mos,quality,prediction\n")
     assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert [json.loads(l)["step"] for l in (workdir / "train_log.jsonl").read_text().splitlines()
             ] == [3]  # demo.py logs every 25 steps, and always the last one

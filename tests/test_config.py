@@ -1,4 +1,6 @@
 """Config loading: FILE[:ARGS] typed arguments, --set overrides, locking, sweeps, and their errors."""
+from pathlib import Path
+
 import pytest
 
 from mmpiqa_jax import config as config_lib
@@ -72,3 +74,51 @@ def test_sweep_expands_the_depth_grid():
     with pytest.raises(AttributeError):
         runs[0][1].extra = 1  # each run is locked too
     assert config_lib.expand_sweep(config_lib.load_config("configs/tiny.py"))[0][0] == "run"
+
+
+# Every shipped config, with the arguments its docstring documents.
+SHIPPED = {
+    "mpiqe.py": ("", "variant=ViT-B/32,depth=12,prompts=8", "train=kadid10k,test=tid2013"),
+    "liqe.py": ("", "ctx=4", "train=koniq10k,test=live_iqa+csiq+kadid10k+live_challenge+bid"),
+    "tiny.py": ("", "model=liqe"),
+    "demo.py": ("",),
+    "ablation_depth.py": ("", "prompts=4"),
+    "ten_splits.py": ("", "base=mpiqe,depth=6", "base=ablation_depth",
+                      "base=liqe,split=liqe:/data/IQA_Database"),
+}
+
+
+def check_datasets(config) -> None:
+    """Every dataset a config trains or tests on is one the registry builds, and `data.split`
+    gives each training dataset a source."""
+    from mmpiqa_jax.data import registry, split_spec
+    trained = list(config.data.batch_sizes)
+    for name in (*trained, *config.eval.datasets):
+        registry.builder_class(name)  # raises "unknown dataset ..." naming it
+    split_spec.parse(config.data.split, trained)
+
+
+def test_every_shipped_config_is_listed():
+    shipped = {p.name for p in (Path(__file__).parents[1] / "configs").glob("*.py")}
+    assert shipped - {"common.py"} == set(SHIPPED)
+
+
+@pytest.mark.parametrize("spec", [f"configs/{f}" + (f":{a}" if a else "")
+                                  for f, args in SHIPPED.items() for a in args])
+def test_shipped_configs_name_datasets_the_registry_knows(spec):
+    check_datasets(config_lib.load_config(spec))
+
+
+def test_the_dataset_check_catches_an_unknown_name():
+    config = config_lib.load_config("configs/liqe.py")
+    with config.unlocked():
+        config.data.batch_sizes = {"live": 4, "csiq": 4}
+    with pytest.raises(ValueError, match="unknown dataset 'live'"):
+        check_datasets(config)
+
+
+def test_train_and_test_arguments_choose_the_datasets():
+    c = config_lib.load_config("configs/liqe.py:train=koniq10k+kadid10k,test=live_iqa+csiq")
+    assert dict(c.data.batch_sizes) == {"koniq10k": 16, "kadid10k": 16} and c.batch_size == 32
+    assert tuple(c.eval.datasets) == ("live_iqa", "csiq")
+    assert len(config_lib.load_config("configs/mpiqe.py").data.batch_sizes) == 6

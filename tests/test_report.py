@@ -17,7 +17,10 @@ def test_write_eval_files(tmp_path):
     mos = rng.uniform(1, 5, 40)
     pred = 1 / (1 + np.exp(-(mos - 3))) + rng.normal(scale=0.05, size=40)
     names = [f"img_{i:03d}.png" for i in range(40)]
-    paths = report.write_eval(tmp_path, "csiq", "test", names, mos, pred)
+    # CSIQ's raw score is a DMOS: quality runs the other way.
+    dmos = (5 - mos) / 4
+    paths = report.write_eval(tmp_path, "csiq", "test", names, mos, pred, mos=dmos,
+                              score_direction="lower is better", split_source="liqe:/x")
 
     assert paths["json"] == tmp_path / "eval" / "csiq-test.json"
     record = json.loads(paths["json"].read_text())
@@ -25,11 +28,14 @@ def test_write_eval_files(tmp_path):
     for key in ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "n", "fit"):
         assert record[key] == pytest.approx(expected[key])
     assert record["dataset"] == "csiq" and record["split"] == "test" and record["n"] == 40
+    assert record["mos_direction"] == "lower is better" and record["split_source"] == "liqe:/x"
+    assert record["ground_truth"] == "quality (higher is better)"
 
     table = pd.read_csv(paths["csv"])
-    assert list(table.columns) == ["name", "mos", "prediction"]
+    assert list(table.columns) == ["name", "mos", "quality", "prediction"]
     assert table["name"].tolist() == names
-    np.testing.assert_allclose(table["mos"], mos, rtol=1e-15)
+    np.testing.assert_allclose(table["mos"], dmos, rtol=1e-15)
+    np.testing.assert_allclose(table["quality"], mos, rtol=1e-15)
     np.testing.assert_allclose(table["prediction"], pred, rtol=1e-15)
 
     png = paths["png"].read_bytes()
@@ -41,7 +47,7 @@ def test_write_eval_files(tmp_path):
 
 
 def test_write_eval_bad_input(tmp_path):
-    with pytest.raises(ValueError, match="3, 3, 2"):
+    with pytest.raises(ValueError, match="3, 3, 3, 2"):
         report.write_eval(tmp_path, "live", "test", ["a", "b", "c"], [1, 2, 3], [1, 2])
     with pytest.raises(ValueError, match="'../x'"):
         report.write_eval(tmp_path, "../x", "test", ["a", "b"], [1, 2], [1, 2])
@@ -103,6 +109,8 @@ def test_results_table_cli(tmp_path, capsys):
     out = tmp_path / "table.md"
     assert cli.main(["--runs", str(tmp_path / "*run*"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed == out.read_text() == tables.results_table([tmp_path / "mpiqe_run", tmp_path / "run_a"])
-    assert cli.main(["--runs", str(tmp_path / "run_a"), "--metrics", "srocc"]) == 1
-    assert "'srocc'" in capsys.readouterr().err
+    expected, _ = tables.paper_tables([tmp_path / "mpiqe_run", tmp_path / "run_a"])
+    assert printed == out.read_text() == expected
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["--runs", str(tmp_path / "empty")]) == 1
+    assert "no evaluation results" in capsys.readouterr().err

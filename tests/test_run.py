@@ -99,7 +99,7 @@ def test_load_for_inference_scores_like_the_evaluation(reference):
                                              num_crops=config.data.eval_crops,
                                              crop_size=config.data.crop_size)))
     scores = np.asarray(model(batch["pixels"], use_text_cache=True)["score"])
-    np.testing.assert_allclose(scores, [float(r.split(",")[2]) for r in rows], rtol=1e-5)
+    np.testing.assert_allclose(scores, [float(r.split(",")[3]) for r in rows], rtol=1e-5)
 
 
 def test_checkpoint_that_does_not_match_the_config_is_named(synthetic_small_dir, reference):
@@ -119,7 +119,7 @@ def test_bad_batch_sizes_and_splits_are_named(synthetic_small_dir):
     with pytest.raises(ValueError, match="data.crop_size=48 must equal the image size of CLIP "
                                          "'tiny' \\(32\\)"):
         IQATask(tiny_config(synthetic_small_dir, "data.crop_size=48"))
-    with pytest.raises(ValueError, match="config.data.split='60/30' is neither"):
+    with pytest.raises(ValueError, match="config.data.split='60/30': item '60/30' has percen"):
         run.training_datasets(tiny_config(synthetic_small_dir, "data.split=60/30"))
     with pytest.raises(ValueError, match="has no part 'val'; it has train, test"):
         run.training_datasets(tiny_config(synthetic_small_dir, "data.split=80/20"))

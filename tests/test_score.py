@@ -61,7 +61,8 @@ def eval_pipeline_crops(path, mode, num, size):
     """The crops `data.pipeline`'s evaluation map makes of an encoded file (normalised)."""
     record = {"image": Path(path).read_bytes(), "quality": 1.0, "mos": 1.0,
               "distortion_class": 0, "ref_id": 0, "name": "x"}
-    spec = types.SimpleNamespace(source=[record], scenes=None, name="files")
+    spec = types.SimpleNamespace(source=[record], scenes=None, name="files",
+                                 distortion_class=None)
     example = pipeline._Example(spec, 0)  # pylint: disable=protected-access
     return pipeline._EvalMap(example, mode, num, size).map((0, True))["pixels"]
 

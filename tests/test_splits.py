@@ -82,10 +82,11 @@ def test_liqe_files_round_trip(tmp_path):
     first = open(paths[0]).readline().rstrip("\n").split("\t")
     assert len(first) == 6 and first[0] in set(table["name"])
 
-    got, got_scenes, got_classes = splits.import_liqe(str(tmp_path), "csiq", table["name"])
+    imported = splits.import_liqe(str(tmp_path), "csiq", table["name"], table["quality"])
     for part in split:
-        np.testing.assert_array_equal(got[part], split[part])
-    np.testing.assert_array_equal(got_scenes, scenes)
+        np.testing.assert_array_equal(imported.parts[part], split[part])
+    np.testing.assert_array_equal(imported.scenes, scenes)
+    got_classes = imported.distortion_class
     # In-the-wild rows (-1) are written as LIQE's "other realistic", read back as `other`.
     want = np.where(table["distortion_class"] < 0, labels.distortion_index("other"),
                     table["distortion_class"])
@@ -98,7 +99,8 @@ def test_liqe_names_match_case_insensitively_and_by_file_name(tmp_path):
         "DST_IMGS/awgn/a.awgn.1.png\t0.5\twhite noise\tanimal\tnight\tinvalid\n"
         "other/root/b.png\t0.7\tfnoise\tinvalid\tinvalid\tinvalid\n")
     (tmp_path / "db_test_clip.txt").write_text("x\\y\\c.bmp\t0.1\tdarken\thuman\tinvalid\tinvalid\n")
-    split, scenes, classes = splits.import_liqe(str(tmp_path), "db", names, parts=("train", "test"))
+    imported = splits.import_liqe(str(tmp_path), "db", names, parts=("train", "test"))
+    split, scenes, classes = imported.parts, imported.scenes, imported.distortion_class
     assert split["train"].tolist() == [0, 1] and split["test"].tolist() == [2]
     assert scenes[1].sum() == 0 and scenes[0].sum() == 2           # "invalid" x3: unknown scenes
     assert classes.tolist() == [labels.distortion_index(c) for c in ("noise", "noise", "underexposure")]
@@ -116,7 +118,8 @@ def test_liqe_errors_name_file_and_line(tmp_path):
     path.write_text("zz.png\t0.5\twhite noise\tanimal\tinvalid\tinvalid\n")
     (tmp_path / "db_val_clip.txt").write_text("")
     (tmp_path / "db_test_clip.txt").write_text("")
-    with pytest.raises(ValueError, match=r"1 of 1 names are not in db \(e.g. \['zz.png'\]\)"):
+    with pytest.raises(ValueError, match=r"db_train_clip.txt:1: image 'zz.png' is not in the "
+                                         r"prepared dataset db"):
         splits.import_liqe(str(tmp_path), "db", names)
     with pytest.raises(FileNotFoundError, match="other_train_clip.txt"):
         splits.import_liqe(str(tmp_path), "other", names)

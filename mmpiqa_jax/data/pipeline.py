@@ -48,12 +48,15 @@ class DataSpec:
     indices: the examples to use (a part of a split); all when None.
     batch_size: examples per training step from this dataset, over all processes.
     scenes: [len(source), 9] multi-hot scene labels; a zero row means unknown. None: unknown.
+    distortion_class: [len(source)] int32 classes (-1 unknown) in place of the records' own
+      (split files label in-the-wild images). None: the records'.
     """
     source: Sequence[Mapping]
     indices: np.ndarray | None = None
     batch_size: int = 1
     scenes: np.ndarray | None = None
     name: str = ""
+    distortion_class: np.ndarray | None = None
 
     def all_indices(self) -> np.ndarray:
         n = len(self.source)
@@ -86,6 +89,7 @@ class _Example:
 
     def __init__(self, spec: DataSpec, dataset_id: int):
         self.source, self.scenes, self.dataset_id = spec.source, spec.scenes, dataset_id
+        self.classes = spec.distortion_class
         self.name = spec.name or f"dataset {dataset_id}"
 
     def labels(self, index: int, record: Mapping) -> dict:
@@ -96,7 +100,8 @@ class _Example:
         return {
             "quality": np.float32(record["quality"]),
             "mos": np.float32(record["mos"]),
-            "distortion_class": np.int32(record["distortion_class"]),
+            "distortion_class": np.int32(record["distortion_class"] if self.classes is None
+                                         else self.classes[index]),
             "scenes": scenes,
             "scene_mask": np.float32(scenes.any()),
             "dataset_id": np.int32(self.dataset_id),

@@ -5,10 +5,14 @@ Random splits go by reference image, so that no reference (and none of its disto
 falls in two parts. Split files of LIQE and pyiqa are read and written, matched by `name`.
 """
 import csv
+import dataclasses
 import os
+import pickle
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
+import scipy.stats
 import tensorflow_datasets as tfds
 
 from mmpiqa_jax import labels
@@ -21,7 +25,7 @@ STANDARD_SEEDS = tuple(range(10))
 # LIQE's file vocabulary of distortion names -> our 11 classes (LIQE's `dist_map`).
 LIQE_DISTORTION_CLASS = {
     "jpeg2000 compression": "jpeg2000 compression", "jpeg compression": "jpeg compression",
-    "white noise": "noise", "gaussian blur": "blur", "fastfading": "jpeg2000 compression",
+    "white noise": "noise", "gaussian blur": "blur", "fastfading": labels.LIVE_FASTFADING_CLASS,
     "fnoise": "noise", "contrast": "contrast", "lens": "blur", "motion": "blur",
     "diffusion": "color", "shifting": "blur", "color quantization": "quantization",
     "oversaturation": "color", "desaturation": "color", "white with color": "noise",
@@ -163,8 +167,17 @@ def liqe_file(directory: str, db: str, part: str) -> str:
     return os.path.join(directory, f"{db}_{part}_clip.txt")
 
 
-def read_liqe_file(path: str) -> list[tuple[str, float, str, tuple[str, ...]]]:
-    """Rows (path, score, distortion name, scenes) of one LIQE file; errors name file and line."""
+class LiqeRow(NamedTuple):
+    """One row of a LIQE split file."""
+    path: str                  # image path relative to the dataset folder
+    score: float               # higher is better
+    distortion: str            # LIQE's distortion name (a key of `LIQE_DISTORTION_CLASS`)
+    scenes: tuple[str, ...]    # up to three scene names; empty when all are "invalid"
+    line: int                  # 1-based line number, for error messages
+
+
+def read_liqe_file(path: str) -> list[LiqeRow]:
+    """The rows of one LIQE file; errors name the file and line."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -186,31 +199,106 @@ def read_liqe_file(path: str) -> list[tuple[str, float, str, tuple[str, ...]]]:
                 if s not in labels.SCENES:
                     raise ValueError(f"{path}:{line_no}: unknown scene {s!r}; "
                                      f"expected one of {labels.SCENES} or {_INVALID!r}")
-            rows.append((cols[0], score, cols[2], scenes))
+            rows.append(LiqeRow(cols[0], score, cols[2], scenes, line_no))
     return rows
 
 
-def import_liqe(directory: str, db: str, names: Sequence[str], parts=("train", "val", "test")
-                ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Reads LIQE's split files of `db` in `directory` and matches them to `names` (the
-    dataset's `all` order). Returns (split, scenes [N, 9] multi-hot with zero rows where
-    unknown, distortion_class [N] with -1 where the files say nothing)."""
+@dataclasses.dataclass(frozen=True)
+class ImportedSplit:
+    """A split read from split files, with the labels the files carry.
+
+    parts: {part: sorted int64 indices into the dataset's `all` order}.
+    scenes: float32 [N, 9] multi-hot; a zero row where the files give no scene (or None when
+      the files carry no scenes at all).
+    distortion_class: int32 [N], the files' class per image, -1 where they say nothing (or None).
+    """
+    parts: dict[str, np.ndarray]
+    scenes: np.ndarray | None = None
+    distortion_class: np.ndarray | None = None
+
+
+# A file's scores must order the images as the dataset's quality does (LIQE writes scores
+# with higher = better); anything lower means a wrong file, scale or direction.
+MIN_SCORE_AGREEMENT = 0.99
+
+
+def check_score_agreement(path: str, rows: Sequence[int], scores: np.ndarray,
+                          quality: np.ndarray, *, either_direction: bool = False) -> None:
+    """Raises when Spearman(file scores, dataset quality) < `MIN_SCORE_AGREEMENT`, naming the
+    file and its first badly ranked row. `rows`: the file's row (line) numbers; with
+    `either_direction`, a file ordered the other way (a DMOS) passes too."""
+    scores, quality = np.asarray(scores, np.float64), np.asarray(quality, np.float64)
+    if len(scores) < 3 or np.ptp(scores) == 0 or np.ptp(quality) == 0:
+        return
+    rho = float(scipy.stats.spearmanr(scores, quality).statistic)
+    if rho >= MIN_SCORE_AGREEMENT or (either_direction and -rho >= MIN_SCORE_AGREEMENT):
+        return
+    sign = -1.0 if either_direction and rho < 0 else 1.0
+    rank_file = scipy.stats.rankdata(sign * scores) / len(scores)
+    rank_ours = scipy.stats.rankdata(quality) / len(scores)
+    gap = np.abs(rank_file - rank_ours)
+    # The first row far out of place; where no row stands out, the one farthest.
+    far = np.flatnonzero(gap > 0.25)
+    k = int(far[0]) if far.size else int(np.argmax(gap))
+    raise ValueError(
+        f"{path}:{rows[k]}: the file's scores disagree with the prepared dataset's quality "
+        f"(Spearman {rho:.3f} < {MIN_SCORE_AGREEMENT}); first bad row: score {scores[k]:g} ranks "
+        f"at {rank_file[k]:.0%}, its quality {quality[k]:.4g} at {rank_ours[k]:.0%}. Is it the "
+        "file of another dataset, scale or direction?")
+
+
+def _match_rows(index: "NameIndex", path: str, names: Sequence[str], rows: Sequence[int],
+                seen: dict[int, str]) -> np.ndarray:
+    """Indices of a file's image names; raises at the first name not in the dataset, or
+    listed twice (in this file or an earlier one, recorded in `seen`)."""
+    found = []
+    for name, row in zip(names, rows):
+        i = index.find(name)
+        where = f"{path}:{row}"
+        if i is None:
+            raise ValueError(f"{where}: image {name!r} is not in the prepared dataset "
+                             f"{index.dataset} ({len(index.names)} images, named like "
+                             f"{index.names[:2]}); prepare the whole dataset, or fix the file")
+        if i in seen:
+            raise ValueError(f"{where}: image {name!r} is listed twice, also at {seen[i]}")
+        seen[i] = where
+        found.append(i)
+    return np.asarray(found, np.int64)
+
+
+def _liqe_class(db: str, row: LiqeRow) -> str:
+    # LIQE's LIVE files name the fast-fading images "white noise": one mapping for them.
+    if db == "live" and _normal(row.path).startswith("fastfading/"):
+        return labels.LIVE_FASTFADING_CLASS
+    return LIQE_DISTORTION_CLASS[row.distortion]
+
+
+def import_liqe(directory: str, db: str, names: Sequence[str], quality=None,
+                parts=("train", "val", "test")) -> ImportedSplit:
+    """Reads LIQE's split files `<directory>/<db>_<part>_clip.txt` and matches them, strictly,
+    to `names` (the dataset's `all` order): every listed image must be in the dataset, and in
+    one part only. With `quality` ([N], higher is better), each file's scores must rank the
+    images alike (`check_score_agreement`). Scenes and distortion classes come from the files
+    (LIQE's names through `LIQE_DISTORTION_CLASS`)."""
     index = NameIndex(names, db)
     scenes = np.zeros((len(names), labels.NUM_SCENES), np.float32)
     classes = np.full(len(names), -1, np.int32)
-    split = {}
+    split, seen = {}, {}
     for part in parts:
         path = liqe_file(directory, db, part)
         if not os.path.exists(path):
             raise FileNotFoundError(f"LIQE split file {path} not found (part {part!r} of {db})")
         rows = read_liqe_file(path)
-        idx = index.indices([r[0] for r in rows], source=path)
-        for i, (_, _, dist, row_scenes) in zip(idx, rows):
-            scenes[i, [labels.scene_index(s) for s in row_scenes]] = 1.0
-            classes[i] = labels.distortion_index(LIQE_DISTORTION_CLASS[dist])
+        lines = [r.line for r in rows]
+        idx = _match_rows(index, path, [r.path for r in rows], lines, seen)
+        if quality is not None:
+            check_score_agreement(path, lines, np.array([r.score for r in rows]),
+                                  np.asarray(quality)[idx])
+        for i, row in zip(idx, rows):
+            scenes[i, [labels.scene_index(s) for s in row.scenes]] = 1.0
+            classes[i] = labels.distortion_index(_liqe_class(db, row))
         split[part] = np.sort(idx)
-    check_split(split)
-    return split, scenes, classes
+    return ImportedSplit(split, scenes, classes)
 
 
 def export_liqe(directory: str, db: str, split: Mapping[str, np.ndarray], table: Mapping,
@@ -243,32 +331,100 @@ def export_liqe(directory: str, db: str, split: Mapping[str, np.ndarray], table:
 _PYIQA_NAME_COLUMNS = ("dist_name", "img_name", "image_name", "name")
 
 
-def import_pyiqa(path: str, names: Sequence[str], split_column: str = "split",
-                 name_column: str | None = None, dataset: str = "dataset") -> dict[str, np.ndarray]:
-    """The split in column `split_column` of a pyiqa meta CSV, matched to `names` (the
-    dataset's `all` order). Rows with an empty split value are left out."""
+def _read_pyiqa_csv(path: str, name_column: str | None) -> tuple[list[str], list[dict]]:
+    """(header, rows) of a pyiqa meta CSV; each row also holds its line number under `_line`
+    and its name under `_name`."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        header = reader.fieldnames or []
+        header = list(reader.fieldnames or [])
         if name_column is None:
             name_column = next((c for c in _PYIQA_NAME_COLUMNS if c in header),
                                header[0] if header else None)
-        for col in (name_column, split_column):
-            if col not in header:
-                raise ValueError(f"{path}: no column {col!r}; columns: {header}")
-        by_part: dict[str, list[str]] = {}
-        for line_no, row in enumerate(reader, 2):
-            value = (row[split_column] or "").strip().lower()
-            if not value:
-                continue
-            if value not in _PART_ALIASES:
-                raise ValueError(f"{path}:{line_no}: split value {row[split_column]!r} in column "
-                                 f"{split_column!r} is not one of {sorted(_PART_ALIASES)}")
-            by_part.setdefault(_PART_ALIASES[value], []).append(row[name_column])
-    index = NameIndex(names, dataset)
-    split = {part: np.sort(index.indices(part_names, source=path))
-             for part, part_names in by_part.items()}
-    check_split(split)
+        if name_column not in header:
+            raise ValueError(f"{path}: no column {name_column!r}; columns: {header}")
+        rows = [dict(row, _line=line_no, _name=row[name_column])
+                for line_no, row in enumerate(reader, 2)]
+    return header, rows
+
+
+def _check_pyiqa_scores(path: str, header: list[str], rows: list[dict], idx: np.ndarray,
+                        quality) -> None:
+    """pyiqa stores the raw score (a DMOS for LIVE and CSIQ): either direction passes."""
+    column = next((c for c in ("mos", "dmos", "MOS", "DMOS") if c in header), None)
+    if quality is None or column is None:
+        return
+    scores = [number_or_nan(r[column]) for r in rows]
+    keep = np.isfinite(scores)
+    check_score_agreement(path, [r["_line"] for r, k in zip(rows, keep) if k],
+                          np.asarray(scores)[keep], np.asarray(quality)[idx][keep],
+                          either_direction=True)
+
+
+def number_or_nan(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def import_pyiqa(path: str, names: Sequence[str], split_column: str = "split",
+                 name_column: str | None = None, dataset: str = "dataset",
+                 quality=None) -> dict[str, np.ndarray]:
+    """The split in column `split_column` of a pyiqa meta CSV, matched strictly to `names`
+    (the dataset's `all` order). Rows with an empty split value are left out. With `quality`,
+    the CSV's score column must rank the images alike (either direction)."""
+    header, rows = _read_pyiqa_csv(path, name_column)
+    if split_column not in header:
+        raise ValueError(f"{path}: no column {split_column!r}; columns: {header}")
+    listed = []
+    for row in rows:
+        value = (row[split_column] or "").strip().lower()
+        if not value:
+            continue
+        if value not in _PART_ALIASES:
+            raise ValueError(f"{path}:{row['_line']}: split value {row[split_column]!r} in "
+                             f"column {split_column!r} is not one of {sorted(_PART_ALIASES)}")
+        listed.append((row, _PART_ALIASES[value]))
+    index, seen = NameIndex(names, dataset), {}
+    idx = _match_rows(index, path, [r["_name"] for r, _ in listed],
+                      [r["_line"] for r, _ in listed], seen)
+    _check_pyiqa_scores(path, header, [r for r, _ in listed], idx, quality)
+    split: dict[str, list[int]] = {}
+    for i, (_, part) in zip(idx.tolist(), listed):
+        split.setdefault(part, []).append(i)
+    return {part: np.sort(np.asarray(v, np.int64)) for part, v in split.items()}
+
+
+def import_pyiqa_pickle(meta_csv: str, split_pkl: str, split_index: int, names: Sequence[str],
+                        dataset: str = "dataset", quality=None) -> dict[str, np.ndarray]:
+    """Split `split_index` (pyiqa counts from 1) of a pyiqa split file: a pickled
+    `{index: {"train" | "val" | "test": [row indices into the meta CSV's data rows]}}`."""
+    header, rows = _read_pyiqa_csv(meta_csv, None)
+    with open(split_pkl, "rb") as f:
+        table = pickle.load(f)  # a user's own file; pyiqa's format is a pickle
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{split_pkl}: expected a dict of splits, got {type(table).__name__}")
+    key = next((k for k in table if str(k) == str(split_index)), None)
+    if key is None:
+        raise ValueError(f"{split_pkl}: no split {split_index} (data.split_seed "
+                         f"{split_index - 1}); it has {sorted(table, key=str)}")
+    index, seen, split = NameIndex(names, dataset), {}, {}
+    for part_name, row_ids in table[key].items():
+        part = _PART_ALIASES.get(str(part_name).lower())
+        if part is None:
+            raise ValueError(f"{split_pkl}: split {split_index} has part {part_name!r}, not one "
+                             f"of {sorted(_PART_ALIASES)}")
+        row_ids = [int(r) for r in row_ids]
+        bad = [r for r in row_ids if not 0 <= r < len(rows)]
+        if bad:
+            raise ValueError(f"{split_pkl}: split {split_index} part {part_name!r} lists row "
+                             f"{bad[0]}, but {meta_csv} has {len(rows)} data rows")
+        part_rows = [rows[r] for r in row_ids]
+        where = f"{split_pkl} (split {split_index}, {part_name}) -> {meta_csv}"
+        idx = _match_rows(index, where, [r["_name"] for r in part_rows],
+                          [r["_line"] for r in part_rows], seen)
+        _check_pyiqa_scores(meta_csv, header, part_rows, idx, quality)
+        split[part] = np.sort(idx)
     return split
 
 
@@ -313,8 +469,3 @@ def builder_split(builder) -> dict[str, np.ndarray]:
     index = NameIndex(names("all"), builder.name)
     return {_PART_ALIASES.get(part, part): np.sort(index.indices(list(names(part)), source=part))
             for part in parts}
-
-
-def koniq_official_split(data_dir: str | None = None) -> dict[str, np.ndarray]:
-    """KonIQ-10k's official 7,058 / 1,000 / 2,015 split as indices into `all`."""
-    return official_split("koniq10k", data_dir)

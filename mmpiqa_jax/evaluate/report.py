@@ -1,4 +1,8 @@
-"""Writes one evaluation to disk: metrics JSON, per-image CSV and a scatter plot with the fit."""
+"""Writes one evaluation to disk: metrics JSON, per-image CSV and a scatter plot with the fit.
+
+The ground truth is always `quality`, higher is better; the raw published score (`mos`, a DMOS
+for LIVE and CSIQ) is kept beside it in the CSV, its direction stated in the JSON.
+"""
 
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ def _fit_from_metrics(metrics: dict) -> metrics_lib.LogisticFit | None:
     return metrics_lib.LogisticFit(metrics["fit"], tuple(metrics["fit_params"]))
 
 
-def _plot(path: Path, dataset: str, split: str, mos: np.ndarray, pred: np.ndarray,
+def _plot(path: Path, dataset: str, split: str, quality: np.ndarray, pred: np.ndarray,
           metrics: dict) -> None:
     # A bare Figure renders with Agg and touches no pyplot state: no display needed, and a
     # notebook's backend is left alone.
@@ -66,14 +70,14 @@ def _plot(path: Path, dataset: str, split: str, mos: np.ndarray, pred: np.ndarra
 
     fig = Figure(figsize=(5.0, 4.2), dpi=120)
     ax = fig.subplots()
-    ax.scatter(pred, mos, s=12, alpha=0.6, edgecolors="none", label="images")
+    ax.scatter(pred, quality, s=12, alpha=0.6, edgecolors="none", label="images")
     fit = _fit_from_metrics(metrics)
     if fit is not None:
         xs = np.linspace(pred.min(), pred.max(), 200)
         ax.plot(xs, fit(xs), color="C3", lw=2, label=f"{fit.method} fit")
-    ax.set_xlabel("prediction")
-    ax.set_ylabel("MOS")
-    ax.set_title(f"{dataset} / {split}  (n = {len(mos)})")
+    ax.set_xlabel("prediction (higher is better)")
+    ax.set_ylabel("quality (higher is better)")
+    ax.set_title(f"{dataset} / {split}  (n = {len(quality)})")
     summary = (f"SRCC {metrics.get('srcc', float('nan')):.3f}\n"
                f"PLCC {metrics.get('plcc_logistic', float('nan')):.3f} (fitted)")
     ax.text(0.03, 0.97, summary, transform=ax.transAxes, va="top", ha="left", fontsize=9,
@@ -86,42 +90,50 @@ def _plot(path: Path, dataset: str, split: str, mos: np.ndarray, pred: np.ndarra
     os.replace(tmp, path)
 
 
-def write_eval(workdir, dataset: str, split: str, names, mos, predictions,
-               metrics: dict | None = None) -> dict[str, Path]:
+def write_eval(workdir, dataset: str, split: str, names, quality, predictions,
+               metrics: dict | None = None, *, mos=None, score_direction: str = "",
+               split_source: str = "") -> dict[str, Path]:
     """Writes `<workdir>/eval/<dataset>-<split>.{json,csv,png}`.
 
     Args:
       workdir: the run directory.
       dataset, split: names used in the file names and stored in the JSON.
       names: [N] image names (CSV column `name`).
-      mos, predictions: [N] ground truth and model scores.
-      metrics: a `compute_metrics` dict; computed here when None.
+      quality, predictions: [N] ground truth (higher is better) and model scores.
+      metrics: a `compute_metrics(predictions, quality)` dict; computed here when None.
+      mos: [N] the raw published scores (CSV column `mos`; empty when None).
+      score_direction: the raw score's direction ("lower is better" for a DMOS), for the JSON.
+      split_source: where the split came from (`data.split`'s source), for the JSON.
     Returns:
       the written paths, keyed "json", "csv", "png".
     """
     paths = eval_paths(workdir, dataset, split)
     names = [str(n) for n in names]
-    mos = np.asarray(mos, dtype=np.float64)
+    quality = np.asarray(quality, dtype=np.float64)
     predictions = np.asarray(predictions, dtype=np.float64)
-    if not (len(names) == mos.size == predictions.size):
-        raise ValueError(f"names, mos and predictions differ in length: "
-                         f"{len(names)}, {mos.size}, {predictions.size}")
+    raw = np.full(quality.shape, np.nan) if mos is None else np.asarray(mos, dtype=np.float64)
+    if not (len(names) == quality.size == predictions.size == raw.size):
+        raise ValueError(f"names, quality, mos and predictions differ in length: "
+                         f"{len(names)}, {quality.size}, {raw.size}, {predictions.size}")
     if metrics is None:
-        metrics = metrics_lib.compute_metrics(predictions, mos)
+        metrics = metrics_lib.compute_metrics(predictions, quality)
     missing = [k for k in (*metrics_lib.METRIC_KEYS, "n") if k not in metrics]
     if missing:
         raise ValueError(f"metrics lack {missing}; pass a compute_metrics() dict")
 
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
-    record = {"dataset": dataset, "split": split, **metrics}
+    record = {"dataset": dataset, "split": split, "ground_truth": "quality (higher is better)",
+              "mos_direction": score_direction or "unknown", "split_source": split_source,
+              **metrics}
     _atomic_write_text(paths["json"], json.dumps(_json_ready(record), indent=2) + "\n")
 
     tmp = paths["csv"].with_name(paths["csv"].name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["name", "mos", "prediction"])
-        writer.writerows(zip(names, mos.tolist(), predictions.tolist()))
+        writer.writerow(["name", "mos", "quality", "prediction"])
+        writer.writerows((n, "" if not math.isfinite(m) else m, q, p) for n, m, q, p in
+                         zip(names, raw.tolist(), quality.tolist(), predictions.tolist()))
     os.replace(tmp, paths["csv"])
 
-    _plot(paths["png"], dataset, split, mos, predictions, metrics)
+    _plot(paths["png"], dataset, split, quality, predictions, metrics)
     return paths

@@ -13,8 +13,10 @@ batched and jitted; every process scores its shard and the predictions are gathe
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -22,9 +24,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from mmpiqa_jax.data import pipeline, splits
+from mmpiqa_jax.data import pipeline, registry, split_spec, splits
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 from mmpiqa_jax.evaluate import report
+from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import sharding, trainer
 from mmpiqa_jax.train.task import IQATask
 
@@ -45,27 +48,21 @@ def file_name(dataset: str) -> str:
     return dataset.replace("/", "_")
 
 
-def parse_ratios(split: str) -> tuple[float, ...]:
-    """A split preset (`70/10/20`, `80/20`, any `a/b[/c]` in percent) as fractions."""
-    if split in splits.PRESETS:
-        return splits.PRESETS[split]
-    try:
-        parts = tuple(float(p) for p in split.split("/"))
-    except ValueError:
-        parts = ()
-    if len(parts) not in (2, 3) or min(parts) < 0 or abs(sum(parts) - 100) > 1e-6:
-        raise ValueError(f"config.data.split={split!r} is neither 'official' nor percentages "
-                         f"summing to 100 such as {', '.join(splits.PRESETS)}")
-    return tuple(p / 100 for p in parts)
-
-
 @dataclasses.dataclass
 class Dataset:
-    """One prepared dataset: its spec (all examples), labels and split into parts."""
+    """One prepared dataset: its spec (all examples), labels and split into parts.
+
+    table: `splits.read_labels` of every example, with `distortion_class` and `scenes` [N, 9]
+    as training uses them (the split files' labels filled in where the records have none).
+    score_direction: the raw `mos`'s direction as the builder states it ("higher is better",
+    "lower is better"); evaluation always compares with `quality` (higher is better).
+    """
     name: str
     spec: pipeline.DataSpec
     table: dict
     parts: dict[str, np.ndarray]
+    score_direction: str = ""
+    split_source: str = ""
 
     def part(self, part: str, batch_size: int = 1) -> pipeline.DataSpec:
         if part not in self.parts:
@@ -74,28 +71,65 @@ class Dataset:
         return dataclasses.replace(self.spec, indices=self.parts[part], batch_size=batch_size)
 
 
+def _score_direction(name: str, config) -> str:
+    builder = registry.get_builder(name, data_dir(config))
+    return str(builder.info.metadata.get("score_direction", ""))
+
+
 def open_dataset(name: str, config, *, split: bool = True) -> Dataset:
-    """A prepared dataset by name, split by reference as `config.data` says (or whole)."""
+    """A prepared dataset by name, split as `config.data.split` says for it (or whole)."""
     spec = pipeline.open_spec(name, data_dir=data_dir(config))
     table = splits.read_labels(spec.source)
-    if not split:
-        parts = {WHOLE: np.arange(len(table["name"]))}
-    elif config.data.split == "official":
-        parts = splits.official_split(name, data_dir(config))
-    else:
-        parts = splits.random_split(table["ref_id"], parse_ratios(config.data.split),
-                                    seed=config.data.split_seed)
+    parts, source = {}, "whole"
+    if split:
+        source = split_spec.parse(config.data.split).source(name)
+        imported = split_spec.resolve(
+            source, name, table, seed=int(config.data.split_seed),
+            official=lambda: splits.official_split(name, data_dir(config)))
+        parts = dict(imported.parts)
+        # The records' own class wins; files fill in the images the builder knows none for.
+        if imported.distortion_class is not None:
+            table["distortion_class"] = np.where(table["distortion_class"] >= 0,
+                                                 table["distortion_class"],
+                                                 imported.distortion_class).astype(np.int32)
+            spec = dataclasses.replace(spec, distortion_class=table["distortion_class"])
+        if imported.scenes is not None:
+            spec = dataclasses.replace(spec, scenes=imported.scenes)
+    if spec.scenes is not None:
+        table["scenes"] = spec.scenes
     parts[WHOLE] = np.arange(len(table["name"]))
-    return Dataset(name, spec, table, parts)
+    return Dataset(name, spec, table, parts, _score_direction(name, config), str(source))
 
 
 def training_datasets(config) -> list[Dataset]:
+    # A malformed or incomplete `data.split` is named before any dataset is opened.
+    split_spec.parse(config.data.split, list(config.data.batch_sizes))
     datasets = [open_dataset(name, config) for name in config.data.batch_sizes]
     for d in datasets:
         for part in ("train", config.data.val_part, "test"):
             if part:
                 d.part(part)  # a missing part is named now, not after training
     return datasets
+
+
+def without_unlabelled_tasks(config, datasets: list[Dataset]):
+    """`config` with the weight of every classification task that no training image has a
+    label for set to 0, so that DWA shares the weights among the tasks that train."""
+    labelled = {
+        "distortion": any((d.table["distortion_class"][d.parts["train"]] >= 0).any()
+                          for d in datasets),
+        "scene": any("scenes" in d.table and d.table["scenes"][d.parts["train"]].any()
+                     for d in datasets),
+    }
+    dead = [task for task, has in labelled.items() if not has and config.loss[task] > 0]
+    if not dead:
+        return config
+    logging.warning("no training image has a %s label (split files carry scene labels: "
+                    "data.split=liqe:DIR); those losses are off", " or ".join(dead))
+    config = copy.deepcopy(config)
+    for task in dead:
+        config.loss[task] = 0.0
+    return config
 
 
 def cross_datasets(config) -> list[str]:
@@ -158,16 +192,17 @@ class Evaluator:
         return want, score[valid][[order[int(i)] for i in want]]
 
     def evaluate(self, state, dataset: Dataset, part: str) -> tuple[dict, np.ndarray, np.ndarray]:
-        """`(metrics, indices, scores)` of one part of a dataset; metrics as `compute_metrics`."""
+        """`(metrics, indices, scores)` of one part of a dataset; metrics as `compute_metrics`,
+        against `quality` (higher is better, whatever the raw score's direction)."""
         indices, scores = self.scores(state, dataset.part(part))
-        mos = dataset.table["mos"][indices]
-        return metrics_lib.compute_metrics(scores, mos), indices, scores
+        quality = dataset.table["quality"][indices]
+        return metrics_lib.compute_metrics(scores, quality), indices, scores
 
 
-def _validation_metrics(scores: np.ndarray, mos: np.ndarray) -> dict:
+def _validation_metrics(scores: np.ndarray, quality: np.ndarray) -> dict:
     # No logistic fit: it is slow and can warn; correlations are what ranks checkpoints.
-    return {"srcc": metrics_lib.srcc(scores, mos), "plcc": metrics_lib.plcc(scores, mos),
-            "krcc": metrics_lib.krcc(scores, mos), "rmse": metrics_lib.rmse(scores, mos)}
+    return {"srcc": metrics_lib.srcc(scores, quality), "plcc": metrics_lib.plcc(scores, quality),
+            "krcc": metrics_lib.krcc(scores, quality), "rmse": metrics_lib.rmse(scores, quality)}
 
 
 def make_eval_fn(evaluator: Evaluator, datasets: list[Dataset], part: str):
@@ -179,7 +214,8 @@ def make_eval_fn(evaluator: Evaluator, datasets: list[Dataset], part: str):
         results = {}
         for dataset, spec in specs:
             indices, scores = evaluator.scores(state, spec)
-            results[dataset.name] = _validation_metrics(scores, dataset.table["mos"][indices])
+            results[dataset.name] = _validation_metrics(scores,
+                                                        dataset.table["quality"][indices])
         out = {k: float(np.mean([r[k] for r in results.values()]))
                for k in ("srcc", "plcc", "krcc")}
         if len(results) > 1:
@@ -198,7 +234,10 @@ def write_results(workdir, evaluator: Evaluator, state, dataset: Dataset, part: 
     metrics, indices, scores = evaluator.evaluate(state, dataset, part)
     if jax.process_index() == 0:
         report.write_eval(workdir, file_name(dataset.name), part, dataset.table["name"][indices],
-                          dataset.table["mos"][indices], scores, metrics)
+                          dataset.table["quality"][indices], scores, metrics,
+                          mos=dataset.table["mos"][indices],
+                          score_direction=dataset.score_direction,
+                          split_source=dataset.split_source)
     return metrics
 
 
@@ -226,9 +265,12 @@ def train_and_evaluate(config, workdir, *, hooks=(), mesh=None) -> dict:
     raiser; a stopped run returns `{}` without testing).
     """
     workdir = Path(workdir)
-    task = IQATask(config)
+    if not (workdir / trainer.CONFIG_NAME).exists():  # a fresh run: no silent random CLIP
+        iqa.clip_weights_path(config.model)
     datasets = training_datasets(config)
     cross_datasets(config)  # fails early on a bad list
+    config = without_unlabelled_tasks(config, datasets)
+    task = IQATask(config)
     mesh = mesh or sharding.make_mesh(config.mesh.data, config.mesh.model)
     evaluator = Evaluator(task, config, mesh)
     # No validation part: nothing selects a checkpoint, the last one is tested.
