@@ -6,7 +6,7 @@ import pytest
 
 from mmpiqa_jax.cli.main import main
 
-DEMO = ["demo", "--dataset", "synthetic_iqa/small", "--set", "num_steps=3",
+DEMO = ["demo", "--compare", "--dataset", "synthetic_iqa/small", "--set", "num_steps=3",
         "--set", "eval_every=3", "--set", "data.split=50/25/25", "--set", "data.eval_crops=2"]
 
 
@@ -18,8 +18,15 @@ def demo_run(synthetic_small_dir, tmp_path_factory):
 
 
 def test_demo_trains_tests_and_writes_everything(demo_run):
-    code, workdir = demo_run
+    code, out = demo_run
     assert code == 0
+    table = (out / "results.md").read_text()
+    assert "| MP-IQE |" in table and "| LIQE |" in table
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    mpiqe = json.loads((out / "mpiqe" / "eval" / "synthetic_iqa_small-test.json").read_text())
+    assert f"| MP-IQE | {mpiqe['srcc']:.4f} | {mpiqe['plcc_logistic']:.4f} |" in table
+    assert json.loads((out / "liqe" / "config.json").read_text())["model"]["name"] == "liqe"
+    workdir = out / "mpiqe"
     stem = workdir / "eval" / "synthetic_iqa_small-test"
     record = json.loads(stem.with_suffix(".json").read_text())
     assert record["n"] == 21 and -1 <= record["srcc"] <= 1
@@ -33,7 +40,7 @@ def test_demo_trains_tests_and_writes_everything(demo_run):
 
 
 def test_eval_writes_json_csv_png(demo_run, capsys):
-    _, workdir = demo_run
+    workdir = demo_run[1] / "mpiqe"
     assert main(["eval", "--workdir", str(workdir), "--dataset", "synthetic_iqa/small",
                  "--split", "val"]) == 0
     out = capsys.readouterr().out

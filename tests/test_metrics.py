@@ -119,3 +119,38 @@ def test_aggregate_splits_by_hand():
         metrics.aggregate_splits([{"krcc": 1.0}, {"srcc": 1.0}], keys=("krcc",))
     with pytest.raises(ValueError, match="at least one"):
         metrics.aggregate_splits([])
+
+
+def _collapsing_data():
+    """Predictions bunched at one value with a few above: an unbounded 4-parameter fit turns
+    into a step (|b4| ~ 1e-7) that lifts PLCC from 0.06 to 0.24."""
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = np.concatenate([rng.normal(3.0, 0.001, 40), rng.normal(3.5, 0.2, 5)])
+        y = np.concatenate([rng.uniform(0, 1, 40), rng.uniform(0.5, 1, 5)])
+    return x, y
+
+
+def test_bounded_fit_does_not_collapse_into_a_step():
+    import scipy.optimize
+    import warnings
+    x, y = _collapsing_data()
+    p0 = [np.max(y), np.min(y), np.mean(x), np.std(x)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        free, _ = scipy.optimize.curve_fit(metrics.logistic_4, x, y, p0=p0, maxfev=100_000)
+    assert abs(free[3]) < 1e-4 * np.ptp(x)  # the unbounded fit is a step
+    assert metrics.plcc(metrics.logistic_4(x, *free), y) - metrics.plcc(x, y) > 0.15
+    with pytest.warns(metrics.LogisticFitWarning, match="degenerate: the curve would be a step"):
+        result = metrics.compute_metrics(x, y)
+    assert result["fit"] == "linear" and "PLCC is the raw one" in result["note"]
+    assert result["plcc_logistic"] == pytest.approx(result["plcc"], abs=1e-12)
+
+
+def test_bounded_fit_keeps_an_ordinary_curve():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(1, 5, 200)
+    y = metrics.logistic_4(x, 90.0, 10.0, 3.0, 0.6) + rng.normal(0, 2, 200)
+    fit = metrics.fit_logistic(x, y)
+    assert fit.method == "logistic" and fit.message == ""
+    np.testing.assert_allclose(fit.params, [90.0, 10.0, 3.0, 0.6], rtol=0.1)

@@ -135,7 +135,8 @@ def test_scene_table_and_references():
     assert table.shape == (len(syn.REFERENCES), labels.NUM_SCENES)
     assert ((table.sum(1) >= 1) & (table.sum(1) <= 3)).all()
     np.testing.assert_array_equal(syn.scene_labels([1, 0], ("astronaut", "camera")), table[[1, 0]])
-    for ref in syn.REFERENCES:  # all ship inside the scikit-image wheel: no download
+    assert len(syn.REFERENCES) == 17
+    for ref in syn.REFERENCES:  # all ship inside the scikit-image or matplotlib wheel: no download
         image = syn.load_reference(ref)
         assert image.shape == (288, 384, 3) and image.dtype == np.uint8
     with pytest.raises(ValueError, match="unknown reference"):
@@ -150,7 +151,7 @@ def test_full_build_identical_fast_and_monotone(tmp_path):
     assert max(seconds) < 120, seconds
     assert _record_hashes(dirs[0]) == _record_hashes(dirs[1])
     builder, rows = _read(dirs[0], "default")
-    assert len(rows) == builder.info.splits["full"].num_examples == 585
+    assert len(rows) == builder.info.splits["full"].num_examples == 997
     fraction, bad = _monotone_fraction(rows)
     assert fraction >= 0.95, bad
     print(f"build seconds {seconds}, monotone fraction {fraction:.3f}, not monotone {bad}")

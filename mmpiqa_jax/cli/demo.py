@@ -1,8 +1,11 @@
 """`mmpiqa demo [--workdir DIR]`: the whole path on data this machine makes itself.
 
-Builds `synthetic_iqa` if absent, trains a small randomly initialised MP-IQE on 7 of its 10
-reference images (`configs/demo.py`, an ordinary config), tests it on the 2 held-out references
-and prints a table; everything `mmpiqa train` writes lands in the workdir.
+Builds `synthetic_iqa` if absent, trains a small randomly initialised MP-IQE on 8 of its 17
+reference images (`configs/demo.py`, an ordinary config), picks its checkpoint on 3 others, tests
+it on the 6 held-out references and prints a table. With `--compare`, LIQE is trained and tested
+on the same split too. Each method's run lands in `<workdir>/<method>/` (what `mmpiqa train`
+writes), the table of all of them in `<workdir>/results.md`, their scatter plots in
+`<workdir>/results.png`.
 """
 from __future__ import annotations
 
@@ -17,14 +20,20 @@ HELP = "train and test a small MP-IQE on the embedded synthetic_iqa dataset (not
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.py"
 
 
+METHODS = {"mpiqe": "MP-IQE", "liqe": "LIQE"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default="mmpiqa_demo",
-                        help="run folder (default: %(default)s)")
+                        help="output folder (default: %(default)s): one run folder per method, "
+                             "results.md and results.png")
     parser.add_argument("--data-dir", default=None,
                         help="datasets folder (default: $MMPIQA_DATA_DIR or ~/mmpiqa_data)")
     parser.add_argument("--dataset", default="synthetic_iqa",
                         help="embedded dataset to use (default: %(default)s; synthetic_iqa/small "
                              "for a quick check, with --set data.split=50/25/25)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also train the LIQE baseline on the same split (twice the time)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a key of configs/demo.py (repeatable)")
 
@@ -40,32 +49,51 @@ def _ensure_prepared(name: str, data_dir: str | None) -> None:
     print(f"built {name} in {time.time() - start:.0f} s", flush=True)
 
 
+def _comparison_row(run_dir: Path, evaluation: str, metrics: dict) -> dict:
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    table = np.genfromtxt(run_dir / "eval" / f"{evaluation}.csv", delimiter=",", names=True,
+                          dtype=None, encoding="utf-8")
+    return {"metrics": metrics, "quality": table["quality"], "predictions": table["prediction"]}
+
+
 def run(args: argparse.Namespace) -> int:
     from mmpiqa_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+    from mmpiqa_jax.evaluate import report  # pylint: disable=import-outside-toplevel
     from mmpiqa_jax.train import run as run_lib  # pylint: disable=import-outside-toplevel
 
     start = time.time()
+    workdir = Path(args.workdir)
+    methods = ["mpiqe", "liqe"] if args.compare else ["mpiqe"]
+    results, config = {}, None
     try:
         if not CONFIG.is_file():
             raise FileNotFoundError(f"{CONFIG} not found: the demo needs the repository's "
                                     "configs/ folder (install with pip install -e)")
-        config = config_lib.load_config(f"{CONFIG}:dataset={args.dataset}", args.overrides)
-        if args.data_dir:
-            config.data.data_dir = args.data_dir
-        _ensure_prepared(args.dataset, config.data.data_dir or None)
-        print(f"training {config.method}: {config.num_steps} steps of {config.batch_size} images "
-              f"-> {args.workdir}", flush=True)
-        results = run_lib.train_and_evaluate(config, args.workdir)
+        for method in methods:
+            config = config_lib.load_config(f"{CONFIG}:dataset={args.dataset},model={method}",
+                                            args.overrides)
+            if args.data_dir:
+                config.data.data_dir = args.data_dir
+            _ensure_prepared(args.dataset, config.data.data_dir or None)
+            print(f"training {config.method}: {config.num_steps} steps of {config.batch_size} "
+                  f"images -> {workdir / method}", flush=True)
+            results[method] = run_lib.train_and_evaluate(config, workdir / method)
+            if not results[method]:
+                print(f"training stopped early; run again to resume in {workdir / method}")
+                return 0
     except INPUT_ERRORS as e:
         print(f"error: {error_message(e)}", file=sys.stderr)
         return 1
-    if not results:
-        print(f"training stopped early; run again to resume in {args.workdir}")
-        return 0
+    evaluation = next(iter(results["mpiqe"]))  # `<dataset>-test`: the held-out references
+    rows = {METHODS[m]: _comparison_row(workdir / m, evaluation, results[m][evaluation])
+            for m in methods}
+    title = (f"{args.dataset}, held-out references (split {config.data.split} by reference, "
+             f"seed {config.data.split_seed}; training seed {config.seed})")
+    paths = report.write_comparison(workdir / "results", rows, title)
     print()
-    print(format_results(results))
-    print(f"\nheld-out references: split {config.data.split} by reference image (seed "
-          f"{config.data.split_seed}); total time {time.time() - start:.0f} s")
-    print(f"written to {args.workdir}: eval/ (json, csv, png), train_log.jsonl, tensorboard/, "
+    print(format_results({f"{METHODS[m]}: {k}": v for m in methods for k, v in results[m].items()}))
+    print(f"\n{title}; total time {time.time() - start:.0f} s")
+    print(f"written to {workdir}: {paths['md'].name}, {paths['png'].name}, and per method "
+          f"{'/, '.join(methods)}/: eval/ (json, csv, png), train_log.jsonl, tensorboard/, "
           "checkpoints/")
     return 0

@@ -153,8 +153,24 @@ def _sse(fitted: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum((fitted - y) ** 2))
 
 
+# The logistic's width |b4| may not fall below this fraction of the predictions' range: an
+# unbounded fit can collapse into a step (|b4| ~ 1e-8) that splits a few outliers from a bunch
+# and lifts the fitted PLCC far above what the ranking supports. A fit that ends at this bound
+# is such a step: it falls back to a line (PLCC = the raw PLCC), with a note.
+MIN_WIDTH = 0.02
+
+
+def logistic_bounds(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of (b1, b2, b3, b4) from the data: the ends within the MOS range widened by its
+    span, the midpoint within the predictions' range, the width at least `MIN_WIDTH` of it."""
+    span_y, span_x = float(np.ptp(y)) or 1.0, float(np.ptp(x))
+    lower = [np.min(y) - span_y, np.min(y) - span_y, np.min(x), MIN_WIDTH * span_x]
+    upper = [np.max(y) + span_y, np.max(y) + span_y, np.max(x), 100.0 * span_x]
+    return np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+
+
 def fit_logistic(pred, mos, *, maxfev: int = 100_000) -> LogisticFit:
-    """Fits `logistic_4` from pred to mos with scipy's `curve_fit`.
+    """Fits `logistic_4` from pred to mos with scipy's `curve_fit`, within `logistic_bounds`.
 
     Falls back to a least-squares line, with a `LogisticFitWarning` and the reason in `.message`,
     when the fit does not converge (`RuntimeError` at `maxfev`, too few points) or gives non-finite
@@ -166,14 +182,18 @@ def fit_logistic(pred, mos, *, maxfev: int = 100_000) -> LogisticFit:
     if _is_constant(x):
         return LogisticFit("constant", (float(np.mean(y)),),
                            "predictions are constant; fitted values are the mean MOS")
-    p0 = [np.max(y), np.min(y), np.mean(x), np.std(x)]
+    if x.size < 4:  # curve_fit's bounded solver would not refuse an underdetermined fit
+        return _linear(x, y, f"{x.size} points for 4 parameters")
+    lower, upper = logistic_bounds(x, y)
+    p0 = np.clip([np.max(y), np.min(y), np.mean(x), np.std(x)], lower, upper)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", scipy.optimize.OptimizeWarning)
             params, _ = scipy.optimize.curve_fit(logistic_4, x, y, p0=p0, jac=_logistic_4_jac,
-                                                 maxfev=maxfev)
-    except (RuntimeError, ValueError, TypeError) as e:
-        # RuntimeError: maxfev reached; TypeError: fewer points than parameters.
+                                                 bounds=(lower, upper), max_nfev=maxfev)
+    except RuntimeError as e:  # no convergence in `maxfev` evaluations
+        return _linear(x, y, f"RuntimeError at maxfev={maxfev}: {e}")
+    except (ValueError, TypeError) as e:
         return _linear(x, y, f"{type(e).__name__}: {e}")
     fitted = logistic_4(x, *params)
     if not (np.all(np.isfinite(params)) and np.all(np.isfinite(fitted))):
@@ -182,6 +202,9 @@ def fit_logistic(pred, mos, *, maxfev: int = 100_000) -> LogisticFit:
     if degenerate and _sse(fitted, y) > _sse(np.polyval(np.polyfit(x, y, 1), x), y):
         return _linear(x, y, f"OptimizeWarning: {degenerate[0].message}, and the curve fits "
                              "worse than a line")
+    if params[3] <= lower[3] * (1 + 1e-6):
+        return _linear(x, y, f"degenerate: the curve would be a step (its width at the bound, "
+                             f"{MIN_WIDTH:g} of the predictions' range), so PLCC is the raw one")
     return LogisticFit("logistic", tuple(float(p) for p in params))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 
-__all__ = ["eval_paths", "write_eval"]
+__all__ = ["eval_paths", "write_comparison", "write_eval"]
 
 # Dataset and split names become file names; keep them to one safe path component.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -137,3 +137,55 @@ def write_eval(workdir, dataset: str, split: str, names, quality, predictions,
 
     _plot(paths["png"], dataset, split, quality, predictions, metrics)
     return paths
+
+
+def write_comparison(path, rows: dict[str, dict], title: str = "") -> dict[str, Path]:
+    """One table and one figure for several methods tested on the same images.
+
+    Args:
+      path: output stem: writes `<path>.md` (the table) and `<path>.png` (prediction against
+        quality, one panel per method, each with its fit).
+      rows: {method: {"metrics": compute_metrics dict, "quality": [N], "predictions": [N]}}.
+      title: the figure's and the table's heading.
+    Returns:
+      the written paths, keyed "md", "png".
+    """
+    from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}" if title else "", "",
+             "| method | SRCC | PLCC (fitted) | PLCC (raw) | KRCC | RMSE (fitted) | n |",
+             "|---|---|---|---|---|---|---|"]
+    for method, row in rows.items():
+        m = row["metrics"]
+        lines.append(f"| {method} | {m['srcc']:.4f} | {m['plcc_logistic']:.4f} | {m['plcc']:.4f} "
+                     f"| {m['krcc']:.4f} | {m['rmse_logistic']:.4f} | {m['n']} |")
+    lines += ["", "Against `quality` (higher is better); PLCC and RMSE fitted with the "
+              "4-parameter logistic."]
+    out = {"md": path.with_suffix(".md"), "png": path.with_suffix(".png")}
+    _atomic_write_text(out["md"], "\n".join(lines).lstrip("\n") + "\n")
+
+    fig = Figure(figsize=(4.6 * len(rows), 4.2), dpi=120)
+    axes = np.atleast_1d(fig.subplots(1, len(rows), sharey=True))
+    for ax, (method, row) in zip(axes, rows.items()):
+        pred = np.asarray(row["predictions"], np.float64)
+        quality = np.asarray(row["quality"], np.float64)
+        ax.scatter(pred, quality, s=10, alpha=0.5, edgecolors="none")
+        fit = _fit_from_metrics(row["metrics"])
+        if fit is not None:
+            xs = np.linspace(pred.min(), pred.max(), 200)
+            ax.plot(xs, fit(xs), color="C3", lw=2, label=f"{fit.method} fit")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{method}: SRCC {row['metrics']['srcc']:.3f}, "
+                     f"PLCC {row['metrics']['plcc_logistic']:.3f}", fontsize=9)
+        ax.set_xlabel("prediction (higher is better)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("quality (higher is better)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = out["png"].with_name(out["png"].name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, out["png"])
+    return out
