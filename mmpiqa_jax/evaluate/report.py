@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -182,8 +183,8 @@ def write_comparison(path, rows: dict[str, dict], title: str = "") -> dict[str, 
         ax.set_xlabel("prediction (higher is better)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("quality (higher is better)")
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if title:  # wrapped to the figure's width: one panel is narrow
+        fig.suptitle("\n".join(textwrap.wrap(title, 45 * len(rows))), fontsize=9)
     fig.tight_layout()
     tmp = out["png"].with_name(out["png"].name + ".tmp")
     fig.savefig(tmp, format="png")
