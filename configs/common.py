@@ -51,7 +51,8 @@ def model_config() -> ml_collections.ConfigDict:
     m = ml_collections.ConfigDict()
     m.name = "mpiqe"                  # "mpiqe" or "liqe"
     m.variant = "ViT-B/32"            # CLIP architecture by name (LIQE uses ViT-B/32)
-    m.clip_checkpoint = ""            # path for clip.load (see mmpiqa convert); "random" = random init of variant; "" allowed for tiny only
+    m.clip_checkpoint = ""            # path for clip.load (see mmpiqa convert); "random" = random
+                                      # init of variant; "" allowed for tiny only
     m.dtype = "float32"               # compute dtype ("bfloat16" on accelerators); params float32
     # How CLIP's blocks run (values are the same either way; see layers.Transformer).
     m.scan_layers = True              # one lax.scan over the blocks (compiles one block); False: unrolled

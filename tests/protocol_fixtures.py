@@ -27,7 +27,7 @@ LIQE_WILD_DISTORTION = {"noise": "realistic noise", "blur": "realistic blur"}
 
 
 @dataclasses.dataclass
-class Image_:
+class FixtureImage:
     """One written image: where it is, what it shows and what LIQE's file says of it."""
     path: str          # relative to the dataset folder
     ref: int
@@ -82,7 +82,7 @@ def _synthetic(root, seed, path_of, liqe_score):
                 q = quality_of(level, s)
                 path = path_of(ref, kind, level)
                 _save(root, path, degrade(pixels, kind, level, s))
-                images.append(Image_(path, ref, kind, level, q, liqe_score(q), _scenes(ref)))
+                images.append(FixtureImage(path, ref, kind, level, q, liqe_score(q), _scenes(ref)))
     return images
 
 
@@ -94,7 +94,7 @@ def _wild(root, seed, path_of, liqe_score):
         q = quality_of(level, s)
         path = path_of(k)
         _save(root, path, degrade(reference_image(s), kind, level, s))
-        images.append(Image_(path, k, kind, level, q, liqe_score(q), _scenes(k)))
+        images.append(FixtureImage(path, k, kind, level, q, liqe_score(q), _scenes(k)))
     return images
 
 
@@ -103,8 +103,9 @@ def _wild(root, seed, path_of, liqe_score):
 
 def write_kadid10k(root):
     kind_no = {"blur": 1, "noise": 11}
-    images = _synthetic(root, 1, lambda r, k, l: f"images/I{r + 1:02d}_{kind_no[k]:02d}_{l + 1:02d}.png",
-                        lambda q: 1 + 4 * q)
+    images = _synthetic(
+        root, 1, lambda r, k, l: f"images/I{r + 1:02d}_{kind_no[k]:02d}_{l + 1:02d}.png",
+        lambda q: 1 + 4 * q)
     for ref in range(REFERENCES):
         _save(root, f"images/I{ref + 1:02d}.png", Image.fromarray(reference_image(1 + ref)))
     write_csv(root / "dmos.csv", ["dist_img", "ref_img", "dmos", "var"],
@@ -227,7 +228,8 @@ def liqe_parts(images, seed: int = 0) -> dict[str, list]:
     owner = {}
     for part, chunk in zip(("train", "val", "test"), np.split(refs, cuts)):
         owner.update({int(r): part for r in chunk})
-    return {part: [im for im in images if owner[im.ref] == part] for part in ("train", "val", "test")}
+    return {part: [im for im in images if owner[im.ref] == part]
+            for part in ("train", "val", "test")}
 
 
 def write_liqe_files(database: pathlib.Path, name: str, images, split: int = 1) -> dict:

@@ -135,8 +135,10 @@ def test_liqe_scores_that_disagree_with_quality_are_refused(tmp_path):
     # One row out of place among agreeing ones: that row is named, not the first.
     ordered = dict(table, quality=np.linspace(0.05, 0.95, 12))
     def rows(part, idx):
-        return [f"{ordered['name'][i]}\t{10.0 if (part, k) == ('train', 2) else ordered['quality'][i]}"
-                "\tjpeg2000 compression\tanimal\tinvalid\tinvalid" for k, i in enumerate(idx)]
+        scores = [10.0 if (part, k) == ("train", 2) else ordered["quality"][i]
+                  for k, i in enumerate(idx)]
+        return [f"{ordered['name'][i]}\t{score}\tjpeg2000 compression\tanimal\tinvalid\tinvalid"
+                for i, score in zip(idx, scores)]
     folder = _write_liqe(tmp_path / "one", ordered, _parts(), rows=rows)
     with pytest.raises(ValueError, match=r"live_train_clip.txt:3: the file's scores disagree.*"
                                          r"score 10 ranks at 100%, its quality 0.2136 at 38%"):

@@ -353,14 +353,14 @@ def _check_pyiqa_scores(path: str, header: list[str], rows: list[dict], idx: np.
     column = next((c for c in ("mos", "dmos", "MOS", "DMOS") if c in header), None)
     if quality is None or column is None:
         return
-    scores = [number_or_nan(r[column]) for r in rows]
+    scores = [_number_or_nan(r[column]) for r in rows]
     keep = np.isfinite(scores)
     check_score_agreement(path, [r["_line"] for r, k in zip(rows, keep) if k],
                           np.asarray(scores)[keep], np.asarray(quality)[idx][keep],
                           either_direction=True)
 
 
-def number_or_nan(text) -> float:
+def _number_or_nan(text) -> float:
     try:
         return float(text)
     except (TypeError, ValueError):

@@ -1,9 +1,9 @@
-"""`synthetic_iqa`: the embedded default dataset, built offline from scikit-image's photographs.
+"""`synthetic_iqa`: the embedded default dataset, built offline from packaged photographs.
 
-The 17 photographs shipped inside the scikit-image and matplotlib wheels (no download) are cropped to a
-common 384 x 288 (4:3, like KonIQ's 512 x 384; the short side exceeds the 224 crops, and LIQE's
-stride-32 test grid has 18 >= 15 positions). Each is distorted by 12 types at 5 levels of strictly
-increasing strength. The label is a full-reference pseudo-MOS, KADIS-style weak supervision:
+The 17 photographs shipped inside the scikit-image and matplotlib wheels (no download) are
+cropped to a common 384 x 288 (4:3, like KonIQ's 512 x 384; the short side exceeds the 224
+crops, and LIQE's stride-32 test grid has 18 >= 15 positions). Each is distorted by 12 types
+at 5 levels of strictly increasing strength. The label is a full-reference pseudo-MOS, KADIS-style weak supervision:
 SSIM (Wang et al. 2004 settings, on RGB) against the reference, mapped linearly to [1, 5].
 The references are included as level 0 (SSIM 1, MOS 5, no distortion), because a pristine
 image is the top anchor of the quality scale.
