@@ -63,6 +63,25 @@ def _fit_from_metrics(metrics: dict) -> metrics_lib.LogisticFit | None:
     return metrics_lib.LogisticFit(metrics["fit"], tuple(metrics["fit_params"]))
 
 
+def _scatter_with_fit(ax, pred: np.ndarray, quality: np.ndarray, metrics: dict) -> None:
+    """Prediction against quality on `ax`, with the metrics' fitted curve when they have one."""
+    ax.scatter(pred, quality, s=12, alpha=0.6, edgecolors="none", label="images")
+    fit = _fit_from_metrics(metrics)
+    if fit is not None:
+        xs = np.linspace(pred.min(), pred.max(), 200)
+        ax.plot(xs, fit(xs), color="C3", lw=2, label=f"{fit.method} fit")
+    ax.set_xlabel("prediction (higher is better)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _save_png(fig, path: Path) -> None:
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
 def _plot(path: Path, dataset: str, split: str, quality: np.ndarray, pred: np.ndarray,
           metrics: dict) -> None:
     # A bare Figure renders with Agg and touches no pyplot state: no display needed, and a
@@ -71,24 +90,14 @@ def _plot(path: Path, dataset: str, split: str, quality: np.ndarray, pred: np.nd
 
     fig = Figure(figsize=(5.0, 4.2), dpi=120)
     ax = fig.subplots()
-    ax.scatter(pred, quality, s=12, alpha=0.6, edgecolors="none", label="images")
-    fit = _fit_from_metrics(metrics)
-    if fit is not None:
-        xs = np.linspace(pred.min(), pred.max(), 200)
-        ax.plot(xs, fit(xs), color="C3", lw=2, label=f"{fit.method} fit")
-    ax.set_xlabel("prediction (higher is better)")
+    _scatter_with_fit(ax, pred, quality, metrics)
     ax.set_ylabel("quality (higher is better)")
     ax.set_title(f"{dataset} / {split}  (n = {len(quality)})")
     summary = (f"SRCC {metrics.get('srcc', float('nan')):.3f}\n"
                f"PLCC {metrics.get('plcc_logistic', float('nan')):.3f} (fitted)")
     ax.text(0.03, 0.97, summary, transform=ax.transAxes, va="top", ha="left", fontsize=9,
             bbox=dict(boxstyle="round", facecolor="white", alpha=0.8, edgecolor="0.8"))
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    _save_png(fig, path)
 
 
 def write_eval(workdir, dataset: str, split: str, names, quality, predictions,
@@ -170,23 +179,12 @@ def write_comparison(path, rows: dict[str, dict], title: str = "") -> dict[str, 
     fig = Figure(figsize=(4.6 * len(rows), 4.2), dpi=120)
     axes = np.atleast_1d(fig.subplots(1, len(rows), sharey=True))
     for ax, (method, row) in zip(axes, rows.items()):
-        pred = np.asarray(row["predictions"], np.float64)
-        quality = np.asarray(row["quality"], np.float64)
-        ax.scatter(pred, quality, s=10, alpha=0.5, edgecolors="none")
-        fit = _fit_from_metrics(row["metrics"])
-        if fit is not None:
-            xs = np.linspace(pred.min(), pred.max(), 200)
-            ax.plot(xs, fit(xs), color="C3", lw=2, label=f"{fit.method} fit")
-            ax.legend(loc="lower right", fontsize=8)
+        _scatter_with_fit(ax, np.asarray(row["predictions"], np.float64),
+                          np.asarray(row["quality"], np.float64), row["metrics"])
         ax.set_title(f"{method}: SRCC {row['metrics']['srcc']:.3f}, "
                      f"PLCC {row['metrics']['plcc_logistic']:.3f}", fontsize=9)
-        ax.set_xlabel("prediction (higher is better)")
-        ax.grid(alpha=0.3)
     axes[0].set_ylabel("quality (higher is better)")
     if title:  # wrapped to the figure's width: one panel is narrow
         fig.suptitle("\n".join(textwrap.wrap(title, 45 * len(rows))), fontsize=9)
-    fig.tight_layout()
-    tmp = out["png"].with_name(out["png"].name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, out["png"])
+    _save_png(fig, out["png"])
     return out
