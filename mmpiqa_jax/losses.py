@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,6 @@ __all__ = [
     "plcc_loss",
     "DWAState",
     "DynamicWeightAverage",
-    "FixedWeights",
 ]
 
 
@@ -343,37 +342,3 @@ class DynamicWeightAverage:
         ratio = jnp.where(steady, 1.0, state.last / jnp.where(steady, 1.0, state.before_last))
         dwa = self.num_tasks * jax.nn.softmax(ratio / self.temperature)
         return jnp.where(state.epochs >= 2, dwa, jnp.ones_like(dwa))
-
-
-@dataclasses.dataclass(frozen=True)
-class FixedWeights:
-    """Constant task weights with the same interface as `DynamicWeightAverage` (state is ())."""
-
-    values: Sequence[float]
-
-    def __post_init__(self):
-        values = np.asarray(self.values, np.float64)
-        if values.ndim != 1 or values.size == 0:
-            raise ValueError(f"weights must be a non-empty list, got {self.values!r}")
-        bad = [v for v in values.tolist() if not (np.isfinite(v) and v >= 0)]
-        if bad:
-            raise ValueError(f"task weight {bad[0]!r} is invalid: weights must be finite and >= 0")
-        object.__setattr__(self, "values", tuple(values.tolist()))
-
-    @property
-    def num_tasks(self) -> int:
-        return len(self.values)
-
-    def init(self) -> tuple:
-        return ()
-
-    def accumulate(self, state, task_losses):
-        del task_losses
-        return state
-
-    def end_epoch(self, state):
-        return state
-
-    def weights(self, state) -> jax.Array:
-        del state
-        return jnp.asarray(self.values, jnp.float32)

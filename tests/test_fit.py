@@ -40,7 +40,7 @@ def test_tiny_mpiqe_fits_a_ranking():
     for _ in range(300):
         trainable, opt_state, metrics = step(trainable, frozen, opt_state, batch, weights)
         assert not metrics["nonfinite"]
-        losses.append(float(metrics["quality_loss"]))
+        losses.append(float(metrics["task_losses"][step_lib.TASKS.index("quality")]))
     first, last = losses[0], np.mean(losses[-10:])
     # All scores equal at init: 1 - sqrt(1/2) for each of the 48 unequal pairs of 66 (ties: 0).
     np.testing.assert_allclose(first, (1 - np.sqrt(0.5)) * 48 / 66, rtol=1e-3)

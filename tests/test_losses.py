@@ -246,13 +246,3 @@ def test_dwa_zero_loss_and_bad_config():
         losses.DynamicWeightAverage(num_tasks=3, temperature=0)
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
         dwa.accumulate(dwa.init(), jnp.ones(3))
-
-
-def test_fixed_weights():
-    fixed = losses.FixedWeights([1.0, 0.5, 0.25])
-    state = fixed.end_epoch(fixed.accumulate(fixed.init(), jnp.ones(3)))
-    np.testing.assert_array_equal(fixed.weights(state), [1.0, 0.5, 0.25])
-    with pytest.raises(ValueError, match="-1.0"):
-        losses.FixedWeights([1.0, -1.0])
-    with pytest.raises(ValueError, match="nan"):
-        losses.FixedWeights([float("nan")])

@@ -80,11 +80,3 @@ def make_optimizer(config, groups: Sequence[pg.Group], trainable: nnx.State, *,
     if steps < 1:
         raise ValueError(f"optimizer.accumulation_steps must be >= 1, got {steps}")
     return optax.MultiSteps(tx, every_k_schedule=steps) if steps > 1 else tx
-
-
-def learning_rate(config, group: pg.Group, step, *, num_steps: int, steps_per_epoch: int = 1):
-    """The learning rate of `group` at optimiser step `step` (for logging)."""
-    if not group.trainable:
-        return 0.0
-    return make_schedule(config, peak=config.learning_rate * group.lr_mult, num_steps=num_steps,
-                         steps_per_epoch=steps_per_epoch)(step)

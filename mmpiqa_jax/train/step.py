@@ -1,8 +1,9 @@
 """The loss and the pure train step over `(graphdef, trainable, frozen)` states.
 
 Only the trainable state is differentiated; frozen parameters (and the text cache) enter as
-constants, so XLA computes no weight gradient for them. The step is pure and shape-static: the
-trainer wraps it in `jax.jit` with shardings and donation (`donate_argnums=(0, 2)`).
+constants, so XLA computes no weight gradient for them. The step is pure and shape-static;
+`task.IQATask.train_step` wraps it (task weights, DWA, EMA, the logged names) and the trainer
+jits that with shardings, donating the whole state.
 """
 from __future__ import annotations
 
@@ -79,8 +80,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
         updates, new_opt_state = tx.update(grads, opt_state, trainable)
         new_trainable = optax.apply_updates(trainable, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # Per-task losses stay one array here; `task.IQATask` names them for the log.
         metrics = {"loss": loss, "task_losses": task_losses,
-                   **{f"{name}_loss": task_losses[i] for i, name in enumerate(TASKS)},
                    "grad_norm": grad_norm, "param_norm": optax.tree.norm(new_trainable),
                    "score_mean": jnp.mean(outputs["score"]), "nonfinite": ~finite}
         return (_where(finite, new_trainable, trainable),

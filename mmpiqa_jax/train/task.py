@@ -19,10 +19,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from mmpiqa_jax import losses
-from mmpiqa_jax.models import iqa
+from mmpiqa_jax.models import clip_model, iqa
 from mmpiqa_jax.train import optimizer as optimizer_lib
-from mmpiqa_jax.train import param_groups as pg
+from mmpiqa_jax.train import state as state_lib
 from mmpiqa_jax.train import step as step_lib
 from mmpiqa_jax.train.trainer import TrainState
 
@@ -45,8 +44,7 @@ def check_batch_sizes(config) -> None:
 
 def clip_resolution(config) -> int:
     """The image size the model's CLIP takes (crops must be this size)."""
-    from mmpiqa_jax.models.clip_model import get_variant  # pylint: disable=import-outside-toplevel
-    return get_variant(config.model.variant).image_resolution
+    return clip_model.get_variant(config.model.variant).image_resolution
 
 
 class IQATask:
@@ -59,62 +57,40 @@ class IQATask:
             raise ValueError(f"config.data.crop_size={config.data.crop_size} must equal the "
                              f"image size of CLIP {config.model.variant!r} ({resolution})")
         self.config = config
-        self.groups = pg.resolve(config.optimizer.param_groups)
-        # Shapes only: the graph definition and which parameters train, nothing allocated.
-        abstract = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0),
-                                                          load_weights=False))
-        self.graphdef, trainable, _ = pg.split_trainable(abstract, self.groups)
-        # A frozen text path needs its features once, not every step (method.md, cost facts).
-        self.use_text_cache = not iqa.text_path_is_trainable(trainable)
         self.num_steps = int(config.num_steps)
         self.steps_per_epoch = int(config.steps_per_epoch)
         if self.steps_per_epoch < 1:
             raise ValueError(f"config.steps_per_epoch={self.steps_per_epoch} must be >= 1")
-        self.tx = optimizer_lib.make_optimizer(config.optimizer, self.groups, trainable,
-                                               num_steps=self.num_steps,
-                                               steps_per_epoch=self.steps_per_epoch)
-        self.accumulation = int(config.optimizer.accumulation_steps)
-        # The learning rate logged: the schedule of a group with multiplier 1.
-        self._lr = optimizer_lib.make_schedule(config.optimizer,
-                                               peak=config.optimizer.learning_rate,
-                                               num_steps=self.num_steps,
-                                               steps_per_epoch=self.steps_per_epoch)
         self.base_weights = step_lib.task_weights(config.loss)
         # DWA balances only the tasks that count (weight > 0), as LIQE's three.
         self.active = np.flatnonzero(self.base_weights > 0)
         if not self.active.size:
             weights = dict(zip(TASKS, self.base_weights.tolist()))
             raise ValueError(f"every loss weight of config.loss is 0 ({weights}): nothing to train")
-        self.dwa = (losses.DynamicWeightAverage(int(self.active.size),
-                                                float(config.loss.dwa_temperature))
-                    if config.loss.dwa else None)
-        self.ema_decay = float(config.optimizer.ema_decay)
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"optimizer.ema_decay={self.ema_decay} must be in [0, 1)")
+        # Shapes only: the graph definition and which parameters train, nothing allocated.
+        abstract = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0),
+                                                          load_weights=False))
+        self.setup = state_lib.training_setup(config, abstract,
+                                              num_active_tasks=int(self.active.size))
+        self.graphdef, self.tx, self.dwa = self.setup.graphdef, self.setup.tx, self.setup.dwa
+        self.use_text_cache = self.setup.use_text_cache
+        self.ema_decay = self.setup.ema_decay
+        self.accumulation = int(config.optimizer.accumulation_steps)
+        # The learning rate logged: the schedule of a group with multiplier 1.
+        self._lr = optimizer_lib.make_schedule(config.optimizer,
+                                               peak=config.optimizer.learning_rate,
+                                               num_steps=self.num_steps,
+                                               steps_per_epoch=self.steps_per_epoch)
         self._step = step_lib.make_train_step(self.graphdef, self.tx,
                                               use_text_cache=self.use_text_cache)
 
     # -- state --------------------------------------------------------------------------------
 
-    def _split(self, model):
-        _, trainable, frozen = pg.split_trainable(model, self.groups)
-        return trainable, frozen
-
-    def _fresh_state(self, model, rng) -> TrainState:
-        if self.use_text_cache:
-            model.refresh_text_cache()
-        trainable, frozen = self._split(model)
-        extra = {"dwa": self.dwa.init()} if self.dwa else {}
-        if self.ema_decay:
-            extra["ema"] = jax.tree.map(jnp.copy, trainable)
-        return TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
-                          opt_state=self.tx.init(trainable), rng=rng, extra=extra)
-
     def init_state(self, rng: jax.Array) -> TrainState:
         """A fresh state with a randomly initialised model (CLIP weights: `load_pretrained`)."""
         init_rng, rng = jax.random.split(rng)
         model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), load_weights=False)
-        return self._fresh_state(model, rng)
+        return self.setup.init_state(model, rng)
 
     def load_pretrained(self, state: TrainState) -> TrainState:
         """Puts `model.clip_checkpoint`'s weights into a fresh state (nothing to do for `random`).
@@ -130,7 +106,7 @@ class IQATask:
             return state
         init_rng, _ = jax.random.split(jax.random.key(self.config.seed))
         model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), load_weights=True)
-        new = self._fresh_state(model, state.rng)
+        new = self.setup.init_state(model, state.rng)
         return jax.tree.map(lambda x, old: jax.device_put(x, old.sharding), new, state)
 
     # -- one step -----------------------------------------------------------------------------
@@ -192,7 +168,7 @@ class IQATask:
         """
         model = nnx.merge(self.graphdef, params, frozen)
         model.refresh_text_cache()
-        return self._split(model)[1]
+        return self.setup.split(model)[1]
 
     def predict(self, params, frozen, pixels) -> jax.Array:
         """Quality scores [B] in [1, 5] of crops [B, C, H, W, 3] (pure; needs a fresh cache)."""

@@ -1,0 +1,81 @@
+"""What trains and how: the one place that builds the pieces of a training state.
+
+    setup = training_setup(config, model)          # groups, split, text-path check, optimiser
+    state = setup.init_state(model, rng)           # TrainState: params, frozen, opt_state, extra
+
+The trainer (`task.IQATask`), `mmpiqa summary` and `tools/benchmark.py` all build their state
+here, so the three never disagree on which parameters train, whether the text features are
+cached, or which optimiser runs. `model` may be abstract (`nnx.eval_shape`): the setup reads
+shapes only; `init_state` needs a concrete model.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from mmpiqa_jax import losses
+from mmpiqa_jax.models import iqa
+from mmpiqa_jax.train import optimizer as optimizer_lib
+from mmpiqa_jax.train import param_groups as pg
+from mmpiqa_jax.train.trainer import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSetup:
+    """The static side of training a model: nothing here is an array.
+
+    groups: the parameter groups of `optimizer.param_groups`.
+    graphdef: the model's graph definition (merge it with `params` and `frozen`).
+    use_text_cache: the text path is frozen, so its features are computed once, not every step
+      (method.md, cost facts).
+    tx: the optimiser over the trainable state.
+    dwa: Dynamic Weight Average over the `active_tasks` (None: fixed weights).
+    ema_decay: decay of the moving average of the trainable parameters (0: none kept).
+    """
+    groups: tuple[pg.Group, ...]
+    graphdef: nnx.GraphDef
+    use_text_cache: bool
+    tx: optax.GradientTransformation
+    dwa: losses.DynamicWeightAverage | None
+    ema_decay: float
+
+    def split(self, model) -> tuple[nnx.State, nnx.State]:
+        """`(trainable, frozen)` states of `model` (frozen: frozen parameters, text cache)."""
+        _, trainable, frozen = pg.split_trainable(model, self.groups)
+        return trainable, frozen
+
+    def init_state(self, model, rng: jax.Array) -> TrainState:
+        """A step-0 state from a concrete model: fresh text cache, optimiser, DWA, EMA."""
+        if self.use_text_cache:
+            model.refresh_text_cache()
+        trainable, frozen = self.split(model)
+        extra = {"dwa": self.dwa.init()} if self.dwa else {}
+        if self.ema_decay:
+            extra["ema"] = jax.tree.map(jnp.copy, trainable)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
+                          opt_state=self.tx.init(trainable), rng=rng, extra=extra)
+
+
+def training_setup(config, model, *, num_active_tasks: int = 0) -> TrainingSetup:
+    """The `TrainingSetup` of `model` (concrete or abstract) under a full training config.
+
+    `num_active_tasks`: how many tasks DWA balances (the tasks with a weight > 0); 0 means
+    DWA is off whatever `loss.dwa` says (the benchmark times the bare step).
+    """
+    groups = pg.resolve(config.optimizer.param_groups)
+    graphdef, trainable, _ = pg.split_trainable(model, groups)
+    tx = optimizer_lib.make_optimizer(config.optimizer, groups, trainable,
+                                      num_steps=int(config.num_steps),
+                                      steps_per_epoch=int(config.steps_per_epoch))
+    ema_decay = float(config.optimizer.ema_decay)
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"optimizer.ema_decay={ema_decay} must be in [0, 1)")
+    dwa = (losses.DynamicWeightAverage(num_active_tasks, float(config.loss.dwa_temperature))
+           if config.loss.dwa and num_active_tasks else None)
+    return TrainingSetup(groups=groups, graphdef=graphdef,
+                         use_text_cache=not iqa.text_path_is_trainable(trainable), tx=tx,
+                         dwa=dwa, ema_decay=ema_decay)
