@@ -99,6 +99,7 @@ def test_shipped_config_trains_on_the_six_datasets_with_liqes_splits(prepared, t
 
 def test_a_task_no_training_image_has_labels_for_is_switched_off():
     from mmpiqa_jax import config as config_lib
+    from mmpiqa_jax.data import datasets
     from mmpiqa_jax.train import run
 
     config = config_lib.load_config("configs/tiny.py", ["loss.dwa=true"])
@@ -106,7 +107,7 @@ def test_a_task_no_training_image_has_labels_for_is_switched_off():
     table = {"distortion_class": np.full(n, -1), "scenes": np.zeros((n, 9), np.float32)}
     parts = {"train": np.arange(4), "test": np.arange(4, 6)}
     table["distortion_class"][5] = 2  # a label in the test part only does not count
-    data = run.Dataset("wild", None, table, parts)
+    data = datasets.Dataset("wild", None, table, parts)
     off = run.without_unlabelled_tasks(config, [data])
     assert (off.loss.distortion, off.loss.scene, off.loss.quality) == (0.0, 0.0, 1.0)
     assert (config.loss.distortion, config.loss.scene) == (1.0, 1.0)  # the caller's is kept

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mmpiqa_jax import config as config_lib
-from mmpiqa_jax.data import pipeline
-from mmpiqa_jax.train import checkpointing, run
+from mmpiqa_jax.data import datasets, pipeline
+from mmpiqa_jax.train import checkpointing, inference, run
 from mmpiqa_jax.train.task import IQATask
 from mmpiqa_jax.train.trainer import StopTraining
 
@@ -88,10 +88,10 @@ def test_resume_after_stop_matches_uninterrupted(synthetic_small_dir, reference,
 
 def test_load_for_inference_scores_like_the_evaluation(reference):
     workdir, _, _ = reference
-    model, config = run.load_for_inference(workdir / "checkpoints")
+    model, config = inference.load_for_inference(workdir / "checkpoints")
     rows = (workdir / "eval" / "synthetic_iqa_small-test.csv").read_text().splitlines()[1:4]
     names = [r.split(",")[0] for r in rows]
-    dataset = run.open_dataset("synthetic_iqa/small", config)
+    dataset = datasets.open_dataset("synthetic_iqa/small", config)
     index = [list(dataset.table["name"]).index(n) for n in names]
     spec = dataset.part("all")
     spec = pipeline.DataSpec(spec.source, np.asarray(index), 1, spec.scenes, spec.name)
@@ -120,12 +120,12 @@ def test_bad_batch_sizes_and_splits_are_named(synthetic_small_dir):
                                          "'tiny' \\(32\\)"):
         IQATask(tiny_config(synthetic_small_dir, "data.crop_size=48"))
     with pytest.raises(ValueError, match="config.data.split='60/30': item '60/30' has percen"):
-        run.training_datasets(tiny_config(synthetic_small_dir, "data.split=60/30"))
+        datasets.training_datasets(tiny_config(synthetic_small_dir, "data.split=60/30"))
     with pytest.raises(ValueError, match="has no part 'val'; it has train, test"):
-        run.training_datasets(tiny_config(synthetic_small_dir, "data.split=80/20"))
+        datasets.training_datasets(tiny_config(synthetic_small_dir, "data.split=80/20"))
     with pytest.raises(ValueError, match=r"eval.datasets \['synthetic_iqa/small'\] are also "
                                          "training datasets"):
-        run.cross_datasets(tiny_config(synthetic_small_dir,
+        datasets.cross_datasets(tiny_config(synthetic_small_dir,
                                        "eval.datasets=('synthetic_iqa/small',)"))
 
 
@@ -195,7 +195,7 @@ def test_ema_of_parameters_is_what_inference_uses():
     leaves = zip(jax.tree.leaves(state.params), jax.tree.leaves(state.extra["ema"]))
     assert any(not np.allclose(p, e) for p, e in leaves)
     assert task.inference_params(state) is state.extra["ema"]
-    model = task.model(state)
+    model = inference.model_of(task, state)
     prompts = model.prompts["scene"].ctx[...]
     np.testing.assert_array_equal(
         prompts, nnx.merge(task.graphdef, state.extra["ema"], state.frozen).prompts["scene"].ctx[...])

@@ -121,9 +121,9 @@ def test_make_scorer_refreshes_the_text_cache_and_leaves_the_model(folder):
 
 
 def _cli(monkeypatch, model, config):
-    from mmpiqa_jax.train import run as run_lib
+    from mmpiqa_jax.train import inference
 
-    monkeypatch.setattr(run_lib, "load_for_inference", lambda path: (model, config))
+    monkeypatch.setattr(inference, "load_for_inference", lambda path: (model, config))
 
 
 def test_cli_score(folder, tmp_path, monkeypatch, capsys):

@@ -7,7 +7,7 @@ import pytest
 
 from mmpiqa_jax import config as config_lib
 from mmpiqa_jax.cli import main as cli
-from mmpiqa_jax.evaluate import sweep
+from mmpiqa_jax.experiments import sweep
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.py")

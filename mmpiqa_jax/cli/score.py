@@ -44,7 +44,7 @@ def _write_csv(rows, out) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmpiqa_jax.evaluate import scoring  # pylint: disable=import-outside-toplevel
-    from mmpiqa_jax.train import run as run_lib  # pylint: disable=import-outside-toplevel
+    from mmpiqa_jax.train import inference  # pylint: disable=import-outside-toplevel
 
     if args.batch_size < 1:
         print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
               f"{' '.join(args.paths)}", file=sys.stderr)
         return 1
     try:
-        model, config = run_lib.load_for_inference(args.checkpoint)
+        model, config = inference.load_for_inference(args.checkpoint)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: cannot load checkpoint {args.checkpoint}: {e}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmpiqa_jax import config as config_lib  # pylint: disable=import-outside-toplevel
-    from mmpiqa_jax.evaluate import sweep  # pylint: disable=import-outside-toplevel
+    from mmpiqa_jax.experiments import sweep  # pylint: disable=import-outside-toplevel
 
     try:
         config = config_lib.load_config(args.config, args.overrides)

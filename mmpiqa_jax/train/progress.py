@@ -2,6 +2,10 @@
 
 Only process 0 writes. On resume the log is cut back to the restored step, so that a resumed
 run's log reads exactly like an uninterrupted one's.
+
+Why not clu's `metric_writers`: its TensorBoard writer needs TensorFlow (which this project
+never installs) and it has no resume cut-back; what is needed here (a JSON-lines log, event
+files through tensorboardX, a progress bar) is these few functions.
 """
 from __future__ import annotations
 

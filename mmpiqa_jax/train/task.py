@@ -159,24 +159,3 @@ class IQATask:
         if self.ema_decay:
             return state.extra["ema"]
         return state.params
-
-    def with_fresh_text_cache(self, params, frozen):
-        """`frozen` with the text cache recomputed from `params` (pure; jit it).
-
-        Evaluation reads text features from the cache, so they are computed once per
-        evaluation even when the text path trains.
-        """
-        model = nnx.merge(self.graphdef, params, frozen)
-        model.refresh_text_cache()
-        return self.setup.split(model)[1]
-
-    def predict(self, params, frozen, pixels) -> jax.Array:
-        """Quality scores [B] in [1, 5] of crops [B, C, H, W, 3] (pure; needs a fresh cache)."""
-        model = nnx.merge(self.graphdef, params, frozen)
-        return model(pixels, use_text_cache=True)["score"]
-
-    def model(self, state: TrainState):
-        """The nnx model of a state, with a fresh text cache (for inference)."""
-        params = self.inference_params(state)
-        frozen = jax.jit(self.with_fresh_text_cache)(params, state.frozen)
-        return nnx.merge(self.graphdef, params, frozen)

@@ -1,0 +1,127 @@
+"""Evaluation as big_vision does it: an evaluator fed a prediction function and data.
+
+    evaluator = Evaluator(predict_fn, batch_size=16, crop_mode="liqe", num_crops=15)
+    indices, scores = evaluator.scores(params, spec)          # every example of a DataSpec
+    metrics = evaluator.evaluate(params, dataset, "test")     # against `quality`
+    eval_fn = validation_fn(evaluator, datasets, "val")       # the trainer's `eval_fn(params)`
+
+The evaluator knows nothing of training, meshes or checkpoints: `predict_fn(params, batch)`
+takes this process's batch of crops (numpy, `pixels` [B, C, s, s, 3], `index`, `valid` [B]) and
+returns the whole step's `Predictions` on every process (on one process: this batch's). The
+trainer builds it around its jitted, sharded model (`train.inference.make_predict_fn`);
+anything else that scores crops (a test, a notebook, another framework) can too.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from mmpiqa_jax.data import pipeline
+from mmpiqa_jax.data.datasets import WHOLE, Dataset, file_name
+from mmpiqa_jax.evaluate import metrics as metrics_lib
+from mmpiqa_jax.evaluate import report
+
+
+class Predictions(NamedTuple):
+    """One evaluation step's outputs, numpy [N] each (N: the global batch)."""
+    score: np.ndarray  # predicted quality, higher is better
+    index: np.ndarray  # the example's index into its source
+    valid: np.ndarray  # False on padding
+
+
+PredictFn = Callable[[Any, dict], Predictions]
+
+
+class Evaluator:
+    """Multi-crop scores of dataset parts, batched, in the order of each part's indices."""
+
+    def __init__(self, predict_fn: PredictFn, *, batch_size: int, crop_mode: str,
+                 num_crops: int, crop_size: int = 224):
+        """`batch_size`: examples per batch on this process (the caller rounds it so that the
+        global batch splits evenly over its devices)."""
+        self.predict_fn = predict_fn
+        self.batch_size, self.crop_mode = int(batch_size), crop_mode
+        self.num_crops, self.crop_size = int(num_crops), int(crop_size)
+
+    def scores(self, params, spec: pipeline.DataSpec) -> tuple[np.ndarray, np.ndarray]:
+        """`(indices, scores)` of every example of `spec`, in the order of `spec.indices`."""
+        out = [self.predict_fn(params, batch) for batch in pipeline.eval_iterator(
+            spec, batch_size=self.batch_size, crop_mode=self.crop_mode,
+            num_crops=self.num_crops, crop_size=self.crop_size)]
+        score, index, valid = (np.concatenate(column) for column in zip(*out))
+        order = {int(i): k for k, i in enumerate(index[valid])}
+        want = np.asarray(spec.all_indices())
+        missing = [int(i) for i in want if int(i) not in order]
+        if missing:
+            raise RuntimeError(f"{spec.name}: evaluation lost examples {missing[:5]}")
+        return want, score[valid][[order[int(i)] for i in want]]
+
+    def evaluate(self, params, dataset: Dataset, part: str
+                 ) -> tuple[dict, np.ndarray, np.ndarray]:
+        """`(metrics, indices, scores)` of one part of a dataset; metrics as `compute_metrics`,
+        against `quality` (higher is better, whatever the raw score's direction)."""
+        indices, scores = self.scores(params, dataset.part(part))
+        quality = dataset.table["quality"][indices]
+        return metrics_lib.compute_metrics(scores, quality), indices, scores
+
+
+def _validation_metrics(scores: np.ndarray, quality: np.ndarray) -> dict:
+    # No logistic fit: it is slow and can warn; correlations are what ranks checkpoints.
+    return {"srcc": metrics_lib.srcc(scores, quality), "plcc": metrics_lib.plcc(scores, quality),
+            "krcc": metrics_lib.krcc(scores, quality), "rmse": metrics_lib.rmse(scores, quality)}
+
+
+def validation_fn(evaluator: Evaluator, datasets: Sequence[Dataset], part: str
+                  ) -> Callable[[Any], dict]:
+    """`eval_fn(params)` for the trainer: validation correlations, averaged over datasets
+    (`srcc`, ...), plus each dataset's own (`<dataset>_srcc`) when there are several."""
+    specs = [(d, d.part(part)) for d in datasets]
+
+    def eval_fn(params) -> dict:
+        results = {}
+        for dataset, spec in specs:
+            indices, scores = evaluator.scores(params, spec)
+            results[dataset.name] = _validation_metrics(scores,
+                                                        dataset.table["quality"][indices])
+        out = {k: float(np.mean([r[k] for r in results.values()]))
+               for k in ("srcc", "plcc", "krcc")}
+        if len(results) > 1:
+            for name, r in results.items():
+                out.update({f"{file_name(name)}_{k}": v for k, v in r.items() if k != "rmse"})
+        else:
+            out["rmse"] = next(iter(results.values()))["rmse"]
+        return out
+
+    return eval_fn
+
+
+def write_results(workdir, evaluator: Evaluator, params, dataset: Dataset, part: str, *,
+                  writer: bool = True) -> dict:
+    """Evaluates one part, writes `eval/<dataset>-<part>.{json,csv,png}` (when `writer`: one
+    process of several), returns its metrics."""
+    metrics, indices, scores = evaluator.evaluate(params, dataset, part)
+    if writer:
+        report.write_eval(workdir, file_name(dataset.name), part, dataset.table["name"][indices],
+                          dataset.table["quality"][indices], scores, metrics,
+                          mos=dataset.table["mos"][indices],
+                          score_direction=dataset.score_direction,
+                          split_source=dataset.split_source)
+    return metrics
+
+
+def evaluate_datasets(workdir, evaluator: Evaluator, params, datasets: Sequence[Dataset],
+                      parts: Sequence[str], *, whole: Sequence[Dataset] = (),
+                      writer: bool = True) -> dict:
+    """`{"<dataset>-<part>": metrics}` of `parts` of each of `datasets` and of each of `whole`
+    as a whole (cross-dataset), each written as `write_results` does."""
+    results = {}
+    for d in datasets:
+        for part in parts:
+            results[f"{file_name(d.name)}-{part}"] = write_results(workdir, evaluator, params, d,
+                                                                   part, writer=writer)
+    for d in whole:
+        results[f"{file_name(d.name)}-{WHOLE}"] = write_results(workdir, evaluator, params, d,
+                                                                WHOLE, writer=writer)
+    return results
