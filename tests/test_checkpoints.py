@@ -19,7 +19,8 @@ from mmpiqa_jax import clip
 from mmpiqa_jax.checkpoints import (CheckpointError, export_hf, load_checkpoint, load_clip,
                                     read_state_dict, save_checkpoint)
 from mmpiqa_jax.checkpoints.hf import hf_to_openai, openai_to_hf
-from mmpiqa_jax.models.clip_model import VARIANTS, to_openai_state_dict
+from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict
+from mmpiqa_jax.models.clip_model import VARIANTS
 
 TOLERANCE = 1e-4  # max |diff| relative to the feature norm
 TEXTS = ["a photo of a cat.", "a blurry photo of a street with motion blur, which is of bad quality", "x"]

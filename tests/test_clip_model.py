@@ -10,8 +10,9 @@ from flax import nnx
 from mmpiqa_jax import clip
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.models import clip_model
-from mmpiqa_jax.models.clip_model import (from_openai_state_dict, infer_config, init_visual_prompts,
-                                          to_openai_state_dict, trim_to_longest)
+from mmpiqa_jax.checkpoints.clip_conversion import (from_openai_state_dict, infer_config,
+                                                    to_openai_state_dict)
+from mmpiqa_jax.models.clip_model import init_visual_prompts, trim_to_longest
 
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")

@@ -20,10 +20,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mmpiqa_jax.checkpoints import hf, openai_layout, torch_files
+from mmpiqa_jax.checkpoints.clip_conversion import infer_config, to_openai_state_dict
 from mmpiqa_jax.checkpoints.errors import CheckpointError, listing
+from mmpiqa_jax.checkpoints.hf import config_from_hf, hf_to_openai
+from mmpiqa_jax.checkpoints.openai_layout import (check_state_dict, clean_state_dict,
+                                                  looks_like_openai)
+from mmpiqa_jax.checkpoints.project import PROJECT_FORMAT
+from mmpiqa_jax.checkpoints.project import load_checkpoint as load_project_checkpoint
+from mmpiqa_jax.checkpoints.torch_files import is_torchscript, load_pickle, load_torchscript
+from mmpiqa_jax.models.clip_model import CLIPConfig
 
-PROJECT_FORMAT = "mmpiqa_jax.checkpoint"  # the marker in a project checkpoint's config.json
 ACCEPTED = ("a Hugging Face CLIP folder (config.json + model.safetensors or pytorch_model.bin), "
             "an OpenAI CLIP .pt (TorchScript or state dict), an open_clip state dict "
             "(.pt, .bin or .safetensors), or a checkpoint folder written by `mmpiqa convert`")
@@ -36,7 +42,7 @@ class Source:
     """What a checkpoint file holds, in OpenAI layout."""
     state_dict: dict[str, np.ndarray]
     format: str
-    config: object | None = None           # a CLIPConfig where the file states one (HF, project)
+    config: CLIPConfig | None = None       # where the file states one (HF, project)
     names: Mapping[str, str] | None = None  # OpenAI key -> name in the file, where they differ
 
 
@@ -84,10 +90,10 @@ def _read_tensor_file(path: str) -> tuple[dict, str]:
     kind = _container(path)
     if kind == "safetensors":
         return _read_safetensors(path), "safetensors"
-    if kind == "zip" and torch_files.is_torchscript(path):
-        return torch_files.load_torchscript(path), "torchscript"
+    if kind == "zip" and is_torchscript(path):
+        return load_torchscript(path), "torchscript"
     if kind in ("zip", "pickle"):
-        return torch_files.load_pickle(path), "pickle"
+        return load_pickle(path), "pickle"
     raise CheckpointError(f"{path}: is a folder, expected a weights file")
 
 
@@ -131,13 +137,10 @@ def _read_folder(folder: str) -> Source:
                               f"{listing(os.listdir(folder)) or 'nothing'}); accepted: {ACCEPTED}")
     config_dict = _read_json(config_path)
     if config_dict.get("format") == PROJECT_FORMAT:
-        from mmpiqa_jax.checkpoints import project
-        from mmpiqa_jax.models.clip_model import to_openai_state_dict
-
-        model = project.load_checkpoint(folder).clip
+        model = load_project_checkpoint(folder).clip
         return Source(to_openai_state_dict(model), "mmpiqa", model.config)
-    config = hf.config_from_hf(config_dict, source=config_path)
-    state_dict, names = hf.hf_to_openai(_read_hf_weights(folder), source=folder)
+    config = config_from_hf(config_dict, source=config_path)
+    state_dict, names = hf_to_openai(_read_hf_weights(folder), source=folder)
     return Source(state_dict, "huggingface", config, names)
 
 
@@ -150,8 +153,8 @@ def read_source(path: str | os.PathLike) -> Source:
     if stored == "pickle" and not isinstance(tensors, Mapping):
         raise CheckpointError(f"{path}: holds a {type(tensors).__name__}, expected a state dict")
     raw_keys = set(tensors.get("state_dict", tensors)) if isinstance(tensors, Mapping) else set()
-    state_dict = openai_layout.clean_state_dict(tensors, source=path)
-    if openai_layout.looks_like_openai(state_dict):
+    state_dict = clean_state_dict(tensors, source=path)
+    if looks_like_openai(state_dict):
         if stored == "torchscript":
             fmt = "openai-torchscript"
         elif raw_keys & {"input_resolution", "context_length", "vocab_size"}:
@@ -176,10 +179,8 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str
     Checked against the architecture (the file's config, else inferred from the shapes): every
     parameter present with its shape, and nothing else.
     """
-    from mmpiqa_jax.models.clip_model import infer_config
-
     path = os.fspath(path)
     source = read_source(path)
     config = source.config or infer_config(source.state_dict, source=path)
-    openai_layout.check_state_dict(source.state_dict, config, source=path, names=source.names)
+    check_state_dict(source.state_dict, config, source=path, names=source.names)
     return source.state_dict, source.format

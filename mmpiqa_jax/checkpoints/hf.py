@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from mmpiqa_jax.checkpoints.errors import CheckpointError, key_mismatch
+from mmpiqa_jax.models.clip_model import CLIPConfig
 
 # Buffers that Hugging Face checkpoints (older transformers) carry; they are `arange`s, not weights.
 IGNORED_KEYS = frozenset({"text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"})
@@ -118,13 +119,11 @@ def openai_to_hf(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, order="C") for k, v in out.items()}
 
 
-def config_from_hf(hf_config: Mapping, *, source: str):
+def config_from_hf(hf_config: Mapping, *, source: str) -> CLIPConfig:
     """The `CLIPConfig` that a Hugging Face CLIP `config.json` (as a dict) describes.
 
     Only what the Flax CLIP implements is accepted: QuickGELU, LayerNorm eps 1e-5, a 4x MLP.
     """
-    from mmpiqa_jax.models.clip_model import CLIPConfig
-
     if hf_config.get("model_type", "clip") != "clip":
         raise CheckpointError(f"{source}: model_type is {hf_config.get('model_type')!r}; "
                               "only Hugging Face CLIPModel folders (model_type 'clip') are supported")
@@ -160,7 +159,7 @@ def config_from_hf(hf_config: Mapping, *, source: str):
         raise CheckpointError(f"{source}: the Hugging Face config has no {e.args[0]!r}") from None
 
 
-def hf_config_for(config):
+def hf_config_for(config: CLIPConfig):
     """A `transformers.CLIPConfig` for a `CLIPConfig`, with OpenAI's numerics and token ids."""
     import transformers
 

@@ -70,8 +70,7 @@ def run(args) -> int:
 
     config = config_lib.load_config(args.config, args.overrides)
     groups = pg.resolve(config.optimizer.param_groups)
-    model = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(config.seed),
-                                                   load_weights=False))
+    model = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(config.seed)))
     graphdef, trainable, frozen = pg.split_trainable(model, groups)
     counts = pg.count(model, groups)
     m = config.model

@@ -24,10 +24,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from mmpiqa_jax.checkpoints import pretrained
 from mmpiqa_jax.data import pipeline, registry, split_spec, splits
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 from mmpiqa_jax.evaluate import report
-from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import sharding, trainer
 from mmpiqa_jax.train.task import IQATask
 
@@ -266,7 +266,7 @@ def train_and_evaluate(config, workdir, *, hooks=(), mesh=None) -> dict:
     """
     workdir = Path(workdir)
     if not (workdir / trainer.CONFIG_NAME).exists():  # a fresh run: no silent random CLIP
-        iqa.clip_weights_path(config.model)
+        pretrained.clip_weights_path(config.model)
     datasets = training_datasets(config)
     cross_datasets(config)  # fails early on a bad list
     config = without_unlabelled_tasks(config, datasets)

@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from mmpiqa_jax import losses
+from mmpiqa_jax.checkpoints import pretrained
 from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import optimizer as optimizer_lib
 from mmpiqa_jax.train import param_groups as pg
@@ -61,8 +62,7 @@ class IQATask:
         self.config = config
         self.groups = pg.resolve(config.optimizer.param_groups)
         # Shapes only: the graph definition and which parameters train, nothing allocated.
-        abstract = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0),
-                                                          load_weights=False))
+        abstract = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0)))
         self.graphdef, trainable, _ = pg.split_trainable(abstract, self.groups)
         # A frozen text path needs its features once, not every step (method.md, cost facts).
         self.use_text_cache = not iqa.text_path_is_trainable(trainable)
@@ -113,7 +113,7 @@ class IQATask:
     def init_state(self, rng: jax.Array) -> TrainState:
         """A fresh state with a randomly initialised model (CLIP weights: `load_pretrained`)."""
         init_rng, rng = jax.random.split(rng)
-        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), load_weights=False)
+        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng))
         return self._fresh_state(model, rng)
 
     def load_pretrained(self, state: TrainState) -> TrainState:
@@ -121,15 +121,16 @@ class IQATask:
 
         Called for fresh runs only (a resumed or restored run has its weights in its checkpoint),
         before any batch is read or the step compiled: an empty `model.clip_checkpoint` with a
-        variant other than `tiny` raises here (`iqa.clip_weights_path`).
+        variant other than `tiny` raises here (`pretrained.clip_weights_path`).
         The model is rebuilt on the host with the seed's initialisation and the loaded CLIP, so
         that what depends on CLIP's weights at construction (text context initialised from the
         embeddings of a phrase) follows them too; every array keeps its sharding.
         """
-        if iqa.clip_weights_path(self.config.model) is None:  # random init, as init_state made
+        clip = pretrained.load_pretrained_clip(self.config.model)
+        if clip is None:  # random init, as init_state made
             return state
         init_rng, _ = jax.random.split(jax.random.key(self.config.seed))
-        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), load_weights=True)
+        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), clip=clip)
         new = self._fresh_state(model, state.rng)
         return jax.tree.map(lambda x, old: jax.device_put(x, old.sharding), new, state)
 
