@@ -75,7 +75,11 @@ def conversion_table(config: CLIPConfig) -> list[tuple[str, tuple, tuple[int, ..
 def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPConfig:
     """The architecture of an OpenAI-layout state dict from its shapes, as OpenAI's `build_model`.
 
-    Only shapes are read (anything with `.shape` will do, e.g. `jax.ShapeDtypeStruct`).
+    Shapes give widths, layers, MLP widths (those of block 0), patch and image size, context
+    length and vocabulary. They do not give the heads nor the activation: these are OpenAI's,
+    width // 64 (at least 1) and QuickGELU, right for OpenAI's own files only (an open_clip
+    file needs its model config: `open_clip_arch`). Only shapes are read (anything with
+    `.shape` will do, e.g. `jax.ShapeDtypeStruct`).
     """
     if "visual.layer1.0.conv1.weight" in state_dict:
         raise CheckpointError(f"{source}: a ResNet CLIP; only ViT image towers are supported")
@@ -96,18 +100,26 @@ def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPCo
     vision_width, _, patch, _ = shape("visual.conv1.weight")
     grid = round((shape("visual.positional_embedding")[0] - 1) ** 0.5)
     text_width = shape("ln_final.weight")[0]
+
+    def mlp_width(prefix: str, width: int) -> int:
+        key = f"{prefix}.resblocks.0.mlp.c_fc.weight"  # absent: `check_state_dict` says so
+        return shape(key)[0] if key in state_dict and len(shape(key)) == 2 else 4 * width
+
     return CLIPConfig(
         embed_dim=shape("text_projection")[1],
         image_resolution=patch * grid,
         vision_layers=count_layers("visual.transformer.resblocks"),
         vision_width=vision_width,
         vision_patch_size=patch,
-        vision_heads=vision_width // 64,
+        vision_heads=max(1, vision_width // 64),
         context_length=shape("positional_embedding")[0],
         vocab_size=shape("token_embedding.weight")[0],
         text_width=text_width,
-        text_heads=text_width // 64,
+        text_heads=max(1, text_width // 64),
         text_layers=count_layers("transformer.resblocks"),
+        activation="quick_gelu",
+        vision_mlp_width=mlp_width("visual.transformer", vision_width),
+        text_mlp_width=mlp_width("transformer", text_width),
     )
 
 

@@ -15,14 +15,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mmpiqa_jax.models.layers import LayerNorm, Transformer, check_remat, replace_tokens
+from mmpiqa_jax.models.layers import (ACTIVATIONS, LayerNorm, Transformer, check_remat,
+                                      replace_tokens)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig:
-    """The architecture, in the terms of OpenAI's `build_model`; heads are width // 64 there."""
+    """The architecture, in the terms of OpenAI's `build_model` (heads are width // 64 there).
+
+    `activation` is the MLPs' ("quick_gelu", OpenAI's; "gelu", exact, as open_clip's LAION and
+    DataComp models); the MLP widths default to 4x the tower's width, as in every OpenAI CLIP.
+    """
     embed_dim: int
     image_resolution: int
     vision_layers: int
@@ -35,10 +40,23 @@ class CLIPConfig:
     text_heads: int
     text_layers: int
     dtype: str = "float32"  # compute dtype; parameters stay float32
+    activation: str = "quick_gelu"
+    vision_mlp_width: int | None = None  # None: 4 * vision_width
+    text_mlp_width: int | None = None  # None: 4 * text_width
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:
             raise ValueError(f"CLIPConfig.dtype {self.dtype!r} is not one of {sorted(_DTYPES)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"CLIPConfig.activation {self.activation!r} is not one of "
+                             f"{sorted(ACTIVATIONS)}")
+        for tower in ("vision", "text"):
+            # Stored explicitly, so that configs of the same architecture compare equal.
+            if getattr(self, f"{tower}_mlp_width") is None:
+                object.__setattr__(self, f"{tower}_mlp_width", 4 * getattr(self, f"{tower}_width"))
+            if getattr(self, f"{tower}_mlp_width") < 1:
+                raise ValueError(f"{tower}_mlp_width must be >= 1, got "
+                                 f"{getattr(self, f'{tower}_mlp_width')}")
         for tower in ("vision", "text"):
             width, heads = getattr(self, f"{tower}_width"), getattr(self, f"{tower}_heads")
             if heads < 1 or width % heads:
@@ -106,7 +124,8 @@ class VisionTransformer(nnx.Module):
             _normal(scale)(rngs.params(), (grid * grid + 1, width)))
         self.ln_pre = LayerNorm(width, rngs=rngs)
         self.transformer = Transformer(width, config.vision_layers, config.vision_heads,
-                                       dtype=dtype, rngs=rngs)
+                                       mlp_width=config.vision_mlp_width,
+                                       activation=config.activation, dtype=dtype, rngs=rngs)
         self.ln_post = LayerNorm(width, rngs=rngs)
         self.proj = nnx.Param(_normal(scale)(rngs.params(), (width, config.embed_dim)))
         self.resolution = config.image_resolution
@@ -143,8 +162,9 @@ class CLIP(nnx.Module):
         self.config = config
         dtype, width = config.compute_dtype, config.text_width
         self.visual = VisionTransformer(config, rngs=rngs)
-        self.transformer = Transformer(width, config.text_layers, config.text_heads, dtype=dtype,
-                                       rngs=rngs)
+        self.transformer = Transformer(width, config.text_layers, config.text_heads,
+                                       mlp_width=config.text_mlp_width,
+                                       activation=config.activation, dtype=dtype, rngs=rngs)
         self.token_embedding = nnx.Embed(config.vocab_size, width, dtype=dtype,
                                          embedding_init=_normal(0.02), rngs=rngs)
         self.positional_embedding = nnx.Param(

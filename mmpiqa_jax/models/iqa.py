@@ -23,7 +23,7 @@ from flax import nnx
 
 from mmpiqa_jax import labels
 from mmpiqa_jax.models import prompts as prompts_lib
-from mmpiqa_jax.models.clip_model import CLIP, get_variant
+from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig, get_variant
 from mmpiqa_jax.models.fusion import FusionEncoder
 
 _QUALITY_LEVELS = np.arange(1, labels.NUM_QUALITIES + 1, dtype=np.float32)
@@ -227,11 +227,13 @@ _MODEL_KEYS = {
 }
 
 
-def build_model(config, rngs: nnx.Rngs, *, clip: CLIP | None = None) -> MPIQE | LIQE:
+def build_model(config, rngs: nnx.Rngs, *,
+                clip: CLIP | CLIPConfig | None = None) -> MPIQE | LIQE:
     """The model that `config` (the `model` section of a training config) describes, on `clip`.
 
-    `clip` None: a random initialisation of `config.variant` in `config.dtype` (pretrained
-    weights: `mmpiqa_jax.checkpoints.pretrained.load_pretrained_clip`).
+    `clip`: a built CLIP (pretrained weights: `checkpoints.pretrained.load_pretrained_clip`);
+    a `CLIPConfig`, randomly initialised (`checkpoints.pretrained.clip_config` gives the one a
+    checkpoint holds); None, a random initialisation of `config.variant` in `config.dtype`.
     """
     if config.name not in MODELS:
         raise ValueError(f"unknown model.name {config.name!r}; known: {sorted(MODELS)}")
@@ -241,8 +243,9 @@ def build_model(config, rngs: nnx.Rngs, *, clip: CLIP | None = None) -> MPIQE | 
             raise KeyError(f"model config lacks key model.{key} needed by {config.name!r}")
         kwargs[key] = config[key]
     if clip is None:
-        clip = CLIP(dataclasses.replace(get_variant(config.variant), dtype=config.dtype),
-                    rngs=rngs)
+        clip = dataclasses.replace(get_variant(config.variant), dtype=config.dtype)
+    if isinstance(clip, CLIPConfig):
+        clip = CLIP(clip, rngs=rngs)
     # Execution keys a config leaves out keep `set_block_execution`'s defaults.
     clip.set_block_execution(**{k: config[k] for k in ("scan_layers", "remat") if k in config})
     return MODELS[config.name](clip, rngs=rngs, **kwargs)

@@ -46,8 +46,7 @@ def check_batch_sizes(config) -> None:
 
 def clip_resolution(config) -> int:
     """The image size the model's CLIP takes (crops must be this size)."""
-    from mmpiqa_jax.models.clip_model import get_variant  # pylint: disable=import-outside-toplevel
-    return get_variant(config.model.variant).image_resolution
+    return pretrained.clip_config(config.model).image_resolution
 
 
 class IQATask:
@@ -62,7 +61,8 @@ class IQATask:
         self.config = config
         self.groups = pg.resolve(config.optimizer.param_groups)
         # Shapes only: the graph definition and which parameters train, nothing allocated.
-        abstract = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0)))
+        abstract = nnx.eval_shape(lambda: iqa.build_model(
+            config.model, nnx.Rngs(0), clip=pretrained.clip_config(config.model)))
         self.graphdef, trainable, _ = pg.split_trainable(abstract, self.groups)
         # A frozen text path needs its features once, not every step (method.md, cost facts).
         self.use_text_cache = not iqa.text_path_is_trainable(trainable)
@@ -113,7 +113,8 @@ class IQATask:
     def init_state(self, rng: jax.Array) -> TrainState:
         """A fresh state with a randomly initialised model (CLIP weights: `load_pretrained`)."""
         init_rng, rng = jax.random.split(rng)
-        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng))
+        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng),
+                                clip=pretrained.clip_config(self.config.model))
         return self._fresh_state(model, rng)
 
     def load_pretrained(self, state: TrainState) -> TrainState:
