@@ -1,4 +1,9 @@
-"""The public CLIP API: `from mmpiqa_jax import clip; model = clip.load(path)`."""
+"""The public CLIP API: `from mmpiqa_jax import clip; model = clip.load(path)`.
+
+It sits above `models` and `checkpoints`: the model classes and the checkpoint readers in one
+place for users.
+"""
+from mmpiqa_jax.checkpoints.load import load_clip
 from mmpiqa_jax.models.clip_model import CLIP, VARIANTS, CLIPConfig, get_variant
 from mmpiqa_jax.tokenizer import tokenize
 
@@ -7,7 +12,4 @@ __all__ = ["CLIP", "CLIPConfig", "VARIANTS", "get_variant", "load", "tokenize"]
 
 def load(path, **kwargs) -> CLIP:
     """A CLIP from any supported checkpoint (see `mmpiqa_jax.checkpoints.load_clip`)."""
-    # Imported here: the checkpoint readers are only needed when something is loaded.
-    from mmpiqa_jax.checkpoints import load_clip
-
     return load_clip(path, **kwargs)

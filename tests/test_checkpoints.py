@@ -3,6 +3,7 @@
 Every reference model is seeded random with all weights perturbed (LayerNorms start at 1/0,
 biases at 0: a mis-mapped bias or norm would otherwise go unseen).
 """
+import dataclasses
 import json
 import os
 import sys
@@ -19,7 +20,12 @@ from mmpiqa_jax import clip
 from mmpiqa_jax.checkpoints import (CheckpointError, export_hf, load_checkpoint, load_clip,
                                     read_state_dict, save_checkpoint)
 from mmpiqa_jax.checkpoints.hf import hf_to_openai, openai_to_hf
-from mmpiqa_jax.models.clip_model import VARIANTS, to_openai_state_dict
+from mmpiqa_jax.checkpoints.load import read_clip_config
+from mmpiqa_jax.checkpoints.open_clip_arch import (OPEN_CLIP_CONFIGS, config_from_open_clip,
+                                                   resolve_arch)
+from mmpiqa_jax.checkpoints.openai_layout import check_state_dict
+from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict
+from mmpiqa_jax.models.clip_model import VARIANTS
 
 TOLERANCE = 1e-4  # max |diff| relative to the feature norm
 TEXTS = ["a photo of a cat.", "a blurry photo of a street with motion blur, which is of bad quality", "x"]
@@ -93,15 +99,25 @@ def hf_tiny_folder(hf_tiny, tmp_path_factory):
     return folder
 
 
+# open_clip's model config (as in open_clip/model_configs/*.json) of the "tiny" variant's shape.
+OPEN_CLIP_TINY_CFG = {"embed_dim": 64, "quick_gelu": True,
+                      "vision_cfg": {"layers": 2, "width": 128, "patch_size": 8, "image_size": 32},
+                      "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128,
+                                   "heads": 2, "layers": 2}}
+
+
+def write_open_clip_config(folder, model_cfg):
+    """`open_clip_config.json` as Hugging Face Hub open_clip repositories hold it."""
+    path = folder / "open_clip_config.json"
+    path.write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def open_clip_tiny():
     """open_clip's CLIP of the "tiny" variant shape (heads = width // 64, as OpenAI infers them)."""
     torch.manual_seed(0)
-    model = open_clip.CLIP(
-        embed_dim=64, quick_gelu=True,
-        vision_cfg=dict(layers=2, width=128, patch_size=8, image_size=32),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=128, heads=2, layers=2))
-    return perturb_(model, seed=2)
+    return perturb_(open_clip.CLIP(**OPEN_CLIP_TINY_CFG), seed=2)
 
 
 # --- Hugging Face folders -------------------------------------------------------------------
@@ -182,6 +198,11 @@ def test_openai_and_open_clip_files_match_open_clip(open_clip_tiny, tmp_path, wr
     state_dict, found = read_state_dict(path)
     assert found == fmt
     assert not {"input_resolution", "context_length", "vocab_size", "attn_mask"} & state_dict.keys()
+    if fmt == "open_clip":  # heads and activation are not in the file: asked for, not guessed
+        with pytest.raises(CheckpointError, match=r"open_clip state dict.*--arch") as e:
+            load_clip(path)
+        assert str(path) in str(e.value) and "ViT-B-32-quickgelu" in str(e.value)
+        write_open_clip_config(tmp_path, OPEN_CLIP_TINY_CFG)
     model = load_clip(path)
     assert model.config == VARIANTS["tiny"]
     pixels = random_pixels(2, 32)
@@ -367,12 +388,20 @@ def test_error_hf_config_disagrees_with_weights(hf_tiny_folder, tmp_path):
     assert "(64, 24)" in message and "expected (64, 32)" in message
 
 
-def test_error_hf_not_quick_gelu(hf_tiny_folder, tmp_path):
+def test_error_hf_activation_not_implemented(hf_tiny_folder, tmp_path):
     def edit(config):
-        config["vision_config"]["hidden_act"] = "gelu"
+        config["vision_config"]["hidden_act"] = "gelu_new"  # the tanh approximation
 
-    folder = _copy_hf_folder(hf_tiny_folder, tmp_path / "gelu", edit_config=edit)
-    with pytest.raises(CheckpointError, match="vision_config.hidden_act is 'gelu'") as e:
+    folder = _copy_hf_folder(hf_tiny_folder, tmp_path / "gelu_new", edit_config=edit)
+    with pytest.raises(CheckpointError, match="vision_config.hidden_act is 'gelu_new'") as e:
+        read_state_dict(folder)
+    assert str(folder / "config.json") in str(e.value)
+
+    def mixed(config):
+        config["vision_config"]["hidden_act"] = "gelu"  # text_config keeps quick_gelu
+
+    folder = _copy_hf_folder(hf_tiny_folder, tmp_path / "mixed", edit_config=mixed)
+    with pytest.raises(CheckpointError, match="hidden_act differ") as e:
         read_state_dict(folder)
     assert str(folder / "config.json") in str(e.value)
 
@@ -427,3 +456,155 @@ def test_error_project_checkpoint_config_disagrees(hf_tiny_folder, tmp_path):
         load_clip(folder)
     message = str(e.value)
     assert folder in message and "unexpected keys" in message and "visual/transformer/resblocks/2" in message
+
+
+# --- Any CLIP shape: the architecture read from the checkpoint -------------------------------
+
+
+def _open_clip_model(model_cfg, seed):
+    torch.manual_seed(seed)
+    return perturb_(open_clip.CLIP(**model_cfg), seed=seed)
+
+
+# A GELU open_clip model (LAION's and DataComp's activation); heads 16 wide, not 64.
+OPEN_CLIP_GELU_CFG = {"embed_dim": 32,
+                      "vision_cfg": {"layers": 2, "width": 64, "head_width": 16, "patch_size": 8,
+                                     "image_size": 32},
+                      "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 48,
+                                   "heads": 4, "layers": 2}}
+# ViT-g/14's ratios (open_clip/model_configs/ViT-g-14.json: head_width 88, mlp_ratio 4.3637,
+# exact GELU) at tiny widths: vision 176 = 2 heads of 88, MLP int(176 * 4.3637) = 768.
+OPEN_CLIP_G_SHAPED_CFG = {"embed_dim": 48,
+                          "vision_cfg": {"layers": 2, "width": 176, "head_width": 88,
+                                         "mlp_ratio": 4.3637, "patch_size": 14,
+                                         "image_size": 28},
+                          "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64,
+                                       "heads": 4, "layers": 2}}
+
+
+def test_gelu_open_clip_model_matches_open_clip(tmp_path):
+    reference = _open_clip_model(OPEN_CLIP_GELU_CFG, seed=4)
+    path = tmp_path / "open_clip_model.safetensors"
+    _write_safetensors(reference, path)
+    with pytest.raises(CheckpointError, match=r"--arch"):  # bare: never a guess
+        load_clip(path)
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(OPEN_CLIP_GELU_CFG))
+    model = load_clip(path, arch=str(arch))
+    assert model.config.activation == "gelu" and model.config.vision_heads == 4
+    pixels = random_pixels(2, 32)
+    features = open_clip_features(reference, pixels, TOKEN_IDS)
+    assert_same_features(model, features, pixels)
+    # The activation matters: the same weights read as QuickGELU give other features (small
+    # random weights keep the MLP inputs near 0, where the two differ least: 2.5e-3 here).
+    quick = load_clip(path, arch=_json(tmp_path / "quick.json",
+                                       {**OPEN_CLIP_GELU_CFG, "quick_gelu": True}))
+    assert quick.config.activation == "quick_gelu"
+    assert relative_difference(quick.encode_image(pixels), features[0]) > 10 * TOLERANCE
+    # Beside the weights, as on the Hugging Face Hub: found without --arch; cheap to read.
+    write_open_clip_config(tmp_path, OPEN_CLIP_GELU_CFG)
+    assert load_clip(path).config == model.config == read_clip_config(path)
+
+
+def _json(path, obj):
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def test_vit_g_shaped_open_clip_model_matches_open_clip(tmp_path):
+    reference = _open_clip_model(OPEN_CLIP_G_SHAPED_CFG, seed=5)
+    assert reference.visual.transformer.resblocks[0].mlp.c_fc.out_features == 768
+    path = tmp_path / "vit_g_tiny.pt"
+    torch.save(reference.state_dict(), path)
+    arch = _json(tmp_path / "arch.json", OPEN_CLIP_G_SHAPED_CFG)
+    config = read_clip_config(path, arch=arch)  # memory-mapped: shapes, not values
+    assert (config.vision_mlp_width, config.vision_heads, config.text_mlp_width) == (768, 2, 256)
+    model = load_clip(path, arch=arch)
+    assert model.config == config and model.config.activation == "gelu"
+    pixels = random_pixels(2, 28)
+    assert_same_features(model, open_clip_features(reference, pixels, TOKEN_IDS), pixels)
+
+
+@pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
+def test_hf_folder_with_non_4x_mlp_matches_transformers(tmp_path, act):
+    common = dict(hidden_act=act, projection_dim=32)
+    config = transformers.CLIPConfig(
+        text_config=transformers.CLIPTextConfig(
+            vocab_size=49408, hidden_size=64, intermediate_size=136, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406,
+            eos_token_id=49407, **common).to_dict(),
+        vision_config=transformers.CLIPVisionConfig(
+            hidden_size=96, intermediate_size=200, num_hidden_layers=2, num_attention_heads=3,
+            image_size=32, patch_size=8, **common).to_dict(),
+        projection_dim=32)
+    torch.manual_seed(6)
+    reference = perturb_(transformers.CLIPModel(config), seed=6)
+    reference.save_pretrained(tmp_path / "hf")
+    model = load_clip(tmp_path / "hf")
+    assert (model.config.vision_mlp_width, model.config.text_mlp_width) == (200, 136)
+    assert model.config.activation == act and read_clip_config(tmp_path / "hf") == model.config
+    pixels = random_pixels(2, 32)
+    features = hf_features(reference, pixels, TOKEN_IDS)
+    assert_same_features(model, features, pixels)
+    # And out again: transformers reads the exported folder's MLP widths and activation.
+    export_hf(model, tmp_path / "out")
+    exported = transformers.CLIPModel.from_pretrained(tmp_path / "out").eval()
+    assert exported.config.vision_config.intermediate_size == 200
+    assert exported.config.text_config.hidden_act == act
+    for ours, ref in zip(hf_features(exported, pixels, TOKEN_IDS), features):
+        assert relative_difference(ours, ref) <= TOLERANCE
+
+
+def test_open_clip_arch_table_is_open_clips_own():
+    """Every name of the table against the installed open_clip's model_configs/*.json, and the
+    architecture it resolves to against open_clip's own model (built on the meta device)."""
+    for name, table_cfg in OPEN_CLIP_CONFIGS.items():
+        assert table_cfg == open_clip.get_model_config(name), name
+        config = resolve_arch(name)
+        with torch.device("meta"):  # shapes without memory
+            reference = open_clip.model.CLIP(**open_clip.get_model_config(name))
+        shapes = {k: v for k, v in reference.state_dict().items() if k != "attn_mask"}
+        check_state_dict(shapes, config, source=name)
+        blocks = reference.visual.transformer.resblocks
+        assert config.vision_heads == blocks[0].attn.num_heads, name
+        assert config.text_heads == reference.transformer.resblocks[0].attn.num_heads, name
+        quick = isinstance(blocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+        assert config.activation == ("quick_gelu" if quick else "gelu"), name
+    assert resolve_arch("ViT-g-14").vision_mlp_width == 6144
+    assert resolve_arch("ViT-bigG-14").vision_mlp_width == 8192
+    with pytest.raises(CheckpointError, match="ViT-B-33.*ViT-B-32"):
+        resolve_arch("ViT-B-33")
+    with pytest.raises(CheckpointError, match="attentional_pool"):
+        config_from_open_clip({**OPEN_CLIP_GELU_CFG, "vision_cfg": {
+            **OPEN_CLIP_GELU_CFG["vision_cfg"], "attentional_pool": True}}, source="x.json")
+
+
+def test_training_takes_the_architecture_from_the_checkpoint(tmp_path):
+    """`model.variant=checkpoint`: an architecture outside VARIANTS builds and loads."""
+    from flax import nnx
+
+    from mmpiqa_jax import config as config_lib
+    from mmpiqa_jax.checkpoints import pretrained
+    from mmpiqa_jax.models import iqa
+
+    reference = _open_clip_model(OPEN_CLIP_G_SHAPED_CFG, seed=7)
+    torch.save(reference.state_dict(), tmp_path / "w.pt")
+    write_open_clip_config(tmp_path, OPEN_CLIP_G_SHAPED_CFG)
+    config = config_lib.load_config("configs/tiny.py:model=liqe,ctx=0", [
+        "model.variant=checkpoint", f"model.clip_checkpoint={tmp_path / 'w.pt'}"])
+    expected = read_clip_config(tmp_path / "w.pt")
+    assert expected not in [dataclasses.replace(v, dtype=expected.dtype) for v in VARIANTS.values()]
+    assert pretrained.clip_config(config.model) == expected
+    abstract = nnx.eval_shape(lambda: iqa.build_model(
+        config.model, nnx.Rngs(0), clip=pretrained.clip_config(config.model)))
+    assert abstract.clip.config == expected
+    clip_model = pretrained.load_pretrained_clip(config.model)
+    assert clip_model.config == expected
+    with config.unlocked():
+        config.model.variant = "ViT-B/32"  # a named variant must match what is loaded
+    with pytest.raises(ValueError, match="not model.variant 'ViT-B/32'"):
+        pretrained.load_pretrained_clip(config.model)
+    with config.unlocked():
+        config.model.variant, config.model.clip_checkpoint = "checkpoint", "random"
+    with pytest.raises(ValueError, match="model.variant='checkpoint'.*model.clip_checkpoint"):
+        pretrained.clip_config(config.model)

@@ -7,6 +7,7 @@ import pytest
 import torch
 import transformers
 from safetensors.numpy import load_file
+from safetensors.numpy import save_file as save_file_np
 
 from mmpiqa_jax.checkpoints import load_checkpoint, save_checkpoint
 from mmpiqa_jax.cli.main import main
@@ -91,6 +92,38 @@ def test_convert_reports_a_bad_file(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert str(bad) in printed and "unknown checkpoint format" in printed
     assert not (tmp_path / "out").exists()
+
+
+def test_convert_open_clip_needs_its_arch(tmp_path, capsys):
+    """A bare open_clip state dict: refused without --arch, read with it, checked against it."""
+    model_cfg = {"embed_dim": 32, "vision_cfg": {"layers": 2, "width": 64, "head_width": 16,
+                                                 "patch_size": 8, "image_size": 32},
+                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 48, "heads": 4,
+                              "layers": 2}}
+    torch.manual_seed(0)
+    source = open_clip.CLIP(**model_cfg).eval()  # exact GELU: quick_gelu is off
+    weights = tmp_path / "open_clip_model.safetensors"
+    save_file_np({k: v.numpy() for k, v in source.state_dict().items()}, weights)
+    assert main(["convert", str(weights), "--out", str(tmp_path / "no_arch")]) == 1
+    printed = capsys.readouterr().out
+    assert str(weights) in printed and "--arch" in printed and "ViT-B-32-quickgelu" in printed
+    assert not (tmp_path / "no_arch").exists()
+    # The architecture must fit the file: ViT-B-32's does not.
+    assert main(["convert", str(weights), "--arch", "ViT-B-32", "--out", str(tmp_path / "b32")]) == 1
+    printed = capsys.readouterr().out  # 12 layers per tower there, 2 here
+    assert str(weights) in printed and "expected architecture" in printed
+    assert "missing keys" in printed and "transformer.resblocks.11.ln_1.weight" in printed
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(model_cfg))
+    assert main(["convert", str(weights), "--arch", str(arch), "--out", str(tmp_path / "ok")]) == 0
+    printed = capsys.readouterr().out
+    assert "format: open_clip" in printed and "activation=gelu" in printed
+    assert "vision_heads=4" in printed and "vision_mlp_width=256" in printed
+    converted = load_checkpoint(tmp_path / "ok").clip
+    pixels = np.random.default_rng(1).standard_normal((2, 32, 32, 3), dtype=np.float32)
+    with torch.no_grad():
+        reference = source.encode_image(torch.from_numpy(pixels).permute(0, 3, 1, 2)).numpy()
+    assert relative_difference(np.asarray(converted.encode_image(pixels)), reference) <= 1e-4
 
 
 def test_parity_command_passes_and_prints_the_differences(capsys):

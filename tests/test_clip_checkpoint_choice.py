@@ -3,6 +3,7 @@ import pytest
 from flax import nnx
 
 from mmpiqa_jax import config as config_lib
+from mmpiqa_jax.checkpoints import pretrained
 from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import trainer
 from mmpiqa_jax.train.task import IQATask
@@ -35,12 +36,12 @@ def test_empty_checkpoint_with_b32_raises_naming_the_key_convert_and_random():
     config = b32_config()
     assert config.model.clip_checkpoint == ""
     with pytest.raises(ValueError, match=MESSAGE):
-        iqa.clip_weights_path(config.model)
+        pretrained.clip_weights_path(config.model)
     with pytest.raises(ValueError, match=MESSAGE):  # before anything is built
-        iqa.build_model(config.model, nnx.Rngs(0))
+        pretrained.load_pretrained_clip(config.model)
     # Shapes only (IQATask, `mmpiqa summary`, restoring a trained run) need no weights.
-    abstract = nnx.eval_shape(lambda: iqa.build_clip(config.model, nnx.Rngs(0), load_weights=False))
-    assert abstract.config.vision_width == 768
+    abstract = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0)))
+    assert abstract.clip.config.vision_width == 768
 
 
 def test_training_b32_without_checkpoint_stops_before_any_batch_or_step(tmp_path):
@@ -63,7 +64,8 @@ def test_training_b32_without_checkpoint_stops_before_any_batch_or_step(tmp_path
 
 def test_random_checkpoint_with_b32_builds():
     config = b32_config("model.clip_checkpoint=random")
-    assert iqa.clip_weights_path(config.model) is None
+    assert pretrained.clip_weights_path(config.model) is None
+    assert pretrained.load_pretrained_clip(config.model) is None
     model = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0)))
     assert model.clip.config.vision_width == 768
     assert model.clip.config.vision_layers == iqa.get_variant("ViT-B/32").vision_layers
@@ -72,6 +74,8 @@ def test_random_checkpoint_with_b32_builds():
 def test_tiny_with_empty_checkpoint_builds():
     config = config_lib.load_config("configs/tiny.py")
     assert config.model.variant == "tiny" and config.model.clip_checkpoint == ""
-    assert iqa.clip_weights_path(config.model) is None
-    model = iqa.build_model(config.model, nnx.Rngs(0))  # weights asked for: random, allowed
+    assert pretrained.clip_weights_path(config.model) is None
+    clip = pretrained.load_pretrained_clip(config.model)  # weights asked for: random, allowed
+    assert clip is None
+    model = iqa.build_model(config.model, nnx.Rngs(0), clip=clip)
     assert model.clip.config.vision_layers == iqa.get_variant("tiny").vision_layers

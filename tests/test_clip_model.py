@@ -1,5 +1,6 @@
 """The Flax CLIP against open_clip's torch CLIP (QuickGELU): features, conversion, prompt hooks."""
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -8,10 +9,11 @@ import pytest
 from flax import nnx
 
 from mmpiqa_jax import clip
+from mmpiqa_jax.checkpoints.clip_conversion import (from_openai_state_dict, infer_config,
+                                                    to_openai_state_dict)
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.models import clip_model
-from mmpiqa_jax.models.clip_model import (from_openai_state_dict, infer_config, init_visual_prompts,
-                                          to_openai_state_dict, trim_to_longest)
+from mmpiqa_jax.models.clip_model import init_visual_prompts, trim_to_longest
 
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
@@ -98,6 +100,13 @@ def test_variants_and_config_dict():
         clip.CLIPConfig.from_dict({**TINY.to_dict(), "vision_depth": 3})
     with pytest.raises(ValueError, match="float16"):
         dataclasses.replace(TINY, dtype="float16")
+    # MLPs 4x wide and QuickGELU unless stated; a config saved before these keys reads the same.
+    assert (TINY.vision_mlp_width, TINY.text_mlp_width, TINY.activation) == (512, 512, "quick_gelu")
+    old = {k: v for k, v in TINY.to_dict().items()
+           if k not in ("activation", "vision_mlp_width", "text_mlp_width")}
+    assert clip.CLIPConfig.from_dict(old) == TINY
+    with pytest.raises(ValueError, match="activation 'relu'"):
+        dataclasses.replace(TINY, activation="relu")
 
 
 def test_tiny_matches_open_clip(tiny):
@@ -112,7 +121,15 @@ def test_tiny_matches_open_clip(tiny):
 def test_clip_load_reads_an_open_clip_file(tiny, tmp_path):
     torch_model, _, model = tiny
     torch.save(torch_model.state_dict(), tmp_path / "tiny.pt")
-    loaded = clip.load(tmp_path / "tiny.pt")
+    with pytest.raises(CheckpointError, match="--arch"):  # heads, activation: not in the file
+        clip.load(tmp_path / "tiny.pt")
+    arch = tmp_path / "tiny_open_clip.json"  # open_clip's model config of the tiny variant
+    arch.write_text(json.dumps({
+        "embed_dim": 64, "quick_gelu": True,
+        "vision_cfg": {"layers": 2, "width": 128, "patch_size": 8, "image_size": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2,
+                     "layers": 2}}))
+    loaded = clip.load(tmp_path / "tiny.pt", arch=str(arch))
     assert isinstance(loaded, clip.CLIP) and loaded.config == TINY
     images = jnp.asarray(_images(TINY, 2))
     np.testing.assert_array_equal(_image(loaded, images), _image(model, images))

@@ -31,7 +31,7 @@ def export_jax(model) -> dict:
     an MP-IQE or LIQE model's weights as `torch_reference.from_export` takes them."""
     from flax import nnx
 
-    from mmpiqa_jax.models.clip_model import to_openai_state_dict
+    from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict
 
     extras = {}
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):

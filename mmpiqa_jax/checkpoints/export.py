@@ -14,8 +14,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mmpiqa_jax.checkpoints import hf, openai_layout
+from mmpiqa_jax.checkpoints.clip_conversion import infer_config, to_openai_state_dict
 from mmpiqa_jax.checkpoints.errors import CheckpointError
+from mmpiqa_jax.checkpoints.hf import hf_config_for, openai_to_hf
+from mmpiqa_jax.checkpoints.openai_layout import check_state_dict
 
 EXTRA_WEIGHTS = "mmpiqa_extra.safetensors"
 EXTRA_CONFIG = "mmpiqa_config.json"
@@ -32,8 +34,6 @@ def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
     """
     from safetensors.numpy import save_file
 
-    from mmpiqa_jax.models.clip_model import infer_config, to_openai_state_dict
-
     out_dir = os.fspath(out_dir)
     if isinstance(clip_model_or_state_dict, Mapping):
         state_dict = {k: np.asarray(v) for k, v in clip_model_or_state_dict.items()}
@@ -41,11 +41,11 @@ def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
     else:
         state_dict = to_openai_state_dict(clip_model_or_state_dict)
         config = config or clip_model_or_state_dict.config
-    openai_layout.check_state_dict(state_dict, config, source="<export>")
-    weights = {k: v.astype(np.float32) for k, v in hf.openai_to_hf(state_dict).items()}
+    check_state_dict(state_dict, config, source="<export>")
+    weights = {k: v.astype(np.float32) for k, v in openai_to_hf(state_dict).items()}
 
     os.makedirs(out_dir, exist_ok=True)
-    hf.hf_config_for(config).save_pretrained(out_dir)
+    hf_config_for(config).save_pretrained(out_dir)
     # transformers refuses safetensors files without this metadata.
     save_file(weights, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
 

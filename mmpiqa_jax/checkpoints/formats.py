@@ -8,6 +8,9 @@ Formats (the names `read_state_dict` returns):
                         `input_resolution` / `context_length` / `vocab_size` entries;
   "open_clip"           a pickled (`.pt`, `.bin`) or `.safetensors` state dict in OpenAI's names,
                         maybe wrapped as `{"state_dict": ...}` with DDP's `module.` prefixes;
+                        its architecture is the `open_clip_config.json` beside it, if any
+                        (as in Hugging Face Hub open_clip repositories), else it must be stated
+                        (`open_clip_arch`);
   "mmpiqa"              the project's own checkpoint folder (see `project.py`).
 """
 from __future__ import annotations
@@ -20,23 +23,34 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mmpiqa_jax.checkpoints import hf, openai_layout, torch_files
+from mmpiqa_jax.checkpoints.clip_conversion import infer_config, to_openai_state_dict
 from mmpiqa_jax.checkpoints.errors import CheckpointError, listing
+from mmpiqa_jax.checkpoints.hf import config_from_hf, hf_to_openai
+from mmpiqa_jax.checkpoints.open_clip_arch import config_from_open_clip
+from mmpiqa_jax.checkpoints.openai_layout import (check_state_dict, clean_state_dict,
+                                                  looks_like_openai)
+from mmpiqa_jax.checkpoints.project import PROJECT_FORMAT
+from mmpiqa_jax.checkpoints.project import load_checkpoint as load_project_checkpoint
+from mmpiqa_jax.checkpoints.project import read_config as read_project_config
+from mmpiqa_jax.checkpoints.torch_files import (TensorShape, is_torchscript, load_pickle,
+                                                load_torchscript)
+from mmpiqa_jax.models.clip_model import CLIPConfig
 
-PROJECT_FORMAT = "mmpiqa_jax.checkpoint"  # the marker in a project checkpoint's config.json
 ACCEPTED = ("a Hugging Face CLIP folder (config.json + model.safetensors or pytorch_model.bin), "
             "an OpenAI CLIP .pt (TorchScript or state dict), an open_clip state dict "
             "(.pt, .bin or .safetensors), or a checkpoint folder written by `mmpiqa convert`")
 _HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json",
                "pytorch_model.bin", "pytorch_model.bin.index.json")
+OPEN_CLIP_CONFIG = "open_clip_config.json"  # beside the weights in Hub open_clip repositories
+OPENAI_FORMATS = ("openai", "openai-torchscript")  # QuickGELU, 64-wide heads: OpenAI's own files
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """What a checkpoint file holds, in OpenAI layout."""
+    """What a checkpoint file holds, in OpenAI layout (`TensorShape`s for `shapes_only`)."""
     state_dict: dict[str, np.ndarray]
     format: str
-    config: object | None = None           # a CLIPConfig where the file states one (HF, project)
+    config: CLIPConfig | None = None       # where the file states one (HF, project)
     names: Mapping[str, str] | None = None  # OpenAI key -> name in the file, where they differ
 
 
@@ -65,13 +79,17 @@ def _container(path: str) -> str:
                           f"safetensors, zip nor pickle file); accepted: {ACCEPTED}")
 
 
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """The tensors of a safetensors file, floating point as float32."""
+def _read_safetensors(path: str, *, shapes_only: bool = False) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file, floating point as float32 (or their shapes: the
+    header alone is read)."""
     import ml_dtypes  # a jax dependency; registers bfloat16 with numpy, so safetensors can read it
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
 
     try:
+        if shapes_only:
+            with safe_open(path, framework="numpy") as f:
+                return {k: TensorShape(tuple(f.get_slice(k).get_shape())) for k in f.keys()}
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({e})") from None
@@ -79,15 +97,15 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) if is_float(v.dtype) else v for k, v in tensors.items()}
 
 
-def _read_tensor_file(path: str) -> tuple[dict, str]:
+def _read_tensor_file(path: str, *, shapes_only: bool = False) -> tuple[dict, str]:
     """(the file's tensors, how they were stored) for a single weights file."""
     kind = _container(path)
     if kind == "safetensors":
-        return _read_safetensors(path), "safetensors"
-    if kind == "zip" and torch_files.is_torchscript(path):
-        return torch_files.load_torchscript(path), "torchscript"
+        return _read_safetensors(path, shapes_only=shapes_only), "safetensors"
+    if kind == "zip" and is_torchscript(path):
+        return load_torchscript(path, shapes_only=shapes_only), "torchscript"
     if kind in ("zip", "pickle"):
-        return torch_files.load_pickle(path), "pickle"
+        return load_pickle(path, shapes_only=shapes_only), "pickle"
     raise CheckpointError(f"{path}: is a folder, expected a weights file")
 
 
@@ -124,45 +142,50 @@ def _read_hf_weights(folder: str) -> dict:
                           f"{listing(os.listdir(folder))}; expected one of {', '.join(_HF_WEIGHTS)})")
 
 
-def _read_folder(folder: str) -> Source:
+def _read_folder(folder: str, *, shapes_only: bool = False) -> Source:
     config_path = os.path.join(folder, "config.json")
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{folder}: a folder without config.json (found "
                               f"{listing(os.listdir(folder)) or 'nothing'}); accepted: {ACCEPTED}")
     config_dict = _read_json(config_path)
     if config_dict.get("format") == PROJECT_FORMAT:
-        from mmpiqa_jax.checkpoints import project
-        from mmpiqa_jax.models.clip_model import to_openai_state_dict
-
-        model = project.load_checkpoint(folder).clip
+        if shapes_only:
+            return Source({}, "mmpiqa", CLIPConfig.from_dict(read_project_config(folder)["clip"]))
+        model = load_project_checkpoint(folder).clip
         return Source(to_openai_state_dict(model), "mmpiqa", model.config)
-    config = hf.config_from_hf(config_dict, source=config_path)
-    state_dict, names = hf.hf_to_openai(_read_hf_weights(folder), source=folder)
+    config = config_from_hf(config_dict, source=config_path)
+    if shapes_only:  # the config says it all
+        return Source({}, "huggingface", config)
+    state_dict, names = hf_to_openai(_read_hf_weights(folder), source=folder)
     return Source(state_dict, "huggingface", config, names)
 
 
-def read_source(path: str | os.PathLike) -> Source:
-    """The checkpoint at `path` in OpenAI layout, its format and the config it states, if any."""
+def read_source(path: str | os.PathLike, *, shapes_only: bool = False) -> Source:
+    """The checkpoint at `path` in OpenAI layout, its format and the config it states, if any.
+
+    `shapes_only`: what the architecture needs, cheaply: a folder's config (no weights), a
+    safetensors header, a torch zip file memory-mapped (its tensors as `TensorShape`s).
+    """
     path = os.fspath(path)
     if _container(path) == "folder":
-        return _read_folder(path)
-    tensors, stored = _read_tensor_file(path)
+        return _read_folder(path, shapes_only=shapes_only)
+    tensors, stored = _read_tensor_file(path, shapes_only=shapes_only)
     if stored == "pickle" and not isinstance(tensors, Mapping):
         raise CheckpointError(f"{path}: holds a {type(tensors).__name__}, expected a state dict")
     raw_keys = set(tensors.get("state_dict", tensors)) if isinstance(tensors, Mapping) else set()
-    state_dict = openai_layout.clean_state_dict(tensors, source=path)
-    if openai_layout.looks_like_openai(state_dict):
+    state_dict = clean_state_dict(tensors, source=path)
+    if looks_like_openai(state_dict):
         if stored == "torchscript":
             fmt = "openai-torchscript"
         elif raw_keys & {"input_resolution", "context_length", "vocab_size"}:
             fmt = "openai"
         else:
-            fmt = "open_clip"
+            return Source(state_dict, "open_clip", _open_clip_config_beside(path))
         return Source(state_dict, fmt)
     if "vision_model.embeddings.patch_embedding.weight" in state_dict:
         folder = os.path.dirname(os.path.abspath(path))
         if os.path.isfile(os.path.join(folder, "config.json")):
-            return _read_folder(folder)
+            return _read_folder(folder, shapes_only=shapes_only)
         raise CheckpointError(f"{path}: Hugging Face CLIPModel weights without their config.json; "
                               "give the folder that holds both")
     raise CheckpointError(f"{path}: a state dict of {len(state_dict)} tensors, but not CLIP's "
@@ -170,16 +193,23 @@ def read_source(path: str | os.PathLike) -> Source:
                           f"{listing(state_dict, 8)}); accepted: {ACCEPTED}")
 
 
+def _open_clip_config_beside(path: str) -> CLIPConfig | None:
+    """The architecture in the `open_clip_config.json` beside an open_clip weights file, if any."""
+    config_path = os.path.join(os.path.dirname(os.path.abspath(path)), OPEN_CLIP_CONFIG)
+    if not os.path.isfile(config_path):
+        return None
+    return config_from_open_clip(_read_json(config_path), source=config_path)
+
+
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
     """(the checkpoint at `path` as an OpenAI-layout numpy state dict, the detected format name).
 
-    Checked against the architecture (the file's config, else inferred from the shapes): every
-    parameter present with its shape, and nothing else.
+    Checked against the architecture (the file's config, else inferred from the shapes, which
+    fix every parameter's shape though not the heads): every parameter present with its shape,
+    and nothing else.
     """
-    from mmpiqa_jax.models.clip_model import infer_config
-
     path = os.fspath(path)
     source = read_source(path)
     config = source.config or infer_config(source.state_dict, source=path)
-    openai_layout.check_state_dict(source.state_dict, config, source=path, names=source.names)
+    check_state_dict(source.state_dict, config, source=path, names=source.names)
     return source.state_dict, source.format

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from mmpiqa_jax.checkpoints.errors import CheckpointError, key_mismatch
+from mmpiqa_jax.models.clip_model import CLIPConfig
+from mmpiqa_jax.models.layers import ACTIVATIONS
 
 # Buffers that Hugging Face checkpoints (older transformers) carry; they are `arange`s, not weights.
 IGNORED_KEYS = frozenset({"text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"})
@@ -118,13 +120,13 @@ def openai_to_hf(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, order="C") for k, v in out.items()}
 
 
-def config_from_hf(hf_config: Mapping, *, source: str):
+def config_from_hf(hf_config: Mapping, *, source: str) -> CLIPConfig:
     """The `CLIPConfig` that a Hugging Face CLIP `config.json` (as a dict) describes.
 
-    Only what the Flax CLIP implements is accepted: QuickGELU, LayerNorm eps 1e-5, a 4x MLP.
+    Widths, layers, heads, MLP widths (`intermediate_size`), patch and image size, context
+    length, vocabulary and activation (`hidden_act`) are the config's. Only what the Flax CLIP
+    implements is accepted: QuickGELU or exact GELU, the same in both towers, LayerNorm eps 1e-5.
     """
-    from mmpiqa_jax.models.clip_model import CLIPConfig
-
     if hf_config.get("model_type", "clip") != "clip":
         raise CheckpointError(f"{source}: model_type is {hf_config.get('model_type')!r}; "
                               "only Hugging Face CLIPModel folders (model_type 'clip') are supported")
@@ -133,15 +135,19 @@ def config_from_hf(hf_config: Mapping, *, source: str):
         tower = hf_config.get(name)
         if not isinstance(tower, Mapping):
             raise CheckpointError(f"{source}: no {name} in the Hugging Face config")
-        act = tower.get("hidden_act", "quick_gelu")
-        if act != "quick_gelu":
-            raise CheckpointError(f"{source}: {name}.hidden_act is {act!r}; the Flax CLIP implements "
-                                  "OpenAI's 'quick_gelu' only")
+        act = tower.get("hidden_act", "quick_gelu")  # transformers' default
+        if act not in ACTIVATIONS:
+            raise CheckpointError(f"{source}: {name}.hidden_act is {act!r}; the Flax CLIP "
+                                  f"implements {' and '.join(map(repr, ACTIVATIONS))}")
         eps = tower.get("layer_norm_eps", 1e-5)
         if abs(eps - 1e-5) > 1e-12:
             raise CheckpointError(f"{source}: {name}.layer_norm_eps is {eps}; expected 1e-05")
         towers[name] = tower
     text, vision = towers["text_config"], towers["vision_config"]
+    acts = {name: tower.get("hidden_act", "quick_gelu") for name, tower in towers.items()}
+    if len(set(acts.values())) != 1:
+        raise CheckpointError(f"{source}: the towers' hidden_act differ ({acts}); the Flax CLIP "
+                              "uses one activation in both")
     try:
         return CLIPConfig(
             embed_dim=int(hf_config.get("projection_dim", text.get("projection_dim", 512))),
@@ -155,25 +161,31 @@ def config_from_hf(hf_config: Mapping, *, source: str):
             text_width=int(text["hidden_size"]),
             text_heads=int(text["num_attention_heads"]),
             text_layers=int(text["num_hidden_layers"]),
+            activation=acts["vision_config"],
+            vision_mlp_width=int(vision["intermediate_size"]),
+            text_mlp_width=int(text["intermediate_size"]),
         )
     except KeyError as e:
         raise CheckpointError(f"{source}: the Hugging Face config has no {e.args[0]!r}") from None
+    except ValueError as e:
+        raise CheckpointError(f"{source}: {e}") from None
 
 
-def hf_config_for(config):
-    """A `transformers.CLIPConfig` for a `CLIPConfig`, with OpenAI's numerics and token ids."""
+def hf_config_for(config: CLIPConfig):
+    """A `transformers.CLIPConfig` for a `CLIPConfig`, with OpenAI's token ids."""
     import transformers
 
-    common = dict(hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=config.embed_dim)
+    common = dict(hidden_act=config.activation, layer_norm_eps=1e-5,
+                  projection_dim=config.embed_dim)
     text = transformers.CLIPTextConfig(
         vocab_size=config.vocab_size, hidden_size=config.text_width,
-        intermediate_size=4 * config.text_width, num_hidden_layers=config.text_layers,
+        intermediate_size=config.text_mlp_width, num_hidden_layers=config.text_layers,
         num_attention_heads=config.text_heads, max_position_embeddings=config.context_length,
         # OpenAI's tokenizer: <|startoftext|> 49406, <|endoftext|> 49407 (the highest id), pads with 0.
         # With this eos id transformers pools at the first end-of-text token, as OpenAI does.
         bos_token_id=49406, eos_token_id=49407, pad_token_id=0, **common)
     vision = transformers.CLIPVisionConfig(
-        hidden_size=config.vision_width, intermediate_size=4 * config.vision_width,
+        hidden_size=config.vision_width, intermediate_size=config.vision_mlp_width,
         num_hidden_layers=config.vision_layers, num_attention_heads=config.vision_heads,
         image_size=config.image_resolution, patch_size=config.vision_patch_size, **common)
     hf_config = transformers.CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),

@@ -1,43 +1,91 @@
-"""`load_clip` and `load_checkpoint`: any supported checkpoint to a Flax CLIP (and its extras)."""
+"""`load_clip`, `load_checkpoint` and `read_clip_config`: any supported checkpoint to a Flax CLIP
+(and its extras), or to its architecture alone."""
 from __future__ import annotations
 
 import dataclasses
 import os
 
-from mmpiqa_jax.checkpoints import export, formats, openai_layout, project
+from mmpiqa_jax.checkpoints.clip_conversion import from_openai_state_dict, infer_config
+from mmpiqa_jax.checkpoints.errors import CheckpointError
+from mmpiqa_jax.checkpoints.export import read_extras
+from mmpiqa_jax.checkpoints.formats import OPEN_CLIP_CONFIG, OPENAI_FORMATS, Source, read_source
+from mmpiqa_jax.checkpoints.open_clip_arch import OPEN_CLIP_CONFIGS, resolve_arch
+from mmpiqa_jax.checkpoints.openai_layout import check_state_dict
+from mmpiqa_jax.checkpoints.project import Checkpoint, is_project_checkpoint
+from mmpiqa_jax.checkpoints.project import load_checkpoint as load_project_checkpoint
+from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
 
-def load_clip(path: str | os.PathLike, *, dtype: str = "float32", config=None):
+def load_clip(path: str | os.PathLike, *, dtype: str = "float32",
+              config: CLIPConfig | None = None, arch: str | None = None) -> CLIP:
     """A Flax `CLIP` from any supported checkpoint (see `formats`); `dtype` is the compute dtype.
 
-    The architecture is the file's own config where it has one (Hugging Face, project), else it
-    is inferred from the tensors' shapes; `config` overrides both (e.g. for heads that are not
-    width // 64 in an open_clip file).
+    The architecture is `config` if given, else `arch` (an open_clip model name such as
+    "ViT-B-32" or "ViT-B-32-quickgelu", or an open_clip model config JSON file), else the file's
+    own config (Hugging Face, project, an `open_clip_config.json` beside open_clip weights),
+    else, for OpenAI's files, their shapes with OpenAI's 64-wide heads and QuickGELU. A bare
+    open_clip state dict states neither heads nor activation: without `arch` it is an error.
     """
-    return load_checkpoint(path, dtype=dtype, config=config).clip
+    return load_checkpoint(path, dtype=dtype, config=config, arch=arch).clip
 
 
-def load_checkpoint(path: str | os.PathLike, *, dtype: str = "float32", config=None) -> project.Checkpoint:
+def load_checkpoint(path: str | os.PathLike, *, dtype: str = "float32",
+                    config: CLIPConfig | None = None, arch: str | None = None) -> Checkpoint:
     """(CLIP, extra params, extra config) from a project checkpoint or any supported format.
 
     Extras come from a project checkpoint or from a Hugging Face folder written by `export_hf`;
     other formats have none.
     """
-    return read_checkpoint(path, dtype=dtype, config=config)[0]
+    return read_checkpoint(path, dtype=dtype, config=config, arch=arch)[0]
 
 
 def read_checkpoint(path: str | os.PathLike, *, dtype: str = "float32",
-                    config=None) -> tuple[project.Checkpoint, str]:
+                    config: CLIPConfig | None = None,
+                    arch: str | None = None) -> tuple[Checkpoint, str]:
     """`load_checkpoint`, and the detected format's name (see `formats`)."""
     path = os.fspath(path)
-    if config is None and project.is_project_checkpoint(path):
-        return project.load_checkpoint(path, dtype=dtype), "mmpiqa"
-    from mmpiqa_jax.models.clip_model import from_openai_state_dict, infer_config
-
-    source = formats.read_source(path)
-    config = config or source.config or infer_config(source.state_dict, source=path)
-    config = dataclasses.replace(config, dtype=dtype)
-    openai_layout.check_state_dict(source.state_dict, config, source=path, names=source.names)
+    if config is None and arch is None and is_project_checkpoint(path):
+        return load_project_checkpoint(path, dtype=dtype), "mmpiqa"
+    source = read_source(path)
+    config = dataclasses.replace(architecture(source, path=path, config=config, arch=arch),
+                                 dtype=dtype)
+    check_state_dict(source.state_dict, config, source=path, names=source.names)
     model = from_openai_state_dict(source.state_dict, source=path, config=config, dtype=dtype)
-    extras, extra_config = export.read_extras(path) if source.format == "huggingface" else ({}, {})
-    return project.Checkpoint(model, extras, extra_config), source.format
+    extras, extra_config = read_extras(path) if source.format == "huggingface" else ({}, {})
+    return Checkpoint(model, extras, extra_config), source.format
+
+
+def read_clip_config(path: str | os.PathLike, *, arch: str | None = None) -> CLIPConfig:
+    """The architecture of the CLIP at `path` (as `load_clip` resolves it), without its weights
+    where the format allows: a folder's config file, a safetensors header, a memory-mapped torch
+    zip file (a legacy torch pickle and a TorchScript archive are read whole)."""
+    path = os.fspath(path)
+    source = read_source(path, shapes_only=True)
+    return architecture(source, path=path, arch=arch)
+
+
+def architecture(source: Source, *, path: str, config: CLIPConfig | None = None,
+                 arch: str | None = None) -> CLIPConfig:
+    """The `CLIPConfig` of `source` (see `load_clip` for the order); never a guess."""
+    if config is not None:
+        return config
+    if arch is not None:
+        stated = resolve_arch(arch)
+        if source.config is not None and dataclasses.replace(source.config,
+                                                             dtype=stated.dtype) != stated:
+            raise CheckpointError(f"{path}: its own config ({source.config}) disagrees with "
+                                  f"--arch {arch} ({stated})")
+        return stated
+    if source.config is not None:
+        return source.config
+    inferred = infer_config(source.state_dict, source=path)
+    if source.format in OPENAI_FORMATS:
+        return inferred
+    # Shapes fix every tensor: report a damaged file before asking for what it cannot say.
+    check_state_dict(source.state_dict, inferred, source=path, names=source.names)
+    raise CheckpointError(
+        f"{path}: an open_clip state dict, which says neither its attention heads nor its "
+        "activation (QuickGELU for OpenAI's weights, exact GELU for LAION's and DataComp's). "
+        f"Name its open_clip model: `mmpiqa convert {path} --arch NAME --out DIR` (in Python, "
+        f"arch=NAME), NAME one of {', '.join(OPEN_CLIP_CONFIGS)} or an open_clip model "
+        f"config JSON file; or put its {OPEN_CLIP_CONFIG} beside it.")

@@ -17,11 +17,8 @@ from mmpiqa_jax.checkpoints.errors import CheckpointError, key_mismatch
 # Dropped knowingly; the architecture is inferred from the parameters' shapes instead.
 NON_PARAMETER_KEYS = frozenset({"input_resolution", "context_length", "vocab_size", "attn_mask"})
 
-_MLP_RATIO = 4  # every OpenAI CLIP has a 4x MLP
 
-
-def _resblock_shapes(prefix: str, width: int) -> dict[str, tuple[int, ...]]:
-    hidden = _MLP_RATIO * width
+def _resblock_shapes(prefix: str, width: int, hidden: int) -> dict[str, tuple[int, ...]]:
     return {
         f"{prefix}.ln_1.weight": (width,),
         f"{prefix}.ln_1.bias": (width,),
@@ -51,7 +48,8 @@ def expected_shapes(config) -> dict[str, tuple[int, ...]]:
         "visual.ln_pre.bias": (vw,),
     }
     for i in range(config.vision_layers):
-        shapes.update(_resblock_shapes(f"visual.transformer.resblocks.{i}", vw))
+        shapes.update(_resblock_shapes(f"visual.transformer.resblocks.{i}", vw,
+                                       config.vision_mlp_width))
     shapes.update({
         "visual.ln_post.weight": (vw,),
         "visual.ln_post.bias": (vw,),
@@ -60,7 +58,7 @@ def expected_shapes(config) -> dict[str, tuple[int, ...]]:
         "positional_embedding": (config.context_length, tw),
     })
     for i in range(config.text_layers):
-        shapes.update(_resblock_shapes(f"transformer.resblocks.{i}", tw))
+        shapes.update(_resblock_shapes(f"transformer.resblocks.{i}", tw, config.text_mlp_width))
     shapes.update({
         "ln_final.weight": (tw,),
         "ln_final.bias": (tw,),

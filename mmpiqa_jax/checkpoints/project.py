@@ -22,8 +22,9 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from mmpiqa_jax.checkpoints.errors import CheckpointError, key_mismatch
-from mmpiqa_jax.checkpoints.formats import PROJECT_FORMAT
+from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
+PROJECT_FORMAT = "mmpiqa_jax.checkpoint"  # the marker in a project checkpoint's config.json
 VERSION = 1
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
@@ -31,7 +32,7 @@ PARAMS_DIR = "params"
 
 class Checkpoint(NamedTuple):
     """What a checkpoint holds: the CLIP model, the extra parameters and their config."""
-    clip: object  # mmpiqa_jax.models.clip_model.CLIP
+    clip: CLIP
     extra_params: dict[str, np.ndarray]
     extra_config: dict
 
@@ -53,7 +54,7 @@ def _check_extras(extra_params) -> dict[str, np.ndarray]:
     return extras
 
 
-def save_checkpoint(out_dir: str | os.PathLike, clip_model, extra_params: Mapping | None = None,
+def save_checkpoint(out_dir: str | os.PathLike, clip_model: CLIP, extra_params: Mapping | None = None,
                     extra_config: Mapping | None = None, *, overwrite: bool = False) -> str:
     """Write `clip_model` (+ extras) as a project checkpoint in `out_dir`; returns its absolute path."""
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -81,7 +82,7 @@ def save_checkpoint(out_dir: str | os.PathLike, clip_model, extra_params: Mappin
     return out_dir
 
 
-def save_clip(model, out_dir: str | os.PathLike, *, overwrite: bool = False) -> str:
+def save_clip(model: CLIP, out_dir: str | os.PathLike, *, overwrite: bool = False) -> str:
     """Write `model` alone as a project checkpoint."""
     return save_checkpoint(out_dir, model, overwrite=overwrite)
 
@@ -102,10 +103,8 @@ def read_config(folder: str) -> dict:
     return meta
 
 
-def _abstract_clip(config):
+def _abstract_clip(config: CLIPConfig):
     """(graphdef, abstract Param state, the other state) of a CLIP with `config`, without allocating."""
-    from mmpiqa_jax.models.clip_model import CLIP
-
     graphdef, params, rest = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))),
                                        nnx.Param, ...)
     if jax.tree.leaves(rest):  # non-parameter state (buffers) is not saved: build it for real
@@ -115,8 +114,6 @@ def _abstract_clip(config):
 
 def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Checkpoint:
     """The model, extras and extra config of a project checkpoint; `dtype` overrides the compute dtype."""
-    from mmpiqa_jax.models.clip_model import CLIPConfig
-
     folder = os.path.abspath(os.fspath(path))
     meta = read_config(folder)
     config = CLIPConfig.from_dict(meta["clip"])

@@ -4,6 +4,7 @@ torch is imported here only, only to unpickle, and only when such a file is read
 """
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -11,6 +12,12 @@ from collections.abc import Mapping
 import numpy as np
 
 from mmpiqa_jax.checkpoints.errors import CheckpointError
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorShape:
+    """A tensor's shape without its values (what `np.shape` reads), for shape-only reading."""
+    shape: tuple[int, ...]
 
 
 def _torch(path: str):
@@ -33,10 +40,13 @@ def is_torchscript(path: str) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
-def _to_numpy(tree, torch):
-    """`tree` with every torch tensor as a numpy array (floating point as float32)."""
+def _to_numpy(tree, torch, *, shapes_only: bool = False):
+    """`tree` with every torch tensor as a numpy array (floating point as float32), or as its
+    `TensorShape`."""
     if isinstance(tree, Mapping):
-        return {k: _to_numpy(v, torch) for k, v in tree.items()}
+        return {k: _to_numpy(v, torch, shapes_only=shapes_only) for k, v in tree.items()}
+    if isinstance(tree, torch.Tensor) and shapes_only:
+        return TensorShape(tuple(tree.shape))
     if isinstance(tree, torch.Tensor):
         tensor = tree.detach().cpu()
         # numpy has no bfloat16; parameters are kept in float32 anyway (OpenAI's files are fp16).
@@ -44,11 +54,13 @@ def _to_numpy(tree, torch):
     return tree
 
 
-def load_pickle(path: str):
-    """The object in a `torch.save` file, tensors as numpy; only plain data is unpickled."""
+def load_pickle(path: str, *, shapes_only: bool = False):
+    """The object in a `torch.save` file, tensors as numpy (or `TensorShape`s: a zip file is
+    then memory-mapped, its tensors' data not read); only plain data is unpickled."""
     torch = _torch(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        mmap = shapes_only and zipfile.is_zipfile(path)  # torch maps zip files only
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         if "weights_only" in str(e) or "Weights only" in str(e):
             raise CheckpointError(
@@ -58,14 +70,15 @@ def load_pickle(path: str):
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch pickle ({e})") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch file ({type(e).__name__}: {e})") from None
-    return _to_numpy(obj, torch)
+    return _to_numpy(obj, torch, shapes_only=shapes_only)
 
 
-def load_torchscript(path: str) -> dict[str, np.ndarray]:
-    """The state dict of a TorchScript archive (OpenAI's released `.pt` files), as numpy."""
+def load_torchscript(path: str, *, shapes_only: bool = False) -> dict[str, np.ndarray]:
+    """The state dict of a TorchScript archive (OpenAI's released `.pt` files), as numpy (or
+    `TensorShape`s; the archive is read whole either way)."""
     torch = _torch(path)
     try:
         module = torch.jit.load(path, map_location="cpu")
     except (RuntimeError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: truncated or corrupt TorchScript archive ({e})") from None
-    return _to_numpy(dict(module.state_dict()), torch)
+    return _to_numpy(dict(module.state_dict()), torch, shapes_only=shapes_only)

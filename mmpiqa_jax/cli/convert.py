@@ -10,6 +10,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="OpenAI/open_clip .pt/.bin/.safetensors file, or a Hugging Face folder")
     parser.add_argument("--out", required=True, help="folder to write the checkpoint to")
     parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
+    parser.add_argument(
+        "--arch", default=None, metavar="NAME",
+        help="the architecture of a bare open_clip state dict, which carries neither its heads "
+             "nor its activation: an open_clip model name (ViT-B-32 for exact GELU, "
+             "ViT-B-32-quickgelu for OpenAI's weights, ...; see checkpoints/open_clip_arch.py) "
+             "or an open_clip model config JSON file")
 
 
 def variant_name(config) -> str:
@@ -44,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from mmpiqa_jax.checkpoints.load import read_checkpoint
 
     try:
-        checkpoint, fmt = read_checkpoint(args.src)
+        checkpoint, fmt = read_checkpoint(args.src, arch=args.arch)
         out = save_checkpoint(args.out, checkpoint.clip, checkpoint.extra_params,
                               checkpoint.extra_config, overwrite=args.overwrite)
     except CheckpointError as e:

@@ -64,6 +64,7 @@ def _flops(x: float) -> str:
 
 def run(args) -> int:
     from mmpiqa_jax import config as config_lib
+    from mmpiqa_jax.checkpoints import pretrained
     from mmpiqa_jax.models import iqa
     from mmpiqa_jax.train import optimizer as optimizer_lib
     from mmpiqa_jax.train import param_groups as pg
@@ -71,7 +72,7 @@ def run(args) -> int:
     config = config_lib.load_config(args.config, args.overrides)
     groups = pg.resolve(config.optimizer.param_groups)
     model = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(config.seed),
-                                                   load_weights=False))
+                                                   clip=pretrained.clip_config(config.model)))
     graphdef, trainable, frozen = pg.split_trainable(model, groups)
     counts = pg.count(model, groups)
     m = config.model

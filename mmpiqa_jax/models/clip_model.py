@@ -1,7 +1,7 @@
 """OpenAI CLIP (ViT image tower + text tower) in Flax NNX, with hooks for prompt learning.
 
-Parameter names mirror OpenAI's `clip/model.py`, so that `from_openai_state_dict` and
-`to_openai_state_dict` are a table of renames and transposes.
+Parameter names mirror OpenAI's `clip/model.py`, so that converting OpenAI-layout state dicts
+(`mmpiqa_jax.checkpoints.clip_conversion`) is a table of renames and transposes.
 """
 from __future__ import annotations
 
@@ -15,14 +15,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mmpiqa_jax.models.layers import LayerNorm, Transformer, check_remat, replace_tokens
+from mmpiqa_jax.models.layers import (ACTIVATIONS, LayerNorm, Transformer, check_remat,
+                                      replace_tokens)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig:
-    """The architecture, in the terms of OpenAI's `build_model`; heads are width // 64 there."""
+    """The architecture, in the terms of OpenAI's `build_model` (heads are width // 64 there).
+
+    `activation` is the MLPs' ("quick_gelu", OpenAI's; "gelu", exact, as open_clip's LAION and
+    DataComp models); the MLP widths default to 4x the tower's width, as in every OpenAI CLIP.
+    """
     embed_dim: int
     image_resolution: int
     vision_layers: int
@@ -35,10 +40,23 @@ class CLIPConfig:
     text_heads: int
     text_layers: int
     dtype: str = "float32"  # compute dtype; parameters stay float32
+    activation: str = "quick_gelu"
+    vision_mlp_width: int | None = None  # None: 4 * vision_width
+    text_mlp_width: int | None = None  # None: 4 * text_width
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:
             raise ValueError(f"CLIPConfig.dtype {self.dtype!r} is not one of {sorted(_DTYPES)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"CLIPConfig.activation {self.activation!r} is not one of "
+                             f"{sorted(ACTIVATIONS)}")
+        for tower in ("vision", "text"):
+            # Stored explicitly, so that configs of the same architecture compare equal.
+            if getattr(self, f"{tower}_mlp_width") is None:
+                object.__setattr__(self, f"{tower}_mlp_width", 4 * getattr(self, f"{tower}_width"))
+            if getattr(self, f"{tower}_mlp_width") < 1:
+                raise ValueError(f"{tower}_mlp_width must be >= 1, got "
+                                 f"{getattr(self, f'{tower}_mlp_width')}")
         for tower in ("vision", "text"):
             width, heads = getattr(self, f"{tower}_width"), getattr(self, f"{tower}_heads")
             if heads < 1 or width % heads:
@@ -75,7 +93,8 @@ VARIANTS: dict[str, CLIPConfig] = {
     "ViT-L/14": _openai(768, 224, 24, 1024, 14, 768, 12),
     "ViT-L/14-336": _openai(768, 336, 24, 1024, 14, 768, 12),
     # For tests and demos: two 2-head layers per tower, real vocabulary and context length so
-    # that the tokenizer's output fits; heads follow width // 64 so `infer_config` recovers it.
+    # that the tokenizer's output fits; heads follow width // 64, so that the checkpoint readers'
+    # shape inference (`checkpoints.clip_conversion.infer_config`) recovers it.
     "tiny": _openai(64, 32, 2, 128, 8, 128, 2),
 }
 
@@ -105,7 +124,8 @@ class VisionTransformer(nnx.Module):
             _normal(scale)(rngs.params(), (grid * grid + 1, width)))
         self.ln_pre = LayerNorm(width, rngs=rngs)
         self.transformer = Transformer(width, config.vision_layers, config.vision_heads,
-                                       dtype=dtype, rngs=rngs)
+                                       mlp_width=config.vision_mlp_width,
+                                       activation=config.activation, dtype=dtype, rngs=rngs)
         self.ln_post = LayerNorm(width, rngs=rngs)
         self.proj = nnx.Param(_normal(scale)(rngs.params(), (width, config.embed_dim)))
         self.resolution = config.image_resolution
@@ -142,8 +162,9 @@ class CLIP(nnx.Module):
         self.config = config
         dtype, width = config.compute_dtype, config.text_width
         self.visual = VisionTransformer(config, rngs=rngs)
-        self.transformer = Transformer(width, config.text_layers, config.text_heads, dtype=dtype,
-                                       rngs=rngs)
+        self.transformer = Transformer(width, config.text_layers, config.text_heads,
+                                       mlp_width=config.text_mlp_width,
+                                       activation=config.activation, dtype=dtype, rngs=rngs)
         self.token_embedding = nnx.Embed(config.vocab_size, width, dtype=dtype,
                                          embedding_init=_normal(0.02), rngs=rngs)
         self.positional_embedding = nnx.Param(
@@ -310,139 +331,3 @@ def trim_to_longest(token_ids: np.ndarray) -> np.ndarray:
     if token_ids.ndim != 2 or token_ids.shape[0] == 0:
         raise ValueError(f"token_ids must be [N, L] with N >= 1, got shape {token_ids.shape}")
     return token_ids[:, :int(token_ids.argmax(axis=-1).max()) + 1]
-
-
-# ----------------------------------------------------------------------------------------------
-# OpenAI state dicts <-> CLIP. Each row: OpenAI key, NNX path, axis permutation from the torch
-# layout to ours (None: same layout). Linear weights are [out, in] in torch, [in, out] here;
-# conv weights [out, in, kh, kw] there, [kh, kw, in, out] here.
-
-_T = (1, 0)
-_CONV = (2, 3, 1, 0)
-
-_BLOCK_ROWS = (
-    ("ln_1.weight", ("ln_1", "scale"), None),
-    ("ln_1.bias", ("ln_1", "bias"), None),
-    ("attn.in_proj_weight", ("attn", "in_proj", "kernel"), _T),
-    ("attn.in_proj_bias", ("attn", "in_proj", "bias"), None),
-    ("attn.out_proj.weight", ("attn", "out_proj", "kernel"), _T),
-    ("attn.out_proj.bias", ("attn", "out_proj", "bias"), None),
-    ("ln_2.weight", ("ln_2", "scale"), None),
-    ("ln_2.bias", ("ln_2", "bias"), None),
-    ("mlp.c_fc.weight", ("mlp", "c_fc", "kernel"), _T),
-    ("mlp.c_fc.bias", ("mlp", "c_fc", "bias"), None),
-    ("mlp.c_proj.weight", ("mlp", "c_proj", "kernel"), _T),
-    ("mlp.c_proj.bias", ("mlp", "c_proj", "bias"), None),
-)
-
-_VISION_ROWS = (
-    ("visual.conv1.weight", ("visual", "conv1", "kernel"), _CONV),
-    ("visual.class_embedding", ("visual", "class_embedding"), None),
-    ("visual.positional_embedding", ("visual", "positional_embedding"), None),
-    ("visual.ln_pre.weight", ("visual", "ln_pre", "scale"), None),
-    ("visual.ln_pre.bias", ("visual", "ln_pre", "bias"), None),
-    ("visual.ln_post.weight", ("visual", "ln_post", "scale"), None),
-    ("visual.ln_post.bias", ("visual", "ln_post", "bias"), None),
-    ("visual.proj", ("visual", "proj"), None),
-)
-
-_TEXT_ROWS = (
-    ("token_embedding.weight", ("token_embedding", "embedding"), None),
-    ("positional_embedding", ("positional_embedding",), None),
-    ("ln_final.weight", ("ln_final", "scale"), None),
-    ("ln_final.bias", ("ln_final", "bias"), None),
-    ("text_projection", ("text_projection",), None),
-    ("logit_scale", ("logit_scale",), None),
-)
-
-
-def conversion_table(config: CLIPConfig) -> list[tuple[str, tuple, tuple[int, ...] | None]]:
-    """(OpenAI key, NNX path, permutation) for every parameter of a CLIP with `config`."""
-    rows = list(_VISION_ROWS) + list(_TEXT_ROWS)
-    towers = (("visual.transformer", ("visual", "transformer"), config.vision_layers),
-              ("transformer", ("transformer",), config.text_layers))
-    for prefix, path, layers in towers:
-        for i in range(layers):
-            rows += [(f"{prefix}.resblocks.{i}.{key}", (*path, "resblocks", i, *sub), perm)
-                     for key, sub, perm in _BLOCK_ROWS]
-    return rows
-
-
-def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPConfig:
-    """The architecture of an OpenAI-layout state dict from its shapes, as OpenAI's `build_model`.
-
-    Only shapes are read (anything with `.shape` will do, e.g. `jax.ShapeDtypeStruct`).
-    """
-    # Imported here, as in from_openai_state_dict: mmpiqa_jax.checkpoints imports this module.
-    from mmpiqa_jax.checkpoints.errors import CheckpointError
-
-    if "visual.layer1.0.conv1.weight" in state_dict:
-        raise CheckpointError(f"{source}: a ResNet CLIP; only ViT image towers are supported")
-    needed = ("visual.conv1.weight", "visual.positional_embedding", "text_projection",
-              "positional_embedding", "token_embedding.weight", "ln_final.weight")
-    if missing := [k for k in needed if k not in state_dict]:
-        raise CheckpointError(f"{source}: not an OpenAI CLIP state dict, missing keys: "
-                              f"{', '.join(missing)}")
-    shape = lambda key: tuple(np.shape(state_dict[key]))
-
-    def count_layers(prefix: str) -> int:
-        return len({k.split(".")[len(prefix.split("."))] for k in state_dict
-                    if k.startswith(prefix + ".")})
-
-    if len(shape("visual.conv1.weight")) != 4:
-        raise CheckpointError(f"{source}: tensor visual.conv1.weight has shape "
-                              f"{shape('visual.conv1.weight')}, expected [width, 3, patch, patch]")
-    vision_width, _, patch, _ = shape("visual.conv1.weight")
-    grid = round((shape("visual.positional_embedding")[0] - 1) ** 0.5)
-    text_width = shape("ln_final.weight")[0]
-    return CLIPConfig(
-        embed_dim=shape("text_projection")[1],
-        image_resolution=patch * grid,
-        vision_layers=count_layers("visual.transformer.resblocks"),
-        vision_width=vision_width,
-        vision_patch_size=patch,
-        vision_heads=vision_width // 64,
-        context_length=shape("positional_embedding")[0],
-        vocab_size=shape("token_embedding.weight")[0],
-        text_width=text_width,
-        text_heads=text_width // 64,
-        text_layers=count_layers("transformer.resblocks"),
-    )
-
-
-def from_openai_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str = "<state dict>",
-                           config: CLIPConfig | None = None, dtype: str | None = None) -> CLIP:
-    """A CLIP holding the parameters of an OpenAI-layout state dict (numpy arrays, any float dtype).
-
-    The architecture is inferred from the shapes unless `config` is given; `dtype` (if given)
-    replaces its compute dtype. Non-parameter entries of OpenAI and open_clip files (the
-    hyper-parameters of TorchScript archives, open_clip's `attn_mask`) are dropped; anything else
-    not in the layout is an error, as are missing keys and wrong shapes (`CheckpointError`).
-    """
-    from mmpiqa_jax.checkpoints import openai_layout
-
-    state_dict = {k: v for k, v in state_dict.items() if k not in openai_layout.NON_PARAMETER_KEYS}
-    config = config or infer_config(state_dict, source=source)
-    if dtype is not None:
-        config = dataclasses.replace(config, dtype=dtype)
-    openai_layout.check_state_dict(state_dict, config, source=source)
-
-    # Allocate nothing random: build the model abstractly, then fill in the converted arrays.
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))))
-    variables = dict(nnx.to_flat_state(abstract))
-    for key, path, perm in conversion_table(config):
-        value = np.asarray(state_dict[key], np.float32)
-        if perm is not None:
-            value = value.transpose(perm)
-        variables[path] = variables[path].replace(jnp.asarray(value))
-    return nnx.merge(graphdef, nnx.from_flat_state(variables))
-
-
-def to_openai_state_dict(model: CLIP) -> dict[str, np.ndarray]:
-    """The model's parameters as float32 numpy arrays under OpenAI's keys and layouts."""
-    variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    out = {}
-    for key, path, perm in conversion_table(model.config):
-        value = np.asarray(variables[path].get_value(), np.float32)
-        out[key] = value.transpose(np.argsort(perm)) if perm is not None else value
-    return out

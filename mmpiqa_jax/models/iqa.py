@@ -23,7 +23,7 @@ from flax import nnx
 
 from mmpiqa_jax import labels
 from mmpiqa_jax.models import prompts as prompts_lib
-from mmpiqa_jax.models.clip_model import CLIP, get_variant
+from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig, get_variant
 from mmpiqa_jax.models.fusion import FusionEncoder
 
 _QUALITY_LEVELS = np.arange(1, labels.NUM_QUALITIES + 1, dtype=np.float32)
@@ -227,60 +227,13 @@ _MODEL_KEYS = {
 }
 
 
-RANDOM_CLIP = "random"  # `model.clip_checkpoint` asking for a random initialisation of `variant`
+def build_model(config, rngs: nnx.Rngs, *,
+                clip: CLIP | CLIPConfig | None = None) -> MPIQE | LIQE:
+    """The model that `config` (the `model` section of a training config) describes, on `clip`.
 
-
-def clip_weights_path(config) -> str | None:
-    """The checkpoint `build_clip` loads for `config` (the `model` section), or None: random init.
-
-    `clip_checkpoint` "random" asks for a random initialisation of `variant` on purpose; empty is
-    allowed for the `tiny` variant only (tests, demo). Empty with any other variant raises: a
-    randomly initialised ViT-B/32 trains to meaningless numbers on real data, so it must be asked
-    for, not fallen into. (A checkpoint file literally named `random`: write `./random`.)
-    """
-    path = config.clip_checkpoint
-    if path == RANDOM_CLIP:
-        return None
-    if not path:
-        if config.variant == "tiny":
-            return None
-        raise ValueError(
-            f"model.clip_checkpoint is empty for model.variant {config.variant!r}: that would "
-            f"train a randomly initialised CLIP, whose scores on real data mean nothing. Set "
-            f"model.clip_checkpoint to pretrained {config.variant} weights, i.e. anything "
-            "clip.load reads: an OpenAI .pt (the `clip` package's download, e.g. ViT-B-32.pt), "
-            "an open_clip .pt/.bin/.safetensors (a QuickGELU model, pretrained 'openai'), a "
-            "Hugging Face folder (e.g. openai/clip-vit-base-patch32), or the folder "
-            "`mmpiqa convert SRC --out DIR` writes from any of these (then "
-            "--set model.clip_checkpoint=DIR). To train from a random initialisation on "
-            f"purpose, set model.clip_checkpoint={RANDOM_CLIP}.")
-    return path
-
-
-def build_clip(config, rngs: nnx.Rngs, *, load_weights: bool = True) -> CLIP:
-    """CLIP of `config.variant`: with `config.clip_checkpoint`'s weights when asked, else random.
-
-    With `load_weights` (the weights training starts from), `clip_weights_path` decides, and
-    raises for an empty checkpoint with a variant other than `tiny`. Without it (shapes only:
-    `nnx.eval_shape`, the init a restored checkpoint overwrites) nothing is read or checked.
-    """
-    expected = dataclasses.replace(get_variant(config.variant), dtype=config.dtype)
-    path = clip_weights_path(config) if load_weights else None
-    if path:
-        from mmpiqa_jax import clip as clip_api
-
-        clip = clip_api.load(path, dtype=config.dtype)
-        if clip.config != expected:
-            raise ValueError(f"model.clip_checkpoint {path!r} holds a CLIP of "
-                             f"{clip.config}, not model.variant {config.variant!r} ({expected})")
-        return clip
-    return CLIP(expected, rngs=rngs)
-
-
-def build_model(config, rngs: nnx.Rngs, *, load_weights: bool = True) -> MPIQE | LIQE:
-    """The model that `config` (the `model` section of a training config) describes.
-
-    `load_weights=False` skips `clip_checkpoint` (for shape-only uses such as `nnx.eval_shape`).
+    `clip`: a built CLIP (pretrained weights: `checkpoints.pretrained.load_pretrained_clip`);
+    a `CLIPConfig`, randomly initialised (`checkpoints.pretrained.clip_config` gives the one a
+    checkpoint holds); None, a random initialisation of `config.variant` in `config.dtype`.
     """
     if config.name not in MODELS:
         raise ValueError(f"unknown model.name {config.name!r}; known: {sorted(MODELS)}")
@@ -289,7 +242,10 @@ def build_model(config, rngs: nnx.Rngs, *, load_weights: bool = True) -> MPIQE |
         if key not in config:
             raise KeyError(f"model config lacks key model.{key} needed by {config.name!r}")
         kwargs[key] = config[key]
-    clip = build_clip(config, rngs, load_weights=load_weights)
+    if clip is None:
+        clip = dataclasses.replace(get_variant(config.variant), dtype=config.dtype)
+    if isinstance(clip, CLIPConfig):
+        clip = CLIP(clip, rngs=rngs)
     # Execution keys a config leaves out keep `set_block_execution`'s defaults.
     clip.set_block_execution(**{k: config[k] for k in ("scan_layers", "remat") if k in config})
     return MODELS[config.name](clip, rngs=rngs, **kwargs)

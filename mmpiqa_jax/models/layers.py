@@ -16,6 +16,14 @@ def quick_gelu(x: jax.Array) -> jax.Array:
     return x * jax.nn.sigmoid(1.702 * x)
 
 
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU, x * Phi(x) (torch's `nn.GELU()`), as open_clip's LAION and DataComp models."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": gelu}
+
+
 class LayerNorm(nnx.LayerNorm):
     """LayerNorm with CLIP's eps 1e-5, computed in float32 and cast back to the input dtype."""
 
@@ -72,24 +80,33 @@ class MultiheadAttention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    def __init__(self, width: int, *, proj_std: float, dtype, rngs: nnx.Rngs):
-        self.c_fc = nnx.Linear(width, 4 * width, dtype=dtype,
+    """width -> hidden (4 * width unless given) -> width, with `activation` (`ACTIVATIONS`)."""
+
+    def __init__(self, width: int, *, proj_std: float, dtype, rngs: nnx.Rngs,
+                 hidden: int | None = None, activation: str = "quick_gelu"):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
+        hidden = hidden or 4 * width
+        self.activation = activation
+        self.c_fc = nnx.Linear(width, hidden, dtype=dtype,
                                kernel_init=_normal((2 * width)**-0.5), rngs=rngs)
-        self.c_proj = nnx.Linear(4 * width, width, dtype=dtype, kernel_init=_normal(proj_std),
+        self.c_proj = nnx.Linear(hidden, width, dtype=dtype, kernel_init=_normal(proj_std),
                                  rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.c_proj(quick_gelu(self.c_fc(x)))
+        return self.c_proj(ACTIVATIONS[self.activation](self.c_fc(x)))
 
 
 class ResidualAttentionBlock(nnx.Module):
     """Pre-LayerNorm transformer block."""
 
-    def __init__(self, width: int, heads: int, *, proj_std: float, dtype, rngs: nnx.Rngs):
+    def __init__(self, width: int, heads: int, *, proj_std: float, dtype, rngs: nnx.Rngs,
+                 mlp_width: int | None = None, activation: str = "quick_gelu"):
         self.ln_1 = LayerNorm(width, rngs=rngs)
         self.attn = MultiheadAttention(width, heads, proj_std=proj_std, dtype=dtype, rngs=rngs)
         self.ln_2 = LayerNorm(width, rngs=rngs)
-        self.mlp = MLP(width, proj_std=proj_std, dtype=dtype, rngs=rngs)
+        self.mlp = MLP(width, proj_std=proj_std, dtype=dtype, rngs=rngs, hidden=mlp_width,
+                       activation=activation)
 
     def __call__(self, x: jax.Array, *, causal: bool) -> jax.Array:
         x = x + self.attn(self.ln_1(x), causal=causal)
@@ -123,11 +140,13 @@ class Transformer(nnx.Module):
     """
 
     def __init__(self, width: int, layers: int, heads: int, *, dtype, rngs: nnx.Rngs,
-                 scan_layers: bool = True, remat: str = "dots"):
+                 scan_layers: bool = True, remat: str = "dots", mlp_width: int | None = None,
+                 activation: str = "quick_gelu"):
         # OpenAI's initialisation scales the residual-branch outputs with the depth.
         proj_std = width**-0.5 * (2 * layers)**-0.5
         self.resblocks = nnx.List([
-            ResidualAttentionBlock(width, heads, proj_std=proj_std, dtype=dtype, rngs=rngs)
+            ResidualAttentionBlock(width, heads, proj_std=proj_std, dtype=dtype, rngs=rngs,
+                                   mlp_width=mlp_width, activation=activation)
             for _ in range(layers)])
         self.scan_layers = scan_layers
         self.remat = check_remat(remat)

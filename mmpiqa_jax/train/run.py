@@ -18,9 +18,9 @@ from pathlib import Path
 
 import jax
 
+from mmpiqa_jax.checkpoints import pretrained
 from mmpiqa_jax.data import datasets as datasets_lib
 from mmpiqa_jax.evaluate import evaluator as evaluator_lib
-from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import inference, sharding, trainer
 from mmpiqa_jax.train.task import IQATask
 
@@ -66,7 +66,7 @@ def train_and_evaluate(config, workdir, *, hooks=(), mesh=None) -> dict:
     """
     workdir = Path(workdir)
     if not (workdir / trainer.CONFIG_NAME).exists():  # a fresh run: no silent random CLIP
-        iqa.clip_weights_path(config.model)
+        pretrained.clip_weights_path(config.model)
     datasets = datasets_lib.training_datasets(config)
     datasets_lib.cross_datasets(config)  # fails early on a bad list
     config = without_unlabelled_tasks(config, datasets)

@@ -19,7 +19,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from mmpiqa_jax.models import clip_model, iqa
+from mmpiqa_jax.checkpoints import pretrained
+from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import optimizer as optimizer_lib
 from mmpiqa_jax.train import state as state_lib
 from mmpiqa_jax.train import step as step_lib
@@ -44,7 +45,7 @@ def check_batch_sizes(config) -> None:
 
 def clip_resolution(config) -> int:
     """The image size the model's CLIP takes (crops must be this size)."""
-    return clip_model.get_variant(config.model.variant).image_resolution
+    return pretrained.clip_config(config.model).image_resolution
 
 
 class IQATask:
@@ -68,8 +69,8 @@ class IQATask:
             weights = dict(zip(TASKS, self.base_weights.tolist()))
             raise ValueError(f"every loss weight of config.loss is 0 ({weights}): nothing to train")
         # Shapes only: the graph definition and which parameters train, nothing allocated.
-        abstract = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0),
-                                                          load_weights=False))
+        abstract = nnx.eval_shape(lambda: iqa.build_model(
+            config.model, nnx.Rngs(0), clip=pretrained.clip_config(config.model)))
         self.setup = state_lib.training_setup(config, abstract,
                                               num_active_tasks=int(self.active.size))
         self.graphdef, self.tx, self.dwa = self.setup.graphdef, self.setup.tx, self.setup.dwa
@@ -89,7 +90,8 @@ class IQATask:
     def init_state(self, rng: jax.Array) -> TrainState:
         """A fresh state with a randomly initialised model (CLIP weights: `load_pretrained`)."""
         init_rng, rng = jax.random.split(rng)
-        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), load_weights=False)
+        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng),
+                                clip=pretrained.clip_config(self.config.model))
         return self.setup.init_state(model, rng)
 
     def load_pretrained(self, state: TrainState) -> TrainState:
@@ -97,15 +99,16 @@ class IQATask:
 
         Called for fresh runs only (a resumed or restored run has its weights in its checkpoint),
         before any batch is read or the step compiled: an empty `model.clip_checkpoint` with a
-        variant other than `tiny` raises here (`iqa.clip_weights_path`).
+        variant other than `tiny` raises here (`pretrained.clip_weights_path`).
         The model is rebuilt on the host with the seed's initialisation and the loaded CLIP, so
         that what depends on CLIP's weights at construction (text context initialised from the
         embeddings of a phrase) follows them too; every array keeps its sharding.
         """
-        if iqa.clip_weights_path(self.config.model) is None:  # random init, as init_state made
+        clip = pretrained.load_pretrained_clip(self.config.model)
+        if clip is None:  # random init, as init_state made
             return state
         init_rng, _ = jax.random.split(jax.random.key(self.config.seed))
-        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), load_weights=True)
+        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), clip=clip)
         new = self.setup.init_state(model, state.rng)
         return jax.tree.map(lambda x, old: jax.device_put(x, old.sharding), new, state)
 

@@ -1,0 +1,159 @@
+"""OpenAI-layout state dicts <-> the Flax `CLIP`: one table of renames and transposes.
+
+The model's parameter names mirror OpenAI's `clip/model.py`, so the table is short; it is read
+one way by `from_openai_state_dict` and the other by `to_openai_state_dict`. `infer_config`
+reads the architecture from the tensors' shapes where a file states none.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mmpiqa_jax.checkpoints.openai_layout import NON_PARAMETER_KEYS, check_state_dict
+from mmpiqa_jax.checkpoints.errors import CheckpointError
+from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
+
+# Each row: OpenAI key, NNX path, axis permutation from the torch
+# layout to ours (None: same layout). Linear weights are [out, in] in torch, [in, out] here;
+# conv weights [out, in, kh, kw] there, [kh, kw, in, out] here.
+
+_T = (1, 0)
+_CONV = (2, 3, 1, 0)
+
+_BLOCK_ROWS = (
+    ("ln_1.weight", ("ln_1", "scale"), None),
+    ("ln_1.bias", ("ln_1", "bias"), None),
+    ("attn.in_proj_weight", ("attn", "in_proj", "kernel"), _T),
+    ("attn.in_proj_bias", ("attn", "in_proj", "bias"), None),
+    ("attn.out_proj.weight", ("attn", "out_proj", "kernel"), _T),
+    ("attn.out_proj.bias", ("attn", "out_proj", "bias"), None),
+    ("ln_2.weight", ("ln_2", "scale"), None),
+    ("ln_2.bias", ("ln_2", "bias"), None),
+    ("mlp.c_fc.weight", ("mlp", "c_fc", "kernel"), _T),
+    ("mlp.c_fc.bias", ("mlp", "c_fc", "bias"), None),
+    ("mlp.c_proj.weight", ("mlp", "c_proj", "kernel"), _T),
+    ("mlp.c_proj.bias", ("mlp", "c_proj", "bias"), None),
+)
+
+_VISION_ROWS = (
+    ("visual.conv1.weight", ("visual", "conv1", "kernel"), _CONV),
+    ("visual.class_embedding", ("visual", "class_embedding"), None),
+    ("visual.positional_embedding", ("visual", "positional_embedding"), None),
+    ("visual.ln_pre.weight", ("visual", "ln_pre", "scale"), None),
+    ("visual.ln_pre.bias", ("visual", "ln_pre", "bias"), None),
+    ("visual.ln_post.weight", ("visual", "ln_post", "scale"), None),
+    ("visual.ln_post.bias", ("visual", "ln_post", "bias"), None),
+    ("visual.proj", ("visual", "proj"), None),
+)
+
+_TEXT_ROWS = (
+    ("token_embedding.weight", ("token_embedding", "embedding"), None),
+    ("positional_embedding", ("positional_embedding",), None),
+    ("ln_final.weight", ("ln_final", "scale"), None),
+    ("ln_final.bias", ("ln_final", "bias"), None),
+    ("text_projection", ("text_projection",), None),
+    ("logit_scale", ("logit_scale",), None),
+)
+
+
+def conversion_table(config: CLIPConfig) -> list[tuple[str, tuple, tuple[int, ...] | None]]:
+    """(OpenAI key, NNX path, permutation) for every parameter of a CLIP with `config`."""
+    rows = list(_VISION_ROWS) + list(_TEXT_ROWS)
+    towers = (("visual.transformer", ("visual", "transformer"), config.vision_layers),
+              ("transformer", ("transformer",), config.text_layers))
+    for prefix, path, layers in towers:
+        for i in range(layers):
+            rows += [(f"{prefix}.resblocks.{i}.{key}", (*path, "resblocks", i, *sub), perm)
+                     for key, sub, perm in _BLOCK_ROWS]
+    return rows
+
+
+def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPConfig:
+    """The architecture of an OpenAI-layout state dict from its shapes, as OpenAI's `build_model`.
+
+    Shapes give widths, layers, MLP widths (those of block 0), patch and image size, context
+    length and vocabulary. They do not give the heads nor the activation: these are OpenAI's,
+    width // 64 (at least 1) and QuickGELU, right for OpenAI's own files only (an open_clip
+    file needs its model config: `open_clip_arch`). Only shapes are read (anything with
+    `.shape` will do, e.g. `jax.ShapeDtypeStruct`).
+    """
+    if "visual.layer1.0.conv1.weight" in state_dict:
+        raise CheckpointError(f"{source}: a ResNet CLIP; only ViT image towers are supported")
+    needed = ("visual.conv1.weight", "visual.positional_embedding", "text_projection",
+              "positional_embedding", "token_embedding.weight", "ln_final.weight")
+    if missing := [k for k in needed if k not in state_dict]:
+        raise CheckpointError(f"{source}: not an OpenAI CLIP state dict, missing keys: "
+                              f"{', '.join(missing)}")
+    shape = lambda key: tuple(np.shape(state_dict[key]))
+
+    def count_layers(prefix: str) -> int:
+        return len({k.split(".")[len(prefix.split("."))] for k in state_dict
+                    if k.startswith(prefix + ".")})
+
+    if len(shape("visual.conv1.weight")) != 4:
+        raise CheckpointError(f"{source}: tensor visual.conv1.weight has shape "
+                              f"{shape('visual.conv1.weight')}, expected [width, 3, patch, patch]")
+    vision_width, _, patch, _ = shape("visual.conv1.weight")
+    grid = round((shape("visual.positional_embedding")[0] - 1) ** 0.5)
+    text_width = shape("ln_final.weight")[0]
+
+    def mlp_width(prefix: str, width: int) -> int:
+        key = f"{prefix}.resblocks.0.mlp.c_fc.weight"  # absent: `check_state_dict` says so
+        return shape(key)[0] if key in state_dict and len(shape(key)) == 2 else 4 * width
+
+    return CLIPConfig(
+        embed_dim=shape("text_projection")[1],
+        image_resolution=patch * grid,
+        vision_layers=count_layers("visual.transformer.resblocks"),
+        vision_width=vision_width,
+        vision_patch_size=patch,
+        vision_heads=max(1, vision_width // 64),
+        context_length=shape("positional_embedding")[0],
+        vocab_size=shape("token_embedding.weight")[0],
+        text_width=text_width,
+        text_heads=max(1, text_width // 64),
+        text_layers=count_layers("transformer.resblocks"),
+        activation="quick_gelu",
+        vision_mlp_width=mlp_width("visual.transformer", vision_width),
+        text_mlp_width=mlp_width("transformer", text_width),
+    )
+
+
+def from_openai_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str = "<state dict>",
+                           config: CLIPConfig | None = None, dtype: str | None = None) -> CLIP:
+    """A CLIP holding the parameters of an OpenAI-layout state dict (numpy arrays, any float dtype).
+
+    The architecture is inferred from the shapes unless `config` is given; `dtype` (if given)
+    replaces its compute dtype. Non-parameter entries of OpenAI and open_clip files (the
+    hyper-parameters of TorchScript archives, open_clip's `attn_mask`) are dropped; anything else
+    not in the layout is an error, as are missing keys and wrong shapes (`CheckpointError`).
+    """
+    state_dict = {k: v for k, v in state_dict.items() if k not in NON_PARAMETER_KEYS}
+    config = config or infer_config(state_dict, source=source)
+    if dtype is not None:
+        config = dataclasses.replace(config, dtype=dtype)
+    check_state_dict(state_dict, config, source=source)
+
+    # Allocate nothing random: build the model abstractly, then fill in the converted arrays.
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))))
+    variables = dict(nnx.to_flat_state(abstract))
+    for key, path, perm in conversion_table(config):
+        value = np.asarray(state_dict[key], np.float32)
+        if perm is not None:
+            value = value.transpose(perm)
+        variables[path] = variables[path].replace(jnp.asarray(value))
+    return nnx.merge(graphdef, nnx.from_flat_state(variables))
+
+
+def to_openai_state_dict(model: CLIP) -> dict[str, np.ndarray]:
+    """The model's parameters as float32 numpy arrays under OpenAI's keys and layouts."""
+    variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    out = {}
+    for key, path, perm in conversion_table(model.config):
+        value = np.asarray(variables[path].get_value(), np.float32)
+        out[key] = value.transpose(np.argsort(perm)) if perm is not None else value
+    return out
