@@ -38,12 +38,18 @@ def with_fresh_text_cache(task: IQATask, params, frozen):
     return task.setup.split(model)[1]
 
 
+_fresh_text_cache = jax.jit(with_fresh_text_cache, static_argnums=0)
+
+
+def _inference_params(task: IQATask, state) -> InferenceParams:
+    params = task.inference_params(state)
+    return InferenceParams(params, _fresh_text_cache(task, params, state.frozen))
+
+
 def inference_params(task: IQATask, state, mesh) -> InferenceParams:
     """The state's parameters to evaluate, with the text features computed once for them."""
-    params = task.inference_params(state)
     with jax.set_mesh(mesh):
-        frozen = jax.jit(with_fresh_text_cache, static_argnums=0)(task, params, state.frozen)
-    return InferenceParams(params, frozen)
+        return _inference_params(task, state)
 
 
 def predict(task: IQATask, p: InferenceParams, pixels) -> jax.Array:
@@ -54,9 +60,8 @@ def predict(task: IQATask, p: InferenceParams, pixels) -> jax.Array:
 
 def model_of(task: IQATask, state):
     """The nnx model of a state, with the parameters evaluated and a fresh text cache."""
-    params = task.inference_params(state)
-    frozen = jax.jit(with_fresh_text_cache, static_argnums=0)(task, params, state.frozen)
-    return nnx.merge(task.graphdef, params, frozen)
+    p = _inference_params(task, state)
+    return nnx.merge(task.graphdef, p.params, p.frozen)
 
 
 def make_predict_fn(task: IQATask, mesh) -> PredictFn:

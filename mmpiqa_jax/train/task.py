@@ -43,17 +43,14 @@ def check_batch_sizes(config) -> None:
                          f"config.data.batch_sizes {sizes} = {sum(sizes.values())}")
 
 
-def clip_resolution(config) -> int:
-    """The image size the model's CLIP takes (crops must be this size)."""
-    return pretrained.clip_config(config.model).image_resolution
-
-
 class IQATask:
     """The `TrainTask` of the IQA models, built from a full training config."""
 
     def __init__(self, config):
         check_batch_sizes(config)
-        resolution = clip_resolution(config)
+        # Read once: for `model.variant=checkpoint` it comes from the checkpoint's files.
+        self.clip_config = pretrained.clip_config(config.model)
+        resolution = self.clip_config.image_resolution
         if config.data.crop_size != resolution:
             raise ValueError(f"config.data.crop_size={config.data.crop_size} must equal the "
                              f"image size of CLIP {config.model.variant!r} ({resolution})")
@@ -69,13 +66,10 @@ class IQATask:
             weights = dict(zip(TASKS, self.base_weights.tolist()))
             raise ValueError(f"every loss weight of config.loss is 0 ({weights}): nothing to train")
         # Shapes only: the graph definition and which parameters train, nothing allocated.
-        abstract = nnx.eval_shape(lambda: iqa.build_model(
-            config.model, nnx.Rngs(0), clip=pretrained.clip_config(config.model)))
+        abstract = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0),
+                                                          clip=self.clip_config))
         self.setup = state_lib.training_setup(config, abstract,
                                               num_active_tasks=int(self.active.size))
-        self.graphdef, self.tx, self.dwa = self.setup.graphdef, self.setup.tx, self.setup.dwa
-        self.use_text_cache = self.setup.use_text_cache
-        self.ema_decay = self.setup.ema_decay
         self.accumulation = int(config.optimizer.accumulation_steps)
         # The learning rate logged: the schedule of a group with multiplier 1.
         self._lr = optimizer_lib.make_schedule(config.optimizer,
@@ -85,13 +79,19 @@ class IQATask:
         self._step = step_lib.make_train_step(self.graphdef, self.tx,
                                               use_text_cache=self.use_text_cache)
 
+    # The setup's parts, as the step and inference read them.
+    graphdef = property(lambda self: self.setup.graphdef)
+    tx = property(lambda self: self.setup.tx)
+    dwa = property(lambda self: self.setup.dwa)
+    use_text_cache = property(lambda self: self.setup.use_text_cache)
+    ema_decay = property(lambda self: self.setup.ema_decay)
+
     # -- state --------------------------------------------------------------------------------
 
     def init_state(self, rng: jax.Array) -> TrainState:
         """A fresh state with a randomly initialised model (CLIP weights: `load_pretrained`)."""
         init_rng, rng = jax.random.split(rng)
-        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng),
-                                clip=pretrained.clip_config(self.config.model))
+        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), clip=self.clip_config)
         return self.setup.init_state(model, rng)
 
     def load_pretrained(self, state: TrainState) -> TrainState:
