@@ -20,7 +20,7 @@ from mmpiqa_jax.train import step as step_lib
 
 
 def _live_eqns(jaxpr) -> list:
-    """The equations whose results reach the outputs (what lowering keeps; dead ones are dropped)."""
+    """The equations whose results reach the outputs (lowering drops the others)."""
     live = {v for v in jaxpr.outvars if not isinstance(v, jax.extend.core.Literal)}
     keep = []
     for eqn in reversed(jaxpr.eqns):
@@ -32,7 +32,7 @@ def _live_eqns(jaxpr) -> list:
 
 def _dot_flops(jaxpr) -> int:
     """2 x multiply-adds of every live `dot_general` and convolution in a jaxpr, a scan's body
-    counted `length` times, a cond's costliest branch: the independent count (the jaxpr, not XLA)."""
+    counted `length` times, a cond's costliest branch: the independent count (jaxpr, not XLA)."""
     total = 0
     for eqn in _live_eqns(jaxpr):
         name = eqn.primitive.name
@@ -41,7 +41,7 @@ def _dot_flops(jaxpr) -> int:
             lhs = eqn.invars[0].aval.shape
             total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
         elif name == "conv_general_dilated":
-            # No dilated input (that would multiply by holes): each output is kernel / out feat MACs.
+            # No dilated input (it would multiply holes): kernel size / out features MACs an output.
             assert set(eqn.params["lhs_dilation"]) == {1}, eqn.params
             rhs = eqn.invars[1].aval.shape
             per_output = math.prod(rhs) // rhs[eqn.params["dimension_numbers"].rhs_spec[0]]

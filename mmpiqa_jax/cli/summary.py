@@ -67,8 +67,9 @@ def run(args) -> int:
     b, c = config.batch_size, config.data.crops_per_image
     weights = jax.ShapeDtypeStruct((len(step_lib.TASKS),), jnp.float32)
     flops = cost_lib.step_model_flops(model, setup, abstract_batch(config), weights)
-    print(f"train step: batch {b} images x {c} crops; text features "
-          f"{'cached (text path frozen)' if setup.use_text_cache else 'recomputed (text path trains)'}")
+    text = ("cached (text path frozen)" if setup.use_text_cache
+            else "recomputed (text path trains)")
+    print(f"train step: batch {b} images x {c} crops; text features {text}")
     print(f"  model FLOPs per step: {format_flops(flops)} ({flops:.4g}), per crop: "
           f"{format_flops(flops / (b * c))} (blocks unrolled, nothing recomputed)")
     return 0
