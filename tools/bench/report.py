@@ -60,13 +60,15 @@ def render(saved: dict) -> str:
     run = saved.get("run", {})
     name = run.get("name") or plans.plan_name(plan)
     device = name == "device"
-    info, prep, r, first = saved["machine"], saved["prepare"], saved["results"], saved["first_steps"]
+    info, prep, r = saved["machine"], saved["prepare"], saved["results"]
+    first = saved["first_steps"]
     ips = lambda m: plan.images / m["train_s"]
     top = max(plan.depths)  # the headline MP-IQE depth (12 for ViT-B/32)
     L = []
     L.append(f"# Benchmarks: JAX against the PyTorch reference ({name} run)\n")
     L.append(f"- Machine: {info['cpu']}, {info['cores']} cores ({info['platform']}); "
-             f"{r[f'jax_mpiqe_{top}'].get('device', '')} backend `{r[f'jax_mpiqe_{top}'].get('backend', '')}`")
+             f"{r[f'jax_mpiqe_{top}'].get('device', '')} backend "
+             f"`{r[f'jax_mpiqe_{top}'].get('backend', '')}`")
     L.append(f"- Versions: Python {info['python']}, jax {info['jax']}, flax {info['flax']}, "
              f"torch {info['torch']}, open_clip {info['open_clip']}")
     L.append(f"- Date: {info['date']}")
@@ -77,37 +79,44 @@ def render(saved: dict) -> str:
     L.append(f"- Each figure: median of {plan.repeats} timed runs after {plan.warmup} warm-up "
              f"runs (LIQE training, and the text tower of torch's LIQE inference: "
              f"{plan.liqe_repeats} after {plan.liqe_warmup}); each framework and model in a fresh "
-             f"process; torch threads = {r[f'torch_mpiqe_{top}'].get('threads', '?')} (cores), XLA: "
+             f"process; torch threads = {r[f'torch_mpiqe_{top}'].get('threads', '?')} (cores), "
+             "XLA: "
              f"its default CPU pool (one intra-op thread per core)")
     L.append("")
     L.append("## Reference check\n")
     if prep["check"]:
         L.append(f"Before any timing: float32 at full matmul precision, the same weights, a fixed "
                  f"batch of {plan.check_images} images x 2 crops (`torch_reference.compare`).\n")
-        L.append("| model | loss JAX | loss torch | abs diff | max score diff | grad norm JAX | grad norm torch | trainable params | result |")
+        L.append("| model | loss JAX | loss torch | abs diff | max score diff | grad norm JAX | "
+                 "grad norm torch | trainable params | result |")
         L.append("|---|---|---|---|---|---|---|---|---|")
         for key, c in prep["check"].items():
             (jl, tl), (jg, tg) = c["loss"], c["grad_norm"]
             L.append(f"| {_label(key)} | {jl:.6f} | {tl:.6f} | {abs(jl - tl):.1e} | "
-                     f"{c['score_max_abs_diff']:.1e} | {jg:.5g} | {tg:.5g} | {c['trainable'][0]:,} | "
+                     f"{c['score_max_abs_diff']:.1e} | {jg:.5g} | {tg:.5g} | "
+                     f"{c['trainable'][0]:,} | "
                      f"{'pass' if not c['failures'] else 'FAIL'} |")
         L.append("")
     if first:
         L.append(f"The first timed step of each worker pair: the same exported weights and batch "
                  f"({plan.images} images x {plan.crops} crops), loss and gradient norm before the "
                  "update; a failure discards every timing.\n")
-        L.append("| model | loss JAX | loss torch | abs diff | grad norm JAX | grad norm torch | trainable params | result |")
+        L.append("| model | loss JAX | loss torch | abs diff | grad norm JAX | grad norm torch | "
+                 "trainable params | result |")
         L.append("|---|---|---|---|---|---|---|---|")
         for key, c in first.items():
             (jl, tl), (jg, tg) = c["loss"], c["grad_norm"]
             L.append(f"| {_label(key)} | {jl:.6f} | {tl:.6f} | {abs(jl - tl):.1e} | {jg:.5g} | "
-                     f"{tg:.5g} | {c['trainable'][0]:,} | {'pass' if not c['failures'] else 'FAIL'} |")
+                     f"{tg:.5g} | {c['trainable'][0]:,} | "
+                     f"{'pass' if not c['failures'] else 'FAIL'} |")
         L.append("")
     L.append("## Training (images/s; an image is " + f"{plan.crops} crops)\n")
-    L.append("| model | JAX | torch (77-token text, as the original codes) | ratio | torch, trimmed text | ratio |")
+    L.append("| model | JAX | torch (77-token text, as the original codes) | ratio | torch, "
+             "trimmed text | ratio |")
     L.append("|---|---|---|---|---|---|")
     for m in ("mpiqe", "liqe"):
-        j, t = r[f"jax_{m}_{top}" if m == "mpiqe" else "jax_liqe_0"], r[f"torch_{m}_{top}" if m == "mpiqe" else "torch_liqe_0"]
+        key = top if m == "mpiqe" else 0
+        j, t = r[f"jax_{m}_{key}"], r[f"torch_{m}_{key}"]
         tt = r.get(f"torch_trim_{m}")
         label = f"MP-IQE (prompt, depth {top})" if m == "mpiqe" else "LIQE (full)"
         L.append(f"| {label} | {ips(j):.3f} | {ips(t):.3f} | **{ips(j) / ips(t):.2f}x** | "
@@ -115,7 +124,8 @@ def render(saved: dict) -> str:
     if r["torch_liqe_0"].get("text_recomputed"):
         gib = r["torch_liqe_0"].get("text_backward_gib")
         size = f" (~{gib:.0f} GiB in float32, estimated)" if gib else ""
-        L.append("\nThe torch LIQE step recomputed its text blocks in the backward pass (open_clip's "
+        L.append("\nThe torch LIQE step recomputed its text blocks in the backward pass "
+                 "(open_clip's "
                  f"grad checkpointing): storing their activations{size} does not fit in this "
                  "machine's free memory.")
     L.append("")
@@ -136,13 +146,15 @@ def render(saved: dict) -> str:
     L.append("")
     if device:
         L.append("## Achieved FLOP/s of the JAX train step\n")
-        L.append("| model | model FLOPs / step (XLA) | step (s) | achieved TFLOP/s | peak TFLOP/s | % of peak |")
+        L.append("| model | model FLOPs / step (XLA) | step (s) | achieved TFLOP/s | peak "
+                 "TFLOP/s | % of peak |")
         L.append("|---|---|---|---|---|---|")
         for m, key in (("mpiqe", top), ("liqe", 0)):
             j = r[f"jax_{m}_{key}"]
             ach = j["flops"] / j["train_s"]
             L.append(f"| {m} | {j['flops']:.4g} | {j['train_s']:.4f} | {ach / 1e12:.1f} | "
-                     f"{j['accel_peak'] / 1e12:.0f} ({j['accel_peak_source']}) | {100 * ach / j['accel_peak']:.1f}% |")
+                     f"{j['accel_peak'] / 1e12:.0f} ({j['accel_peak_source']}) | "
+                     f"{100 * ach / j['accel_peak']:.1f}% |")
     else:
         peak, n = prep["matmul_peak"], prep.get("matmul_n", plan.matmul_n)
         L.append(f"## Achieved FLOP/s of the JAX train step (peak: {peak / 1e9:.1f} GFLOP/s, "
@@ -151,7 +163,8 @@ def render(saved: dict) -> str:
                  "and nothing recomputed; the compiled step runs them as a `lax.scan` with "
                  "rematerialisation (`model.scan_layers`, `model.remat`), whose recomputed FLOPs "
                  "are not counted.\n")
-        L.append("| model | model FLOPs / step (XLA) | step (s) | achieved GFLOP/s | % of matmul peak |")
+        L.append("| model | model FLOPs / step (XLA) | step (s) | achieved GFLOP/s | % of matmul "
+                 "peak |")
         L.append("|---|---|---|---|---|")
         for m, key in (("mpiqe", top), ("liqe", 0)):
             j = r[f"jax_{m}_{key}"]
@@ -169,7 +182,8 @@ def render(saved: dict) -> str:
             j, t = r[f"jax_{m}_{key}"], r[f"torch_{m}_{key}"]
             L.append(f"| {m} | {_fmt(j.get('device_peak_mib'), '.0f')} | "
                      f"{_fmt(t.get('device_peak_mib'), '.0f')} | "
-                     f"{_fmt(j.get('device_peak_mib', np.nan) / t.get('device_peak_mib', np.nan))} |")
+                     f"{_fmt(j.get('device_peak_mib', np.nan) / t.get('device_peak_mib', np.nan))}"
+                     " |")
     else:
         L.append("Resident-set high-water mark of the worker process over the timed steps (VmHWM, "
                  "reset right before them, so model load and compilation do not count), and the "
@@ -177,13 +191,15 @@ def render(saved: dict) -> str:
                  "existed (`libs`): JAX's and torch's own libraries differ in size, the model's "
                  "memory is what lies above them. XLA's own buffer plan for the step "
                  "(`memory_analysis().temp_size_in_bytes`) is given for JAX.\n")
-        L.append("| model | JAX peak | JAX libs | JAX above libs | XLA temp | torch peak | torch libs | torch above libs | ratio above libs |")
+        L.append("| model | JAX peak | JAX libs | JAX above libs | XLA temp | torch peak | torch "
+                 "libs | torch above libs | ratio above libs |")
         L.append("|---|---|---|---|---|---|---|---|---|")
         for m, key in (("mpiqe", top), ("liqe", 0)):
             j, t = r[f"jax_{m}_{key}"], r[f"torch_{m}_{key}"]
             ja, ta = j["peak_rss_mib"] - j["rss_libs_mib"], t["peak_rss_mib"] - t["rss_libs_mib"]
             L.append(f"| {m} | {j['peak_rss_mib']:.0f} | {j['rss_libs_mib']:.0f} | {ja:.0f} | "
-                     f"{j['xla_temp_mib']:.0f} | {t['peak_rss_mib']:.0f} | {t['rss_libs_mib']:.0f} | "
+                     f"{j['xla_temp_mib']:.0f} | {t['peak_rss_mib']:.0f} | "
+                     f"{t['rss_libs_mib']:.0f} | "
                      f"{ta:.0f} | **{ja / ta:.2f}** |")
     L.append("")
     L.append("## MP-IQE training step against visual prompt depth\n")
@@ -191,7 +207,8 @@ def render(saved: dict) -> str:
     L.append("|---|---|---|---|")
     for d in plan.depths:
         j, t = r[f"jax_mpiqe_{d}"], r[f"torch_mpiqe_{d}"]
-        L.append(f"| {d} | {j['train_s']:.3f} | {t['train_s']:.3f} | {t['train_s'] / j['train_s']:.2f}x |")
+        L.append(f"| {d} | {j['train_s']:.3f} | {t['train_s']:.3f} | "
+                 f"{t['train_s'] / j['train_s']:.2f}x |")
     L.append("")
     if not device:
         L += targets(plan, name, prep, r, run)
@@ -217,7 +234,8 @@ def targets(plan: plans.Plan, name: str, prep: dict, r: dict, run: dict) -> list
         trim = r.get(f"torch_trim_{m}")
         extra = (f" ({ips(r[f'jax_{m}_{key}']) / ips(trim):.2f}x against the reference with "
                  "trimmed text)" if trim else "")
-        L.append(f"| {label} train step >= {goal:g}x the reference's images/s | {ratio:.2f}x{extra} "
+        L.append(f"| {label} train step >= {goal:g}x the reference's images/s | "
+                 f"{ratio:.2f}x{extra} "
                  f"| {_met(ratio >= goal)} |")
     peak = prep["matmul_peak"]
     frac = {m: r[f"jax_{m}_{k}"]["flops"] / r[f"jax_{m}_{k}"]["train_s"] / peak
