@@ -57,6 +57,8 @@ def torch_trainer(args, plan: plans.Plan, model_name: str, depth: int, dev) -> d
 def worker_torch(args, plan: plans.Plan) -> dict:
     import torch
 
+    import torch_reference as tr  # with open_clip: part of the libraries, before `rss_libs`
+
     torch.set_num_threads(os.cpu_count())
     torch.ones(8) @ torch.ones(8)  # the libraries loaded: what the process holds before any model
     rss_libs = memory.status_kib("VmRSS")
@@ -110,16 +112,9 @@ def worker_torch(args, plan: plans.Plan) -> dict:
         out["text_s"] = text_s
     for key, crops in (("eval15", plan.eval_crops), ("eval1", 1)):
         images = plan.eval_images if crops > 1 else plan.eval_images * plan.eval_crops
-        pixels = tr_pixels(images, crops, res).to(dev)
+        pixels = tr.torch_batch(tr.random_batch(np.random.default_rng(2), images, crops,
+                                                res))["pixels"].to(dev)
         out[key + "_ips"] = images / (text_s + timed(lambda: model(pixels)["score"],
                                                      plan.warmup, plan.repeats))
     model = t = None  # freed before the sweep
     return out | {"sweep": timing.sweep(args, plan, sweep_trainer)}
-
-
-def tr_pixels(images: int, crops: int, resolution: int):
-    """The inference pixels (seed 2) as a torch tensor."""
-    import torch_reference as tr
-
-    return tr.torch_batch(tr.random_batch(np.random.default_rng(2), images, crops,
-                                          resolution))["pixels"]
