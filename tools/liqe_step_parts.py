@@ -17,11 +17,11 @@ from flax import nnx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
-import benchmark as b  # noqa: E402
+from bench import plans, weights  # noqa: E402
 from mmpiqa_jax.train import param_groups as pg  # noqa: E402
 
-config = b.model_config("liqe", b.QUICK)
-model = b.build_jax_model(config)
+config = plans.model_config("liqe", plans.QUICK)
+model = weights.build_jax_model(config)
 groups = pg.resolve(config.optimizer.param_groups)
 graphdef, trainable, frozen = pg.split_trainable(model, groups)
 pixels = jnp.asarray(np.random.default_rng(0).normal(size=(48, 224, 224, 3)), jnp.float32)

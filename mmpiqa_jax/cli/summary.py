@@ -1,61 +1,40 @@
-"""`mmpiqa summary`: parameter counts per group and the compiled FLOPs of one training step.
+"""`mmpiqa summary`: parameter counts per group and the model FLOPs of one training step.
 
 Nothing is allocated or run: the model comes from `nnx.eval_shape`, the batch is
-`jax.ShapeDtypeStruct`s, and the FLOPs are XLA's cost analysis of the compiled step.
+`jax.ShapeDtypeStruct`s, and the FLOPs are counted as `tools/benchmark.py` counts them
+(`train.cost.step_model_flops`: the step lowered with the blocks unrolled, nothing recomputed).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-HELP = "Print parameter counts per group and the compiled FLOPs of one training step."
+HELP = "Print parameter counts per group and the model FLOPs of one training step."
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="config as FILE[:ARGS]")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (repeatable)")
-    parser.add_argument("--no-flops", action="store_true", help="skip compiling the step")
+    parser.add_argument("--no-flops", action="store_true", help="skip counting the step's FLOPs")
 
 
-def abstract_batch(config, resolution: int) -> dict:
-    """ShapeDtypeStructs of one global training batch."""
-    b, c = config.batch_size, config.data.crops_per_image
-    s = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct(shape, dtype)
-    return {"pixels": s((b, c, resolution, resolution, 3)), "quality": s((b,)), "mos": s((b,)),
-            "distortion_class": s((b,), jnp.int32), "scenes": s((b, 9)),
-            "scene_mask": s((b,), jnp.bool_), "dataset_id": s((b,), jnp.int32)}
+def abstract_batch(config) -> dict:
+    """ShapeDtypeStructs of one global training batch: pixels [B, crops, S, S, 3], labels [B].
+
+    TODO(merge): `mmpiqa_jax.data.pipeline.train_element_spec(config)` gives the pipeline's own
+    shapes and dtypes; use it here once it is on this branch (these are today's hand-written ones).
+    """
+    b, c, s = config.batch_size, config.data.crops_per_image, config.data.crop_size
+    spec = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct(shape, dtype)
+    return {"pixels": spec((b, c, s, s, 3)), "quality": spec((b,)), "mos": spec((b,)),
+            "distortion_class": spec((b,), jnp.int32), "scenes": spec((b, 9)),
+            "scene_mask": spec((b,), jnp.bool_), "dataset_id": spec((b,), jnp.int32)}
 
 
-def step_cost(config, graphdef, trainable, frozen, tx, *, use_text_cache: bool) -> dict:
-    """XLA's cost analysis (flops, bytes accessed) of the compiled train step on abstract inputs."""
-    from mmpiqa_jax.train.step import TASKS, make_train_step
-
-    resolution = graphdef_resolution(frozen, trainable)
-    opt_state = jax.eval_shape(tx.init, trainable)
-    step = make_train_step(graphdef, tx, use_text_cache=use_text_cache)
-    weights = jax.ShapeDtypeStruct((len(TASKS),), jnp.float32)
-    compiled = jax.jit(step).lower(trainable, frozen, opt_state, abstract_batch(config, resolution),
-                                   weights).compile()
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):  # older jax returned one dict per computation
-        cost = cost[0]
-    return dict(cost or {})
-
-
-def graphdef_resolution(*states) -> int:
-    """The image resolution, from the CLIP's positional embedding and patch kernel."""
-    flat = {}
-    for st in states:
-        flat.update({"/".join(map(str, p)): v for p, v in nnx.to_flat_state(st)})
-    tokens = flat["clip/visual/positional_embedding"].shape[0] - 1
-    patch = flat["clip/visual/conv1/kernel"].shape[0]
-    return int(round(tokens**0.5)) * patch
-
-
-def _flops(x: float) -> str:
+def format_flops(x: float) -> str:
+    """`1.23 GFLOP` and the like."""
     for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
         if x >= scale:
             return f"{x / scale:.2f} {unit}"
@@ -66,32 +45,32 @@ def run(args) -> int:
     from mmpiqa_jax import config as config_lib
     from mmpiqa_jax.checkpoints import pretrained
     from mmpiqa_jax.models import iqa
-    from mmpiqa_jax.train import optimizer as optimizer_lib
+    from mmpiqa_jax.train import cost as cost_lib
     from mmpiqa_jax.train import param_groups as pg
+    from mmpiqa_jax.train import state as state_lib
+    from mmpiqa_jax.train import step as step_lib
 
     config = config_lib.load_config(args.config, args.overrides)
-    groups = pg.resolve(config.optimizer.param_groups)
     model = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(config.seed),
                                                    clip=pretrained.clip_config(config.model)))
-    graphdef, trainable, frozen = pg.split_trainable(model, groups)
-    counts = pg.count(model, groups)
-    m = config.model
+    setup = state_lib.training_setup(config, model)
+    m, groups = config.model, config.optimizer.param_groups
     print(f"config: {args.config}" + "".join(f" --set {o}" for o in args.overrides))
     print(f"model: {m.name} on CLIP {m.variant} ({m.dtype}); param groups: "
-          f"{config.optimizer.param_groups if isinstance(config.optimizer.param_groups, str) else 'custom'}")
-    print(pg.format_counts(counts))
+          f"{groups if isinstance(groups, str) else 'custom'}")
+    print(pg.format_counts(pg.count(model, setup.groups)))
     if args.no_flops:
         return 0
-    use_cache = not iqa.text_path_is_trainable(trainable)
-    tx = optimizer_lib.make_optimizer(config.optimizer, groups, trainable,
-                                      num_steps=config.num_steps,
-                                      steps_per_epoch=config.steps_per_epoch)
-    cost = step_cost(config, graphdef, trainable, frozen, tx, use_text_cache=use_cache)
+    resolution = model.clip.config.image_resolution
+    if config.data.crop_size != resolution:
+        raise ValueError(f"data.crop_size={config.data.crop_size} differs from CLIP "
+                         f"{m.variant}'s image resolution {resolution}")
     b, c = config.batch_size, config.data.crops_per_image
-    flops = float(cost.get("flops", np.nan))
-    print(f"train step: batch {b} images x {c} crops; text features "
-          f"{'cached (text path frozen)' if use_cache else 'recomputed (text path trains)'}")
-    print(f"  compiled FLOPs per step: {_flops(flops)} ({flops:.4g}), "
-          f"per crop: {_flops(flops / (b * c))}; bytes accessed: "
-          f"{float(cost.get('bytes accessed', np.nan)):.4g}")
+    weights = jax.ShapeDtypeStruct((len(step_lib.TASKS),), jnp.float32)
+    flops = cost_lib.step_model_flops(model, setup, abstract_batch(config), weights)
+    text = ("cached (text path frozen)" if setup.use_text_cache
+            else "recomputed (text path trains)")
+    print(f"train step: batch {b} images x {c} crops; text features {text}")
+    print(f"  model FLOPs per step: {format_flops(flops)} ({flops:.4g}), per crop: "
+          f"{format_flops(flops / (b * c))} (blocks unrolled, nothing recomputed)")
     return 0
