@@ -150,6 +150,30 @@ def test_phrase_context_starts_at_the_phrase(clip, liqe):
     assert np.abs(nnx.jit(lambda m: m.text_features())(rand)[:9] - got).max() > 1e-2
 
 
+def test_shared_prefix_plan_of_liqe_and_features_equal_the_plain_path(clip):
+    texts = prompts.liqe_texts(with_context=True)
+    shared = prompts.PromptBank(texts, clip=clip, num_context=2, depth=2, rngs=nnx.Rngs(3))
+    plain = prompts.PromptBank(texts, clip=clip, num_context=2, depth=2, share_prefixes=False,
+                               rngs=nnx.Rngs(3))
+    plan = shared.prefix_plan
+    assert plain.prefix_plan is None
+    # 99 (scene, distortion) prefixes; each suffix is "{quality} quality <eot>"; index layout
+    # q * 99 + s * 11 + d, so text n continues prefix n % 99.
+    assert len(plan.representatives) == 99 and plan.suffix_length == 3
+    assert plan.groups == tuple(n % 99 for n in range(495)) and set(plan.suffix_eot) == {2}
+    ids = np.asarray(shared.token_ids)
+    for g, rep in enumerate(plan.representatives):
+        members = np.flatnonzero(np.asarray(plan.groups) == g)
+        assert rep in members
+        assert (ids[members, :plan.prefix_lengths[g]] == ids[rep, :plan.prefix_lengths[g]]).all()
+    # Deep context random, so that the prompts inserted into the prefixes matter.
+    deep = jax.random.normal(jax.random.key(4), shared.deep_ctx.shape)
+    for bank in (shared, plain):
+        bank.deep_ctx[...] = deep
+    run = nnx.jit(lambda bank, c: bank(c))
+    np.testing.assert_allclose(run(shared, clip), run(plain, clip), atol=2e-5)
+
+
 def test_phrase_longer_than_context_is_an_error(clip):
     with pytest.raises(ValueError, match="text_context_init 'a photo of a' has 4 tokens"):
         iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=2, rngs=nnx.Rngs(0), **FUSION)
