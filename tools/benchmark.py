@@ -300,7 +300,7 @@ def _jax_trainer(args, plan: Plan, model_name: str, depth: int) -> dict:
     res = model.clip.config.image_resolution
     groups = pg.resolve(config.optimizer.param_groups)
     graphdef, trainable, frozen = pg.split_trainable(model, groups)
-    use_cache = not iqa.text_path_is_trainable(trainable)
+    use_cache = not iqa.text_path_is_trainable(model, trainable)
     tx = optimizer_lib.make_optimizer(config.optimizer, groups, trainable,
                                       num_steps=config.num_steps,
                                       steps_per_epoch=config.steps_per_epoch)

@@ -81,7 +81,7 @@ def run(args) -> int:
     print(pg.format_counts(counts))
     if args.no_flops:
         return 0
-    use_cache = not iqa.text_path_is_trainable(trainable)
+    use_cache = not iqa.text_path_is_trainable(model, trainable)
     tx = optimizer_lib.make_optimizer(config.optimizer, groups, trainable,
                                       num_steps=config.num_steps,
                                       steps_per_epoch=config.steps_per_epoch)

@@ -154,6 +154,12 @@ class CLIP(nnx.Module):
             _normal(width**-0.5)(rngs.params(), (width, config.embed_dim)))
         self.logit_scale = nnx.Param(jnp.asarray(math.log(1 / 0.07), jnp.float32))
 
+    def text_tower(self) -> tuple:
+        """The modules and parameters that text features are computed with (besides prompts):
+        all of CLIP but the image tower `visual` and the temperature `logit_scale`."""
+        return (self.token_embedding, self.positional_embedding, self.transformer, self.ln_final,
+                self.text_projection)
+
     def set_block_execution(self, *, scan_layers: bool = True, remat: str = "dots") -> None:
         """How both towers run their blocks (`layers.Transformer`): one `lax.scan` or unrolled,
         and what each block keeps for the backward pass. Values are unchanged either way."""

@@ -65,7 +65,7 @@ class IQATask:
                                                           load_weights=False))
         self.graphdef, trainable, _ = pg.split_trainable(abstract, self.groups)
         # A frozen text path needs its features once, not every step (method.md, cost facts).
-        self.use_text_cache = not iqa.text_path_is_trainable(trainable)
+        self.use_text_cache = not iqa.text_path_is_trainable(abstract, trainable)
         self.num_steps = int(config.num_steps)
         self.steps_per_epoch = int(config.steps_per_epoch)
         if self.steps_per_epoch < 1:
