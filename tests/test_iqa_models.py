@@ -1,5 +1,6 @@
 """MP-IQE and LIQE on a tiny random CLIP: shapes, score, crop averaging, LIQE layout, plain-CLIP
-equivalence, phrase-initialised context, and the text-feature cache (eager and under jit)."""
+equivalence, phrase-initialised context, the text-feature cache (under jit) and which
+parameters make up the text path."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -150,6 +151,30 @@ def test_phrase_context_starts_at_the_phrase(clip, liqe):
     assert np.abs(nnx.jit(lambda m: m.text_features())(rand)[:9] - got).max() > 1e-2
 
 
+def test_shared_prefix_plan_of_liqe_and_features_equal_the_plain_path(clip):
+    texts = prompts.liqe_texts(with_context=True)
+    shared = prompts.PromptBank(texts, clip=clip, num_context=2, depth=2, rngs=nnx.Rngs(3))
+    plain = prompts.PromptBank(texts, clip=clip, num_context=2, depth=2, share_prefixes=False,
+                               rngs=nnx.Rngs(3))
+    plan = shared.prefix_plan
+    assert plain.prefix_plan is None
+    # 99 (scene, distortion) prefixes; each suffix is "{quality} quality <eot>"; index layout
+    # q * 99 + s * 11 + d, so text n continues prefix n % 99.
+    assert len(plan.representatives) == 99 and plan.suffix_length == 3
+    assert plan.groups == tuple(n % 99 for n in range(495)) and set(plan.suffix_eot) == {2}
+    ids = np.asarray(shared.token_ids)
+    for g, rep in enumerate(plan.representatives):
+        members = np.flatnonzero(np.asarray(plan.groups) == g)
+        assert rep in members
+        assert (ids[members, :plan.prefix_lengths[g]] == ids[rep, :plan.prefix_lengths[g]]).all()
+    # Deep context random, so that the prompts inserted into the prefixes matter.
+    deep = jax.random.normal(jax.random.key(4), shared.deep_ctx.shape)
+    for bank in (shared, plain):
+        bank.deep_ctx[...] = deep
+    run = nnx.jit(lambda bank, c: bank(c))
+    np.testing.assert_allclose(run(shared, clip), run(plain, clip), atol=2e-5)
+
+
 def test_phrase_longer_than_context_is_an_error(clip):
     with pytest.raises(ValueError, match="text_context_init 'a photo of a' has 4 tokens"):
         iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=2, rngs=nnx.Rngs(0), **FUSION)
@@ -162,8 +187,7 @@ def test_text_cache(clip, crops):
 
     @jax.jit
     def call(state, crops):
-        m = nnx.merge(graphdef, state)
-        return m(crops, use_text_cache=True)["scene_logits"], m.text_cache_is_fresh()
+        return nnx.merge(graphdef, state)(crops, use_text_cache=True)["scene_logits"]
 
     @jax.jit
     def refresh(state):
@@ -174,43 +198,75 @@ def test_text_cache(clip, crops):
     def uncached(state):
         return nnx.jit(lambda m, x: m(x)["scene_logits"])(nnx.merge(graphdef, state), crops)
 
-    logits, fresh = call(state, crops)  # empty cache: recomputed, same result
-    assert not fresh
-    np.testing.assert_allclose(logits, uncached(state), atol=1e-5)
+    # An empty cache is read as it is (zero features, zero logits): the caller guards it.
+    assert np.abs(np.asarray(call(state, crops))).max() == 0
     state = refresh(state)
-    logits, fresh = call(state, crops)
-    assert fresh
-    np.testing.assert_allclose(logits, uncached(state), atol=1e-5)
+    np.testing.assert_allclose(call(state, crops), uncached(state), atol=1e-5)
 
-    # The cache branch is really taken: garbage features with a matching checksum show through.
-    poisoned = jax.tree.map(lambda x: x, state)
-    poisoned["text_cache"][...] = jnp.zeros_like(poisoned["text_cache"][...])
-    logits, fresh = call(poisoned, crops)
-    assert fresh and np.abs(np.asarray(logits)).max() == 0
-
-    # Any change of a text-path parameter (deep context, one element of the token embedding,
-    # a tiny step) invalidates the cache, under jit, and the features are recomputed.
-    for path, delta in ((("prompts", "scene", "deep_ctx"), 1e-3),
-                        (("clip", "token_embedding", "embedding"), 1e-7)):
-        changed = jax.tree.map(lambda x: x, state)
-        node = changed
-        for key in path:
-            node = node[key]
-        node[...] = node[...].at[(0,) * node[...].ndim].add(delta)
-        logits, fresh = call(changed, crops)
-        assert not fresh, path
-        np.testing.assert_allclose(logits, uncached(changed), atol=1e-5)
-    # Image-side parameters do not touch the cache.
+    # A text-path parameter changed after the refresh: the cache keeps the old features until
+    # the next refresh; the uncached call follows the parameter.
     changed = jax.tree.map(lambda x: x, state)
-    changed["clip"]["visual"]["proj"][...] = changed["clip"]["visual"]["proj"][...] * 1.01
-    assert call(changed, crops)[1]
+    deep = changed["prompts"]["scene"]["deep_ctx"]
+    deep[...] = deep[...] + jax.random.normal(jax.random.key(7), deep.shape)
+    np.testing.assert_allclose(call(changed, crops), call(state, crops), atol=1e-6)
+    assert np.abs(np.asarray(uncached(changed) - uncached(state))).max() > 1e-3
+    changed = refresh(changed)
+    np.testing.assert_allclose(call(changed, crops), uncached(changed), atol=1e-5)
+
+    # The cache is not differentiated: the text path gets no gradient through it, which is why
+    # only a frozen text path may train with it.
+    def text_grad(state, use_text_cache):
+        def loss(ctx):
+            s = jax.tree.map(lambda x: x, state)
+            s["prompts"]["scene"]["ctx"][...] = ctx
+            m = nnx.merge(graphdef, s)
+            return jnp.sum(m(crops, use_text_cache=use_text_cache)["scene_probs"][:, 0])
+        return jax.jit(jax.grad(loss))(state["prompts"]["scene"]["ctx"][...])
+    assert np.abs(np.asarray(text_grad(state, True))).max() == 0
+    assert np.abs(np.asarray(text_grad(state, False))).max() > 0
 
 
-def test_is_text_path():
-    assert iqa.is_text_path("clip/transformer/resblocks/0/attn/in_proj/kernel")
-    assert iqa.is_text_path("prompts/scene/ctx") and iqa.is_text_path("clip/token_embedding/embedding")
-    assert not iqa.is_text_path("clip/visual/transformer/resblocks/0/ln_1/scale")
-    assert not iqa.is_text_path("prompts/visual/tokens") and not iqa.is_text_path("clip/logit_scale")
+@pytest.mark.parametrize("name", ["mpiqe", "liqe"])
+def test_text_path_is_what_text_features_depend_on(clip, name):
+    if name == "mpiqe":
+        model = iqa.MPIQE(clip, visual_prompt_depth=2, num_visual_prompts=3, num_text_context=2,
+                          text_context_init="", text_prompt_depth=2, rngs=nnx.Rngs(6), **FUSION)
+    else:
+        model = iqa.LIQE(clip, num_text_context=2, text_context_init="", text_prompt_depth=2,
+                         rngs=nnx.Rngs(6))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    @jax.jit
+    def grads(params):
+        return jax.grad(lambda p: jnp.sum(jnp.sin(
+            nnx.merge(graphdef, p, rest).encode_prompts() * 7.0)))(params)
+
+    # Independent reference: the parameters whose gradient of the text features is not zero.
+    depends = {path for path, g in nnx.to_flat_state(grads(params))
+               if np.abs(np.asarray(g[...])).max() > 0}
+    assert ("clip", "token_embedding", "embedding") in depends
+    assert not any(path[:2] == ("clip", "visual") for path in depends)
+    flat = nnx.to_flat_state(params)
+    for path, var in flat:
+        alone = nnx.from_flat_state([(path, var)])
+        assert iqa.text_path_is_trainable(model, alone) == (path in depends), path
+    assert not iqa.text_path_is_trainable(model, nnx.from_flat_state([]))
+
+
+def test_the_configs_param_groups_decide_the_cache(clip):
+    from mmpiqa_jax.train import param_groups as pg
+
+    def trains_text(model, preset):
+        return iqa.text_path_is_trainable(model, pg.split_trainable(model, pg.resolve(preset))[1])
+
+    plain = iqa.MPIQE(clip, visual_prompt_depth=2, num_visual_prompts=3, num_text_context=0,
+                      rngs=nnx.Rngs(1), **FUSION)
+    coop = iqa.MPIQE(clip, visual_prompt_depth=2, num_visual_prompts=3, num_text_context=2,
+                     text_context_init="", rngs=nnx.Rngs(1), **FUSION)
+    liqe = iqa.LIQE(clip, rngs=nnx.Rngs(2))
+    assert not trains_text(plain, "prompt")  # frozen CLIP, no text context: cached
+    assert trains_text(coop, "prompt")       # learnable text context: recomputed
+    assert trains_text(liqe, "full") and trains_text(plain, "full")
 
 
 def test_build_model_from_config():

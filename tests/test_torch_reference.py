@@ -89,7 +89,7 @@ def test_first_timed_steps_agree(name, request, batch):
     graphdef, trainable, frozen = pg.split_trainable(model, groups)
     tx = optimizer_lib.make_optimizer(config.optimizer, groups, trainable, num_steps=10)
     step = jax.jit(step_lib.make_train_step(
-        graphdef, tx, use_text_cache=not iqa.text_path_is_trainable(trainable)))
+        graphdef, tx, use_text_cache=not iqa.text_path_is_trainable(model, trainable)))
     _, _, metrics = step(trainable, frozen, tx.init(trainable),
                          {k: jnp.asarray(v) for k, v in batch.items()},
                          jnp.asarray(tr.LOSS_WEIGHTS))

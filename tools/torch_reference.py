@@ -463,7 +463,7 @@ def jax_side(jax_model, mode: str, batch: dict) -> dict:
     from mmpiqa_jax.train import step as step_lib
 
     graphdef, trainable, frozen = pg.split_trainable(jax_model, pg.resolve(mode))
-    use_cache = not iqa.text_path_is_trainable(trainable)
+    use_cache = not iqa.text_path_is_trainable(jax_model, trainable)
     fn = jax.jit(jax.value_and_grad(step_lib.loss_fn, has_aux=True),
                  static_argnums=(1,), static_argnames=("use_text_cache",))
     (loss, (tasks, outputs)), grads = fn(trainable, graphdef, frozen,

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -174,6 +175,12 @@ class CLIP(nnx.Module):
             _normal(width**-0.5)(rngs.params(), (width, config.embed_dim)))
         self.logit_scale = nnx.Param(jnp.asarray(math.log(1 / 0.07), jnp.float32))
 
+    def text_tower(self) -> tuple:
+        """The modules and parameters that text features are computed with (besides prompts):
+        all of CLIP but the image tower `visual` and the temperature `logit_scale`."""
+        return (self.token_embedding, self.positional_embedding, self.transformer, self.ln_final,
+                self.text_projection)
+
     def set_block_execution(self, *, scan_layers: bool = True, remat: str = "dots") -> None:
         """How both towers run their blocks (`layers.Transformer`): one `lax.scan` or unrolled,
         and what each block keeps for the backward pass. Values are unchanged either way."""
@@ -270,47 +277,69 @@ class CLIP(nnx.Module):
             return features, {"tokens": tokens.astype(jnp.float32)}
         return features
 
-
-    def encode_text_shared_prefix(self, prefix: jax.Array, prefix_lengths, suffix: jax.Array,
-                                  groups, suffix_eot, *, deep_prompts: jax.Array | None = None,
+    def encode_text_shared_prefix(self, prefix: jax.Array, suffix: jax.Array,
+                                  plan: SharedPrefixPlan, *, deep_prompts: jax.Array | None = None,
                                   prompt_start: int = 1) -> jax.Array:
         """`encode_text_embeddings` for texts that share prefixes, each prefix run once.
 
-        Text n is prefix `groups[n]` (its first `prefix_lengths[groups[n]]` positions of
-        `prefix` [G, P, text_width]) followed by `suffix[n]` [S, text_width], whose end-of-text
-        token is at suffix position `suffix_eot[n]`. Exact under the causal mask: a prefix's
+        `prefix` [G, P, text_width] holds the G prefixes' embeddings (P = the longest prefix)
+        and `suffix` [N, S, text_width] each text's suffix; `plan` says which prefix each text
+        continues and where its end-of-text token is. Exact under the causal mask: a prefix's
         activations never depend on what follows it. `deep_prompts` replace positions
-        [prompt_start, prompt_start + n_ctx), which must lie inside every prefix. The index
-        arguments are static (numpy or tuples).
+        [prompt_start, prompt_start + n_ctx), which must lie inside every prefix.
         """
         dtype = self.config.compute_dtype
-        lengths, groups = np.asarray(prefix_lengths), np.asarray(groups)
-        suffix_eot = np.asarray(suffix_eot)
+        lengths, groups = np.asarray(plan.prefix_lengths), np.asarray(plan.groups)
         n_prefix, n_suffix = prefix.shape[1], suffix.shape[1]
         if deep_prompts is not None and prompt_start + deep_prompts.shape[1] > lengths.min():
             raise ValueError("deep prompts must lie inside every shared prefix")
         positions = np.minimum(lengths[groups][:, None] + np.arange(n_suffix),
                                self.config.context_length - 1)
         pos = self.positional_embedding[...].astype(dtype)
-        xp = prefix.astype(dtype) + pos[:n_prefix]
-        xs = suffix.astype(dtype) + pos[positions]
+        tokens = SharedPrefixTokens(prefix=prefix.astype(dtype) + pos[:n_prefix],
+                                    suffix=suffix.astype(dtype) + pos[positions])
         # Suffix queries see their prefix's real positions and the suffix causally.
-        mask = np.concatenate([
+        mask = jnp.asarray(np.concatenate([
             np.broadcast_to((np.arange(n_prefix) < lengths[groups][:, None])[:, None],
                             (len(groups), n_suffix, n_prefix)),
             np.broadcast_to(np.tril(np.ones((n_suffix, n_suffix), bool)),
-                            (len(groups), n_suffix, n_suffix))], axis=-1)
-        groups_, mask_ = jnp.asarray(groups), jnp.asarray(mask)
+                            (len(groups), n_suffix, n_suffix))], axis=-1))
+        groups = jnp.asarray(groups)
 
-        def insert(carry, prompts, on):
-            return replace_tokens(carry[0], prompts.astype(dtype), prompt_start, on), carry[1]
+        def block_fn(block, t: SharedPrefixTokens) -> SharedPrefixTokens:
+            return SharedPrefixTokens(*block.shared_prefix(t.prefix, t.suffix, groups, mask))
 
-        xp, xs = self.transformer.run_blocks(
-            (xp, xs), lambda block, c: block.shared_prefix(*c, groups_, mask_),
-            deep_prompts=deep_prompts, insert=insert)
-        tokens = self.ln_final(xs)
-        pooled = tokens[jnp.arange(tokens.shape[0]), jnp.asarray(suffix_eot)]
+        def insert_prompts(t: SharedPrefixTokens, prompts) -> SharedPrefixTokens:
+            # The deep prompts sit inside every prefix, so only the prefixes take them.
+            return t._replace(prefix=replace_tokens(t.prefix, prompts.astype(dtype), prompt_start))
+
+        tokens = self.transformer.run_blocks(tokens, block_fn, deep_prompts=deep_prompts,
+                                             insert_prompts=insert_prompts)
+        out = self.ln_final(tokens.suffix)
+        pooled = out[jnp.arange(out.shape[0]), jnp.asarray(plan.suffix_eot)]
         return (pooled @ self.text_projection[...].astype(dtype)).astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedPrefixPlan:
+    """How N texts run as G shared prefixes plus one S-token suffix per text
+    (`CLIP.encode_text_shared_prefix`; `prompts.shared_prefix_plan` makes one).
+
+    Text n is the first `prefix_lengths[groups[n]]` tokens of prefix `groups[n]`, then its
+    suffix. Tuples of ints, so that the plan is static and hashable (part of a module's graph
+    definition, a constant under jit).
+    """
+    representatives: tuple[int, ...]  # [G]: a text that starts with prefix g
+    prefix_lengths: tuple[int, ...]   # [G]: tokens in prefix g (all run padded to the longest)
+    groups: tuple[int, ...]           # [N]: the prefix that text n continues
+    suffix_eot: tuple[int, ...]       # [N]: position of text n's end-of-text token in its suffix
+    suffix_length: int                # S: tokens per suffix (the longest text's; the others pad)
+
+
+class SharedPrefixTokens(NamedTuple):
+    """The text tokens that flow through the blocks on the shared-prefix path."""
+    prefix: jax.Array  # [G, P, text_width]
+    suffix: jax.Array  # [N, S, text_width]
 
 
 def init_visual_prompts(key: jax.Array, config: CLIPConfig, depth: int,

@@ -6,15 +6,15 @@ Both take crops `[B, C, H, W, 3]` (C crops per image, CLIP-normalised NHWC) and 
 [B, 495] (index q * 99 + s * 11 + d) and `probs`. Logits are averaged over crops before any
 softmax, as LIQE does.
 
-Text features are computed once per call, for all prompts at once. When nothing in the text path
-trains, `refresh_text_cache()` stores them with a checksum of the text-path parameters; calls with
-`use_text_cache=True` compare checksums *inside the computation* (`lax.cond`), so a stale cache is
-never used, under `jax.jit` or not: the cache's branch skips the text tower, the other recomputes.
+Text features are computed once per call, for all prompts at once, or read from a cache:
+`refresh_text_cache()` stores them, and calls with `use_text_cache=True` read them without running
+the text tower. The caller decides, once, whether the cache may serve (one guard): in training
+only when no parameter of the text path trains (`text_path_is_trainable`), so that the cached
+features stay those of the parameters; for evaluation after a refresh (once per evaluation).
 """
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import jax
 import jax.numpy as jnp
@@ -29,43 +29,18 @@ from mmpiqa_jax.models.fusion import FusionEncoder
 _QUALITY_LEVELS = np.arange(1, labels.NUM_QUALITIES + 1, dtype=np.float32)
 
 
-# The parameters that text features depend on: CLIP's text tower and the text prompt banks.
-TEXT_PATH_REGEX = re.compile(r"clip/(transformer|token_embedding|positional_embedding|ln_final|"
-                             r"text_projection)(/.*)?|prompts/(scene|distortion|joint)/.*")
-
-
-def is_text_path(path) -> bool:
-    """Whether the parameter at `path` (tuple or '/'-joined) feeds the text features."""
-    name = path if isinstance(path, str) else "/".join(map(str, path))
-    return TEXT_PATH_REGEX.fullmatch(name) is not None
-
-
-def text_path_is_trainable(trainable: nnx.State) -> bool:
-    """Whether any parameter of a trainable state feeds the text features (else cache them)."""
-    return any(is_text_path(path) for path, _ in nnx.to_flat_state(trainable))
+def text_path_is_trainable(model: MPIQE | LIQE, trainable: nnx.State) -> bool:
+    """Whether `trainable` (a state split from `model`, or from a model of the same config)
+    holds a parameter of `model.text_path()`. If not, the text features are the same at every
+    training step and the cache may serve them (`use_text_cache=True`)."""
+    text = {id(v) for node in model.text_path() for _, v in nnx.iter_graph(node)
+            if isinstance(v, nnx.Param)}
+    text_paths = {path for path, v in nnx.iter_graph(model) if id(v) in text}
+    return any(path in text_paths for path, _ in nnx.to_flat_state(trainable))
 
 
 class TextCache(nnx.Variable):
-    """Cached text features and the checksum of the parameters they were computed from."""
-
-
-def params_checksum(arrays) -> jax.Array:
-    """uint32 [2]: sums of the parameters' bit patterns, plain and position-weighted, modulo 2^32.
-
-    Integer sums are exact and order-free, so any single-element change shows (a float sum could
-    round a small update away), and the result is the same under any XLA reduction order.
-    """
-    plain = jnp.zeros((), jnp.uint32)
-    weighted = jnp.zeros((), jnp.uint32)
-    offset = 0
-    for x in arrays:
-        bits = jax.lax.bitcast_convert_type(jnp.asarray(x, jnp.float32), jnp.uint32).reshape(-1)
-        # Odd multipliers (Knuth's), distinct per position, so permutations show too.
-        pos = (jnp.arange(bits.size, dtype=jnp.uint32) + jnp.uint32(offset)) * jnp.uint32(2654435761)
-        plain += jnp.sum(bits, dtype=jnp.uint32)
-        weighted += jnp.sum(bits * (pos | jnp.uint32(1)), dtype=jnp.uint32)
-        offset = (offset + bits.size) % 2**32
-    return jnp.stack([plain, weighted])
+    """Text features as of the last `refresh_text_cache()`."""
 
 
 def _normalize(x: jax.Array) -> jax.Array:
@@ -90,46 +65,35 @@ def _quality_outputs(quality_logits: jax.Array) -> dict:
 
 
 class _TextCached(nnx.Module):
-    """Text features for all prompts, with the explicit cache described in the module docstring."""
+    """Text features for all prompts, with the cache described in the module docstring."""
 
     def _init_cache(self, num_prompts: int):
         dim = self.clip.config.embed_dim
         self.text_cache = TextCache(jnp.zeros((num_prompts, dim), jnp.float32))
-        self.text_cache_checksum = TextCache(jnp.zeros((2,), jnp.uint32))
-        self.text_cache_filled = TextCache(jnp.zeros((), jnp.bool_))
 
     def _text_banks(self) -> tuple[prompts_lib.PromptBank, ...]:
         raise NotImplementedError
 
-    def _text_path_params(self) -> list[jax.Array]:
-        """Every parameter that the text features depend on (see `is_text_path`)."""
-        return [v[...] for path, v in nnx.to_flat_state(nnx.state(self, nnx.Param))
-                if is_text_path(path)]
+    def text_path(self) -> tuple:
+        """The modules and parameters that the text features depend on: CLIP's text tower and
+        the text prompt banks."""
+        return (*self.clip.text_tower(), *self._text_banks())
 
     def encode_prompts(self) -> jax.Array:
         """Normalised text features [num_prompts, embed_dim], all banks in order, no cache."""
         return _normalize(jnp.concatenate([bank(self.clip) for bank in self._text_banks()], axis=0))
 
-    def text_cache_is_fresh(self) -> jax.Array:
-        """bool scalar: the cache holds the features of the current text-path parameters."""
-        same = jnp.all(params_checksum(self._text_path_params()) == self.text_cache_checksum[...])
-        return jnp.logical_and(self.text_cache_filled[...], same)
-
     def refresh_text_cache(self) -> None:
         """Recomputes the cached text features (call after the text path's parameters change)."""
         self.text_cache[...] = jax.lax.stop_gradient(self.encode_prompts())
-        self.text_cache_checksum[...] = params_checksum(self._text_path_params())
-        self.text_cache_filled[...] = jnp.ones((), jnp.bool_)
 
     def text_features(self, *, use_cache: bool = False) -> jax.Array:
-        """Normalised text features of all prompts; from the cache when it is fresh and allowed.
+        """Normalised text features [num_prompts, embed_dim] of all prompts.
 
-        Use the cache only where the text path is not differentiated (a frozen text path).
+        With `use_cache`, those of the last `refresh_text_cache()`, not differentiated: for a
+        text path that has not changed since (see the module docstring).
         """
-        if not use_cache:
-            return self.encode_prompts()
-        return jax.lax.cond(self.text_cache_is_fresh(), lambda: self.text_cache[...],
-                            self.encode_prompts)
+        return self.text_cache[...] if use_cache else self.encode_prompts()
 
 
 class MPIQE(_TextCached):

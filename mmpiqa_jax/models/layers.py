@@ -5,10 +5,15 @@ attention softmax always run in float32.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
+
+# What `Transformer.run_blocks` passes from block to block (an array, or a pytree of arrays).
+Carry = TypeVar("Carry")
 
 
 def quick_gelu(x: jax.Array) -> jax.Array:
@@ -62,7 +67,8 @@ class MultiheadAttention(nnx.Module):
 
     def shared_prefix(self, prefix: jax.Array, suffix: jax.Array, groups: jax.Array,
                       suffix_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Causal self-attention of texts split into shared prefixes [G, P, W] and suffixes [N, S, W].
+        """Causal self-attention of texts split into shared prefixes [G, P, W] and suffixes
+        [N, S, W].
 
         Suffix n continues prefix `groups[n]`; `suffix_mask` [N, S, P + S] says which prefix and
         suffix positions each suffix query sees. Prefix keys and values are computed once per
@@ -128,15 +134,8 @@ class Transformer(nnx.Module):
     [prompt_start, prompt_start + n) at the input of block j + 1; block 0's prompts, if any, are
     already in `x` (appended to the image tokens, or the context vectors of the text embeddings).
 
-    `remat` says what each block keeps for the backward pass (`REMAT_POLICIES`); the rest is
-    recomputed from the block's input when the gradient is taken.
-
-    With `scan_layers` (the default) the blocks run as one `jax.lax.scan` over their stacked
-    parameters: XLA compiles one block instead of `layers`, and the residual stream's gradient is
-    materialised at every block. Unrolled, XLA's CPU backend fuses that gradient's chain of adds
-    across all layers into each weight-gradient transpose and recomputes it there, which made a
-    ViT-B/32's weight gradients 1.8x slower (`docs/profile.md`). The parameters stay one module
-    per block, so checkpoints, parameter groups and sharding rules see the same tree either way.
+    How the blocks run (`scan_layers`, `remat`) changes speed and memory, not values: see
+    `run_blocks`.
     """
 
     def __init__(self, width: int, layers: int, heads: int, *, dtype, rngs: nnx.Rngs,
@@ -153,49 +152,80 @@ class Transformer(nnx.Module):
 
     def __call__(self, x: jax.Array, *, causal: bool = False, deep_prompts: jax.Array | None = None,
                  prompt_start: int = 0) -> jax.Array:
-        insert = lambda x, prompts, on: replace_tokens(x, prompts, prompt_start, on)
-        return self.run_blocks(x, lambda block, x: block(x, causal=causal),
-                               deep_prompts=deep_prompts, insert=insert)
+        return self.run_blocks(
+            x, lambda block, x: block(x, causal=causal), deep_prompts=deep_prompts,
+            insert_prompts=lambda x, prompts: replace_tokens(x, prompts, prompt_start))
 
-    def run_blocks(self, carry, apply, *, deep_prompts: jax.Array | None = None, insert=None):
-        """`carry = apply(block, carry)` for every block in order; before block i (1..depth),
-        `carry = insert(carry, deep_prompts[i - 1], on)`, where `on` is True, or a traced flag
-        under `scan_layers` (False on the layers without prompts, where `insert` must keep
-        `carry` as it is)."""
+    def run_blocks(self, carry: Carry, apply: Callable[[ResidualAttentionBlock, Carry], Carry], *,
+                   deep_prompts: jax.Array | None = None,
+                   insert_prompts: Callable[[Carry, jax.Array], Carry] | None = None) -> Carry:
+        """Every block in order, `carry = apply(block, carry)`, with deep prompts in between.
+
+        `carry` is what flows from block to block: the tokens [B, L, W], or a pair of token
+        arrays for the shared-prefix text path. Before block i = 1 .. depth,
+        `carry = insert_prompts(carry, deep_prompts[i - 1])` (`deep_prompts` [depth, n, W]).
+
+        The blocks fall into runs: block 0, blocks 1 .. depth (prompts inserted before each),
+        the rest (none inserted). With `scan_layers` (the default) each run is one
+        `jax.lax.scan` over its blocks' stacked parameters: XLA compiles one block per run instead
+        of every block, and the residual stream's gradient is materialised at every block.
+        Unrolled (a Python loop), XLA's CPU backend fuses that gradient's chain of adds across all
+        layers into each weight-gradient transpose and recomputes it there, which made a
+        ViT-B/32's weight gradients 1.8x slower (`docs/profile.md`). The unrolled program is
+        still the one whose XLA cost analysis counts every block (a scan's body counts once).
+        The parameters stay one module per block, so checkpoints, parameter groups and sharding
+        rules see the same tree either way.
+
+        `remat` says what each block keeps for the backward pass (`REMAT_POLICIES`); the rest is
+        recomputed from the block's input when the gradient is taken.
+        """
         layers = len(self.resblocks)
         depth = 0 if deep_prompts is None else deep_prompts.shape[0]
         if depth > layers - 1:
             raise ValueError(f"{depth} deep prompt layers given for a {layers}-layer "
                              f"transformer; at most {layers - 1} (layers 1..)")
+        if depth and insert_prompts is None:
+            raise ValueError("deep_prompts given without insert_prompts")
         if self.remat != "none":
             # Inside a scan XLA cannot merge the recomputation with the forward pass; unrolled,
             # it could, unless prevented.
             apply = _rematerialised(apply, self.remat, prevent_cse=not self.scan_layers)
-        if not self.scan_layers:
-            for i, block in enumerate(self.resblocks):
-                if 1 <= i <= depth:
-                    carry = insert(carry, deep_prompts[i - 1], True)
-                carry = apply(block, carry)
-            return carry
+        run = _scan_blocks if self.scan_layers else _loop_blocks
+        blocks = list(self.resblocks)
+        for start, stop in _runs(layers, depth):
+            prompts = deep_prompts[start - 1:stop - 1] if 1 <= start <= depth else None
+            carry = run(blocks[start:stop], carry, apply, prompts, insert_prompts)
+        return carry
 
-        graphdef, _ = nnx.split(self.resblocks[0])
-        stacked = jax.tree.map(lambda *xs: jnp.stack(xs),
-                               *[nnx.state(block) for block in self.resblocks])
-        if depth:
-            # Row i holds the prompts of block i; rows without prompts are zeros, switched off.
-            pad = lambda n: jnp.zeros((n, *deep_prompts.shape[1:]), deep_prompts.dtype)
-            prompts = jnp.concatenate([pad(1), deep_prompts, pad(layers - 1 - depth)])
-            on = jnp.asarray((np.arange(layers) >= 1) & (np.arange(layers) <= depth))
-        else:
-            prompts = on = None
 
-        def body(carry, xs):
-            state, prompts_i, on_i = xs
-            if prompts_i is not None:
-                carry = insert(carry, prompts_i, on_i)
-            return apply(nnx.merge(graphdef, state), carry), None
+def _runs(layers: int, depth: int) -> list[tuple[int, int]]:
+    """Blocks [start, stop) that run alike: all with deep prompts inserted (1 .. depth) or none."""
+    if not depth:
+        return [(0, layers)]
+    return [(a, b) for a, b in ((0, 1), (1, depth + 1), (depth + 1, layers)) if a < b]
 
-        return jax.lax.scan(body, carry, (stacked, prompts, on))[0]
+
+def _loop_blocks(blocks, carry, apply, prompts, insert_prompts):
+    """The blocks unrolled; `prompts[i]`, if given, inserted before block i."""
+    for i, block in enumerate(blocks):
+        if prompts is not None:
+            carry = insert_prompts(carry, prompts[i])
+        carry = apply(block, carry)
+    return carry
+
+
+def _scan_blocks(blocks, carry, apply, prompts, insert_prompts):
+    """`_loop_blocks` as one `jax.lax.scan` over the blocks' stacked parameters (and prompts)."""
+    graphdef = nnx.graphdef(blocks[0])
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(block) for block in blocks])
+
+    def body(carry, xs):
+        state, prompts_i = xs
+        if prompts_i is not None:
+            carry = insert_prompts(carry, prompts_i)
+        return apply(nnx.merge(graphdef, state), carry), None
+
+    return jax.lax.scan(body, carry, (stacked, prompts))[0]
 
 
 # What a block keeps for its backward pass. "dots" keeps the outputs of its weight matmuls and
@@ -224,11 +254,8 @@ def _rematerialised(apply, remat: str, *, prevent_cse: bool):
     return lambda block, carry: pure(*nnx.split(block), carry)
 
 
-def replace_tokens(x: jax.Array, prompts: jax.Array, start: int, on=True) -> jax.Array:
-    """`x` [B, L, W] with positions [start, start + n) set to `prompts` [n, W] (for every batch
-    row) where `on`, else unchanged."""
+def replace_tokens(x: jax.Array, prompts: jax.Array, start: int) -> jax.Array:
+    """`x` [B, L, W] with positions [start, start + n) set to `prompts` [n, W] (every batch row)."""
     n = prompts.shape[0]
     new = jnp.broadcast_to(prompts.astype(x.dtype), (x.shape[0], n, x.shape[2]))
-    if on is not True:
-        new = jnp.where(on, new, x[:, start:start + n])
     return x.at[:, start:start + n].set(new)

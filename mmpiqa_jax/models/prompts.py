@@ -14,7 +14,8 @@ import numpy as np
 from flax import nnx
 
 from mmpiqa_jax import labels
-from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig, init_visual_prompts, trim_to_longest
+from mmpiqa_jax.models.clip_model import (CLIP, CLIPConfig, SharedPrefixPlan, init_visual_prompts,
+                                          trim_to_longest)
 from mmpiqa_jax.tokenizer import tokenize
 
 # One word that is one token, standing in for each context vector when tokenising.
@@ -47,21 +48,21 @@ def init_context(key: jax.Array, token_embedding: jax.Array, num_context: int, w
     return ctx
 
 
-def shared_prefix_plan(ids: np.ndarray, min_prefix: int = 1, max_ratio: float = 0.75):
+def shared_prefix_plan(ids: np.ndarray, min_prefix: int = 1,
+                       max_ratio: float = 0.75) -> SharedPrefixPlan | None:
     """How to run texts `ids` [N, L] as shared prefixes + suffixes, or None if that saves little.
 
     For each suffix length S, text n's prefix is its tokens before the last S (end-of-text
     included); texts with equal prefixes share one. The S with the fewest tokens to run
     (prefixes padded to the longest, plus N suffixes of S) wins if it runs at most `max_ratio` of
     N x L tokens. LIQE's 495 prompts differ only in the quality word before "quality": 99 prefixes.
-    Returns (representatives [G], prefix lengths [G], groups [N], suffix eot positions [N], S).
     """
     ids = np.asarray(ids)
     n, length = ids.shape
     eot = ids.argmax(axis=-1)
-    best = None
+    best, best_cost = None, None
     for s in range(1, int(eot.max()) + 1):
-        cut = eot + 1 - s
+        cut = eot + 1 - s  # prefix lengths
         if cut.min() < min_prefix:
             break
         keys = {}
@@ -69,11 +70,15 @@ def shared_prefix_plan(ids: np.ndarray, min_prefix: int = 1, max_ratio: float = 
         reps = np.asarray([int(np.argmax(groups == g)) for g in range(len(keys))])
         suffix = int((eot - cut).max()) + 1
         cost = len(keys) * int(cut.max()) + n * suffix
-        if best is None or cost < best[0]:
-            best = (cost, reps, cut[reps], groups, eot - cut, suffix)
-    if best is None or best[0] > max_ratio * n * length:
+        if best is None or cost < best_cost:
+            best_cost = cost
+            best = SharedPrefixPlan(
+                representatives=tuple(reps.tolist()), prefix_lengths=tuple(cut[reps].tolist()),
+                groups=tuple(groups.tolist()), suffix_eot=tuple((eot - cut).tolist()),
+                suffix_length=suffix)
+    if best is None or best_cost > max_ratio * n * length:
         return None
-    return best[1:]
+    return best
 
 
 class PromptBank(nnx.Module):
@@ -108,9 +113,8 @@ class PromptBank(nnx.Module):
         self.eot_positions = tuple(ids.argmax(axis=-1).tolist())
         # Texts that share prefixes (LIQE's 495) run each prefix once; the context and the deep
         # context stay inside the prefixes. Static, like the ids.
-        plan = shared_prefix_plan(ids, min_prefix=1 + num_context) if share_prefixes else None
-        self.prefix_plan = None if plan is None else tuple(
-            tuple(np.asarray(x).tolist()) if not np.isscalar(x) else int(x) for x in plan)
+        self.prefix_plan = (shared_prefix_plan(ids, min_prefix=1 + num_context)
+                            if share_prefixes else None)
         if num_context:
             self.ctx = nnx.Param(init_context(rngs.params(), clip.token_embedding.embedding[...],
                                               num_context, config.text_width, init_phrase))
@@ -141,14 +145,16 @@ class PromptBank(nnx.Module):
         if self.prefix_plan is None:
             return clip.encode_text_embeddings(emb, jnp.asarray(self.eot_positions),
                                                deep_prompts=deep, prompt_start=1)
-        reps, lengths, groups, suffix_eot, suffix = self.prefix_plan
-        lengths, groups = np.asarray(lengths), np.asarray(groups)
-        # Suffix windows past the end of the ids only hold positions after end-of-text.
-        window = np.minimum(lengths[groups][:, None] + np.arange(suffix), emb.shape[1] - 1)
+        plan = self.prefix_plan
+        lengths, groups = np.asarray(plan.prefix_lengths), np.asarray(plan.groups)
+        # Text n's suffix: its positions from its prefix's end; windows past the end of the ids
+        # only hold positions after end-of-text.
+        window = np.minimum(lengths[groups][:, None] + np.arange(plan.suffix_length),
+                            emb.shape[1] - 1)
         return clip.encode_text_shared_prefix(
-            emb[np.asarray(reps), :int(lengths.max())], lengths,
-            emb[np.arange(len(groups))[:, None], window], groups, suffix_eot,
-            deep_prompts=deep, prompt_start=1)
+            emb[np.asarray(plan.representatives), :int(lengths.max())],
+            emb[np.arange(len(groups))[:, None], window], plan, deep_prompts=deep,
+            prompt_start=1)
 
 
 def scene_texts() -> tuple[str, ...]:

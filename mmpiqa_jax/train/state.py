@@ -77,5 +77,5 @@ def training_setup(config, model, *, num_active_tasks: int = 0) -> TrainingSetup
     dwa = (losses.DynamicWeightAverage(num_active_tasks, float(config.loss.dwa_temperature))
            if config.loss.dwa and num_active_tasks else None)
     return TrainingSetup(groups=groups, graphdef=graphdef,
-                         use_text_cache=not iqa.text_path_is_trainable(trainable), tx=tx,
+                         use_text_cache=not iqa.text_path_is_trainable(model, trainable), tx=tx,
                          dwa=dwa, ema_decay=ema_decay)
