@@ -23,6 +23,7 @@ from flax import nnx
 
 from mmpiqa_jax import labels
 from mmpiqa_jax.models import prompts as prompts_lib
+from mmpiqa_jax.models.preprocess import clip_normalize
 from mmpiqa_jax.models.clip_model import CLIP, get_variant
 from mmpiqa_jax.models.fusion import FusionEncoder
 
@@ -167,7 +168,7 @@ class MPIQE(_TextCached):
                                       return_tokens=return_tokens)
 
     def __call__(self, crops: jax.Array, *, use_text_cache: bool = False) -> dict:
-        pixels, b, c = _crops_to_images(crops)
+        pixels, b, c = _crops_to_images(clip_normalize(crops))  # uint8 crops normalised here
         image, aux = self.encode_image(pixels, return_tokens=True)
         text = self.text_features(use_cache=use_text_cache)
         sims = jnp.exp(self.clip.logit_scale[...]) * _normalize(image) @ text.T
@@ -201,7 +202,7 @@ class LIQE(_TextCached):
         return (self.prompts["joint"],)
 
     def __call__(self, crops: jax.Array, *, use_text_cache: bool = False) -> dict:
-        pixels, b, c = _crops_to_images(crops)
+        pixels, b, c = _crops_to_images(clip_normalize(crops))  # uint8 crops normalised here
         image = _normalize(self.clip.encode_image(pixels))
         text = self.text_features(use_cache=use_text_cache)
         logits = _mean_over_crops(jnp.exp(self.clip.logit_scale[...]) * image @ text.T, b, c)

@@ -145,10 +145,13 @@ def cross_datasets(config) -> list[str]:
 def train_iterator(config, datasets: list[Dataset]):
     d = config.data
     specs = [ds.part("train", config.data.batch_sizes[ds.name]) for ds in datasets]
+    # uint8 crops: the model normalises them on the device (models.preprocess).
+    workers = pipeline.host_workers() if d.num_workers < 0 else d.num_workers
     return pipeline.train_iterator(specs, seed=config.seed, crops_per_image=d.crops_per_image,
                                    crop_size=d.crop_size, crop_mode=d.train_crop_mode,
-                                   flip=d.random_flip, rot90=d.random_rot90,
-                                   num_workers=d.num_workers)
+                                   flip=d.random_flip, rot90=d.random_rot90, normalize=False,
+                                   num_workers=workers, num_threads=d.num_threads,
+                                   worker_buffer_size=d.worker_buffer_size or None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +180,8 @@ class Evaluator:
             out = []
             for batch in pipeline.eval_iterator(
                     spec, batch_size=self.local_batch, crop_mode=self.data.eval_crop_mode,
-                    num_crops=self.data.eval_crops, crop_size=self.data.crop_size):
+                    num_crops=self.data.eval_crops, crop_size=self.data.crop_size,
+                    normalize=False, num_threads=pipeline.host_cores()):
                 local = {k: batch[k] for k in ("pixels", "index", "valid")}
                 out.append(self._predict(params, frozen,
                                          sharding.global_batch(self.mesh, local)))
@@ -319,7 +323,7 @@ def load_for_inference(workdir_or_checkpoint):
     """`(model, config)`: the nnx model of a run's best checkpoint, ready to score crops.
 
     Accepts the workdir or its `checkpoints/` folder. The model takes crops
-    `[B, C, s, s, 3]` with s = `config.data.crop_size`, CLIP-normalised (see `data.transforms`);
+    `[B, C, s, s, 3]` with s = `config.data.crop_size`, uint8 RGB or CLIP-normalised float;
     call it with `use_text_cache=True`.
     """
     path = Path(workdir_or_checkpoint)
