@@ -48,6 +48,7 @@ from mmpiqa_jax import labels
 from mmpiqa_jax.data import transforms as T
 
 CROP_MODES = T.EVAL_CROP_MODES
+_MIN_SHM_BYTES = 1 << 16   # arrays from this size leave a worker through shared memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,11 +189,10 @@ class _TrainMap(grain.transforms.RandomMap):
     def random_map(self, index, rng: np.random.Generator):
         image, out = self.example.read(index)
         image = np.asarray(T.liqe_resize(image, crop=self.size))
-        if self.flip and rng.random() < 0.5:
-            image = image[:, ::-1]
+        mirror = bool(self.flip and rng.random() < 0.5)
         h, w = image.shape[:2]
         pos = T.random_positions(h, w, self.crops, rng, self.size, self.mode)
-        crops = T.take_crops(image, pos, self.size)
+        crops = T.take_crops(image, pos, self.size, mirror=mirror)
         if self.rot90:
             crops = T.random_rot90(crops, rng)
         out["pixels"] = _pixels(crops, self.normalize)
@@ -338,6 +338,10 @@ def _iterator(examples: grain.MapDataset, batch_size: int, *, num_workers: int,
             # (google/grain#1355): use their defaults.
             flags.FLAGS.mark_as_parsed()
         buffer = worker_buffer_size or worker_buffer(batch_size, num_workers)
+        # Only the crops travel through shared memory; labels (bytes each) are pickled with
+        # the element: a segment per scalar costs more system calls than the crops' copy.
+        it_ds = grain.experimental.WithOptionsIterDataset(
+            it_ds, grain.experimental.DatasetOptions(min_shm_size=_MIN_SHM_BYTES))
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=num_workers, per_worker_buffer_size=buffer))
     return iter(it_ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=batch_fn))
