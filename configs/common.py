@@ -95,7 +95,10 @@ def data_config() -> ml_collections.ConfigDict:
                                       # image resized to crop_size
     d.eval_crops = 15                 # crops per image at evaluation (LIQE's test-time crops)
     d.data_dir = ""                   # prepared datasets; "" = $MMPIQA_DATA_DIR or ~/mmpiqa_data
-    d.num_workers = 0                 # decoding processes for training (0: in the main process)
+    d.num_workers = -1                # decoding processes for training (0: in the main process;
+                                      # -1: one per core but one, pipeline.host_workers)
+    d.num_threads = 2                 # reading threads in each (per-example work)
+    d.worker_buffer_size = 0          # examples each worker keeps ready (0: two batches' worth)
     return d
 
 

@@ -12,7 +12,6 @@ from mmpiqa_jax import clip
 from mmpiqa_jax.checkpoints.clip_conversion import (from_openai_state_dict, infer_config,
                                                     to_openai_state_dict)
 from mmpiqa_jax.checkpoints.errors import CheckpointError
-from mmpiqa_jax.models import clip_model
 from mmpiqa_jax.models.clip_model import init_visual_prompts, trim_to_longest
 
 torch = pytest.importorskip("torch")

@@ -6,12 +6,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
 from mmpiqa_jax import config as config_lib
-from mmpiqa_jax.cli import summary
+from mmpiqa_jax.data import pipeline
 from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import optimizer as opt_lib
 from mmpiqa_jax.train import cost as cost_lib
@@ -99,7 +98,7 @@ def test_freezing_skips_weight_gradients(config, abstract):
         c = config.copy_and_resolve_references()
         c.optimizer.param_groups = preset
         setup = state_lib.training_setup(c, abstract)
-        flops[preset] = cost_lib.step_model_flops(abstract, setup, summary.abstract_batch(c),
+        flops[preset] = cost_lib.step_model_flops(abstract, setup, pipeline.train_element_spec(c),
                                                   weights)
     assert 0 < flops["prompt"] < 0.85 * flops["full"], flops
 

@@ -11,7 +11,7 @@ from flax import nnx
 
 from mmpiqa_jax import config as config_lib
 from mmpiqa_jax.cli import main as cli_main
-from mmpiqa_jax.cli import summary
+from mmpiqa_jax.data import pipeline
 from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import cost as cost_lib
 from mmpiqa_jax.train import param_groups as pg
@@ -75,7 +75,7 @@ def tiny(request):
     model = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0)))
     setup = state_lib.training_setup(config, model)
     weights = jax.ShapeDtypeStruct((len(step_lib.TASKS),), jnp.float32)
-    return config, model, setup, summary.abstract_batch(config), weights
+    return config, model, setup, pipeline.train_element_spec(config), weights
 
 
 def test_model_flops_count_every_block_once(tiny):

@@ -1,34 +1,68 @@
-"""Training throughput of the input pipeline: images/s for 3 random 224 crops from 512x384 JPEGs.
+"""Input pipeline throughput, records to device arrays: the per-example pipeline against the
+batch-level one it replaced and against a PyTorch DataLoader running LIQE's preprocessing.
 
-Writes a temporary tfds dataset of JPEGs (scikit-image's photographs, resized to 512x384 and
-varied by seeded noise) through a tiny builder, exactly as `mmpiqa prepare` writes real ones,
-then times `pipeline.train_iterator` reading it through `tfds.data_source`.
+Writes two temporary tfds datasets (array_record, as `mmpiqa prepare` writes real ones) from
+scikit-image's photographs varied by seeded noise: 512 x 384 PNGs (KADID-10k-like) and
+1024 x 768 JPEGs, quality 90 (KonIQ-10k-like). Each is read with LIQE's 3 random training crops
+(batch 16, random flip) and with its 15 test crops (batch 16), by
 
-    python tools/benchmark_pipeline.py [--images 256] [--batch 32] [--steps 20] [--workers 0]
+  today     `tools/legacy_pipeline.py`: the pipeline before (batches as the unit of work,
+            float32 crops, config defaults then: 0 workers, 2 threads), batches put on the
+            device in the loop;
+  new       `pipeline.train_iterator` / `eval_iterator`: per-example work in `host_workers()`
+            processes (2 threads each), uint8 crops, `DevicePrefetch` putting batches on the
+            device from a thread;
+  torch     a `torch.utils.data.DataLoader` with one worker per core running LIQE's own
+            preprocessing (PIL decode, AdaptiveResize(768), RandomHorizontalFlip, ToTensor,
+            Normalize, `unfold` into the stride grid, crops picked), written after LIQE's
+            `ImageDataset2` and `utils._preprocess3`; its batches put on the device too.
+
+Figures: images/s (wall) and images per CPU-second of the whole process tree (the process and
+its workers), which is the per-core rate when the cores are busy and is not changed by other
+load on a shared machine. A scaling line runs the new pipeline with 1 and 2 workers.
+
+    python tools/benchmark_pipeline.py [--quick] [--decoders /tmp/x]
+
+`--decoders DIR` (a `pip install --target DIR opencv-python-headless simplejpeg`) also times
+decoders against pillow on the same files and says whether their pixels are pillow's.
 """
 import argparse
+import datetime
 import io
 import os
+import platform
 import sys
 import tempfile
 import time
 
 import grain
 import numpy as np
+import psutil
 import tensorflow_datasets as tfds
 from PIL import Image
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax  # noqa: E402  pylint: disable=wrong-import-position
+import legacy_pipeline  # noqa: E402  pylint: disable=wrong-import-position
 from mmpiqa_jax.data import pipeline  # noqa: E402  pylint: disable=wrong-import-position
+from mmpiqa_jax.data import transforms as T  # noqa: E402  pylint: disable=wrong-import-position
 from mmpiqa_jax.data.builders import synthetic_iqa  # noqa: E402  pylint: disable=wrong-import-position
 from mmpiqa_jax.data.features import FULL_SPLIT, iqa_features  # noqa: E402  pylint: disable=wrong-import-position
+from mmpiqa_jax.data.prefetch import DevicePrefetch  # noqa: E402  pylint: disable=wrong-import-position
+from mmpiqa_jax.train import sharding  # noqa: E402  pylint: disable=wrong-import-position
+
+ONE = grain.sharding.NoSharding()
+BATCH = 16  # LIQE's per-step batch of KADID-10k and KonIQ-10k, and its test batch
+CASES = {"kadid": ((512, 384), "PNG"), "koniq": ((1024, 768), "JPEG")}
 
 
-class BenchJpegs(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """`num_images` 512x384 JPEGs (quality 90) with random scores."""
+class BenchImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """`num_images` images of `size` (width, height) in `fmt`, with random scores."""
 
     VERSION = tfds.core.Version("1.0.0")
-    num_images = 256
+    num_images, size, fmt = 48, (512, 384), "PNG"
 
     def _info(self):
         return tfds.core.DatasetInfo(builder=self, features=iqa_features(),
@@ -39,47 +73,272 @@ class BenchJpegs(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _generate_examples(self):
         rng = np.random.default_rng(0)
-        refs = [synthetic_iqa.load_reference(r, (512, 384)) for r in synthetic_iqa.REFERENCES]
+        refs = [synthetic_iqa.load_reference(r, self.size) for r in synthetic_iqa.REFERENCES]
         for i in range(self.num_images):
             noisy = refs[i % len(refs)] + rng.normal(0, 3 + i % 7, refs[0].shape)
             buf = io.BytesIO()
-            Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+            options = {"quality": 90} if self.fmt == "JPEG" else {}
+            Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, self.fmt,
+                                                                          **options)
             mos = float(rng.uniform(1, 5))
-            yield i, {"image": buf.getvalue(), "name": f"{i:05d}.jpg", "mos": mos,
+            yield i, {"image": buf.getvalue(), "name": f"{i:05d}", "mos": mos,
                       "mos_std": np.nan, "quality": (mos - 1) / 4, "ref_id": i,
                       "distortion_type": "", "distortion_class": -1, "level": 0}
 
 
+def make_source(tmp: str, case: str, num_images: int):
+    size, fmt = CASES[case]
+    cls = type(f"Bench_{case}", (BenchImages,), {"num_images": num_images, "size": size,
+                                                  "fmt": fmt})
+    builder = cls(data_dir=tmp, file_format="array_record")
+    builder.download_and_prepare()
+    return builder.as_data_source(split="all", decoders={"image": tfds.decode.SkipDecoding()})
+
+
+# ------------------------------------------------------------------------------------------------
+# The PyTorch peer: LIQE's ImageDataset2 with _preprocess3 (train) / _preprocess2 (test).
+
+class LiqeDataset:
+    """LIQE's per-image work on our records: decode, AdaptiveResize(768), flip (train),
+    ToTensor + Normalize of the whole image, `unfold` into 224 patches, `num_patch` picked."""
+
+    def __init__(self, source, num_patch: int, test: bool):
+        import torchvision.transforms as tvt  # pylint: disable=import-outside-toplevel
+        self.source, self.num_patch, self.test = source, num_patch, test
+        steps = [lambda im: im.convert("RGB"), self.adaptive_resize]
+        if not test:
+            steps.append(tvt.RandomHorizontalFlip())
+        steps += [tvt.ToTensor(), tvt.Normalize(tuple(T.CLIP_MEAN), tuple(T.CLIP_STD))]
+        self.preprocess = tvt.Compose(steps)
+
+    @staticmethod
+    def adaptive_resize(image):
+        import torchvision.transforms.functional as F  # pylint: disable=import-outside-toplevel
+        w, h = image.size
+        if h < 768 or w < 768:   # LIQE: only when both sides exceed the size
+            return image
+        return F.resize(image, 768, F.InterpolationMode.BILINEAR)
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        import torch  # pylint: disable=import-outside-toplevel
+        record = self.source[index]
+        image = self.preprocess(Image.open(io.BytesIO(record["image"])))[None]
+        step = 48 if image.size(2) >= 1024 or image.size(3) >= 1024 else 32
+        patches = image.unfold(2, 224, step).unfold(3, 224, step).permute(
+            0, 2, 3, 1, 4, 5).reshape(-1, 3, 224, 224)
+        if self.test:
+            n = len(patches)
+            sel = (n // self.num_patch) * torch.arange(self.num_patch) if n >= self.num_patch \
+                else (torch.arange(self.num_patch) * n) // self.num_patch
+        else:
+            sel = torch.randint(0, len(patches), (self.num_patch,))
+        return {"I": patches[sel], "mos": float(record["mos"])}
+
+
+class _Endless:
+    """A DataLoader's batches over and over (a new epoch when one ends), as host numpy."""
+
+    def __init__(self, loader):
+        self.loader, self.it = loader, iter(loader)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            batch = next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            batch = next(self.it)
+        # NCHW float32 as LIQE's model takes it
+        return {"pixels": batch["I"].numpy(), "mos": batch["mos"].numpy()}
+
+
+def torch_iterator(source, crops: int, test: bool, workers: int):
+    import torch  # pylint: disable=import-outside-toplevel
+    torch.set_num_threads(1)
+    loader = torch.utils.data.DataLoader(LiqeDataset(source, crops, test), batch_size=BATCH,
+                                         shuffle=not test, num_workers=workers,
+                                         persistent_workers=workers > 0, prefetch_factor=2)
+    return _Endless(loader)
+
+
+# ------------------------------------------------------------------------------------------------
+# Timing.
+
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live descendants."""
+    me = psutil.Process()
+    total = 0.0
+    for p in [me] + me.children(recursive=True):
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure(make, batches: int, warmup: int = 2) -> dict:
+    """Takes `warmup` batches (start-up), then times `batches` more, each a device array."""
+    it = make()
+    for _ in range(warmup):
+        jax.block_until_ready(next(it))
+    cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
+    for _ in range(batches):
+        jax.block_until_ready(next(it))
+    wall, cpu = time.perf_counter() - t0, tree_cpu_seconds() - cpu0
+    if hasattr(it, "close"):
+        it.close()
+    images = batches * BATCH
+    return {"images_per_s": images / wall, "images_per_cpu_s": images / cpu, "cpu": cpu,
+            "wall": wall}
+
+
+class _PutInLoop:
+    """Today's loop: next host batch, then its global arrays, in the caller's thread."""
+
+    def __init__(self, it, mesh):
+        self.it, self.mesh = it, mesh
+
+    def __next__(self):
+        return sharding.global_batch(self.mesh, next(self.it))
+
+    def close(self):
+        if hasattr(self.it, "close"):
+            self.it.close()
+
+
+class _Closing(DevicePrefetch):
+    """`DevicePrefetch` that also closes the pipeline it reads."""
+
+    def close(self):
+        super().close()
+        if hasattr(self.iterator, "close"):
+            self.iterator.close()
+
+
+def methods(source, mode: str, mesh, workers: int):
+    """name -> a function making an iterator of device batches."""
+    # Evaluation visits each example once: the files over and over, so that no iterator ends.
+    spec = pipeline.DataSpec(source, np.tile(np.arange(len(source)), 50), batch_size=BATCH,
+                             name="bench")
+    put = lambda b: sharding.global_batch(mesh, b)  # noqa: E731
+    crops, test = (3, False) if mode == "train" else (15, True)
+
+    def new(w):
+        if test:
+            return lambda: _Closing(pipeline.eval_iterator(
+                spec, batch_size=BATCH, shard=ONE, normalize=False, num_workers=w,
+                num_threads=2), put)
+        return lambda: _Closing(pipeline.train_iterator(
+            [spec], seed=0, crops_per_image=crops, shard=ONE, normalize=False, num_workers=w,
+            num_threads=2), put)
+
+    def today():
+        if test:
+            return _PutInLoop(legacy_pipeline.eval_iterator(spec, batch_size=BATCH, shard=ONE),
+                              mesh)
+        return _PutInLoop(legacy_pipeline.train_iterator([spec], seed=0, crops_per_image=crops,
+                                                         shard=ONE), mesh)
+
+    cores = pipeline.host_cores()
+    return {"today": today, f"new ({workers} workers)": new(workers),
+            f"torch ({cores} workers)": lambda: _PutInLoop(
+                torch_iterator(source, crops, test, cores), mesh)}, new
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoders.
+
+def decoders(path: str, sources: dict, repeats: int) -> None:
+    """Decode time per image of pillow, OpenCV and simplejpeg on the benchmark's files, and
+    whether each gives pillow's pixels exactly."""
+    sys.path.insert(0, path)
+    candidates = {"pillow": lambda b: np.asarray(T.decode_rgb(b))}
+    try:
+        import cv2  # pylint: disable=import-outside-toplevel
+        cv2.setNumThreads(1)
+        candidates["opencv"] = lambda b: cv2.cvtColor(
+            cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    except ImportError as e:
+        print(f"  opencv: not importable ({e})")
+    try:
+        import simplejpeg  # pylint: disable=import-outside-toplevel
+        candidates["simplejpeg"] = lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB")
+    except ImportError as e:
+        print(f"  simplejpeg: not importable ({e})")
+    print("\nDecoders: ms per image (one thread), pixels equal to pillow's")
+    for case, source in sources.items():
+        blobs = [source[i]["image"] for i in range(min(16, len(source)))]
+        reference = [candidates["pillow"](b) for b in blobs]
+        for name, fn in candidates.items():
+            if name == "simplejpeg" and CASES[case][1] != "JPEG":
+                continue
+            start = time.perf_counter()
+            for _ in range(repeats):
+                out = [fn(b) for b in blobs]
+            ms = (time.perf_counter() - start) / (repeats * len(blobs)) * 1e3
+            same = all(np.array_equal(a, b) for a, b in zip(out, reference))
+            diff = max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(out, reference))
+            print(f"  {case:6s} {CASES[case][1]:4s} {name:10s} {ms:7.2f} ms   "
+                  f"{'identical' if same else f'differs (max |diff| {diff})'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true",
+                        help="KADID-like only, fewer batches (well under 2 minutes)")
+    parser.add_argument("--batches", type=int, default=0, help="timed batches (0: by --quick)")
+    parser.add_argument("--decoders", default="", help="folder with cv2 / simplejpeg installed")
     args = parser.parse_args()
-
+    batches = args.batches or (6 if args.quick else 15)
+    cases = ["kadid"] if args.quick else ["kadid", "koniq"]
+    workers = pipeline.host_workers()
+    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+    cores = pipeline.host_cores()
+    print(f"{platform.processor() or platform.machine()}, {cores} cores, load "
+          f"{os.getloadavg()[0]:.1f}; {datetime.date.today()}; jax {jax.__version__} on "
+          f"{jax.devices()[0].platform}; {batches} timed batches of {BATCH} per row")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        BenchJpegs.num_images = args.images
-        builder = BenchJpegs(data_dir=tmp, file_format="array_record")
-        builder.download_and_prepare()
-        source = builder.as_data_source(split="all", decoders={"image": tfds.decode.SkipDecoding()})
-        spec = pipeline.DataSpec(source, batch_size=args.batch, name="bench_jpegs")
-        it = pipeline.train_iterator([spec], seed=0, crops_per_image=3,
-                                     shard=grain.sharding.NoSharding(),
-                                     num_workers=args.workers, num_threads=args.threads)
-        for _ in range(2):  # warm up: threads, first reads
-            next(it)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            batch = next(it)
-        seconds = time.perf_counter() - start
-        it.close()  # stop threads / worker processes before the data disappear
-    images = args.steps * args.batch
-    print(f"pixels {batch['pixels'].shape} {batch['pixels'].dtype}; {os.cpu_count()} CPUs, "
-          f"{args.workers} workers, {args.threads} threads")
-    print(f"training pipeline: {images / seconds:.1f} images/s "
-          f"({3 * images / seconds:.1f} crops/s of 224x224, 512x384 JPEG, 3 crops per image)")
+        sources = {c: make_source(tmp, c, 48 if c == "kadid" else 32) for c in cases}
+        for case in cases:
+            for mode in ("train", "test"):
+                table, new = methods(sources[case], mode, mesh, workers)
+                for name, make in table.items():
+                    r = measure(make, batches)
+                    rows.append((case, mode, name, r))
+                    print(f"  {case:6s} {mode:5s} {name:20s} {r['images_per_s']:7.1f} img/s  "
+                          f"{r['images_per_cpu_s']:7.1f} img/CPU-s", flush=True)
+                if case == "kadid" and mode == "train":
+                    for w in (1, 2):
+                        r = measure(new(w), batches)
+                        rows.append((case, mode, f"scaling: {w} workers", r))
+                        print(f"  {case:6s} {mode:5s} {'scaling: ' + str(w) + ' workers':20s} "
+                              f"{r['images_per_s']:7.1f} img/s  {r['images_per_cpu_s']:7.1f} "
+                              "img/CPU-s", flush=True)
+        print("\n| images | crops | pipeline | images/s | images per CPU-second |")
+        print("|---|---|---|---:|---:|")
+        for case, mode, name, r in rows:
+            what = "512x384 PNG" if case == "kadid" else "1024x768 JPEG"
+            n = 3 if mode == "train" else 15
+            print(f"| {what} | {n} ({mode}) | {name} | {r['images_per_s']:.1f} | "
+                  f"{r['images_per_cpu_s']:.1f} |")
+        goal = {name: r for case, mode, name, r in rows if case == "kadid" and mode == "train"}
+        new_r = next(r for n, r in goal.items() if n.startswith("new"))
+        today_r, torch_r = goal["today"], next(r for n, r in goal.items() if n.startswith("torch"))
+        print(f"\nGoals (KADID-like, 3 training crops): {new_r['images_per_cpu_s']:.0f} images "
+              f"per CPU-second (>= 150: {new_r['images_per_cpu_s'] >= 150}); "
+              f"{new_r['images_per_cpu_s'] / today_r['images_per_cpu_s']:.2f}x today's per CPU-s, "
+              f"{new_r['images_per_s'] / today_r['images_per_s']:.2f}x wall (>= 2x); "
+              f"{new_r['images_per_cpu_s'] / torch_r['images_per_cpu_s']:.2f}x the torch "
+              "loader per CPU-s (> 1)")
+        if args.decoders:
+            decoders(args.decoders, sources, repeats=2 if args.quick else 5)
 
 
 if __name__ == "__main__":

@@ -20,19 +20,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-flops", action="store_true", help="skip counting the step's FLOPs")
 
 
-def abstract_batch(config) -> dict:
-    """ShapeDtypeStructs of one global training batch: pixels [B, crops, S, S, 3], labels [B].
-
-    TODO(merge): `mmpiqa_jax.data.pipeline.train_element_spec(config)` gives the pipeline's own
-    shapes and dtypes; use it here once it is on this branch (these are today's hand-written ones).
-    """
-    b, c, s = config.batch_size, config.data.crops_per_image, config.data.crop_size
-    spec = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct(shape, dtype)
-    return {"pixels": spec((b, c, s, s, 3)), "quality": spec((b,)), "mos": spec((b,)),
-            "distortion_class": spec((b,), jnp.int32), "scenes": spec((b, 9)),
-            "scene_mask": spec((b,), jnp.bool_), "dataset_id": spec((b,), jnp.int32)}
-
-
 def format_flops(x: float) -> str:
     """`1.23 GFLOP` and the like."""
     for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
@@ -44,6 +31,7 @@ def format_flops(x: float) -> str:
 def run(args) -> int:
     from mmpiqa_jax import config as config_lib
     from mmpiqa_jax.checkpoints import pretrained
+    from mmpiqa_jax.data import pipeline
     from mmpiqa_jax.models import iqa
     from mmpiqa_jax.train import cost as cost_lib
     from mmpiqa_jax.train import param_groups as pg
@@ -67,7 +55,7 @@ def run(args) -> int:
                          f"{m.variant}'s image resolution {resolution}")
     b, c = config.batch_size, config.data.crops_per_image
     weights = jax.ShapeDtypeStruct((len(step_lib.TASKS),), jnp.float32)
-    flops = cost_lib.step_model_flops(model, setup, abstract_batch(config), weights)
+    flops = cost_lib.step_model_flops(model, setup, pipeline.train_element_spec(config), weights)
     text = ("cached (text path frozen)" if setup.use_text_cache
             else "recomputed (text path trains)")
     print(f"train step: batch {b} images x {c} crops; text features {text}")

@@ -9,15 +9,22 @@ of dataset 1, ... Each dataset is reshuffled every epoch. Per example, `crops_pe
 Evaluation (`eval_iterator`) visits each example once in dataset order, with LIQE's 15 grid crops,
 one centre crop, or the whole image resized to 224; the last batch is padded (`valid` False).
 
+The unit of parallel work is one example: decode, resize, crops and flips run per example in
+`num_threads` threads of each of `num_workers` processes (`mp_prefetch`; `host_workers()` is
+what a config's -1 means), and examples are batched after them, in the main process. With
+`normalize=False` the crops stay uint8 and the model normalises them inside the jitted
+computation (`models.preprocess`): a quarter of the bytes to copy and to move to the device.
+
 Multi-host: each process reads only its shard, `indices[process_index::process_count]`
 (`grain.sharding.ShardByJaxProcess` by default; pass `shard=grain.sharding.ShardOptions(...)`
 to override). Training batch sizes are global: each process takes `batch_size / process_count`.
 
 The iterators' `get_state()` is a small JSON-serialisable dict; `set_state` on a fresh iterator
-built with the same arguments continues with exactly the next batch.
+built with the same arguments (workers included) continues with exactly the next batch.
 
 Batches (numpy):
-  pixels            float32 [B, crops, 224, 224, 3], CLIP-normalised
+  pixels            uint8 [B, crops, 224, 224, 3] raw RGB with `normalize=False` (what training
+                    and evaluation use), else float32 CLIP-normalised (the functions' default)
   quality, mos      float32 [B]           (quality in [0, 1], higher is better)
   distortion_class  int32 [B]             (-1 where unknown)
   scenes            float32 [B, 9]        multi-hot, with scene_mask float32 [B] (0 where unknown)
@@ -25,9 +32,13 @@ Batches (numpy):
   ref_id, index     int32 [B]             reference image; index into the source
   valid             bool [B]              (evaluation only) False on padding
 """
+import bisect
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
 
 import grain
 import numpy as np
@@ -37,6 +48,7 @@ from mmpiqa_jax import labels
 from mmpiqa_jax.data import transforms as T
 
 CROP_MODES = T.EVAL_CROP_MODES
+_MIN_SHM_BYTES = 1 << 16   # arrays from this size leave a worker through shared memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,17 +80,58 @@ class DataSpec:
         return idx
 
 
+def metadata_scene_labels(metadata: Mapping, ref_ids) -> np.ndarray | None:
+    """Multi-hot scenes [N, 9] of examples with `ref_ids`, from a builder's metadata, or None.
+
+    A builder that knows its scenes states them as `references` (reference names, row i for
+    ref_id i) and `scenes` (reference name -> LIQE scene words); others state neither.
+    """
+    refs, scenes = metadata.get("references"), metadata.get("scenes")
+    if not refs or not scenes:
+        return None
+    table = np.zeros((len(refs), labels.NUM_SCENES), np.float32)
+    for i, ref in enumerate(refs):
+        if ref not in scenes:
+            raise ValueError(f"builder metadata: reference {ref!r} has no entry in `scenes`")
+        table[i, [labels.scene_index(s) for s in scenes[ref]]] = 1.0
+    return table[np.asarray(ref_ids, int)]
+
+
 def open_spec(name: str, indices=None, batch_size: int = 1, split: str = "all",
               data_dir: str | None = None, scenes: np.ndarray | None = None) -> DataSpec:
-    """A `DataSpec` for a prepared dataset by name; `synthetic_iqa` gets its scene table."""
+    """A `DataSpec` for a prepared dataset by name, with the scene labels its builder states
+    (`metadata_scene_labels`) unless `scenes` is given."""
     from mmpiqa_jax.data import registry  # pylint: disable=import-outside-toplevel
     source = registry.load_source(name, split, data_dir, decode_images=False)
-    if scenes is None and name.partition("/")[0] == "synthetic_iqa":
-        from mmpiqa_jax.data.builders import synthetic_iqa  # pylint: disable=import-outside-toplevel
-        from mmpiqa_jax.data.splits import read_labels  # pylint: disable=import-outside-toplevel
-        refs = registry.get_builder(name, data_dir).builder_config.references
-        scenes = synthetic_iqa.scene_labels(read_labels(source)["ref_id"], refs)
+    if scenes is None:
+        metadata = registry.get_builder(name, data_dir).info.metadata or {}
+        if metadata.get("references") and metadata.get("scenes"):
+            from mmpiqa_jax.data.splits import read_labels  # pylint: disable=import-outside-toplevel
+            scenes = metadata_scene_labels(metadata, read_labels(source)["ref_id"])
     return DataSpec(source, indices, batch_size, scenes, name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Parallelism.
+
+def host_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def host_workers(cores: int | None = None) -> int:
+    """Decoding processes by default: one per core but one, which batches, puts batches on
+    the device and dispatches the step (at least one)."""
+    cores = host_cores() if cores is None else cores
+    return max(1, cores - 1)
+
+
+def worker_buffer(batch_size: int, num_workers: int) -> int:
+    """Examples each worker keeps ready by default: two batches over all workers."""
+    return max(2, math.ceil(2 * batch_size / max(1, num_workers)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,39 +172,46 @@ class _Example:
         return image, self.labels(int(index), record)
 
 
+def _pixels(crops: np.ndarray, normalize: bool) -> np.ndarray:
+    return T.normalize(crops) if normalize else np.ascontiguousarray(crops)
+
+
 class _TrainMap(grain.transforms.RandomMap):
     """index -> {pixels [crops, s, s, 3], labels}: flip, LIQE resize, random crops, and (with
     `rot90`) each crop turned by a random multiple of 90 degrees."""
 
     def __init__(self, example: _Example, crops: int, crop_size: int, crop_mode: str, flip: bool,
-                 rot90: bool = False):
+                 rot90: bool = False, normalize: bool = True):
         self.example, self.crops, self.size, self.mode, self.flip, self.rot90 = (
             example, crops, crop_size, crop_mode, flip, rot90)
+        self.normalize = normalize
 
     def random_map(self, index, rng: np.random.Generator):
         image, out = self.example.read(index)
         image = np.asarray(T.liqe_resize(image, crop=self.size))
-        if self.flip and rng.random() < 0.5:
-            image = image[:, ::-1]
+        mirror = bool(self.flip and rng.random() < 0.5)
         h, w = image.shape[:2]
         pos = T.random_positions(h, w, self.crops, rng, self.size, self.mode)
-        crops = T.take_crops(image, pos, self.size)
+        crops = T.take_crops(image, pos, self.size, mirror=mirror)
         if self.rot90:
             crops = T.random_rot90(crops, rng)
-        out["pixels"] = T.normalize(crops)
+        out["pixels"] = _pixels(crops, self.normalize)
         return out
 
 
 class _EvalMap(grain.transforms.Map):
     """(index, valid) -> {pixels [crops, s, s, 3], labels, valid}: deterministic crops."""
 
-    def __init__(self, example: _Example, crop_mode: str, num_crops: int, crop_size: int):
+    def __init__(self, example: _Example, crop_mode: str, num_crops: int, crop_size: int,
+                 normalize: bool = True):
         self.example, self.mode, self.num, self.size = example, crop_mode, num_crops, crop_size
+        self.normalize = normalize
 
     def map(self, element):
         index, valid = element
         image, out = self.example.read(index)
-        out["pixels"] = T.normalize(T.eval_crops(image, self.mode, self.num, self.size))
+        out["pixels"] = _pixels(T.eval_crops(image, self.mode, self.num, self.size),
+                                self.normalize)
         out["valid"] = np.bool_(valid)
         return out
 
@@ -180,23 +240,45 @@ def _seed(*parts: int) -> int:
 # ------------------------------------------------------------------------------------------------
 # Training.
 
-def train_dataset(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
-                  crop_size: int = T.CROP, crop_mode: str = "grid", flip: bool = True,
-                  rot90: bool = False, shard: grain.sharding.ShardOptions | None = None
-                  ) -> grain.MapDataset:
-    """The infinite MapDataset of training steps (element k = batch k), see the module doc.
+class _StepOrder(grain.MapDataset):
+    """The examples of several datasets in batch order: element j is example j % B of step
+    j // B, where a step holds `sizes[0]` examples of parent 0, then `sizes[1]` of parent 1, ...
+    (B = sum of sizes); parent d's example k * sizes[d] + r is the r-th of its part of step k."""
 
-    crop_mode: `grid` draws crops among LIQE's stride-grid positions, as LIQE's training does;
-      `random` anywhere.
-    flip: a random horizontal flip of each image (LIQE's); rot90: each crop also turned by a
-      random multiple of 90 degrees, so that with `flip` crops take all 8 orientations.
-    """
+    def __init__(self, parents: Sequence[grain.MapDataset], sizes: Sequence[int], steps: int):
+        super().__init__(list(parents))
+        self._sizes = [int(s) for s in sizes]
+        self._offsets = np.cumsum([0] + self._sizes).tolist()
+        self._batch = self._offsets[-1]
+        self._length = int(steps) * self._batch
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        step, pos = divmod(int(index), self._batch)
+        d = bisect.bisect_right(self._offsets, pos) - 1
+        return self._parents[d][step * self._sizes[d] + pos - self._offsets[d]]
+
+    def __str__(self) -> str:
+        return f"_StepOrder(sizes={self._sizes})"
+
+
+def train_examples(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
+                   crop_size: int = T.CROP, crop_mode: str = "grid", flip: bool = True,
+                   rot90: bool = False, normalize: bool = True,
+                   shard: grain.sharding.ShardOptions | None = None
+                   ) -> tuple[grain.MapDataset, int]:
+    """The infinite MapDataset of single training examples in batch order, and this process's
+    batch size B: examples `[k * B, (k + 1) * B)` are batch k (see `train_dataset`)."""
     if not specs:
         raise ValueError("train_dataset: no datasets given")
     if crop_mode not in ("grid", "random"):
         raise ValueError(f"unknown train crop mode {crop_mode!r}; expected 'grid' or 'random'")
     shard = _shard_options(shard, drop_remainder=True)
-    per_dataset = []
+    per_dataset, sizes = [], []
     for d, spec in enumerate(specs):
         name = spec.name or f"dataset {d}"
         if spec.batch_size % shard.shard_count:
@@ -207,59 +289,106 @@ def train_dataset(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int 
         if local < 1 or len(indices) < 1:
             raise ValueError(f"{name}: nothing to read (batch size {local} per process, "
                              f"{len(indices)} examples in shard {shard.shard_index})")
+        # The per-example randomness is that of the example's position in its dataset's
+        # stream (seed + position), whoever reads it: threads and workers change nothing.
         ds = (grain.MapDataset.source(indices)
               .shuffle(seed=_seed(seed, d, 0))          # a new order every epoch (seed + epoch)
               .repeat(None)
               .random_map(_TrainMap(_Example(spec, d), crops_per_image, crop_size, crop_mode,
-                                    flip, rot90), seed=_seed(seed, d, 1))
-              .batch(local, drop_remainder=True))
+                                    flip, rot90, normalize), seed=_seed(seed, d, 1)))
         per_dataset.append(ds)
-    # All are (practically) infinite; cut them to one length so that they can be zipped.
-    steps = min(len(ds) for ds in per_dataset)
-    zipped = grain.experimental.ZipMapDataset([ds[:steps] for ds in per_dataset])
-    return zipped.map(_concat)
+        sizes.append(local)
+    # All are (practically) infinite; cut them to one number of steps.
+    batch = sum(sizes)
+    steps = min(min(len(ds) // b for ds, b in zip(per_dataset, sizes)), sys.maxsize // batch)
+    return _StepOrder(per_dataset, sizes, steps), batch
 
 
-def _concat(batches) -> dict:
-    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+def train_dataset(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
+                  crop_size: int = T.CROP, crop_mode: str = "grid", flip: bool = True,
+                  rot90: bool = False, normalize: bool = True,
+                  shard: grain.sharding.ShardOptions | None = None) -> grain.MapDataset:
+    """The infinite MapDataset of training steps (element k = batch k), see the module doc.
+
+    crop_mode: `grid` draws crops among LIQE's stride-grid positions, as LIQE's training does;
+      `random` anywhere.
+    flip: a random horizontal flip of each image (LIQE's); rot90: each crop also turned by a
+      random multiple of 90 degrees, so that with `flip` crops take all 8 orientations.
+    normalize: CLIP-normalised float32 pixels; False: uint8.
+    """
+    examples, batch = train_examples(specs, seed=seed, crops_per_image=crops_per_image,
+                                     crop_size=crop_size, crop_mode=crop_mode, flip=flip,
+                                     rot90=rot90, normalize=normalize, shard=shard)
+    return examples.batch(batch, drop_remainder=True)
 
 
-def _iterator(ds: grain.MapDataset, num_workers: int, num_threads: int, prefetch: int):
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                                 prefetch_buffer_size=prefetch))
+def _iterator(examples: grain.MapDataset, batch_size: int, *, num_workers: int,
+              num_threads: int, prefetch: int, worker_buffer_size: int | None = None,
+              batch_fn: Callable | None = None, drop_remainder: bool = True):
+    """Examples read by `num_threads` threads in each of `num_workers` processes (0: in this
+    one), `prefetch` batches ahead, then batched here in their order."""
+    if num_workers < 0 or num_threads < 0 or prefetch < 0:
+        raise ValueError(f"num_workers={num_workers}, num_threads={num_threads} and "
+                         f"prefetch={prefetch} must be >= 0")
+    it_ds = examples.to_iter_dataset(grain.ReadOptions(
+        num_threads=num_threads, prefetch_buffer_size=max(1, prefetch) * batch_size))
     if num_workers > 0:
         if not flags.FLAGS.is_parsed():
             # grain's workers read absl flags, which scripts not run by absl.app never parse
             # (google/grain#1355): use their defaults.
             flags.FLAGS.mark_as_parsed()
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
-    return iter(it_ds)
+        buffer = worker_buffer_size or worker_buffer(batch_size, num_workers)
+        # Only the crops travel through shared memory; labels (bytes each) are pickled with
+        # the element: a segment per scalar costs more system calls than the crops' copy.
+        it_ds = grain.experimental.WithOptionsIterDataset(
+            it_ds, grain.experimental.DatasetOptions(min_shm_size=_MIN_SHM_BYTES))
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=num_workers, per_worker_buffer_size=buffer))
+    return iter(it_ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=batch_fn))
 
 
 def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
                    crop_size: int = T.CROP, crop_mode: str = "grid", flip: bool = True,
-                   rot90: bool = False, shard: grain.sharding.ShardOptions | None = None,
-                   num_workers: int = 0,
-                   num_threads: int = 2, prefetch: int = 2) -> grain.DatasetIterator:
-    """Iterator over training batches; `num_workers` > 0 decodes in that many processes,
-    `num_threads` threads assemble `prefetch` batches ahead in each."""
-    ds = train_dataset(specs, seed=seed, crops_per_image=crops_per_image, crop_size=crop_size,
-                       crop_mode=crop_mode, flip=flip, rot90=rot90, shard=shard)
-    return _iterator(ds, num_workers, num_threads, prefetch)
+                   rot90: bool = False, normalize: bool = True,
+                   shard: grain.sharding.ShardOptions | None = None,
+                   num_workers: int = 0, num_threads: int = 2, prefetch: int = 2,
+                   worker_buffer_size: int | None = None) -> grain.DatasetIterator:
+    """Iterator over training batches (those of `train_dataset`).
+
+    Each example is read, cropped and flipped by one of `num_threads` threads of one of
+    `num_workers` processes (0: this process's threads); batches are assembled here,
+    `prefetch` ahead. `worker_buffer_size`: examples each worker keeps ready (None:
+    `worker_buffer`). The batches do not depend on any of these.
+    """
+    examples, batch = train_examples(specs, seed=seed, crops_per_image=crops_per_image,
+                                     crop_size=crop_size, crop_mode=crop_mode, flip=flip,
+                                     rot90=rot90, normalize=normalize, shard=shard)
+    return _iterator(examples, batch, num_workers=num_workers, num_threads=num_threads,
+                     prefetch=prefetch, worker_buffer_size=worker_buffer_size)
+
+
+def train_element_spec(config, normalize: bool = False) -> dict:
+    """Shapes and dtypes of one GLOBAL training batch as `train_iterator` makes it from
+    `config.data` (uint8 pixels unless `normalize`): {key: jax.ShapeDtypeStruct}."""
+    import jax  # pylint: disable=import-outside-toplevel
+    d = config.data
+    b = int(sum(d.batch_sizes.values()))
+    pixels = (b, int(d.crops_per_image), int(d.crop_size), int(d.crop_size), 3)
+    shapes = {"pixels": (pixels, np.float32 if normalize else np.uint8),
+              "quality": ((b,), np.float32), "mos": ((b,), np.float32),
+              "distortion_class": ((b,), np.int32), "scenes": ((b, labels.NUM_SCENES), np.float32),
+              "scene_mask": ((b,), np.float32), "dataset_id": ((b,), np.int32),
+              "ref_id": ((b,), np.int32), "index": ((b,), np.int32)}
+    return {k: jax.ShapeDtypeStruct(shape, dtype) for k, (shape, dtype) in shapes.items()}
 
 
 # ------------------------------------------------------------------------------------------------
 # Evaluation.
 
-def eval_dataset(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", num_crops: int = 15,
-                 crop_size: int = T.CROP, dataset_id: int = 0,
-                 shard: grain.sharding.ShardOptions | None = None) -> grain.MapDataset:
-    """Batches of every example of this process's shard once, in dataset order.
-
-    crop_mode: `liqe` (LIQE's `num_crops` grid crops), `center` (one) or `full` (the whole image
-    resized to 224, one). Every process gets the same number of batches: shards are padded to
-    equal length and the last batch to `batch_size`, with `valid` False on padding.
-    """
+def eval_examples(spec: DataSpec, *, crop_mode: str = "liqe", num_crops: int = 15,
+                  crop_size: int = T.CROP, dataset_id: int = 0, normalize: bool = True,
+                  shard: grain.sharding.ShardOptions | None = None) -> grain.MapDataset:
+    """The single examples of `eval_dataset`, in order, padding included (`valid` False)."""
     if crop_mode not in CROP_MODES:
         raise ValueError(f"unknown eval crop mode {crop_mode!r}; expected one of {CROP_MODES}")
     shard = _shard_options(shard, drop_remainder=False)
@@ -270,8 +399,21 @@ def eval_dataset(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", nu
     length = -(-len(everything) // shard.shard_count)  # the longest shard
     elements = [(int(i), True) for i in mine]
     elements += [(int(everything[0]), False)] * (length - len(mine))
-    ds = grain.MapDataset.source(elements).map(
-        _EvalMap(_Example(spec, dataset_id), crop_mode, num_crops, crop_size))
+    return grain.MapDataset.source(elements).map(
+        _EvalMap(_Example(spec, dataset_id), crop_mode, num_crops, crop_size, normalize))
+
+
+def eval_dataset(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", num_crops: int = 15,
+                 crop_size: int = T.CROP, dataset_id: int = 0, normalize: bool = True,
+                 shard: grain.sharding.ShardOptions | None = None) -> grain.MapDataset:
+    """Batches of every example of this process's shard once, in dataset order.
+
+    crop_mode: `liqe` (LIQE's `num_crops` grid crops), `center` (one) or `full` (the whole image
+    resized to 224, one). Every process gets the same number of batches: shards are padded to
+    equal length and the last batch to `batch_size`, with `valid` False on padding.
+    """
+    ds = eval_examples(spec, crop_mode=crop_mode, num_crops=num_crops, crop_size=crop_size,
+                       dataset_id=dataset_id, normalize=normalize, shard=shard)
     return ds.batch(batch_size, batch_fn=functools.partial(_padded_batch, size=batch_size))
 
 
@@ -282,10 +424,14 @@ def _padded_batch(items: Sequence[dict], size: int) -> dict:
 
 
 def eval_iterator(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", num_crops: int = 15,
-                  crop_size: int = T.CROP, dataset_id: int = 0,
+                  crop_size: int = T.CROP, dataset_id: int = 0, normalize: bool = True,
                   shard: grain.sharding.ShardOptions | None = None, num_workers: int = 0,
-                  num_threads: int = 2, prefetch: int = 2) -> grain.DatasetIterator:
-    """Iterator over `eval_dataset`'s batches."""
-    ds = eval_dataset(spec, batch_size=batch_size, crop_mode=crop_mode, num_crops=num_crops,
-                      crop_size=crop_size, dataset_id=dataset_id, shard=shard)
-    return _iterator(ds, num_workers, num_threads, prefetch)
+                  num_threads: int = 2, prefetch: int = 2,
+                  worker_buffer_size: int | None = None) -> grain.DatasetIterator:
+    """Iterator over `eval_dataset`'s batches, read per example as `train_iterator` reads."""
+    ds = eval_examples(spec, crop_mode=crop_mode, num_crops=num_crops, crop_size=crop_size,
+                       dataset_id=dataset_id, normalize=normalize, shard=shard)
+    return _iterator(ds, batch_size, num_workers=num_workers, num_threads=num_threads,
+                     prefetch=prefetch, worker_buffer_size=worker_buffer_size,
+                     batch_fn=functools.partial(_padded_batch, size=batch_size),
+                     drop_remainder=False)

@@ -16,11 +16,19 @@ MAX_SHORT_SIDE = 768  # LIQE's AdaptiveResize(768)
 
 
 def decode_rgb(image) -> Image.Image:
-    """Encoded bytes (PNG/JPEG/...) or a uint8 array as an RGB PIL image."""
+    """Encoded bytes (PNG/JPEG/...) or a uint8 array as an RGB PIL image, fully decoded (a
+    truncated file fails here).
+
+    Pillow is the decoder: OpenCV's `imdecode` gives the same pixels for RGB PNGs and
+    simplejpeg for RGB JPEGs, but only simplejpeg is much faster (docs/benchmarks.md).
+    """
     if isinstance(image, (bytes, bytearray)):
         pil = Image.open(io.BytesIO(image))
     else:
         pil = Image.fromarray(np.asarray(image))
+    if pil.mode == "RGB":
+        pil.load()   # what convert() would do, without its copy
+        return pil
     return pil.convert("RGB")
 
 
@@ -45,6 +53,20 @@ def liqe_resize(image: Image.Image, max_short: int = MAX_SHORT_SIDE, crop: int =
     else:
         size = (int(target * w / h), target)
     return image.resize(size, resample)
+
+
+def liqe_resized_bytes(data: bytes, max_short: int = MAX_SHORT_SIDE, crop: int = CROP) -> bytes:
+    """An encoded image with LIQE's resize done once (`mmpiqa prepare --liqe-resize`): the
+    bytes as they are when `liqe_resize` leaves the image alone, else the resized RGB as PNG
+    (lossless), so that decoding gives exactly the pixels of resizing on the fly; resizing
+    those again changes nothing (their short side is `max_short` or `crop`)."""
+    image = decode_rgb(data)
+    resized = liqe_resize(image, max_short, crop)
+    if resized is image:
+        return bytes(data)
+    buffer = io.BytesIO()
+    resized.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def grid_stride(height: int, width: int) -> int:
@@ -93,9 +115,19 @@ def random_positions(height: int, width: int, num: int, rng: np.random.Generator
     raise ValueError(f"unknown crop mode {mode!r}; expected 'grid' or 'random'")
 
 
-def take_crops(image: np.ndarray, positions: np.ndarray, crop: int = CROP) -> np.ndarray:
-    """The windows at `positions` of a [h, w, 3] image. [n, crop, crop, 3], same dtype."""
-    return np.stack([image[t:t + crop, l:l + crop] for t, l in positions])
+def take_crops(image: np.ndarray, positions: np.ndarray, crop: int = CROP,
+               mirror: bool = False) -> np.ndarray:
+    """The windows at `positions` of a [h, w, c] image, or with `mirror` of the image flipped
+    left-right (positions in the flipped image). [n, crop, crop, c], same dtype."""
+    if not mirror:
+        return np.stack([image[t:t + crop, l:l + crop] for t, l in positions])
+    # Each pixel as one c-byte item: the flipped copy moves whole pixels, three times
+    # faster than numpy's element-wise copy of image[:, ::-1].
+    c = image.shape[-1]
+    pixels = np.ascontiguousarray(image).view(np.dtype(f"V{c * image.itemsize}"))[..., 0]
+    flipped = pixels[:, ::-1]
+    out = np.stack([flipped[t:t + crop, l:l + crop] for t, l in positions])
+    return out.view(image.dtype).reshape(*out.shape, c)
 
 
 def random_rot90(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -49,7 +49,8 @@ class Evaluator:
         """`(indices, scores)` of every example of `spec`, in the order of `spec.indices`."""
         out = [self.predict_fn(params, batch) for batch in pipeline.eval_iterator(
             spec, batch_size=self.batch_size, crop_mode=self.crop_mode,
-            num_crops=self.num_crops, crop_size=self.crop_size)]
+            num_crops=self.num_crops, crop_size=self.crop_size, normalize=False,
+            num_threads=pipeline.host_cores())]
         score, index, valid = (np.concatenate(column) for column in zip(*out))
         order = {int(i): k for k, i in enumerate(index[valid])}
         want = np.asarray(spec.all_indices())

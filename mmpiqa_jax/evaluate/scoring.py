@@ -3,7 +3,8 @@
     scores, skipped = score_files(model, find_images(["photos/"])[0], crop_mode="liqe")
 
 Images go through the evaluation preprocessing (`data.pipeline`'s eval map): LIQE's resize and 15
-grid crops (or one centre crop, or the whole image resized), CLIP normalisation. A file that
+grid crops (or one centre crop, or the whole image resized); CLIP normalisation runs in the
+jitted forward, on uint8 crops. A file that
 cannot be read or decoded is skipped and reported with its reason; the others are still scored.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from flax import nnx
 from PIL import Image
 
 from mmpiqa_jax.data import transforms as T
+from mmpiqa_jax.models.preprocess import clip_normalize
 
 __all__ = ["CROP_MODES", "IMAGE_EXTENSIONS", "UnreadableImage", "crop_setting", "find_images",
            "image_crops", "load_crops", "make_scorer", "score_files"]
@@ -93,7 +95,8 @@ def load_crops(path, crop_mode: str = "liqe", num_crops: int = 15,
 
 
 def make_scorer(model: nnx.Module) -> Callable[[np.ndarray], np.ndarray]:
-    """A function crops [B, C, H, W, 3] (CLIP-normalised) -> quality scores [B], one jit.
+    """A function crops [B, C, H, W, 3] (uint8 RGB, normalised in the jit, or CLIP-normalised
+    float) -> quality scores [B], one jit.
 
     The model's text features are computed once here (when it keeps a text cache), not per batch.
     The caller's model is left unchanged.
@@ -113,6 +116,7 @@ def make_scorer(model: nnx.Module) -> Callable[[np.ndarray], np.ndarray]:
     @jax.jit
     def forward(state, crops):
         m = nnx.merge(graphdef, state)
+        crops = clip_normalize(crops)
         out = m(crops, use_text_cache=True) if has_cache else m(crops)
         return out["score"]
 
@@ -160,7 +164,7 @@ def score_files(model, files: Iterable[str], *, crop_mode: str = "liqe", num_cro
         crops = np.stack(batch_crops)
         if len(crops) < batch_size:  # pad with copies: the compiled shape stays the same
             crops = np.concatenate([crops, np.repeat(crops[-1:], batch_size - len(crops), 0)])
-        values = scorer(T.normalize(crops))[:len(batch_paths)]
+        values = scorer(crops)[:len(batch_paths)]  # uint8: a quarter of the bytes to move
         scores.extend(zip(batch_paths, map(float, values)))
         batch_paths.clear()
         batch_crops.clear()

@@ -1,6 +1,7 @@
 """The IQA models on CLIP: MP-IQE (multi-modal prompts + fusion encoder) and LIQE (495 joint prompts).
 
-Both take crops `[B, C, H, W, 3]` (C crops per image, CLIP-normalised NHWC) and return a dict:
+Both take crops `[B, C, H, W, 3]` (C crops per image, NHWC: uint8 RGB,
+normalised inside the model, or CLIP-normalised float) and return a dict:
 `quality_logits` [B, 5], `quality_probs`, `score` = sum_q q p(q) in [1, 5], `scene_logits` [B, 9],
 `scene_probs`, `distortion_logits` [B, 11], `distortion_probs`; LIQE adds the joint `logits`
 [B, 495] (index q * 99 + s * 11 + d) and `probs`. Logits are averaged over crops before any
@@ -24,6 +25,7 @@ from flax import nnx
 from mmpiqa_jax import labels
 from mmpiqa_jax.models import prompts as prompts_lib
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig, get_variant
+from mmpiqa_jax.models.preprocess import clip_normalize
 from mmpiqa_jax.models.fusion import FusionEncoder
 
 _QUALITY_LEVELS = np.arange(1, labels.NUM_QUALITIES + 1, dtype=np.float32)
@@ -131,7 +133,7 @@ class MPIQE(_TextCached):
                                       return_tokens=return_tokens)
 
     def __call__(self, crops: jax.Array, *, use_text_cache: bool = False) -> dict:
-        pixels, b, c = _crops_to_images(crops)
+        pixels, b, c = _crops_to_images(clip_normalize(crops))  # uint8 crops normalised here
         image, aux = self.encode_image(pixels, return_tokens=True)
         text = self.text_features(use_cache=use_text_cache)
         sims = jnp.exp(self.clip.logit_scale[...]) * _normalize(image) @ text.T
@@ -165,7 +167,7 @@ class LIQE(_TextCached):
         return (self.prompts["joint"],)
 
     def __call__(self, crops: jax.Array, *, use_text_cache: bool = False) -> dict:
-        pixels, b, c = _crops_to_images(crops)
+        pixels, b, c = _crops_to_images(clip_normalize(crops))  # uint8 crops normalised here
         image = _normalize(self.clip.encode_image(pixels))
         text = self.text_features(use_cache=use_text_cache)
         logits = _mean_over_crops(jnp.exp(self.clip.logit_scale[...]) * image @ text.T, b, c)

@@ -108,7 +108,7 @@ def load_for_inference(workdir_or_checkpoint):
     """`(model, config)`: the nnx model of a run's best checkpoint, ready to score crops.
 
     Accepts the workdir or its `checkpoints/` folder. The model takes crops
-    `[B, C, s, s, 3]` with s = `config.data.crop_size`, CLIP-normalised (see `data.transforms`);
+    `[B, C, s, s, 3]` with s = `config.data.crop_size`, uint8 RGB or CLIP-normalised float;
     call it with `use_text_cache=True`.
     """
     path = Path(workdir_or_checkpoint)

@@ -19,6 +19,7 @@ import flax.struct
 import jax
 import numpy as np
 
+from mmpiqa_jax.data.prefetch import DevicePrefetch
 from mmpiqa_jax.train import checkpointing, progress, sharding
 
 CONFIG_NAME = "config.json"
@@ -28,6 +29,7 @@ REQUIRED_KEYS = {"num_steps": 1, "batch_size": 1, "log_every": 1, "eval_every": 
                  "checkpoint_every": 1}
 # Step metrics that flag the step rather than measure it; either spelling is accepted.
 FLAG_KEYS = ("finite", "nonfinite")
+DEVICE_PREFETCH = 2  # global batches put on the device ahead of the step
 
 
 @flax.struct.dataclass
@@ -225,8 +227,12 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
                               in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                               out_shardings=(state_shardings, sharding.replicated(mesh)),
                               donate_argnums=0)
-            state = _loop(state, step_fn, start, config, mesh, train_iter, eval_fn, hooks,
-                          ckpt, writer)
+            feed = _device_feed(train_iter, mesh, config, start, eval_fn)
+            try:
+                state = _loop(state, step_fn, start, config, mesh, feed, eval_fn, hooks,
+                              ckpt, writer)
+            finally:
+                feed.close()
         finally:
             # Whatever ended the run, let started saves finish: they hold finite states only.
             ckpt.wait()
@@ -247,21 +253,40 @@ def _fetch_finite(pending: list, last_saved: int | None) -> dict[str, float]:
     return {k: float(v) for k, v in host.items() if k not in FLAG_KEYS and np.ndim(v) == 0}
 
 
+def _device_feed(train_iter, mesh, config, start: int, eval_fn) -> DevicePrefetch:
+    """`train_iter`'s batches as global device arrays, assembled by a thread ahead of the
+    step; it pauses after each step that may save, so the saved iterator state is exact."""
+    checked = []
+
+    def put(local):
+        if not checked:
+            _check_batch(local, config.batch_size, start + 1)
+            checked.append(True)
+        return sharding.global_batch(mesh, local)
+
+    def may_save(k: int) -> bool:
+        step = start + k
+        return (step % config.checkpoint_every == 0 or step == config.num_steps
+                or (eval_fn is not None and step % config.eval_every == 0))
+
+    return DevicePrefetch(train_iter, put, size=DEVICE_PREFETCH,
+                          limit=config.num_steps - start, sync=may_save)
+
+
 def _loop(state, step_fn, start, config, mesh, train_iter, eval_fn, hooks, ckpt, writer):
-    """Runs steps `start + 1 .. num_steps`; host syncs only at log, eval and save points."""
+    """Runs steps `start + 1 .. num_steps`; host syncs only at log, eval and save points.
+    `train_iter` yields global device batches (`_device_feed`)."""
     num_steps = config.num_steps
     pending = []  # (step, device metrics) not yet checked for finiteness
     last_saved = ckpt.latest_step()
     tick, tick_step = time.perf_counter(), start
     for step in range(start + 1, num_steps + 1):
         try:
-            local = next(train_iter)
+            batch = next(train_iter)
         except StopIteration:
             raise RuntimeError(f"train_iter ran out at step {step} of {num_steps}; the data "
                                "pipeline must repeat for the whole run") from None
-        if step == start + 1:
-            _check_batch(local, config.batch_size, step)
-        state, metrics = step_fn(state, sharding.global_batch(mesh, local))
+        state, metrics = step_fn(state, batch)
         pending.append((step, metrics))
         writer.advance()
 

@@ -21,6 +21,7 @@ import xlrd
 from PIL import Image
 
 from mmpiqa_jax import labels
+from mmpiqa_jax.data import transforms
 from mmpiqa_jax.data.features import deterministic_serialization, iqa_features
 
 NAN = float("nan")
@@ -334,10 +335,14 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
     CITATION = ""
     PUBLISHED_RECORDS: int  # images in the published dataset, all splits together
 
-    def __init__(self, *, allow_partial: bool = False, **kwargs: Any):
+    def __init__(self, *, allow_partial: bool = False, liqe_resize: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
         self.allow_partial = bool(allow_partial)
         self._original_state["allow_partial"] = self.allow_partial  # kept when pickled
+        # Store images after LIQE's resize (`transforms.liqe_resized_bytes`): the same pixels
+        # for LIQE's crops, without the resize (and the large decode) at every read.
+        self.liqe_resize = bool(liqe_resize)
+        self._original_state["liqe_resize"] = self.liqe_resize
 
     def _info(self) -> tfds.core.DatasetInfo:
         # DatasetInfo is built by hand: `dataset_info_from_configs` looks for metadata files
@@ -373,6 +378,8 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
         count = self._check_count(sum(len(records) for records in splits.values()),
                                   folder.root / score.file)
         self.info.metadata.update(score.metadata(), **extra, **count)
+        if self.liqe_resize:
+            self.info.metadata["liqe_resized"] = True
         return {split: self._generate_examples(items) for split, items in examples.items()}
 
     def _check_count(self, records: int, score_file: pathlib.Path) -> dict[str, Any]:
@@ -392,8 +399,9 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, items: list[tuple[Record, float]]) -> Iterator[tuple[str, dict]]:
         for record, quality in items:
+            image = self._encode(record)
             yield record.name, {
-                "image": self._encode(record),
+                "image": transforms.liqe_resized_bytes(image) if self.liqe_resize else image,
                 "name": record.name,
                 "mos": record.mos,
                 "mos_std": record.mos_std,

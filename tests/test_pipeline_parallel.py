@@ -1,0 +1,232 @@
+"""The per-example pipeline against the batch-level one it replaced (`tools/legacy_pipeline.py`),
+uint8 crops normalised in the model, the device prefetch, and the element spec."""
+import sys
+import threading
+from pathlib import Path
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mmpiqa_jax import config as config_lib
+from mmpiqa_jax.cli.main import main
+from mmpiqa_jax.data import pipeline as P
+from mmpiqa_jax.data import splits
+from mmpiqa_jax.data import transforms as T
+from mmpiqa_jax.data.builders import synthetic_iqa
+from mmpiqa_jax.data.prefetch import DevicePrefetch
+from mmpiqa_jax.models import iqa, preprocess
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+import legacy_pipeline as legacy  # noqa: E402  pylint: disable=wrong-import-position
+
+NAME = "synthetic_iqa/small"
+ONE = grain.sharding.NoSharding()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("data"))
+    assert main(["prepare", NAME, "--data-dir", path]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def spec(data_dir):
+    return P.open_spec(NAME, data_dir=data_dir)
+
+
+def _specs(spec):
+    split = splits.random_split(splits.read_labels(spec.source)["ref_id"], "80/20", seed=0)
+    return [P.DataSpec(spec.source, split["train"], 4, spec.scenes, "a"),
+            P.DataSpec(spec.source, split["test"], 2, None, "b")]
+
+
+def _assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype, k
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_scenes_come_from_the_builder_metadata(spec):
+    table = splits.read_labels(spec.source)
+    refs = ("astronaut", "chelsea", "coffee", "rocket")
+    np.testing.assert_array_equal(spec.scenes, synthetic_iqa.scene_labels(table["ref_id"], refs))
+    assert P.metadata_scene_labels({}, [0]) is None   # a builder that states no scenes
+    with pytest.raises(ValueError, match="reference 'b' has no entry"):
+        P.metadata_scene_labels({"references": ["a", "b"], "scenes": {"a": ["animal"]}}, [0])
+
+
+@pytest.mark.parametrize("kw", [{}, {"rot90": True, "crop_mode": "random", "crop_size": 64},
+                                {"crops_per_image": 1, "flip": False}])
+@pytest.mark.parametrize("shard", [ONE, grain.sharding.ShardOptions(1, 2)])
+def test_train_batches_are_the_batch_level_pipelines(spec, kw, shard):
+    """25 steps (past epoch ends of both datasets): same examples, crops, flips and labels."""
+    old = legacy.train_iterator(_specs(spec), seed=3, shard=shard, **kw)
+    new = P.train_iterator(_specs(spec), seed=3, shard=shard, num_threads=3, **kw)
+    for _ in range(25):
+        _assert_same(next(new), next(old))
+
+
+@pytest.mark.parametrize("mode", ["liqe", "center", "full"])
+def test_eval_batches_are_the_batch_level_pipelines(spec, mode):
+    for shard in (ONE, grain.sharding.ShardOptions(1, 2)):
+        old = list(legacy.eval_iterator(spec, batch_size=16, crop_mode=mode, shard=shard))
+        new = list(P.eval_iterator(spec, batch_size=16, crop_mode=mode, shard=shard))
+        assert len(new) == len(old)
+        for a, b in zip(new, old):
+            _assert_same(a, b)
+
+
+def test_uint8_batches_are_the_float_ones_before_normalisation(spec):
+    floats = P.train_iterator(_specs(spec), seed=0, shard=ONE)
+    raw = P.train_iterator(_specs(spec), seed=0, shard=ONE, normalize=False)
+    for _ in range(3):
+        f, u = next(floats), next(raw)
+        assert u["pixels"].dtype == np.uint8 and u["pixels"].shape == f["pixels"].shape
+        np.testing.assert_array_equal(T.normalize(u["pixels"]), f["pixels"])
+        np.testing.assert_array_equal(u["index"], f["index"])
+    f = next(P.eval_iterator(spec, batch_size=8, shard=ONE))
+    u = next(P.eval_iterator(spec, batch_size=8, shard=ONE, normalize=False))
+    assert u["pixels"].dtype == np.uint8
+    np.testing.assert_array_equal(T.normalize(u["pixels"]), f["pixels"])
+
+
+def test_two_workers_give_the_same_batches_and_resume(spec):
+    want = [next(it) for it in [P.train_iterator(_specs(spec), seed=5, shard=ONE)] for _ in range(4)]
+    it = P.train_iterator(_specs(spec), seed=5, shard=ONE, num_workers=2, num_threads=1,
+                          normalize=True)
+    got = [next(it), next(it)]
+    state = it.get_state()
+    it.close()
+    resumed = P.train_iterator(_specs(spec), seed=5, shard=ONE, num_workers=2, num_threads=1)
+    resumed.set_state(state)
+    got += [next(resumed), next(resumed)]
+    resumed.close()
+    for a, b in zip(got, want):
+        _assert_same(a, b)
+    ev = P.eval_iterator(spec, batch_size=32, crop_mode="center", shard=ONE, num_workers=2)
+    for a, b in zip(list(ev), list(P.eval_iterator(spec, batch_size=32, crop_mode="center",
+                                                   shard=ONE))):
+        _assert_same(a, b)
+
+
+def test_train_element_spec_is_a_real_batchs(data_dir):
+    from mmpiqa_jax.train import run   # pylint: disable=import-outside-toplevel
+    config = config_lib.load_config(str(REPO / "configs" / "tiny.py") + ":dataset=" + NAME, [
+        f"data.data_dir={data_dir}", "data.split=50/25/25", "data.num_workers=0"])
+    batch = next(run.train_iterator(config, run.training_datasets(config)))  # one process
+    spec = P.train_element_spec(config)
+    assert {k: (v.shape, v.dtype) for k, v in spec.items()} == {
+        k: (v.shape, v.dtype) for k, v in batch.items()}
+    assert spec["pixels"].dtype == np.uint8 and spec["pixels"].shape == (8, 2, 32, 32, 3)
+
+
+def test_worker_defaults_follow_the_cores():
+    assert P.host_workers(16) == 15 and P.host_workers(1) == 1
+    assert P.worker_buffer(48, 15) == 7 and P.worker_buffer(4, 8) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Normalisation in the model.
+
+def test_clip_normalize_matches_the_host():
+    np.testing.assert_array_equal(preprocess.CLIP_MEAN, T.CLIP_MEAN)
+    np.testing.assert_array_equal(preprocess.CLIP_STD, T.CLIP_STD)
+    x = np.arange(256, dtype=np.uint8).reshape(1, -1, 1) * np.ones((1, 1, 3), np.uint8)
+    got = jax.jit(preprocess.clip_normalize)(x)
+    assert got.dtype == jnp.float32
+    want = (x / 255.0 - T.CLIP_MEAN) / T.CLIP_STD
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-6)
+    f = jnp.ones((2, 3), jnp.bfloat16)
+    assert preprocess.clip_normalize(f) is f   # float input is taken as normalised
+    with pytest.raises(TypeError, match="must be uint8 .* got int32"):
+        preprocess.clip_normalize(jnp.zeros((1, 3), jnp.int32))
+
+
+@pytest.mark.parametrize("model_name", ["mpiqe", "liqe"])
+def test_models_score_uint8_crops_as_host_normalised_ones(model_name):
+    config = config_lib.load_config(str(REPO / "configs" / "tiny.py") + f":model={model_name}")
+    model = iqa.build_model(config.model, nnx.Rngs(0))
+    # Random parameters off zero, so that every output depends on the pixels.
+    params = nnx.state(model, nnx.Param)
+    keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(params))))
+    nnx.update(model, jax.tree.map(lambda p: p + 0.2 * jax.random.normal(next(keys), p.shape),
+                                   params))
+    crops = np.random.default_rng(0).integers(0, 256, (3, 2, 32, 32, 3), dtype=np.uint8)
+    forward = nnx.jit(lambda m, x: m(x))
+    got, want = forward(model, crops), forward(model, T.normalize(crops))
+    for key in ("score", "quality_logits", "scene_logits", "distortion_logits"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    assert float(jnp.std(want["score"])) > 1e-4   # the images differ, so do their scores
+
+
+# ------------------------------------------------------------------------------------------------
+# Device prefetch.
+
+def to_device(batch):
+    return jax.tree.map(jnp.asarray, batch)
+
+
+class Counter:
+    """Batches {"k": [k]}, k = 1, 2, ...; `reads` records the thread of every `next`."""
+
+    def __init__(self, fail_at=None, length=None):
+        self.k, self.fail_at, self.length, self.reads = 0, fail_at, length, []
+
+    def __next__(self):
+        if self.length is not None and self.k == self.length:
+            raise StopIteration
+        self.k += 1
+        self.reads.append(threading.current_thread().name)
+        if self.k == self.fail_at:
+            raise OSError(f"bad record {self.k}")
+        return {"k": np.array([self.k])}
+
+    def get_state(self):
+        return {"k": self.k}
+
+    def set_state(self, state):
+        self.k = state["k"]
+
+
+def test_device_prefetch_reads_ahead_in_order_and_saves_exact_states():
+    it = Counter()
+    it.set_state({"k": 10})
+    feed = DevicePrefetch(it, to_device, size=2, limit=9, sync=lambda k: k % 4 == 0)
+    assert feed.get_state() == {"k": 10}            # before any read: the iterator's own
+    got = []
+    for n in range(1, 10):
+        batch = next(feed)
+        assert isinstance(batch["k"], jax.Array)
+        got.append(int(batch["k"][0]))
+        if n % 4 == 0:                              # a sync point: exactly after batch n
+            assert feed.get_state() == {"k": 10 + n}
+        elif n == 2:
+            with pytest.raises(RuntimeError, match="no sync point"):
+                feed.get_state()
+    assert got == list(range(11, 20))
+    with pytest.raises(StopIteration):             # the limit: 9 batches
+        next(feed)
+    feed.close()
+    assert it.k == 19 and set(it.reads) == {"device-prefetch"}
+
+
+def test_device_prefetch_passes_errors_and_the_end_on():
+    feed = DevicePrefetch(Counter(fail_at=3), to_device)
+    next(feed), next(feed)
+    with pytest.raises(OSError, match="bad record 3"):
+        next(feed)
+    feed.close()
+    feed = DevicePrefetch(Counter(length=2), to_device, size=1)
+    assert [int(b["k"][0]) for b in feed] == [1, 2]
+    feed.close()
+    stopped = DevicePrefetch(Counter(), to_device, size=1)
+    next(stopped)
+    stopped.close()                                 # a thread blocked on a full queue ends
+    assert not stopped._thread.is_alive()           # pylint: disable=protected-access
