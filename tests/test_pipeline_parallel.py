@@ -116,11 +116,11 @@ def test_two_workers_give_the_same_batches_and_resume(spec):
         _assert_same(a, b)
 
 
-def test_train_element_spec_is_a_real_batchs(data_dir):
-    from mmpiqa_jax.train import run   # pylint: disable=import-outside-toplevel
+def test_train_element_spec_is_a_real_batch(data_dir):
+    from mmpiqa_jax.data import datasets   # pylint: disable=import-outside-toplevel
     config = config_lib.load_config(str(REPO / "configs" / "tiny.py") + ":dataset=" + NAME, [
         f"data.data_dir={data_dir}", "data.split=50/25/25", "data.num_workers=0"])
-    batch = next(run.train_iterator(config, run.training_datasets(config)))  # one process
+    batch = next(datasets.train_iterator(config, datasets.training_datasets(config)))  # one process
     spec = P.train_element_spec(config)
     assert {k: (v.shape, v.dtype) for k, v in spec.items()} == {
         k: (v.shape, v.dtype) for k, v in batch.items()}

@@ -71,7 +71,10 @@ def _unrolled_step_jaxpr(model, setup, batch, weights):
 @pytest.fixture(scope="module", params=["mpiqe", "liqe"])
 def tiny(request):
     overrides = ["model.num_text_context=0"] if request.param == "liqe" else []
-    config = config_lib.load_config(f"configs/tiny.py:model={request.param}", overrides)
+    # MP-IQE without deep prompts: its vision blocks then run as one scan, as LIQE's do (with
+    # prompts, block 0 runs apart and tiny's second block is a scan of one).
+    arg = "model=mpiqe,depth=0" if request.param == "mpiqe" else "model=liqe"
+    config = config_lib.load_config(f"configs/tiny.py:{arg}", overrides)
     model = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0)))
     setup = state_lib.training_setup(config, model)
     weights = jax.ShapeDtypeStruct((len(step_lib.TASKS),), jnp.float32)
@@ -106,6 +109,8 @@ def test_summary_prints_counts_and_model_flops(tiny, capsys):
     args = ["summary", "--config", f"configs/tiny.py:model={name}"]
     if name == "liqe":
         args += ["--set", "model.num_text_context=0"]
+    else:
+        args += ["--set", f"model.visual_prompt_depth={config.model.visual_prompt_depth}"]
     assert cli_main.main(args) == 0
     out = capsys.readouterr().out
     assert f"model: {name} on CLIP tiny (float32)" in out

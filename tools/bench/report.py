@@ -212,7 +212,8 @@ def render(saved: dict) -> str:
     L.append("")
     if not device:
         L += targets(plan, name, prep, r, run)
-    L.append("Where the time goes and what was changed because of it: `docs/profile.md`.\n")
+    L.append("Where the time goes and what was changed because of it: `docs/profile.md`. The input "
+             "pipeline's figures (`tools/benchmark_pipeline.py`): `docs/benchmarks_pipeline.md`.\n")
     if "wall_s" in run:
         L.append(f"Total wall time of this run: {run['wall_s']:.0f} s (`{run['command']}`).")
     return "\n".join(L) + "\n"
