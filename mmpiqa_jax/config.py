@@ -89,7 +89,8 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     path, arg = split_spec(spec)
     config = _load_module(path).get_config(arg)
     if not isinstance(config, ml_collections.ConfigDict):
-        raise TypeError(f"get_config in {path!r} returned {type(config).__name__}, not a ConfigDict")
+        raise TypeError(f"get_config in {path!r} returned {type(config).__name__}, "
+                        "not a ConfigDict")
     config.lock()
     apply_overrides(config, overrides)
     return config

@@ -33,7 +33,8 @@ def distortion_index(name: str) -> int:
     try:
         return DISTORTIONS.index(name)
     except ValueError:
-        raise ValueError(f"unknown distortion class {name!r}; expected one of {DISTORTIONS}") from None
+        raise ValueError(
+            f"unknown distortion class {name!r}; expected one of {DISTORTIONS}") from None
 
 
 def scene_index(name: str) -> int:

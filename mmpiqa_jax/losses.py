@@ -173,7 +173,8 @@ def distortion_fidelity_loss(probs, labels, valid=None, *, normalize_by_classes:
     if jnp.shape(labels) != (batch,):
         raise ValueError(f"labels must have shape ({batch},), got {jnp.shape(labels)}")
     if not jnp.issubdtype(jnp.asarray(labels).dtype, jnp.integer):
-        raise ValueError(f"labels must be integers (-1 = missing), got dtype {jnp.asarray(labels).dtype}")
+        raise ValueError(f"labels must be integers (-1 = missing), "
+                         f"got dtype {jnp.asarray(labels).dtype}")
     if _is_concrete(labels):
         bad = np.asarray(labels)
         bad = bad[(bad < -1) | (bad >= num_classes)]
@@ -333,7 +334,8 @@ class DynamicWeightAverage:
         """Closes the epoch: its mean losses become `last`, the old `last` becomes `before_last`."""
         mean = state.epoch_sum / jnp.maximum(state.epoch_steps, 1).astype(jnp.float32)
         zeros = jnp.zeros_like(state.epoch_sum)
-        return DWAState(zeros, jnp.zeros_like(state.epoch_steps), mean, state.last, state.epochs + 1)
+        return DWAState(zeros, jnp.zeros_like(state.epoch_steps), mean, state.last,
+                        state.epochs + 1)
 
     def weights(self, state: DWAState) -> jax.Array:
         """[K] float32 task weights for the current epoch; they sum to K."""

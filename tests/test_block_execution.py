@@ -27,9 +27,9 @@ EXECUTIONS = [(True, "none"), (True, "dots"), (True, "full"), (False, "dots")]
 def build(name: str):
     clip = CLIP(CONFIG, rngs=nnx.Rngs(0))
     if name == "mpiqe":
-        model = iqa.MPIQE(clip, visual_prompt_depth=2, num_visual_prompts=3, num_text_context=2, text_context_init="",
-                          text_prompt_depth=2, fusion_layers=1, fusion_width=32, fusion_heads=2,
-                          rngs=nnx.Rngs(1))
+        model = iqa.MPIQE(clip, visual_prompt_depth=2, num_visual_prompts=3, num_text_context=2,
+                          text_context_init="", text_prompt_depth=2, fusion_layers=1,
+                          fusion_width=32, fusion_heads=2, rngs=nnx.Rngs(1))
         kernel = model.fusion.head.kernel
         kernel[...] = jax.random.normal(jax.random.key(0), kernel.shape)
         return model, pg.resolve("prompt")
@@ -40,7 +40,8 @@ def build(name: str):
 def loss_and_grads(model, groups, batch):
     graphdef, trainable, frozen = pg.split_trainable(model, groups)
     fn = jax.jit(jax.value_and_grad(step_lib.loss_fn, has_aux=True), static_argnums=1)
-    (loss, _), grads = fn(trainable, graphdef, frozen, batch, jnp.asarray(bench_inputs.LOSS_WEIGHTS))
+    (loss, _), grads = fn(trainable, graphdef, frozen, batch,
+                          jnp.asarray(bench_inputs.LOSS_WEIGHTS))
     return float(loss), jax.tree.map(np.asarray, grads)
 
 
@@ -61,7 +62,8 @@ def test_scan_and_remat_give_the_unrolled_gradients(name):
         flat_ref, flat = nnx.to_flat_state(ref_grads), dict(nnx.to_flat_state(grads))
         for path, g in flat_ref:
             np.testing.assert_allclose(flat[path], g, rtol=2e-4, atol=1e-6,
-                                       err_msg=f"{path} with scan_layers={scan_layers}, remat={remat}")
+                                       err_msg=f"{path} with scan_layers={scan_layers}, "
+                                               f"remat={remat}")
 
 
 def test_unknown_remat_policy_is_named():

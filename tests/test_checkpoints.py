@@ -28,8 +28,10 @@ from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict
 from mmpiqa_jax.models.clip_model import VARIANTS
 
 TOLERANCE = 1e-4  # max |diff| relative to the feature norm
-TEXTS = ["a photo of a cat.", "a blurry photo of a street with motion blur, which is of bad quality", "x"]
-TOKEN_IDS = open_clip.tokenize(TEXTS).numpy().astype(np.int32)  # OpenAI's ids: EOT 49407 is the highest
+TEXTS = ["a photo of a cat.",
+         "a blurry photo of a street with motion blur, which is of bad quality", "x"]
+# OpenAI's ids: EOT 49407 is the highest
+TOKEN_IDS = open_clip.tokenize(TEXTS).numpy().astype(np.int32)
 
 transformers.utils.logging.disable_progress_bar()
 
@@ -49,7 +51,8 @@ def perturb_(model, seed):
 
 
 def random_pixels(n, resolution, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, resolution, resolution, 3), dtype=np.float32)
+    return np.random.default_rng(seed).standard_normal((n, resolution, resolution, 3),
+                                                       dtype=np.float32)
 
 
 def hf_features(model, pixels, token_ids):
@@ -79,8 +82,9 @@ def hf_tiny_config(**vision_overrides):
                                        num_hidden_layers=2, num_attention_heads=4,
                                        max_position_embeddings=77, bos_token_id=49406,
                                        eos_token_id=49407, **common)
-    vision = transformers.CLIPVisionConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3,
-                                           num_attention_heads=4, image_size=32, patch_size=8,
+    vision = transformers.CLIPVisionConfig(hidden_size=64, intermediate_size=256,
+                                           num_hidden_layers=3, num_attention_heads=4,
+                                           image_size=32, patch_size=8,
                                            **{**common, **vision_overrides})
     return transformers.CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
                                    projection_dim=24)
@@ -136,22 +140,26 @@ def test_hf_folder_matches_transformers(hf_tiny, tmp_path, layout):
         hf_tiny.save_pretrained(tmp_path)
         assert (tmp_path / "model.safetensors").exists()
     state_dict, fmt = read_state_dict(tmp_path)
-    assert fmt == "huggingface" and "visual.transformer.resblocks.2.attn.in_proj_weight" in state_dict
+    assert (fmt == "huggingface"
+            and "visual.transformer.resblocks.2.attn.in_proj_weight" in state_dict)
     model = clip.load(tmp_path)
-    assert (model.config.vision_heads, model.config.text_heads, model.config.embed_dim) == (4, 4, 24)
+    assert (model.config.vision_heads, model.config.text_heads,
+            model.config.embed_dim) == (4, 4, 24)
     pixels = random_pixels(2, 32)
     assert_same_features(model, hf_features(hf_tiny, pixels, TOKEN_IDS), pixels)
 
 
 def test_hf_key_table_in_torch_alone(hf_tiny):
-    """The renames, independently of the Flax model: open_clip loads them and gives HF's features."""
+    """The renames, independently of the Flax model: open_clip loads them and gives HF's
+    features."""
     hf_state = {k: v.numpy() for k, v in hf_tiny.state_dict().items()}
     openai_state, _ = hf_to_openai(hf_state, source="<test>")
     reference = open_clip.CLIP(
         embed_dim=24, quick_gelu=True,
         vision_cfg=dict(layers=3, width=64, head_width=16, patch_size=8, image_size=32),
         text_cfg=dict(context_length=77, vocab_size=49408, width=48, heads=4, layers=2))
-    reference.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in openai_state.items()})
+    reference.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C"))
+                               for k, v in openai_state.items()})
     pixels = random_pixels(2, 32)
     for ours, ref in zip(open_clip_features(reference.eval(), pixels, TOKEN_IDS),
                          hf_features(hf_tiny, pixels, TOKEN_IDS)):
@@ -185,7 +193,8 @@ def _write_ddp_checkpoint(model, path):
                 "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, OpenAI's files are not
+# torch.jit is deprecated, OpenAI's files are not
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.parametrize("write, name, fmt", [
     (_write_openai_pt, "ViT-tiny.pt", "openai"),
     (_write_torchscript, "ViT-tiny-jit.pt", "openai-torchscript"),
@@ -254,7 +263,8 @@ def test_vit_b32_matches_transformers_and_open_clip(hf_vit_b32):
     # open_clip's ViT-B-32 (QuickGELU) given the same weights in OpenAI's layout.
     open_clip_model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
     state_dict, _ = read_state_dict(folder)
-    open_clip_model.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in state_dict.items()})
+    open_clip_model.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C"))
+                                     for k, v in state_dict.items()})
     assert_same_features(model, open_clip_features(open_clip_model.eval(), pixels, token_ids),
                          pixels, token_ids)
 
@@ -281,7 +291,8 @@ def test_project_checkpoint_keeps_params_and_extras(hf_tiny_folder, tmp_path):
     # Training loads it under a mesh (`jax.set_mesh`), where restore targets must stay concrete.
     with jax.set_mesh(jax.make_mesh((1,), ("data",))):
         under_mesh = load_clip(tmp_path / "ckpt")
-    assert np.array_equal(to_openai_state_dict(under_mesh)["text_projection"], before["text_projection"])
+    assert np.array_equal(to_openai_state_dict(under_mesh)["text_projection"],
+                          before["text_projection"])
 
 
 def test_export_hf_loads_in_transformers(hf_tiny, hf_tiny_folder, tmp_path):
@@ -289,9 +300,11 @@ def test_export_hf_loads_in_transformers(hf_tiny, hf_tiny_folder, tmp_path):
     export_hf(load_clip(hf_tiny_folder), tmp_path, extra_params=extras, extra_config={"depth": 2})
     exported = transformers.CLIPModel.from_pretrained(tmp_path).eval()
     pixels = random_pixels(2, 32)
-    for ours, ref in zip(hf_features(exported, pixels, TOKEN_IDS), hf_features(hf_tiny, pixels, TOKEN_IDS)):
+    for ours, ref in zip(hf_features(exported, pixels, TOKEN_IDS),
+                         hf_features(hf_tiny, pixels, TOKEN_IDS)):
         assert relative_difference(ours, ref) <= TOLERANCE
-    assert np.array_equal(load_file(tmp_path / "mmpiqa_extra.safetensors")["prompts/text"], extras["prompts/text"])
+    assert np.array_equal(load_file(tmp_path / "mmpiqa_extra.safetensors")["prompts/text"],
+                          extras["prompts/text"])
     assert json.loads((tmp_path / "mmpiqa_config.json").read_text())["extra_config"] == {"depth": 2}
     _, back, config = load_checkpoint(tmp_path)
     assert np.array_equal(back["prompts/text"], extras["prompts/text"]) and config == {"depth": 2}
@@ -455,7 +468,8 @@ def test_error_project_checkpoint_config_disagrees(hf_tiny_folder, tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_clip(folder)
     message = str(e.value)
-    assert folder in message and "unexpected keys" in message and "visual/transformer/resblocks/2" in message
+    assert (folder in message and "unexpected keys" in message
+            and "visual/transformer/resblocks/2" in message)
 
 
 # --- Any CLIP shape: the architecture read from the checkpoint -------------------------------

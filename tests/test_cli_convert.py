@@ -58,11 +58,13 @@ def test_convert_then_export_gives_the_source_features(hf_source, tmp_path, caps
     assert "vision_heads=3" in printed and f"parameters: {n_params:,}" in printed
     assert (tmp_path / "ckpt" / "config.json").exists() and (tmp_path / "ckpt" / "params").is_dir()
 
-    assert main(["export", str(tmp_path / "ckpt"), "--to", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert main(["export", str(tmp_path / "ckpt"), "--to", "hf",
+                 "--out", str(tmp_path / "hf")]) == 0
     exported = transformers.CLIPModel.from_pretrained(tmp_path / "hf").eval()
     pixels = np.random.default_rng(0).standard_normal((2, 48, 48, 3), dtype=np.float32)
     token_ids = open_clip.tokenize(TEXTS).numpy()
-    for ours, ref in zip(features(exported, pixels, token_ids), features(source, pixels, token_ids)):
+    for ours, ref in zip(features(exported, pixels, token_ids),
+                         features(source, pixels, token_ids)):
         assert relative_difference(ours, ref) <= 1e-4
 
 
@@ -72,7 +74,8 @@ def test_export_carries_the_extras(hf_source, tmp_path):
     extras = {"prompts/visual": np.linspace(-1, 1, 2 * 4 * 96, dtype=np.float32).reshape(2, 4, 96),
               "quality_head/kernel": np.eye(5, dtype=np.float32)}
     save_checkpoint(tmp_path / "ckpt", model, extras, {"visual_prompt_depth": 2})
-    assert main(["export", str(tmp_path / "ckpt"), "--to", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert main(["export", str(tmp_path / "ckpt"), "--to", "hf",
+                 "--out", str(tmp_path / "hf")]) == 0
     stored = load_file(tmp_path / "hf" / "mmpiqa_extra.safetensors")
     assert stored.keys() == extras.keys()
     assert all(np.array_equal(stored[k], extras[k]) for k in extras)
@@ -109,7 +112,8 @@ def test_convert_open_clip_needs_its_arch(tmp_path, capsys):
     assert str(weights) in printed and "--arch" in printed and "ViT-B-32-quickgelu" in printed
     assert not (tmp_path / "no_arch").exists()
     # The architecture must fit the file: ViT-B-32's does not.
-    assert main(["convert", str(weights), "--arch", "ViT-B-32", "--out", str(tmp_path / "b32")]) == 1
+    assert main(["convert", str(weights), "--arch", "ViT-B-32",
+                 "--out", str(tmp_path / "b32")]) == 1
     printed = capsys.readouterr().out  # 12 layers per tower there, 2 here
     assert str(weights) in printed and "expected architecture" in printed
     assert "missing keys" in printed and "transformer.resblocks.11.ln_1.weight" in printed

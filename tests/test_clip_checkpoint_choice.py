@@ -1,4 +1,5 @@
-"""No silent random backbone: training a non-tiny CLIP needs `model.clip_checkpoint` (or `random`)."""
+"""No silent random backbone: training a non-tiny CLIP needs `model.clip_checkpoint` (or
+`random`)."""
 import pytest
 from flax import nnx
 
@@ -9,7 +10,8 @@ from mmpiqa_jax.train import trainer
 from mmpiqa_jax.train.task import IQATask
 
 # What the error must say: the key, how to get weights, how to ask for random on purpose.
-MESSAGE = r"model\.clip_checkpoint.*'ViT-B/32'(?s:.*)mmpiqa convert(?s:.*)model\.clip_checkpoint=random"
+MESSAGE = (r"model\.clip_checkpoint.*'ViT-B/32'(?s:.*)mmpiqa convert"
+           r"(?s:.*)model\.clip_checkpoint=random")
 
 
 def b32_config(*overrides):

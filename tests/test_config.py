@@ -1,4 +1,5 @@
-"""Config loading: FILE[:ARGS] typed arguments, --set overrides, locking, sweeps, and their errors."""
+"""Config loading: FILE[:ARGS] typed arguments, --set overrides, locking, sweeps, and their
+errors."""
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ def test_every_config_has_the_training_keys(spec):
 
 def test_arguments_are_typed():
     c = config_lib.load_config("configs/mpiqe.py:variant=ViT-B/16,depth=6,prompts=4")
-    assert (c.model.variant, c.model.visual_prompt_depth, c.model.num_visual_prompts) == ("ViT-B/16", 6, 4)
+    assert (c.model.variant, c.model.visual_prompt_depth,
+            c.model.num_visual_prompts) == ("ViT-B/16", 6, 4)
     assert isinstance(c.model.visual_prompt_depth, int)
     assert config_lib.load_config("configs/liqe.py").optimizer.param_groups == "full"
     assert config_lib.load_config("configs/liqe.py:ctx=4").model.num_text_context == 4

@@ -58,7 +58,8 @@ def test_mpiqe_outputs(mpiqe, crops):
                       "scene_logits": (2, 9), "scene_probs": (2, 9),
                       "distortion_logits": (2, 11), "distortion_probs": (2, 11)}
     p = np.asarray(out["quality_probs"], np.float64)
-    np.testing.assert_allclose(p, jax.nn.softmax(np.asarray(out["quality_logits"], np.float64)), atol=1e-6)
+    np.testing.assert_allclose(p, jax.nn.softmax(np.asarray(out["quality_logits"], np.float64)),
+                               atol=1e-6)
     np.testing.assert_allclose(out["score"], p @ np.arange(1, 6), rtol=1e-6)
     assert np.all((out["score"] >= 1) & (out["score"] <= 5))
     np.testing.assert_allclose(np.sum(out["distortion_probs"], -1), 1, atol=1e-6)
@@ -82,7 +83,8 @@ def test_logits_are_averaged_over_crops(name, request, crops):
     together = forward(model, crops)
     alone = forward(model, crops.reshape(b * c, 1, *crops.shape[2:]))  # every crop its own image
     # LIQE averages its joint logits; its marginals come from the averaged joint (next test).
-    keys = ("logits",) if name == "liqe" else ("quality_logits", "scene_logits", "distortion_logits")
+    keys = (("logits",) if name == "liqe"
+            else ("quality_logits", "scene_logits", "distortion_logits"))
     for key in keys:
         want = np.asarray(alone[key]).reshape(b, c, -1).mean(axis=1)
         np.testing.assert_allclose(together[key], want, rtol=1e-5, atol=1e-5, err_msg=key)
@@ -116,8 +118,10 @@ def test_liqe_index_layout_and_marginals(liqe, clip, crops):
         want = np.stack([probs[:, part == k].sum(-1) for k in range(n)], axis=-1)
         np.testing.assert_allclose(out[key], want, atol=1e-5, err_msg=key)
         np.testing.assert_allclose(np.sum(out[key], -1), 1, atol=1e-5)
-        np.testing.assert_allclose(jax.nn.softmax(out[key.replace("probs", "logits")]), want, atol=1e-5)
-    np.testing.assert_allclose(out["score"], np.asarray(out["quality_probs"]) @ np.arange(1, 6), rtol=1e-5)
+        np.testing.assert_allclose(jax.nn.softmax(out[key.replace("probs", "logits")]), want,
+                                   atol=1e-5)
+    np.testing.assert_allclose(out["score"], np.asarray(out["quality_probs"]) @ np.arange(1, 6),
+                               rtol=1e-5)
 
 
 def test_no_prompts_equals_plain_clip(clip, crops):
@@ -127,7 +131,8 @@ def test_no_prompts_equals_plain_clip(clip, crops):
     got = nnx.jit(lambda m, x: m.encode_image(x))(model, pixels)
     want = nnx.jit(lambda c, x: c.encode_image(x))(clip, pixels)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-    words = [f"{s.replace('_', ' ')}." for s in labels.SCENES] + [f"{d}." for d in labels.DISTORTIONS]
+    words = ([f"{s.replace('_', ' ')}." for s in labels.SCENES]
+             + [f"{d}." for d in labels.DISTORTIONS])
     want_t = nnx.jit(lambda c, t: c.encode_text(t))(clip, tokenize(words))
     got_t = nnx.jit(lambda m: m.text_features())(model)
     np.testing.assert_allclose(got_t, normalize(want_t), atol=2e-6)
@@ -135,8 +140,8 @@ def test_no_prompts_equals_plain_clip(clip, crops):
 
 def test_phrase_context_starts_at_the_phrase(clip, liqe):
     """Context from "a photo of a" gives exactly the phrase's prompts (CoOp's initialisation)."""
-    model = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=4, text_context_init="a photo of a",
-                      rngs=nnx.Rngs(4), **FUSION)
+    model = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=4,
+                      text_context_init="a photo of a", rngs=nnx.Rngs(4), **FUSION)
     want = nnx.jit(lambda c, t: c.encode_text(t))(
         clip, tokenize([f"a photo of a {s.replace('_', ' ')}." for s in labels.SCENES]))
     got = nnx.jit(lambda m: m.text_features())(model)[:9]

@@ -45,9 +45,11 @@ def test_quality_one_pair_by_hand():
     p = phi(1.0 / math.sqrt(2.0))  # s = (1, 0)
     better = 1 - math.sqrt(p + EPS) - math.sqrt(EPS)
     worse = 1 - math.sqrt(EPS) - math.sqrt(1 - p + EPS)
-    got = losses.quality_fidelity_loss(jnp.array([1.0, 0.0]), jnp.array([2.0, 1.0]), jnp.array([0, 0]))
+    got = losses.quality_fidelity_loss(jnp.array([1.0, 0.0]), jnp.array([2.0, 1.0]),
+                                       jnp.array([0, 0]))
     np.testing.assert_allclose(got, better, rtol=1e-5)
-    got = losses.quality_fidelity_loss(jnp.array([1.0, 0.0]), jnp.array([1.0, 2.0]), jnp.array([0, 0]))
+    got = losses.quality_fidelity_loss(jnp.array([1.0, 0.0]), jnp.array([1.0, 2.0]),
+                                       jnp.array([0, 0]))
     np.testing.assert_allclose(got, worse, rtol=1e-5)
     assert worse > better  # ranking the pair wrongly costs more
 
@@ -55,7 +57,8 @@ def test_quality_one_pair_by_hand():
 def test_quality_tie_by_hand():
     p = phi(0.5 / math.sqrt(2.0))
     expected = 1 - math.sqrt(0.5 * p + EPS) - math.sqrt(0.5 * (1 - p) + EPS)
-    got = losses.quality_fidelity_loss(jnp.array([0.5, 0.0]), jnp.array([3.0, 3.0]), jnp.array([7, 7]))
+    got = losses.quality_fidelity_loss(jnp.array([0.5, 0.0]), jnp.array([3.0, 3.0]),
+                                       jnp.array([7, 7]))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -67,7 +70,8 @@ def test_quality_matches_loop_reference_and_is_order_free():
     for reduction in ("dataset", "pair"):
         got = losses.quality_fidelity_loss(jnp.array(scores), jnp.array(targets), jnp.array(ids),
                                            reduction=reduction)
-        np.testing.assert_allclose(got, reference_quality(scores, targets, ids, reduction), rtol=1e-5)
+        np.testing.assert_allclose(got, reference_quality(scores, targets, ids, reduction),
+                                   rtol=1e-5)
     perm = rng.permutation(9)
     shuffled = losses.quality_fidelity_loss(jnp.array(scores)[perm], jnp.array(targets)[perm],
                                             jnp.array(ids)[perm])
@@ -81,7 +85,8 @@ def test_quality_two_datasets_do_not_pair_across():
     loss_b = losses.quality_fidelity_loss(jnp.array(b_s), jnp.array(b_y), jnp.zeros(2, int))
     both = dict(scores=jnp.array(a_s + b_s), targets=jnp.array(a_y + b_y),
                 dataset_ids=jnp.array([4, 4, 4, 9, 9]))
-    np.testing.assert_allclose(losses.quality_fidelity_loss(**both), (loss_a + loss_b) / 2, rtol=1e-5)
+    np.testing.assert_allclose(losses.quality_fidelity_loss(**both), (loss_a + loss_b) / 2,
+                               rtol=1e-5)
     np.testing.assert_allclose(losses.quality_fidelity_loss(**both, reduction="pair"),
                                (3 * loss_a + 1 * loss_b) / 4, rtol=1e-5)
 
@@ -109,7 +114,8 @@ def test_quality_bad_input_raises():
     with pytest.raises(ValueError, match="same shape"):
         losses.quality_fidelity_loss(jnp.zeros(3), jnp.zeros(2), jnp.zeros(3, int))
     with pytest.raises(ValueError, match="'mean'"):
-        losses.quality_fidelity_loss(jnp.zeros(3), jnp.zeros(3), jnp.zeros(3, int), reduction="mean")
+        losses.quality_fidelity_loss(jnp.zeros(3), jnp.zeros(3), jnp.zeros(3, int),
+                                     reduction="mean")
 
 
 # --- distortion and scene ----------------------------------------------------------------------
@@ -125,7 +131,8 @@ def test_distortion_by_hand_with_missing_labels():
         losses.distortion_fidelity_loss(probs, labels, normalize_by_classes=True),
         (row0 + row2) / 6, rtol=1e-5)
     np.testing.assert_allclose(  # `valid` drops row 2 as well
-        losses.distortion_fidelity_loss(probs, labels, jnp.array([True, True, False])), row0, rtol=1e-5)
+        losses.distortion_fidelity_loss(probs, labels, jnp.array([True, True, False])), row0,
+        rtol=1e-5)
     assert float(losses.distortion_fidelity_loss(probs, jnp.array([-1, -1, -1]))) == 0.0
 
 
@@ -149,9 +156,10 @@ def test_scene_binary_fidelity_by_hand():
 
     row0 = np.mean([binary(0.6, 1), binary(0.3, 1), binary(0.1, 0)])
     row2 = np.mean([binary(0.5, 0), binary(0.5, 1), binary(0.0, 0)])
-    np.testing.assert_allclose(losses.scene_fidelity_loss(probs, targets), (row0 + row2) / 2, rtol=1e-5)
-    np.testing.assert_allclose(losses.scene_fidelity_loss(probs, targets, jnp.array([1, 1, 0])), row0,
+    np.testing.assert_allclose(losses.scene_fidelity_loss(probs, targets), (row0 + row2) / 2,
                                rtol=1e-5)
+    np.testing.assert_allclose(losses.scene_fidelity_loss(probs, targets, jnp.array([1, 1, 0])),
+                               row0, rtol=1e-5)
     assert float(losses.scene_fidelity_loss(probs, jnp.zeros((3, 3)))) == 0.0
 
 
@@ -161,7 +169,8 @@ def test_l1_and_plcc_against_scipy():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=8), rng.normal(size=8)
     valid = np.array([1, 1, 1, 1, 1, 1, 0, 0], bool)
-    np.testing.assert_allclose(losses.l1_loss(x, y, valid), np.mean(np.abs(x - y)[valid]), rtol=1e-5)
+    np.testing.assert_allclose(losses.l1_loss(x, y, valid), np.mean(np.abs(x - y)[valid]),
+                               rtol=1e-5)
     r = scipy.stats.pearsonr(x[valid], y[valid]).statistic
     np.testing.assert_allclose(losses.plcc_loss(x, y, valid), (1 - r) / 2, rtol=1e-5)
 
@@ -209,7 +218,8 @@ def test_bfloat16_matches_float32_on_the_same_values():
     y = jnp.array([1.0, 3.0, 2.0, 2.0], jnp.bfloat16)
     ids = jnp.array([0, 0, 0, 1])
     np.testing.assert_allclose(losses.quality_fidelity_loss(s, y, ids),
-                               losses.quality_fidelity_loss(s.astype(jnp.float32), y.astype(jnp.float32), ids),
+                               losses.quality_fidelity_loss(s.astype(jnp.float32),
+                                                            y.astype(jnp.float32), ids),
                                rtol=1e-6)
 
 

@@ -22,7 +22,8 @@ def test_correlations_match_scipy(ties):
     np.testing.assert_allclose(metrics.rmse(pred, mos), np.sqrt(np.mean((pred - mos) ** 2)))
     # SRCC with ties is Pearson's r on average ranks.
     np.testing.assert_allclose(metrics.srcc(pred, mos),
-                               np.corrcoef(scipy.stats.rankdata(pred), scipy.stats.rankdata(mos))[0, 1])
+                               np.corrcoef(scipy.stats.rankdata(pred),
+                                           scipy.stats.rankdata(mos))[0, 1])
 
 
 def test_rank_correlations_by_hand():
@@ -43,7 +44,8 @@ def test_logistic_fit_recovers_known_curve():
     assert result["plcc_logistic"] == pytest.approx(1.0, abs=1e-9)
     assert result["rmse_logistic"] == pytest.approx(0.0, abs=1e-6)
     assert result["plcc"] < 0.99 and result["fit"] == "logistic" and result["note"] == ""
-    assert set(result) >= {"srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "n", "fit"}
+    assert set(result) >= {"srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "n",
+                           "fit"}
 
 
 def test_logistic_formula_by_hand():
@@ -114,7 +116,8 @@ def test_aggregate_splits_by_hand():
     assert agg["srcc"]["median"] == pytest.approx(0.7)
     assert agg["srcc"]["mean"] == pytest.approx(0.6)
     assert agg["srcc"]["std"] == pytest.approx(np.sqrt(((0.3) ** 2 + 0.1 ** 2 + 0.4 ** 2) / 3))
-    assert agg["plcc"] == pytest.approx({"median": 0.7, "mean": 0.7, "std": np.sqrt(0.02 / 3), "n": 3})
+    assert agg["plcc"] == pytest.approx({"median": 0.7, "mean": 0.7, "std": np.sqrt(0.02 / 3),
+                                         "n": 3})
     with pytest.raises(KeyError, match="split 1 has no metric 'krcc'"):
         metrics.aggregate_splits([{"krcc": 1.0}, {"srcc": 1.0}], keys=("krcc",))
     with pytest.raises(ValueError, match="at least one"):

@@ -80,7 +80,8 @@ def test_gradients_reach_exactly_the_trainable_groups(preset):
              "scenes": jnp.asarray(np.eye(9)[[0, 1, 2, 3]], jnp.float32),
              "scene_mask": jnp.asarray([True, True, False, True])}
     weights = step_lib.task_weights(config.loss)
-    grads = jax.jit(jax.grad(lambda t: step_lib.loss_fn(t, graphdef, frozen, batch, weights)[0]))(trainable)
+    grads = jax.jit(jax.grad(
+        lambda t: step_lib.loss_fn(t, graphdef, frozen, batch, weights)[0]))(trainable)
     assert paths(grads) == paths(trainable)  # no frozen parameter has a gradient at all
     zero = [pg.path_str(p) for p, g in nnx.to_flat_state(grads) if not np.any(np.asarray(g[...]))]
     assert zero == [], zero
@@ -91,7 +92,8 @@ def test_gradients_reach_exactly_the_trainable_groups(preset):
 
 
 def test_freezing_skips_weight_gradients(config, abstract):
-    """The step of `prompt` costs clearly fewer model FLOPs than `full` (no CLIP weight gradients)."""
+    """The step of `prompt` costs clearly fewer model FLOPs than `full` (no CLIP weight
+    gradients)."""
     flops = {}
     weights = jax.ShapeDtypeStruct((len(step_lib.TASKS),), jnp.float32)
     for preset in ("prompt", "full"):
@@ -124,7 +126,8 @@ def test_schedules():
     np.testing.assert_allclose(s(t), 5e-6 * 0.5 * (1 + math.cos(math.pi * t / 1000)), rtol=1e-5)
     np.testing.assert_allclose([s(1000), s(2000)], [0.0, 5e-6], atol=1e-12)
     with pytest.raises(ValueError, match="unknown optimizer.schedule 'linear'"):
-        opt_lib.make_schedule(_opt_config(schedule="linear"), peak=1.0, num_steps=10, steps_per_epoch=1)
+        opt_lib.make_schedule(_opt_config(schedule="linear"), peak=1.0, num_steps=10,
+                              steps_per_epoch=1)
 
 
 def test_group_multipliers_clipping_and_accumulation():
@@ -134,17 +137,20 @@ def test_group_multipliers_clipping_and_accumulation():
     c = _opt_config(name="sgd", learning_rate=0.1, momentum=0.0, weight_decay=0.0, warmup_steps=0,
                     schedule="constant", clip_norm=0.0, accumulation_steps=1)
     tx = opt_lib.make_optimizer(c, groups, state, num_steps=10)
-    grads = nnx.State({"a": nnx.Param(jnp.asarray([1.0, 2.0])), "b": nnx.Param(jnp.asarray([4.0, 0.0]))})
+    grads = nnx.State({"a": nnx.Param(jnp.asarray([1.0, 2.0])),
+                       "b": nnx.Param(jnp.asarray([4.0, 0.0]))})
     updates, _ = tx.update(grads, tx.init(state), state)
     np.testing.assert_allclose(updates["a"][...], [-0.1, -0.2], rtol=1e-6)
     np.testing.assert_allclose(updates["b"][...], [-0.1, 0.0], rtol=1e-6)
     # Global-norm clip over both groups: |g| = sqrt(21) -> scaled to 1.
-    tx = opt_lib.make_optimizer(_opt_config(**{**c.to_dict(), "clip_norm": 1.0}), groups, state, num_steps=10)
-    updates, _ = tx.update(grads, tx.init(state), state)
-    np.testing.assert_allclose(updates["a"][...], np.asarray([-0.1, -0.2]) / math.sqrt(21), rtol=1e-5)
-    # Accumulation over 2 calls: nothing on the first, the mean gradient on the second.
-    tx = opt_lib.make_optimizer(_opt_config(**{**c.to_dict(), "accumulation_steps": 2}), groups, state,
+    tx = opt_lib.make_optimizer(_opt_config(**{**c.to_dict(), "clip_norm": 1.0}), groups, state,
                                 num_steps=10)
+    updates, _ = tx.update(grads, tx.init(state), state)
+    np.testing.assert_allclose(updates["a"][...], np.asarray([-0.1, -0.2]) / math.sqrt(21),
+                               rtol=1e-5)
+    # Accumulation over 2 calls: nothing on the first, the mean gradient on the second.
+    tx = opt_lib.make_optimizer(_opt_config(**{**c.to_dict(), "accumulation_steps": 2}), groups,
+                                state, num_steps=10)
     st = tx.init(state)
     u1, st = tx.update(grads, st, state)
     g2 = jax.tree.map(lambda g: 3 * g, grads)

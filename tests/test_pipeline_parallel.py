@@ -98,7 +98,8 @@ def test_uint8_batches_are_the_float_ones_before_normalisation(spec):
 
 
 def test_two_workers_give_the_same_batches_and_resume(spec):
-    want = [next(it) for it in [P.train_iterator(_specs(spec), seed=5, shard=ONE)] for _ in range(4)]
+    want = [next(it) for it in [P.train_iterator(_specs(spec), seed=5, shard=ONE)]
+            for _ in range(4)]
     it = P.train_iterator(_specs(spec), seed=5, shard=ONE, num_workers=2, num_threads=1,
                           normalize=True)
     got = [next(it), next(it)]

@@ -103,7 +103,8 @@ def test_results_table_errors(tmp_path):
 
 def test_results_table_cli(tmp_path, capsys):
     _two_runs(tmp_path)
-    spec = importlib.util.spec_from_file_location("results_table_cli", REPO / "tools" / "results_table.py")
+    spec = importlib.util.spec_from_file_location("results_table_cli",
+                                                  REPO / "tools" / "results_table.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     out = tmp_path / "table.md"

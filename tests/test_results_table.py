@@ -1,4 +1,5 @@
-"""LIQE's results table (methods x datasets, median and mean +- std, published rows, cross-dataset)."""
+"""LIQE's results table (methods x datasets, median and mean +- std, published rows,
+cross-dataset)."""
 import importlib.util
 import json
 from pathlib import Path
@@ -60,7 +61,8 @@ def runs(tmp_path):
                 _write_eval(run, dataset, "test", srcc, plcc, plcc_logistic)
                 values = within[method].setdefault(dataset, {"srcc": [], "plcc": [],
                                                              "plcc_logistic": []})
-                for key, value in (("srcc", srcc), ("plcc", plcc), ("plcc_logistic", plcc_logistic)):
+                for key, value in (("srcc", srcc), ("plcc", plcc),
+                                   ("plcc_logistic", plcc_logistic)):
                     values[key].append(value)
             _write_eval(run, "csiq", "val", 0.1, 0.1, 0.1)  # validation: never in the tables
             _write_eval(run, "csiq", "train", 0.99, 0.99, 0.99)
@@ -144,7 +146,8 @@ def test_medians_and_means_are_numpys(runs):
     # ddof=1: the sample std.
     text1, _ = tables.paper_tables(dirs, statistic="mean", ddof=1, published=False)
     s = np.asarray(values["srcc"])
-    assert f"{s.mean():.3f} ± {s.std(ddof=1):.3f} / " in _rows(_section(text1, "## Within")[1])["LIQE"]["CSIQ"]
+    assert (f"{s.mean():.3f} ± {s.std(ddof=1):.3f} / "
+            in _rows(_section(text1, "## Within")[1])["LIQE"]["CSIQ"])
 
 
 def test_plcc_raw_or_logistic_as_the_header_says(runs):
@@ -286,7 +289,8 @@ def test_sweep_points_pool_by_setting(tmp_path):
 
 def test_cli(runs, tmp_path, capsys):
     dirs, within, cross = runs
-    spec = importlib.util.spec_from_file_location("results_table_cli", REPO / "tools" / "results_table.py")
+    spec = importlib.util.spec_from_file_location("results_table_cli",
+                                                  REPO / "tools" / "results_table.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     out, numbers_path = tmp_path / "table.md", tmp_path / "table.json"
@@ -305,7 +309,8 @@ def test_cli(runs, tmp_path, capsys):
     assert cli.main(["--runs", *map(str, dirs), "--statistic", "median", "--plcc", "raw",
                      "--no-published", "--no-n"]) == 0
     printed = capsys.readouterr().out
-    assert list(_sections(printed)) == ["## Within-dataset: median over splits, SRCC / PLCC (raw PLCC)"]
+    assert list(_sections(printed)) == [
+        "## Within-dataset: median over splits, SRCC / PLCC (raw PLCC)"]
     values = within["LIQE"]["csiq"]
     assert _rows(printed)["LIQE"]["CSIQ"] == \
         f"{np.median(values['srcc']):.3f} / {np.median(values['plcc']):.3f}"

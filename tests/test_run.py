@@ -198,7 +198,8 @@ def test_ema_of_parameters_is_what_inference_uses():
     model = inference.model_of(task, state)
     prompts = model.prompts["scene"].ctx[...]
     np.testing.assert_array_equal(
-        prompts, nnx.merge(task.graphdef, state.extra["ema"], state.frozen).prompts["scene"].ctx[...])
+        prompts,
+        nnx.merge(task.graphdef, state.extra["ema"], state.frozen).prompts["scene"].ctx[...])
 
     with pytest.raises(ValueError, match="optimizer.ema_decay=1.0 must be in"):
         IQATask(tiny_config("", "optimizer.ema_decay=1.0"))

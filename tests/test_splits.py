@@ -98,12 +98,14 @@ def test_liqe_names_match_case_insensitively_and_by_file_name(tmp_path):
     (tmp_path / "db_train_clip.txt").write_text(
         "DST_IMGS/awgn/a.awgn.1.png\t0.5\twhite noise\tanimal\tnight\tinvalid\n"
         "other/root/b.png\t0.7\tfnoise\tinvalid\tinvalid\tinvalid\n")
-    (tmp_path / "db_test_clip.txt").write_text("x\\y\\c.bmp\t0.1\tdarken\thuman\tinvalid\tinvalid\n")
+    (tmp_path / "db_test_clip.txt").write_text(
+        "x\\y\\c.bmp\t0.1\tdarken\thuman\tinvalid\tinvalid\n")
     imported = splits.import_liqe(str(tmp_path), "db", names, parts=("train", "test"))
     split, scenes, classes = imported.parts, imported.scenes, imported.distortion_class
     assert split["train"].tolist() == [0, 1] and split["test"].tolist() == [2]
     assert scenes[1].sum() == 0 and scenes[0].sum() == 2           # "invalid" x3: unknown scenes
-    assert classes.tolist() == [labels.distortion_index(c) for c in ("noise", "noise", "underexposure")]
+    assert classes.tolist() == [labels.distortion_index(c)
+                                for c in ("noise", "noise", "underexposure")]
 
 
 def test_liqe_errors_name_file_and_line(tmp_path):
@@ -162,7 +164,8 @@ class _TwoSplits(tfds.core.GeneratorBasedBuilder):
                                      metadata=tfds.core.MetadataDict())
 
     def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples([3, 1, 4]), "validation": self._generate_examples([0]),
+        return {"train": self._generate_examples([3, 1, 4]),
+                "validation": self._generate_examples([0]),
                 "test": self._generate_examples([2, 5])}
 
     def _generate_examples(self, ids):

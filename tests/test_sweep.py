@@ -196,5 +196,6 @@ def test_config_without_grid_is_one_point(tmp_path):
     trainer = FakeTrainer()
     (point,) = sweep.run_sweep(config, tmp_path, train_fn=trainer, log=lambda _: None)
     assert point.workdir == tmp_path / "run" and [c[0] for c in trainer.calls] == ["run"]
-    assert table_rows((tmp_path / "sweep.md").read_text()) == [["0.5680", "0.4680"]]  # tiny: depth 2, 4 prompts
+    # tiny: depth 2, 4 prompts
+    assert table_rows((tmp_path / "sweep.md").read_text()) == [["0.5680", "0.4680"]]
     assert (tmp_path / "sweep.png").is_file()

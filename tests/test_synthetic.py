@@ -21,8 +21,8 @@ slow = pytest.mark.skipif(not os.environ.get("MMPIQA_SLOW_TESTS"),
                           reason="full synthetic build: set MMPIQA_SLOW_TESTS=1")
 
 # Two references (one grey), three types at 256x224: 2 + (2 * 3 - 1 colour-only on grey) * 5.
-TINY = dict(references=("chelsea", "camera"), distortions=("jpeg", "white_noise", "color_saturation"),
-            image_size=(256, 224))
+TINY = dict(references=("chelsea", "camera"),
+            distortions=("jpeg", "white_noise", "color_saturation"), image_size=(256, 224))
 
 
 def _build_in_subprocess(data_dir: str, config: dict | None) -> float:
@@ -60,7 +60,8 @@ def _monotone_fraction(rows) -> tuple[float, list]:
     groups = {}
     for r in rows:
         if r["level"] > 0:
-            groups.setdefault((int(r["ref_id"]), r["distortion_type"]), {})[int(r["level"])] = r["mos"]
+            groups.setdefault((int(r["ref_id"]), r["distortion_type"]),
+                              {})[int(r["level"])] = r["mos"]
     bad = [g for g, m in groups.items() if not all(m[l] > m[l + 1] for l in range(1, syn.LEVELS))]
     assert all(len(m) == syn.LEVELS for m in groups.values())
     return 1 - len(bad) / len(groups), bad

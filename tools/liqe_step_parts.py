@@ -1,5 +1,6 @@
 """LIQE's train-step parts timed apart (ViT-B/32, float32): the text path and the image tower, each
-forward + backward with respect to every trainable parameter, jitted; model FLOPs from XLA (the unrolled program, nothing recomputed).
+forward + backward with respect to every trainable parameter, jitted; model FLOPs from XLA (the
+unrolled program, nothing recomputed).
 
     python tools/liqe_step_parts.py
 
@@ -47,6 +48,8 @@ for name, fn in (("text path (495 prompts, shared prefixes)", text_loss),
     jax.block_until_ready(f(trainable))
     ts = []
     for _ in range(3):
-        t = time.perf_counter(); jax.block_until_ready(f(trainable)); ts.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        jax.block_until_ready(f(trainable))
+        ts.append(time.perf_counter() - t)
     s = statistics.median(ts)
     print(f"{name}: {s:.2f} s, {cost['flops']/1e12:.3f} TFLOP, {cost['flops']/s/1e9:.0f} GFLOP/s")

@@ -1,4 +1,5 @@
-"""Results table as in LIQE's paper (methods x LIVE, CSIQ, KADID-10k, BID, CLIVE, KonIQ-10k; SRCC / PLCC).
+"""Results table as in LIQE's paper (methods x LIVE, CSIQ, KADID-10k, BID, CLIVE, KonIQ-10k;
+SRCC / PLCC).
 
     python tools/results_table.py --runs DIR... [--statistic median|mean|both] [--plcc raw|logistic]
         [--published|--no-published] [--cross] [--split GLOB] [--ddof 0|1] [--no-n]
@@ -37,9 +38,10 @@ def _expand(patterns: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, metavar="DIR",
-                        help="run or sweep workdirs, or globs; runs with the same method are pooled")
+                        help="run or sweep workdirs, or globs; "
+                             "runs with the same method are pooled")
     parser.add_argument("--statistic", default="both", choices=("median", "mean", "both"),
                         help="over splits: median, mean ± std, or a table of each (default)")
     parser.add_argument("--plcc", default="logistic", choices=("raw", "logistic"),

@@ -2,7 +2,8 @@
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or written; the message names the file and the tensor at fault."""
+    """A checkpoint that cannot be read or written; the message names the file and the tensor at
+    fault."""
 
 
 def listing(names, limit: int = 20) -> str:

@@ -27,7 +27,8 @@ EXTRA_FORMAT = "mmpiqa_jax.hf_extra"
 def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
               extra_params: Mapping | None = None, extra_config: Mapping | None = None,
               config=None) -> str:
-    """Write a Hugging Face CLIP folder in `out_dir` from a CLIP model or an OpenAI-layout state dict.
+    """Write a Hugging Face CLIP folder in `out_dir` from a CLIP model or an OpenAI-layout state
+    dict.
 
     For a state dict, `config` (a `CLIPConfig`) gives the attention heads, which shapes do not
     tell; without it they are inferred as width // 64, as OpenAI does. Returns `out_dir`.
@@ -65,7 +66,8 @@ def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
 
 
 def read_extras(folder: str) -> tuple[dict[str, np.ndarray], dict]:
-    """The extra parameters and config that `export_hf` wrote beside a Hugging Face folder, if any."""
+    """The extra parameters and config that `export_hf` wrote beside a Hugging Face folder, if
+    any."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -86,5 +88,6 @@ def read_extras(folder: str) -> tuple[dict[str, np.ndarray], dict]:
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"{weights_path}: missing, truncated or corrupt ({e})") from None
         if set(extras) != set(names):
-            raise CheckpointError(f"{weights_path}: holds {sorted(extras)}, {config_path} lists {sorted(names)}")
+            raise CheckpointError(f"{weights_path}: holds {sorted(extras)}, "
+                                  f"{config_path} lists {sorted(names)}")
     return extras, meta.get("extra_config", {})

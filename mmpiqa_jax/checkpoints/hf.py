@@ -1,8 +1,10 @@
-"""Hugging Face `CLIPModel` <-> OpenAI layout: one table of renames, read both ways, and the configs.
+"""Hugging Face `CLIPModel` <-> OpenAI layout: one table of renames, read both ways, and the
+configs.
 
 Three things are not plain renames: Hugging Face keeps separate q/k/v projections where OpenAI
 has one `in_proj` (concatenated in q, k, v order), and the two output projections are
-`nn.Linear` weights `[embed_dim, width]` in Hugging Face but `[width, embed_dim]` matrices in OpenAI.
+`nn.Linear` weights `[embed_dim, width]` in Hugging Face but `[width, embed_dim]` matrices in
+OpenAI.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from mmpiqa_jax.models.clip_model import CLIPConfig
 from mmpiqa_jax.models.layers import ACTIVATIONS
 
 # Buffers that Hugging Face checkpoints (older transformers) carry; they are `arange`s, not weights.
-IGNORED_KEYS = frozenset({"text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"})
+IGNORED_KEYS = frozenset({"text_model.embeddings.position_ids",
+                          "vision_model.embeddings.position_ids"})
 
 # (Hugging Face suffix, OpenAI suffix) inside one transformer layer.
 _LAYER = [
@@ -46,7 +49,8 @@ _TOP = [
     ("text_model.final_layer_norm.bias", "ln_final.bias"),
     ("logit_scale", "logit_scale"),
 ]
-_TRANSPOSED = [("visual_projection.weight", "visual.proj"), ("text_projection.weight", "text_projection")]
+_TRANSPOSED = [("visual_projection.weight", "visual.proj"),
+               ("text_projection.weight", "text_projection")]
 _TOWERS = [("vision_model.encoder.layers", "visual.transformer.resblocks"),
            ("text_model.encoder.layers", "transformer.resblocks")]
 
@@ -71,8 +75,10 @@ def _count_layers(keys, prefix: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def hf_to_openai(hf: Mapping[str, np.ndarray], *, source: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """A Hugging Face `CLIPModel` state dict in OpenAI layout, and OpenAI key -> Hugging Face key."""
+def hf_to_openai(hf: Mapping[str, np.ndarray], *,
+                 source: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A Hugging Face `CLIPModel` state dict in OpenAI layout, and OpenAI key -> Hugging Face
+    key."""
     num_layers = {tower: _count_layers(hf, tower) for tower, _ in _TOWERS}
     out, names, used = {}, {}, set(IGNORED_KEYS)
     missing = []
@@ -82,7 +88,8 @@ def hf_to_openai(hf: Mapping[str, np.ndarray], *, source: str) -> tuple[dict[str
         if absent:
             missing += absent
             continue
-        names[oa] = hf_keys[0] if kind != "qkv" else hf_keys[0].replace(".q_proj.", ".{q,k,v}_proj.")
+        names[oa] = (hf_keys[0] if kind != "qkv"
+                     else hf_keys[0].replace(".q_proj.", ".{q,k,v}_proj."))
         if kind == "qkv":
             parts = [np.asarray(hf[k]) for k in hf_keys]
             shapes = {p.shape[1:] for p in parts}
@@ -93,7 +100,8 @@ def hf_to_openai(hf: Mapping[str, np.ndarray], *, source: str) -> tuple[dict[str
         elif kind == "transpose":
             w = np.asarray(hf[hf_keys[0]])
             if w.ndim != 2:
-                raise CheckpointError(f"{source}: tensor {hf_keys[0]} has shape {w.shape}, expected a matrix")
+                raise CheckpointError(f"{source}: tensor {hf_keys[0]} has shape {w.shape}, "
+                                      "expected a matrix")
             out[oa] = w.T
         else:
             out[oa] = np.asarray(hf[hf_keys[0]])
@@ -129,7 +137,8 @@ def config_from_hf(hf_config: Mapping, *, source: str) -> CLIPConfig:
     """
     if hf_config.get("model_type", "clip") != "clip":
         raise CheckpointError(f"{source}: model_type is {hf_config.get('model_type')!r}; "
-                              "only Hugging Face CLIPModel folders (model_type 'clip') are supported")
+                              "only Hugging Face CLIPModel folders (model_type 'clip') "
+                              "are supported")
     towers = {}
     for name in ("text_config", "vision_config"):
         tower = hf_config.get(name)
@@ -181,7 +190,8 @@ def hf_config_for(config: CLIPConfig):
         vocab_size=config.vocab_size, hidden_size=config.text_width,
         intermediate_size=config.text_mlp_width, num_hidden_layers=config.text_layers,
         num_attention_heads=config.text_heads, max_position_embeddings=config.context_length,
-        # OpenAI's tokenizer: <|startoftext|> 49406, <|endoftext|> 49407 (the highest id), pads with 0.
+        # OpenAI's tokenizer: <|startoftext|> 49406, <|endoftext|> 49407 (the highest id),
+        # pads with 0.
         # With this eos id transformers pools at the first end-of-text token, as OpenAI does.
         bos_token_id=49406, eos_token_id=49407, pad_token_id=0, **common)
     vision = transformers.CLIPVisionConfig(

@@ -42,7 +42,8 @@ def _path_name(path) -> str:
 
 
 def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
-    return {_path_name(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {_path_name(p): tuple(leaf.shape)
+            for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _check_extras(extra_params) -> dict[str, np.ndarray]:
@@ -54,19 +55,23 @@ def _check_extras(extra_params) -> dict[str, np.ndarray]:
     return extras
 
 
-def save_checkpoint(out_dir: str | os.PathLike, clip_model: CLIP, extra_params: Mapping | None = None,
-                    extra_config: Mapping | None = None, *, overwrite: bool = False) -> str:
-    """Write `clip_model` (+ extras) as a project checkpoint in `out_dir`; returns its absolute path."""
+def save_checkpoint(out_dir: str | os.PathLike, clip_model: CLIP,
+                    extra_params: Mapping | None = None, extra_config: Mapping | None = None, *,
+                    overwrite: bool = False) -> str:
+    """Write `clip_model` (+ extras) as a project checkpoint in `out_dir`; returns its absolute
+    path."""
     out_dir = os.path.abspath(os.fspath(out_dir))
     config_path = os.path.join(out_dir, CONFIG_FILE)
     if os.path.exists(config_path) and not overwrite:
-        raise CheckpointError(f"{out_dir}: already holds a checkpoint (pass overwrite=True to replace it)")
+        raise CheckpointError(f"{out_dir}: already holds a checkpoint "
+                              "(pass overwrite=True to replace it)")
     extras = _check_extras(extra_params)
     meta = {
         "format": PROJECT_FORMAT,
         "version": VERSION,
         "clip": clip_model.config.to_dict(),
-        "extra_params": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in extras.items()},
+        "extra_params": {k: {"shape": list(v.shape), "dtype": v.dtype.name}
+                         for k, v in extras.items()},
         "extra_config": dict(extra_config or {}),
     }
     meta_text = json.dumps(meta, indent=2)  # fails before anything is written if not JSON-able
@@ -104,7 +109,8 @@ def read_config(folder: str) -> dict:
 
 
 def _abstract_clip(config: CLIPConfig):
-    """(graphdef, abstract Param state, the other state) of a CLIP with `config`, without allocating."""
+    """(graphdef, abstract Param state, the other state) of a CLIP with `config`, without
+    allocating."""
     graphdef, params, rest = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))),
                                        nnx.Param, ...)
     if jax.tree.leaves(rest):  # non-parameter state (buffers) is not saved: build it for real
@@ -113,7 +119,8 @@ def _abstract_clip(config: CLIPConfig):
 
 
 def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Checkpoint:
-    """The model, extras and extra config of a project checkpoint; `dtype` overrides the compute dtype."""
+    """The model, extras and extra config of a project checkpoint; `dtype` overrides the compute
+    dtype."""
     folder = os.path.abspath(os.fspath(path))
     meta = read_config(folder)
     config = CLIPConfig.from_dict(meta["clip"])
@@ -134,13 +141,15 @@ def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Che
         try:
             stored = checkpointer.metadata(params_dir).item_metadata.tree
         except (FileNotFoundError, OSError, ValueError) as e:
-            raise CheckpointError(f"{params_dir}: missing or corrupt Orbax parameters ({e})") from None
+            raise CheckpointError(
+                f"{params_dir}: missing or corrupt Orbax parameters ({e})") from None
         # Orbax restores into a target of another shape without complaint: check first.
         _compare(_flat_shapes(target), _flat_shapes(stored), source=params_dir)
         try:
             restored = checkpointer.restore(params_dir, target)
         except Exception as e:  # tensorstore raises a variety of types for damaged arrays
-            raise CheckpointError(f"{params_dir}: cannot restore the parameters ({type(e).__name__}: {e})") from None
+            raise CheckpointError(f"{params_dir}: cannot restore the parameters "
+                                  f"({type(e).__name__}: {e})") from None
     nnx.replace_by_pure_dict(abstract_params, restored["clip"])
     model = nnx.merge(graphdef, abstract_params, rest)
     extras = {k: np.asarray(v) for k, v in restored["extra"].items()}
@@ -154,7 +163,8 @@ def _compare(expected: dict, found: dict, *, source: str) -> None:
                               + key_mismatch(missing, unexpected))
     for key, shape in expected.items():
         if found[key] != shape:
-            raise CheckpointError(f"{source}: tensor {key} has shape {found[key]}, expected {shape}")
+            raise CheckpointError(
+                f"{source}: tensor {key} has shape {found[key]}, expected {shape}")
 
 
 def is_project_checkpoint(path: str | os.PathLike) -> bool:

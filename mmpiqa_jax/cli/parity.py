@@ -11,11 +11,13 @@ import tempfile
 
 import numpy as np
 
-HELP = "Check that clip.load gives transformers' CLIPModel features on random weights (needs torch)."
+HELP = ("Check that clip.load gives transformers' CLIPModel features on random weights "
+        "(needs torch).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", default="tiny", help="CLIP variant, e.g. tiny (default) or ViT-B/32")
+    parser.add_argument("--variant", default="tiny",
+                        help="CLIP variant, e.g. tiny (default) or ViT-B/32")
     parser.add_argument("--batch", type=int, default=2, help="images and texts to encode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tolerance", type=float, default=1e-4,
@@ -46,9 +48,10 @@ def relative_difference(ours: np.ndarray, reference: np.ndarray) -> float:
 def _prompts(n: int) -> list[str]:
     from mmpiqa_jax import labels
 
-    return [labels.LIQE_TEMPLATE.format(scene=labels.SCENES[i % labels.NUM_SCENES],
-                                        distortion=labels.DISTORTIONS[(3 * i) % labels.NUM_DISTORTIONS],
-                                        quality=labels.QUALITIES[i % labels.NUM_QUALITIES])
+    return [labels.LIQE_TEMPLATE.format(
+                scene=labels.SCENES[i % labels.NUM_SCENES],
+                distortion=labels.DISTORTIONS[(3 * i) % labels.NUM_DISTORTIONS],
+                quality=labels.QUALITIES[i % labels.NUM_QUALITIES])
             for i in range(n)]
 
 
@@ -74,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     pixels = rng.standard_normal((args.batch, res, res, 3), dtype=np.float32)  # NHWC, "normalised"
     token_ids = clip.tokenize(_prompts(args.batch), context_length=config.context_length)
     with torch.no_grad():
-        image_ref = reference.get_image_features(pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2))
+        image_ref = reference.get_image_features(
+            pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2))
         text_ref = reference.get_text_features(input_ids=torch.from_numpy(token_ids).long())
     # transformers 5 returns an output object whose pooler_output is the projected feature.
     image_ref, text_ref = (getattr(f, "pooler_output", f).numpy() for f in (image_ref, text_ref))

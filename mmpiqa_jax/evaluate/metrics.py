@@ -127,7 +127,8 @@ class LogisticFit:
     def __post_init__(self):
         expected = {"logistic": 4, "linear": 2, "constant": 1}
         if self.method not in expected:
-            raise ValueError(f"unknown fit method {self.method!r}; expected one of {tuple(expected)}")
+            raise ValueError(f"unknown fit method {self.method!r}; "
+                             f"expected one of {tuple(expected)}")
         if len(self.params) != expected[self.method]:
             raise ValueError(f"a {self.method} fit takes {expected[self.method]} params, "
                              f"got {len(self.params)}: {self.params}")

@@ -23,8 +23,8 @@ _CANONICAL = {
     "liveiqa": "LIVE", "csiq": "CSIQ", "kadid10k": "KADID-10k", "bid": "BID",
     "livechallenge": "CLIVE", "koniq10k": "KonIQ-10k", "tid2013": "TID2013", "spaq": "SPAQ",
 }
-# Short names (as in `data.batch_sizes`, or the papers'): they map only when they are the whole name,
-# so that e.g. `live_vqc` is not taken for LIVE.
+# Short names (as in `data.batch_sizes`, or the papers'): they map only when they are the whole
+# name, so that e.g. `live_vqc` is not taken for LIVE.
 _ALIASES = {"live": "LIVE", "liverelease2": "LIVE", "kadid": "KADID-10k", "clive": "CLIVE",
             "livec": "CLIVE", "koniq": "KonIQ-10k"}
 

@@ -33,7 +33,8 @@ def _check_name(kind: str, value: str) -> str:
 
 def eval_paths(workdir, dataset: str, split: str) -> dict[str, Path]:
     """The `json`, `csv` and `png` paths of one evaluation: `<workdir>/eval/<dataset>-<split>.*`."""
-    stem = Path(workdir) / "eval" / f"{_check_name('dataset', dataset)}-{_check_name('split', split)}"
+    stem = (Path(workdir) / "eval"
+            / f"{_check_name('dataset', dataset)}-{_check_name('split', split)}")
     return {ext: stem.with_suffix(f".{ext}") for ext in ("json", "csv", "png")}
 
 

@@ -169,7 +169,8 @@ def results_table(run_dirs, *, metrics=("srcc", "plcc"), statistic: str = "media
     methods = list(results)
     datasets = sorted({d for per_dataset in results.values() for d in per_dataset})
     if not datasets:
-        raise ValueError(f"no evaluation results (eval/*.json) found in {[str(d) for d in run_dirs]}")
+        raise ValueError(f"no evaluation results (eval/*.json) found in "
+                         f"{[str(d) for d in run_dirs]}")
     records = [r for per_dataset in results.values() for rs in per_dataset.values() for r in rs]
     for key in metrics:
         if not any(key in r for r in records):
@@ -219,7 +220,8 @@ def _column_key(label: str):
 
 def _labels(results: dict[str, dict[str, list]]) -> dict[str, str]:
     """Our dataset name -> column. Names that one method has under two names of the same paper
-    column (`koniq10k` and `koniq10k_512x384`) keep a column each, `KonIQ-10k (koniq10k_512x384)`."""
+    column (`koniq10k` and `koniq10k_512x384`) keep a column each,
+    `KonIQ-10k (koniq10k_512x384)`."""
     labels = {raw: published_lib.paper_dataset(raw) for per in results.values() for raw in per}
     clashes = set()
     for per in results.values():

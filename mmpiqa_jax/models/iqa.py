@@ -1,4 +1,5 @@
-"""The IQA models on CLIP: MP-IQE (multi-modal prompts + fusion encoder) and LIQE (495 joint prompts).
+"""The IQA models on CLIP: MP-IQE (multi-modal prompts + fusion encoder) and LIQE (495 joint
+prompts).
 
 Both take crops `[B, C, H, W, 3]` (C crops per image, NHWC: uint8 RGB,
 normalised inside the model, or CLIP-normalised float) and return a dict:
@@ -51,7 +52,8 @@ def _normalize(x: jax.Array) -> jax.Array:
 
 def _crops_to_images(crops: jax.Array) -> tuple[jax.Array, int, int]:
     if crops.ndim != 5 or crops.shape[-1] != 3:
-        raise ValueError(f"crops must be [B, C, H, W, 3] (C crops per image), got shape {tuple(crops.shape)}")
+        raise ValueError(f"crops must be [B, C, H, W, 3] (C crops per image), "
+                         f"got shape {tuple(crops.shape)}")
     b, c = crops.shape[:2]
     return crops.reshape(b * c, *crops.shape[2:]), b, c
 
@@ -104,10 +106,11 @@ class MPIQE(_TextCached):
     def __init__(self, clip: CLIP, *, num_visual_prompts: int = 8, visual_prompt_depth: int = 12,
                  num_text_context: int = 4, text_context_init: str = "a photo of a",
                  text_prompt_depth: int = 1, fusion_layers: int = 2, fusion_width: int = 256,
-                 fusion_heads: int = 4, fusion_mlp_ratio: int = 4, scene_activation: str = "softmax",
-                 rngs: nnx.Rngs):
+                 fusion_heads: int = 4, fusion_mlp_ratio: int = 4,
+                 scene_activation: str = "softmax", rngs: nnx.Rngs):
         if scene_activation not in ("softmax", "sigmoid"):
-            raise ValueError(f"scene_activation must be 'softmax' or 'sigmoid', got {scene_activation!r}")
+            raise ValueError(f"scene_activation must be 'softmax' or 'sigmoid', "
+                             f"got {scene_activation!r}")
         config = clip.config
         self.clip = clip
         self.scene_activation = scene_activation
@@ -121,7 +124,8 @@ class MPIQE(_TextCached):
             distortion=bank(prompts_lib.distortion_texts()))
         self.fusion = FusionEncoder(config.embed_dim, config.vision_width, width=fusion_width,
                                     layers=fusion_layers, heads=fusion_heads,
-                                    mlp_ratio=fusion_mlp_ratio, dtype=config.compute_dtype, rngs=rngs)
+                                    mlp_ratio=fusion_mlp_ratio, dtype=config.compute_dtype,
+                                    rngs=rngs)
         self._init_cache(labels.NUM_SCENES + labels.NUM_DISTORTIONS)
 
     def _text_banks(self):
@@ -152,10 +156,12 @@ class MPIQE(_TextCached):
 
 
 class LIQE(_TextCached):
-    """LIQE: one softmax over the 495 (quality, scene, distortion) prompts; optional CoOp context."""
+    """LIQE: one softmax over the 495 (quality, scene, distortion) prompts; optional CoOp
+    context."""
 
-    def __init__(self, clip: CLIP, *, num_text_context: int = 0, text_context_init: str = "a photo of a",
-                 text_prompt_depth: int = 1, rngs: nnx.Rngs):
+    def __init__(self, clip: CLIP, *, num_text_context: int = 0,
+                 text_context_init: str = "a photo of a", text_prompt_depth: int = 1,
+                 rngs: nnx.Rngs):
         self.clip = clip
         self.prompts = nnx.Dict(joint=prompts_lib.PromptBank(
             prompts_lib.liqe_texts(with_context=num_text_context > 0), clip=clip,

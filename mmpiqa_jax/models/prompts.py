@@ -1,4 +1,5 @@
-"""Learnable prompts: CoOp-style text context banks (with MaPLe-style deep context) and VPT visual prompts.
+"""Learnable prompts: CoOp-style text context banks (with MaPLe-style deep context) and VPT
+visual prompts.
 
 A `PromptBank` holds the prompts `[SOS] ctx_1 .. ctx_n <text> [EOS]` of a list of texts that share
 `n` learnable context vectors. Token ids are fixed at construction, trimmed to the longest prompt

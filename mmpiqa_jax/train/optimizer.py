@@ -1,4 +1,5 @@
-"""optax from the config: one AdamW or SGD per trainable group, warm-up + cosine, clipping, accumulation.
+"""optax from the config: one AdamW or SGD per trainable group, warm-up + cosine, clipping,
+accumulation.
 
 Frozen groups have no transformation at all: their parameters are not in the trainable state that
 the optimiser sees (see `param_groups.split_trainable`).

@@ -39,7 +39,8 @@ def resolve(spec) -> tuple[Group, ...]:
     """Groups from a preset name or from `(regex, lr multiplier or None)` pairs."""
     if isinstance(spec, str):
         if spec not in PRESETS:
-            raise ValueError(f"unknown optimizer.param_groups preset {spec!r}; known: {sorted(PRESETS)}")
+            raise ValueError(f"unknown optimizer.param_groups preset {spec!r}; "
+                             f"known: {sorted(PRESETS)}")
         spec = PRESETS[spec]
     groups = []
     for item in spec:
@@ -97,7 +98,8 @@ def _params(model_or_state) -> nnx.State:
 
 
 def split_trainable(model, groups: Sequence[Group]):
-    """`(graphdef, trainable, frozen)`: trainable params; everything else (frozen params, caches)."""
+    """`(graphdef, trainable, frozen)`: trainable params; everything else (frozen params,
+    caches)."""
     matcher = GroupMatcher(groups)
     matcher.check(model)
     return nnx.split(model, matcher.trainable_filter(), ...)
@@ -119,7 +121,8 @@ class GroupCount:
 
 
 def count(model_or_state, groups: Sequence[Group]) -> list[GroupCount]:
-    """Per group: number of tensors, of parameters, and of trainable parameters (works on abstract state)."""
+    """Per group: number of tensors, of parameters, and of trainable parameters (works on abstract
+    state)."""
     matcher = GroupMatcher(groups)
     tensors = [0] * len(matcher.groups)
     sizes = [0] * len(matcher.groups)

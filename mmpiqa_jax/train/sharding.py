@@ -46,9 +46,11 @@ def param_spec(shape, model_size: int, min_size: int = 2**16) -> P:
 
 
 def tree_shardings(mesh, abstract_tree):
-    """NamedShardings for a pytree of arrays or `ShapeDtypeStruct`s (parameters, optimiser state)."""
+    """NamedShardings for a pytree of arrays or `ShapeDtypeStruct`s (parameters, optimiser
+    state)."""
     model_size = mesh.shape[MODEL]
-    return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(np.shape(x), model_size)), abstract_tree)
+    return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(np.shape(x), model_size)),
+                        abstract_tree)
 
 
 def batch_sharding(mesh) -> NamedSharding:

@@ -20,7 +20,8 @@ TASKS = ("quality", "distortion", "scene", "l1", "plcc")
 
 
 def task_weights(loss_config) -> np.ndarray:
-    """float32 [len(TASKS)]: the fixed weights of the `loss` config section (DWA multiplies them)."""
+    """float32 [len(TASKS)]: the fixed weights of the `loss` config section (DWA multiplies
+    them)."""
     weights = []
     for name in TASKS:
         w = float(loss_config[name])
@@ -40,7 +41,8 @@ def compute_task_losses(outputs: dict, batch: dict) -> jax.Array:
         scene_mask = scene_mask & valid.astype(bool)
     return jnp.stack([
         losses.quality_fidelity_loss(score, batch["quality"], batch["dataset_id"], valid),
-        losses.distortion_fidelity_loss(outputs["distortion_probs"], batch["distortion_class"], valid),
+        losses.distortion_fidelity_loss(outputs["distortion_probs"], batch["distortion_class"],
+                                        valid),
         losses.scene_fidelity_loss(outputs["scene_probs"], batch["scenes"], scene_mask),
         losses.l1_loss(normalised, batch["quality"], valid),
         losses.plcc_loss(normalised, batch["quality"], valid),
@@ -65,7 +67,8 @@ def _where(pred, new, old):
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
                     use_text_cache: bool = False):
-    """`train_step(trainable, frozen, opt_state, batch, loss_weights) -> (trainable, opt_state, metrics)`.
+    """`train_step(trainable, frozen, opt_state, batch, loss_weights)
+    -> (trainable, opt_state, metrics)`.
 
     `use_text_cache=True` is for a frozen text path only (the cache is not differentiated).
     A step whose loss or gradient is not finite leaves parameters and optimiser state unchanged

@@ -3,10 +3,10 @@
 The 17 photographs shipped inside the scikit-image and matplotlib wheels (no download) are
 cropped to a common 384 x 288 (4:3, like KonIQ's 512 x 384; the short side exceeds the 224
 crops, and LIQE's stride-32 test grid has 18 >= 15 positions). Each is distorted by 12 types
-at 5 levels of strictly increasing strength. The label is a full-reference pseudo-MOS, KADIS-style weak supervision:
-SSIM (Wang et al. 2004 settings, on RGB) against the reference, mapped linearly to [1, 5].
-The references are included as level 0 (SSIM 1, MOS 5, no distortion), because a pristine
-image is the top anchor of the quality scale.
+at 5 levels of strictly increasing strength. The label is a full-reference pseudo-MOS,
+KADIS-style weak supervision: SSIM (Wang et al. 2004 settings, on RGB) against the reference,
+mapped linearly to [1, 5]. The references are included as level 0 (SSIM 1, MOS 5, no
+distortion), because a pristine image is the top anchor of the quality scale.
 
 Grey photographs are expanded to RGB; colour-only distortions (`color_saturation`) are skipped
 for them, since desaturating a grey image leaves it unchanged: 17 + 196 x 5 = 997 images.
@@ -125,7 +125,8 @@ def _gaussian_blur(x, sigma, rng):
 
 def _motion_blur(x, length, rng):
     # A horizontal box kernel: a camera moving sideways during the exposure.
-    return _to_uint8(ndi.uniform_filter1d(x.astype(np.float32), int(length), axis=1, mode="reflect"))
+    return _to_uint8(ndi.uniform_filter1d(x.astype(np.float32), int(length), axis=1,
+                                          mode="reflect"))
 
 
 def _white_noise(x, std, rng):
@@ -225,7 +226,8 @@ def _by_name(items, names, what):
     return tuple(table[n] for n in names)
 
 
-def distort(image: np.ndarray, distortion: Distortion, level: int, seed: tuple[int, ...]) -> np.ndarray:
+def distort(image: np.ndarray, distortion: Distortion, level: int,
+            seed: tuple[int, ...]) -> np.ndarray:
     """`image` (uint8 RGB) distorted at `level` (1-based), with randomness from `seed` only."""
     if not 1 <= level <= len(distortion.strengths):
         raise ValueError(f"synthetic_iqa: level {level} out of 1..{len(distortion.strengths)}")
@@ -269,7 +271,8 @@ class SyntheticIqa(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         SyntheticIqaConfig(name="default", description="17 references x 12 types x 5 levels."),
         SyntheticIqaConfig(
-            name="small", description="4 references x 4 types x 5 levels at 320 x 240, for quick runs.",
+            name="small",
+            description="4 references x 4 types x 5 levels at 320 x 240, for quick runs.",
             references=("astronaut", "chelsea", "coffee", "rocket"),
             distortions=("gaussian_blur", "white_noise", "jpeg", "brighten"),
             image_size=(320, 240)),
@@ -318,7 +321,8 @@ class SyntheticIqa(tfds.core.GeneratorBasedBuilder):
                 for level in range(1, LEVELS + 1):
                     image = distort(reference, dist, level, seed=(*seed, level))
                     yield key, _example(
-                        f"dist/{ref.name}.{dist.name}.{level}.png", image, pseudo_mos(reference, image),
+                        f"dist/{ref.name}.{dist.name}.{level}.png", image,
+                        pseudo_mos(reference, image),
                         ref_id, dist.name, labels.distortion_index(dist.distortion_class), level)
                     key += 1
 
