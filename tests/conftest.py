@@ -41,3 +41,11 @@ def synthetic_small_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("synthetic_small"))
     registry.prepare("synthetic_iqa/small", data_dir=path)
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_small_spec(synthetic_small_dir):
+    """The pipeline's `DataSpec` of all of `synthetic_iqa/small`."""
+    from mmpiqa_jax.data import pipeline
+
+    return pipeline.open_spec("synthetic_iqa/small", data_dir=synthetic_small_dir)

@@ -1,5 +1,6 @@
 """`tools/benchmark.py`'s report is rendered from the saved JSON figures: the committed
 docs/benchmarks.md is exactly what `--report-only docs/benchmarks.json` renders."""
+import dataclasses
 import json
 import os
 import re
@@ -42,3 +43,17 @@ def test_plan_round_trip(saved):
     assert plan == plans.FULL and plans.plan_name(plan) == "full"
     with pytest.raises(ValueError, match="unknown plan keys \\['batch'\\]"):
         plans.plan_from_dict({**saved["plan"], "batch": 1})
+
+
+def test_device_report_measures_against_the_accelerator_peak(saved):
+    """On an accelerator plan the achieved-FLOP/s table divides by the card's peak, not the
+    CPU matmul's."""
+    peak = {"accel_peak": 989e12, "accel_peak_source": "H200 table"}
+    results = {k: {**v, **peak} for k, v in saved["results"].items()}
+    run = {**saved["run"], "name": "device"}  # the name decides the report, as in a device run
+    text = report.render({**saved, "plan": dataclasses.asdict(plans.DEVICE), "results": results,
+                          "run": run})
+    j = results["jax_liqe_0"]
+    achieved = j["flops"] / j["train_s"]
+    assert (f"| liqe | {j['flops']:.4g} | {j['train_s']:.4f} | {achieved / 1e12:.1f} | "
+            f"989 (H200 table) | {100 * achieved / 989e12:.1f}% |") in text

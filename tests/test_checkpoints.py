@@ -14,6 +14,7 @@ import open_clip
 import pytest
 import torch
 import transformers
+from hf_configs import Tower, hf_clip_config
 from safetensors.numpy import load_file, save_file
 
 from mmpiqa_jax import clip
@@ -77,17 +78,8 @@ def assert_same_features(model, reference_features, pixels, token_ids=TOKEN_IDS)
 
 def hf_tiny_config(**vision_overrides):
     """A tiny HF CLIP whose heads are not width // 64, so they must come from config.json."""
-    common = dict(hidden_act="quick_gelu", projection_dim=24)
-    text = transformers.CLIPTextConfig(vocab_size=49408, hidden_size=48, intermediate_size=192,
-                                       num_hidden_layers=2, num_attention_heads=4,
-                                       max_position_embeddings=77, bos_token_id=49406,
-                                       eos_token_id=49407, **common)
-    vision = transformers.CLIPVisionConfig(hidden_size=64, intermediate_size=256,
-                                           num_hidden_layers=3, num_attention_heads=4,
-                                           image_size=32, patch_size=8,
-                                           **{**common, **vision_overrides})
-    return transformers.CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
-                                   projection_dim=24)
+    return hf_clip_config(Tower(48, 192, 2, 4), Tower(64, 256, 3, 4), image_size=32, patch_size=8,
+                          projection_dim=24, **vision_overrides)
 
 
 @pytest.fixture(scope="module")
@@ -237,15 +229,8 @@ def test_bfloat16_safetensors_read_as_float32(open_clip_tiny, tmp_path):
 @pytest.fixture(scope="module")
 def hf_vit_b32(tmp_path_factory):
     """A random transformers CLIPModel of OpenAI's ViT-B/32 shape, saved as a folder."""
-    common = dict(hidden_act="quick_gelu", projection_dim=512)
-    config = transformers.CLIPConfig(
-        text_config=transformers.CLIPTextConfig(
-            hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
-            bos_token_id=49406, eos_token_id=49407, **common).to_dict(),
-        vision_config=transformers.CLIPVisionConfig(
-            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-            image_size=224, patch_size=32, **common).to_dict(),
-        projection_dim=512)
+    config = hf_clip_config(Tower(512, 2048, 12, 8), Tower(768, 3072, 12, 12), image_size=224,
+                            patch_size=32, projection_dim=512)
     torch.manual_seed(0)
     model = perturb_(transformers.CLIPModel(config), seed=3)
     folder = tmp_path_factory.mktemp("hf_vit_b32")
@@ -541,16 +526,8 @@ def test_vit_g_shaped_open_clip_model_matches_open_clip(tmp_path):
 
 @pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
 def test_hf_folder_with_non_4x_mlp_matches_transformers(tmp_path, act):
-    common = dict(hidden_act=act, projection_dim=32)
-    config = transformers.CLIPConfig(
-        text_config=transformers.CLIPTextConfig(
-            vocab_size=49408, hidden_size=64, intermediate_size=136, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406,
-            eos_token_id=49407, **common).to_dict(),
-        vision_config=transformers.CLIPVisionConfig(
-            hidden_size=96, intermediate_size=200, num_hidden_layers=2, num_attention_heads=3,
-            image_size=32, patch_size=8, **common).to_dict(),
-        projection_dim=32)
+    config = hf_clip_config(Tower(64, 136, 2, 4), Tower(96, 200, 2, 3), image_size=32,
+                            patch_size=8, projection_dim=32, act=act)
     torch.manual_seed(6)
     reference = perturb_(transformers.CLIPModel(config), seed=6)
     reference.save_pretrained(tmp_path / "hf")

@@ -6,6 +6,7 @@ import open_clip
 import pytest
 import torch
 import transformers
+from hf_configs import Tower, hf_clip_config
 from safetensors.numpy import load_file
 from safetensors.numpy import save_file as save_file_np
 
@@ -30,15 +31,8 @@ def relative_difference(ours, reference):
 @pytest.fixture(scope="module")
 def hf_source(tmp_path_factory):
     """A tiny random transformers CLIPModel (heads not width // 64), all weights perturbed."""
-    common = dict(hidden_act="quick_gelu", projection_dim=32)
-    config = transformers.CLIPConfig(
-        text_config=transformers.CLIPTextConfig(
-            hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
-            bos_token_id=49406, eos_token_id=49407, **common).to_dict(),
-        vision_config=transformers.CLIPVisionConfig(
-            hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=3,
-            image_size=48, patch_size=16, **common).to_dict(),
-        projection_dim=32)
+    config = hf_clip_config(Tower(64, 256, 2, 8), Tower(96, 384, 2, 3), image_size=48,
+                            patch_size=16, projection_dim=32)
     torch.manual_seed(0)
     model = transformers.CLIPModel(config).eval()
     with torch.no_grad():

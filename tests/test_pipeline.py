@@ -5,7 +5,6 @@ import grain
 import numpy as np
 import pytest
 
-from mmpiqa_jax.cli.main import main
 from mmpiqa_jax.data import pipeline as P
 from mmpiqa_jax.data import registry, splits
 from mmpiqa_jax.data import transforms as T
@@ -15,15 +14,13 @@ ONE = grain.sharding.NoSharding()
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("data"))
-    assert main(["prepare", NAME, "--data-dir", path]) == 0
-    return path
+def data_dir(synthetic_small_dir):  # conftest's, shared by the pipeline tests
+    return synthetic_small_dir
 
 
 @pytest.fixture(scope="module")
-def spec(data_dir):
-    return P.open_spec(NAME, data_dir=data_dir)
+def spec(synthetic_small_spec):
+    return synthetic_small_spec
 
 
 @pytest.fixture(scope="module")

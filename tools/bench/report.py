@@ -53,6 +53,22 @@ def _fmt(x, spec=".2f"):
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
 
 
+def _achieved_rows(r: dict, top: int, *, scale: float, step_digits: int, percent_digits: int,
+                   peak_of) -> list[str]:
+    """The achieved-FLOP/s table's rows, MP-IQE at depth `top` then LIQE: model, model FLOPs,
+    step seconds, achieved FLOP/s / `scale`, the cells `peak_of(result)` adds, % of its peak."""
+    rows = []
+    for m, key in (("mpiqe", top), ("liqe", 0)):
+        j = r[f"jax_{m}_{key}"]
+        achieved = j["flops"] / j["train_s"]
+        peak, peak_cells = peak_of(j)
+        cells = [m, f"{j['flops']:.4g}", f"{j['train_s']:.{step_digits}f}",
+                 f"{achieved / scale:.1f}", *peak_cells,
+                 f"{100 * achieved / peak:.{percent_digits}f}%"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
 def render(saved: dict) -> str:
     """The markdown report of a saved run (`docs/benchmarks.json`'s structure): every figure in it
     is read from `saved`, none is typed here."""
@@ -149,12 +165,8 @@ def render(saved: dict) -> str:
         L.append("| model | model FLOPs / step (XLA) | step (s) | achieved TFLOP/s | peak "
                  "TFLOP/s | % of peak |")
         L.append("|---|---|---|---|---|---|")
-        for m, key in (("mpiqe", top), ("liqe", 0)):
-            j = r[f"jax_{m}_{key}"]
-            ach = j["flops"] / j["train_s"]
-            L.append(f"| {m} | {j['flops']:.4g} | {j['train_s']:.4f} | {ach / 1e12:.1f} | "
-                     f"{j['accel_peak'] / 1e12:.0f} ({j['accel_peak_source']}) | "
-                     f"{100 * ach / j['accel_peak']:.1f}% |")
+        L += _achieved_rows(r, top, scale=1e12, step_digits=4, percent_digits=1, peak_of=lambda j: (
+            j["accel_peak"], [f"{j['accel_peak'] / 1e12:.0f} ({j['accel_peak_source']})"]))
     else:
         peak, n = prep["matmul_peak"], prep.get("matmul_n", plan.matmul_n)
         L.append(f"## Achieved FLOP/s of the JAX train step (peak: {peak / 1e9:.1f} GFLOP/s, "
@@ -166,11 +178,8 @@ def render(saved: dict) -> str:
         L.append("| model | model FLOPs / step (XLA) | step (s) | achieved GFLOP/s | % of matmul "
                  "peak |")
         L.append("|---|---|---|---|---|")
-        for m, key in (("mpiqe", top), ("liqe", 0)):
-            j = r[f"jax_{m}_{key}"]
-            ach = j["flops"] / j["train_s"]
-            L.append(f"| {m} | {j['flops']:.4g} | {j['train_s']:.3f} | {ach / 1e9:.1f} | "
-                     f"{100 * ach / peak:.0f}% |")
+        L += _achieved_rows(r, top, scale=1e9, step_digits=3, percent_digits=0,
+                            peak_of=lambda j: (peak, []))
     L.append("")
     L.append("## Peak memory during the training step (MiB)\n")
     if device:
