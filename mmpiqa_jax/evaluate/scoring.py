@@ -146,7 +146,8 @@ def score_files(model, files: Iterable[str], *, crop_mode: str = "liqe", num_cro
       model: an IQA model (crops -> dict with `score`); ignored when `scorer` is given.
       files: image paths, scored in this order.
       crop_mode, num_crops, crop_size: the evaluation preprocessing (see `image_crops`).
-      batch_size: images per forward; the last batch is padded, so one shape is compiled.
+      batch_size: images per forward; the last batch is padded, so one shape is compiled per
+        crop count (one, except for `pyiqa` crops of small images: batched by their count).
       workers: threads reading and cropping images.
       progress: show a tqdm bar (on stderr).
       scorer: a `make_scorer` function, to reuse one compiled forward.

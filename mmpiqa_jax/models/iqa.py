@@ -4,8 +4,8 @@ Both take crops `[B, C, H, W, 3]` (C crops per image, NHWC: uint8 RGB,
 normalised inside the model, or CLIP-normalised float) and return a dict:
 `quality_logits` [B, 5], `quality_probs`, `score` = sum_q q p(q) in [1, 5], `scene_logits` [B, 9],
 `scene_probs`, `distortion_logits` [B, 11], `distortion_probs`; LIQE adds the joint `logits`
-[B, 495] (index q * 99 + s * 11 + d; [B, 5] with quality prompts only) and `probs`. Logits are averaged over crops before any
-softmax, as LIQE does.
+[B, 495] (index q * 99 + s * 11 + d; [B, 5] with quality prompts only) and `probs`. Logits
+are averaged over crops before any softmax, as LIQE does.
 
 Text features are computed once per call, for all prompts at once, or read from a cache:
 `refresh_text_cache()` stores them, and calls with `use_text_cache=True` read them without running
@@ -165,7 +165,8 @@ class LIQE(_TextCached):
     def __init__(self, clip: CLIP, *, num_text_context: int = 0, text_context_init: str = "a photo of a",
                  text_prompt_depth: int = 1, liqe_prompts: str = "joint", rngs: nnx.Rngs):
         if liqe_prompts not in LIQE_PROMPTS:
-            raise ValueError(f"model.liqe_prompts must be one of {LIQE_PROMPTS}, got {liqe_prompts!r}")
+            raise ValueError(f"model.liqe_prompts must be one of {LIQE_PROMPTS}, "
+                             f"got {liqe_prompts!r}")
         if liqe_prompts == "quality" and num_text_context:
             raise ValueError("model.liqe_prompts='quality' takes LIQE's fixed prompts: "
                              f"model.num_text_context must be 0, got {num_text_context}")
