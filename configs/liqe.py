@@ -3,8 +3,10 @@
     mmpiqa train --config configs/liqe.py --workdir DIR
     mmpiqa train --config configs/liqe.py:ctx=4 ...   # CoOp variant: learnable "a photo of a"
 
-Arguments: variant (CLIP), ctx (num_text_context; 0 = LIQE's fixed template), checkpoint (a
-path `mmpiqa convert` wrote, or `random`), train and test (`+`-separated datasets trained on,
+Arguments: variant (CLIP), ctx (num_text_context; 0 = LIQE's fixed template), prompts (`joint`:
+the 495 prompts; `quality`: the 5 "a photo with {q} quality" of LIQE's train_liqe_single.py,
+pyiqa's `liqe`, trained on quality alone), checkpoint (a path `mmpiqa convert` wrote, or
+`random`), train and test (`+`-separated datasets trained on,
 default LIQE's six, and tested whole, cross-dataset; e.g. `train=koniq10k,test=live_iqa+csiq`).
 """
 from mmpiqa_jax import config as config_lib
@@ -13,8 +15,8 @@ common = config_lib.load_sibling(__file__, "common")
 
 
 def get_config(arg=None):
-    arg = config_lib.parse_arg(arg, variant="ViT-B/32", ctx=0, checkpoint="", train="",
-                               test="")
+    arg = config_lib.parse_arg(arg, variant="ViT-B/32", ctx=0, prompts="joint", checkpoint="",
+                               train="", test="")
     config = common.base_config()
     common.set_datasets(config, arg.train, arg.test)
     m = config.model
@@ -22,6 +24,8 @@ def get_config(arg=None):
     m.variant = arg.variant
     m.clip_checkpoint = arg.checkpoint
     m.num_text_context = arg.ctx
+    if arg.prompts != "joint":         # absent = joint: the fingerprint of older runs holds
+        m.liqe_prompts = arg.prompts
     m.visual_prompt_depth = 0          # not used by LIQE
     m.num_visual_prompts = 0
     o = config.optimizer
@@ -34,4 +38,7 @@ def get_config(arg=None):
     o.clip_norm = 0.0                  # LIQE does not clip
     o.param_groups = "full"            # everything but logit_scale
     config.loss.dwa = True             # LIQE: DWA over the three tasks from the third epoch
+    if arg.prompts == "quality":       # LIQE's train_liqe_single.py: quality labels only
+        config.loss.scene = 0.0
+        config.loss.distortion = 0.0
     return config

@@ -218,3 +218,24 @@ def test_train_crops_with_rot90_are_turned_windows(spec, table):
             assert turns, "a crop is no turned window of its image"
             unturned.append(0 in turns)
     assert not all(unturned)
+
+
+class _OneImage:
+    """The part of `pipeline._Example` the eval map reads: one image of a given size."""
+    name = "toy"
+
+    def __init__(self, size):
+        self.size = size
+
+    def read(self, index):
+        from PIL import Image
+        return Image.new("RGB", self.size, (90, 120, 150)), {}
+
+
+def test_pyiqa_eval_crops_in_batches_need_the_full_count():
+    full = P._EvalMap(_OneImage((480, 320)), "pyiqa", 15, T.CROP, normalize=False).map((0, True))
+    assert full["pixels"].shape == (15, T.CROP, T.CROP, 3)
+    with pytest.raises(ValueError, match=r"toy: example 0: 'pyiqa' crops give 6 crops .*300x256"):
+        P._EvalMap(_OneImage((300, 256)), "pyiqa", 15, T.CROP).map((0, True))
+    with pytest.raises(ValueError, match=r"toy: example 0: .*both sides >= 224"):
+        P._EvalMap(_OneImage((300, 200)), "pyiqa", 15, T.CROP).map((0, True))

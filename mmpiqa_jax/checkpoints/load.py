@@ -88,4 +88,5 @@ def architecture(source: Source, *, path: str, config: CLIPConfig | None = None,
         "activation (QuickGELU for OpenAI's weights, exact GELU for LAION's and DataComp's). "
         f"Name its open_clip model: `mmpiqa convert {path} --arch NAME --out DIR` (in Python, "
         f"arch=NAME), NAME one of {', '.join(OPEN_CLIP_CONFIGS)} or an open_clip model "
-        f"config JSON file; or put its {OPEN_CLIP_CONFIG} beside it.")
+        f"config JSON file; or put its {OPEN_CLIP_CONFIG} beside it. LIQE's LIQE.pt is "
+        f"such a file: convert it as a LIQE model with `mmpiqa convert {path} --as liqe`.")

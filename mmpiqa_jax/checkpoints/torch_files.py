@@ -20,7 +20,8 @@ class TensorShape:
     shape: tuple[int, ...]
 
 
-def _torch(path: str):
+def require_torch(path: str):
+    """The torch module; raises `CheckpointError` naming `path` when torch is not installed."""
     try:
         import torch
     except ImportError:
@@ -57,7 +58,7 @@ def _to_numpy(tree, torch, *, shapes_only: bool = False):
 def load_pickle(path: str, *, shapes_only: bool = False):
     """The object in a `torch.save` file, tensors as numpy (or `TensorShape`s: a zip file is
     then memory-mapped, its tensors' data not read); only plain data is unpickled."""
-    torch = _torch(path)
+    torch = require_torch(path)
     try:
         mmap = shapes_only and zipfile.is_zipfile(path)  # torch maps zip files only
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -76,7 +77,7 @@ def load_pickle(path: str, *, shapes_only: bool = False):
 def load_torchscript(path: str, *, shapes_only: bool = False) -> dict[str, np.ndarray]:
     """The state dict of a TorchScript archive (OpenAI's released `.pt` files), as numpy (or
     `TensorShape`s; the archive is read whole either way)."""
-    torch = _torch(path)
+    torch = require_torch(path)
     try:
         module = torch.jit.load(path, map_location="cpu")
     except (RuntimeError, OSError, ValueError) as e:

@@ -1,18 +1,53 @@
-"""`mmpiqa export CKPT --to hf --out DIR`: a checkpoint to a Hugging Face CLIP folder."""
+"""`mmpiqa export CKPT --to hf --out DIR`: a checkpoint to a Hugging Face CLIP folder;
+`mmpiqa export WORKDIR --to pyiqa --out FILE.pt`: a LIQE run to pyiqa's LIQE weights file."""
 from __future__ import annotations
 
 import argparse
 
-HELP = "Export a checkpoint to a Hugging Face CLIP folder (extras in mmpiqa_extra.safetensors)."
+HELP = ("Export a checkpoint to a Hugging Face CLIP folder (extras in mmpiqa_extra.safetensors), "
+        "or a LIQE workdir to pyiqa's LIQE file.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ckpt", help="a checkpoint written by `mmpiqa convert` (or any supported format)")
-    parser.add_argument("--to", choices=["hf"], default="hf", help="target format")
-    parser.add_argument("--out", required=True, help="folder to write to")
+    parser.add_argument("ckpt", help="hf: a checkpoint written by `mmpiqa convert` (or any "
+                                     "supported format); pyiqa: a LIQE training workdir, or one "
+                                     "`mmpiqa convert` wrote from a LIQE model")
+    parser.add_argument("--to", choices=["hf", "pyiqa"], default="hf",
+                        help="target format: hf, or pyiqa (LIQE models only; loaded by pyiqa's "
+                             "LIQE as pretrained_model_path, with mtl=True for the 495 joint "
+                             "prompts, as liqe_mix, mtl=False for quality prompts, as liqe)")
+    parser.add_argument("--out", required=True, help="folder (hf) or .pt file (pyiqa) to write")
+
+
+def export_pyiqa(args: argparse.Namespace) -> int:
+    """The best checkpoint of a LIQE workdir as pyiqa's `{'params': {'clip_model.*': ...}}`."""
+    from mmpiqa_jax.checkpoints import CheckpointError, liqe_formats
+    from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict
+    from mmpiqa_jax.train import inference
+
+    try:
+        config = inference.read_config(args.ckpt)
+        m = config.model
+        if m.name != "liqe" or m.get("num_text_context", 0):
+            raise ValueError(f"{args.ckpt}: a {m.name} model with num_text_context="
+                             f"{m.get('num_text_context', 0)}; pyiqa's LIQE holds LIQE on its "
+                             "fixed prompts only (model.name=liqe, num_text_context=0)")
+        model, config = inference.load_for_inference(args.ckpt)
+        out = liqe_formats.write_pyiqa(args.out, to_openai_state_dict(model.clip))
+    except (CheckpointError, FileNotFoundError, ValueError, KeyError) as e:
+        print(f"mmpiqa export: {e}")
+        return 1
+    mtl = config.model.get("liqe_prompts", "joint") == "joint"
+    print(f"wrote pyiqa's LIQE weights to {out}: pyiqa.archs.liqe_arch.LIQE("
+          f"pretrained_model_path={out!r}, mtl={mtl}) (or create_metric("
+          f"{'liqe_mix' if mtl else 'liqe'!r}, pretrained_model_path=...)); delete pyiqa's "
+          "cached text features first (README, 'pyiqa')")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.to == "pyiqa":
+        return export_pyiqa(args)
     from mmpiqa_jax.checkpoints import CheckpointError, export_hf, load_checkpoint
 
     try:

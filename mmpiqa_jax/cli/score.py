@@ -21,9 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a training workdir, or one checkpoint in it")
     parser.add_argument("--out", default=None, help="write the CSV here (default: stdout)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    parser.add_argument("--crops", choices=("liqe", "center", "full"), default=None,
+    parser.add_argument("--crops", choices=("liqe", "center", "full", "pyiqa"), default=None,
                         help="liqe: LIQE's 15 grid crops; center: one centre crop; full: the whole "
-                             "image resized (default: the run's evaluation setting, else liqe)")
+                             "image resized; pyiqa: pyiqa's LIQE crops, no resize (default: the "
+                             "run's evaluation setting, else liqe)")
     parser.add_argument("--workers", type=int, default=4, help="threads reading images")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

@@ -210,8 +210,16 @@ class _EvalMap(grain.transforms.Map):
     def map(self, element):
         index, valid = element
         image, out = self.example.read(index)
-        out["pixels"] = _pixels(T.eval_crops(image, self.mode, self.num, self.size),
-                                self.normalize)
+        try:
+            crops = T.eval_crops(image, self.mode, self.num, self.size)
+        except ValueError as e:  # `pyiqa` crops of an image smaller than a crop
+            raise ValueError(f"{self.example.name}: example {index}: {e}") from e
+        if len(crops) != self.num:  # `pyiqa` takes fewer from a small image; batches cannot
+            raise ValueError(f"{self.example.name}: example {index}: {self.mode!r} crops give "
+                             f"{len(crops)} crops of its {image.size[0]}x{image.size[1]} image, "
+                             f"not {self.num}; "
+                             "score such images with `mmpiqa score`, which batches by count")
+        out["pixels"] = _pixels(crops, self.normalize)
         out["valid"] = np.bool_(valid)
         return out
 

@@ -97,6 +97,25 @@ def liqe_test_positions(height: int, width: int, num: int = 15, crop: int = CROP
     return grid[sel]
 
 
+PYIQA_STRIDE = 32  # pyiqa's LIQE: `step`, the same for every image size
+
+
+def pyiqa_positions(height: int, width: int, num: int = 15, crop: int = CROP,
+                    stride: int = PYIQA_STRIDE) -> np.ndarray:
+    """pyiqa's LIQE test crops of an image taken as it is (no resize): of the stride grid's n
+    positions (row-major, as `unfold`), min(n, num) at k * max(1, n // num). [min(n, num), 2].
+
+    Raises ValueError for a side below `crop` (pyiqa asserts).
+    """
+    if height < crop or width < crop:
+        raise ValueError(f"pyiqa crops need both sides >= {crop} (pyiqa's LIQE does not resize), "
+                         f"got {width}x{height}")
+    grid = grid_positions(height, width, crop, stride)
+    n = len(grid)
+    count = min(n, num)
+    return grid[max(1, n // count) * np.arange(count)]
+
+
 def center_position(height: int, width: int, crop: int = CROP) -> np.ndarray:
     """The centred crop, as one (top, left). [1, 2]."""
     return np.array([[(height - crop) // 2, (width - crop) // 2]])
@@ -142,16 +161,20 @@ def resize_full(image: Image.Image, size: int = CROP) -> np.ndarray:
 
 
 # (x / 255 - mean) / std as one multiply-add: the host's costliest op per crop.
-EVAL_CROP_MODES = ("liqe", "center", "full")
+EVAL_CROP_MODES = ("liqe", "center", "full", "pyiqa")
 
 
 def eval_crops(image: Image.Image, mode: str = "liqe", num: int = 15, crop: int = CROP) -> np.ndarray:
     """Deterministic evaluation crops of an RGB image, uint8 [n, crop, crop, 3]: LIQE's `num` grid
-    crops after its resize (`liqe`), the centre crop (`center`), or the whole image resized (`full`)."""
+    crops after its resize (`liqe`), the centre crop (`center`), the whole image resized (`full`),
+    or pyiqa's LIQE crops of the image as it is (`pyiqa`: min(num, grid positions) of them)."""
     if mode not in EVAL_CROP_MODES:
         raise ValueError(f"unknown eval crop mode {mode!r}; expected one of {EVAL_CROP_MODES}")
     if mode == "full":
         return resize_full(image, crop)
+    if mode == "pyiqa":
+        array = np.asarray(image)
+        return take_crops(array, pyiqa_positions(*array.shape[:2], num, crop), crop)
     array = np.asarray(liqe_resize(image, crop=crop))
     h, w = array.shape[:2]
     pos = liqe_test_positions(h, w, num, crop) if mode == "liqe" else center_position(h, w, crop)

@@ -3,7 +3,8 @@
     scores, skipped = score_files(model, find_images(["photos/"])[0], crop_mode="liqe")
 
 Images go through the evaluation preprocessing (`data.pipeline`'s eval map): LIQE's resize and 15
-grid crops (or one centre crop, or the whole image resized); CLIP normalisation runs in the
+grid crops (or one centre crop, the whole image resized, or pyiqa's LIQE crops of the image as it
+is: up to 15, fewer for a small image); CLIP normalisation runs in the
 jitted forward, on uint8 crops. A file that
 cannot be read or decoded is skipped and reported with its reason; the others are still scored.
 """
@@ -67,7 +68,8 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
 def image_crops(image: Image.Image, crop_mode: str = "liqe", num_crops: int = 15,
                 crop_size: int = T.CROP) -> np.ndarray:
     """The evaluation crops of an RGB image, exactly as `data.pipeline`'s evaluation takes them.
-    uint8 [n, s, s, 3]: n = `num_crops` for `liqe`, 1 for `center` and `full`."""
+    uint8 [n, s, s, 3]: n = `num_crops` for `liqe`, 1 for `center` and `full`, at most
+    `num_crops` for `pyiqa` (see `transforms.pyiqa_positions`)."""
     return T.eval_crops(image, crop_mode, num_crops, crop_size)
 
 
@@ -144,7 +146,8 @@ def score_files(model, files: Iterable[str], *, crop_mode: str = "liqe", num_cro
       model: an IQA model (crops -> dict with `score`); ignored when `scorer` is given.
       files: image paths, scored in this order.
       crop_mode, num_crops, crop_size: the evaluation preprocessing (see `image_crops`).
-      batch_size: images per forward; the last batch is padded, so one shape is compiled.
+      batch_size: images per forward; the last batch is padded, so one shape is compiled per
+        crop count (one, except for `pyiqa` crops of small images: batched by their count).
       workers: threads reading and cropping images.
       progress: show a tqdm bar (on stderr).
       scorer: a `make_scorer` function, to reuse one compiled forward.
@@ -157,31 +160,33 @@ def score_files(model, files: Iterable[str], *, crop_mode: str = "liqe", num_cro
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     files = list(files)
     scorer = scorer or make_scorer(model)
-    scores, skipped = [], []
-    batch_paths, batch_crops = [], []
+    scored, skipped = {}, []  # file index -> score
+    # Pending images by crop count: `pyiqa` takes fewer crops from small images, and the mean
+    # over an image's crops must not see another count's padding.
+    pending = collections.defaultdict(list)  # count -> [(file index, crops)]
 
-    def flush():
-        crops = np.stack(batch_crops)
+    def flush(count):
+        batch = pending.pop(count)
+        crops = np.stack([c for _, c in batch])
         if len(crops) < batch_size:  # pad with copies: the compiled shape stays the same
             crops = np.concatenate([crops, np.repeat(crops[-1:], batch_size - len(crops), 0)])
-        values = scorer(crops)[:len(batch_paths)]  # uint8: a quarter of the bytes to move
-        scores.extend(zip(batch_paths, map(float, values)))
-        batch_paths.clear()
-        batch_crops.clear()
+        values = scorer(crops)[:len(batch)]  # uint8: a quarter of the bytes to move
+        scored.update((i, float(v)) for (i, _), v in zip(batch, values))
 
-    load = lambda path: load_crops(path, crop_mode, num_crops, crop_size)
+    load = lambda item: load_crops(item[1], crop_mode, num_crops, crop_size)
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool, \
             tqdm(total=len(files), unit="img", desc="scoring", disable=not progress) as bar:
-        for path, future in _read_ahead(pool, load, files, ahead=2 * batch_size):
+        for (i, path), future in _read_ahead(pool, load, enumerate(files), ahead=2 * batch_size):
             try:
-                batch_crops.append(future.result())
-                batch_paths.append(path)
+                crops = future.result()
             except UnreadableImage as e:
                 skipped.append((path, e.reason))
-            if len(batch_crops) == batch_size:
-                flush()
-                bar.update(len(scores) + len(skipped) - bar.n)
-        if batch_crops:
-            flush()
-        bar.update(len(scores) + len(skipped) - bar.n)
-    return scores, skipped
+                continue
+            pending[len(crops)].append((i, crops))
+            if len(pending[len(crops)]) == batch_size:
+                flush(len(crops))
+                bar.update(len(scored) + len(skipped) - bar.n)
+        for count in sorted(pending):
+            flush(count)
+        bar.update(len(scored) + len(skipped) - bar.n)
+    return [(files[i], scored[i]) for i in sorted(scored)], skipped

@@ -5,8 +5,8 @@ Both take crops `[B, C, H, W, 3]` (C crops per image, NHWC: uint8 RGB,
 normalised inside the model, or CLIP-normalised float) and return a dict:
 `quality_logits` [B, 5], `quality_probs`, `score` = sum_q q p(q) in [1, 5], `scene_logits` [B, 9],
 `scene_probs`, `distortion_logits` [B, 11], `distortion_probs`; LIQE adds the joint `logits`
-[B, 495] (index q * 99 + s * 11 + d) and `probs`. Logits are averaged over crops before any
-softmax, as LIQE does.
+[B, 495] (index q * 99 + s * 11 + d; [B, 5] with quality prompts only) and `probs`. Logits
+are averaged over crops before any softmax, as LIQE does.
 
 Text features are computed once per call, for all prompts at once, or read from a cache:
 `refresh_text_cache()` stores them, and calls with `use_text_cache=True` read them without running
@@ -155,19 +155,35 @@ class MPIQE(_TextCached):
                 "distortion_probs": jax.nn.softmax(distortion, axis=-1)}
 
 
+LIQE_PROMPTS = ("joint", "quality")
+
+
 class LIQE(_TextCached):
     """LIQE: one softmax over the 495 (quality, scene, distortion) prompts; optional CoOp
-    context."""
+    context.
+
+    `liqe_prompts="quality"`: the 5 prompts "a photo with {q} quality" of LIQE's single-dataset
+    training (pyiqa's `liqe`, KonIQ); `logits` [B, 5], and the scene and distortion outputs are
+    uniform (zero logits): those prompts say nothing of either (train with their losses at 0).
+    """
 
     def __init__(self, clip: CLIP, *, num_text_context: int = 0,
                  text_context_init: str = "a photo of a", text_prompt_depth: int = 1,
-                 rngs: nnx.Rngs):
+                 liqe_prompts: str = "joint", rngs: nnx.Rngs):
+        if liqe_prompts not in LIQE_PROMPTS:
+            raise ValueError(f"model.liqe_prompts must be one of {LIQE_PROMPTS}, "
+                             f"got {liqe_prompts!r}")
+        if liqe_prompts == "quality" and num_text_context:
+            raise ValueError("model.liqe_prompts='quality' takes LIQE's fixed prompts: "
+                             f"model.num_text_context must be 0, got {num_text_context}")
         self.clip = clip
+        self.joint = liqe_prompts == "joint"
+        texts = (prompts_lib.liqe_texts(with_context=num_text_context > 0) if self.joint
+                 else prompts_lib.liqe_quality_texts())
         self.prompts = nnx.Dict(joint=prompts_lib.PromptBank(
-            prompts_lib.liqe_texts(with_context=num_text_context > 0), clip=clip,
-            num_context=num_text_context, depth=text_prompt_depth, init_phrase=text_context_init,
-            rngs=rngs))
-        self._init_cache(labels.NUM_QUALITIES * labels.NUM_SCENES * labels.NUM_DISTORTIONS)
+            texts, clip=clip, num_context=num_text_context, depth=text_prompt_depth,
+            init_phrase=text_context_init, rngs=rngs))
+        self._init_cache(len(texts))
 
     def _text_banks(self):
         return (self.prompts["joint"],)
@@ -177,6 +193,14 @@ class LIQE(_TextCached):
         image = _normalize(self.clip.encode_image(pixels))
         text = self.text_features(use_cache=use_text_cache)
         logits = _mean_over_crops(jnp.exp(self.clip.logit_scale[...]) * image @ text.T, b, c)
+        if not self.joint:  # quality prompts only: no scene or distortion information
+            scene = jnp.zeros((b, labels.NUM_SCENES), logits.dtype)
+            distortion = jnp.zeros((b, labels.NUM_DISTORTIONS), logits.dtype)
+            return {**_quality_outputs(logits),
+                    "logits": logits, "probs": jax.nn.softmax(logits, axis=-1),
+                    "scene_logits": scene, "scene_probs": jax.nn.softmax(scene, axis=-1),
+                    "distortion_logits": distortion,
+                    "distortion_probs": jax.nn.softmax(distortion, axis=-1)}
         joint = logits.reshape(b, labels.NUM_QUALITIES, labels.NUM_SCENES, labels.NUM_DISTORTIONS)
         # Marginal logits: their softmax is the marginal of the joint softmax.
         marginal = lambda axes: jax.nn.logsumexp(joint, axis=axes)
@@ -197,6 +221,8 @@ _MODEL_KEYS = {
               "fusion_mlp_ratio", "scene_activation"),
     "liqe": ("num_text_context", "text_context_init", "text_prompt_depth"),
 }
+# Keys a config may leave out (configs written before the key existed), with their defaults.
+_OPTIONAL_KEYS = {"mpiqe": {}, "liqe": {"liqe_prompts": "joint"}}
 
 
 def build_model(config, rngs: nnx.Rngs, *,
@@ -214,6 +240,8 @@ def build_model(config, rngs: nnx.Rngs, *,
         if key not in config:
             raise KeyError(f"model config lacks key model.{key} needed by {config.name!r}")
         kwargs[key] = config[key]
+    for key, default in _OPTIONAL_KEYS[config.name].items():
+        kwargs[key] = config.get(key, default)
     if clip is None:
         clip = dataclasses.replace(get_variant(config.variant), dtype=config.dtype)
     if isinstance(clip, CLIPConfig):

@@ -188,6 +188,15 @@ def liqe_texts(with_context: bool = False) -> tuple[str, ...]:
     return tuple(texts)
 
 
+LIQE_QUALITY_TEMPLATE = "a photo with {quality} quality"
+
+
+def liqe_quality_texts() -> tuple[str, ...]:
+    """The 5 quality-only prompts of LIQE's single-dataset training (`train_liqe_single.py`,
+    pyiqa's `liqe` on KonIQ), worst first."""
+    return tuple(LIQE_QUALITY_TEMPLATE.format(quality=q) for q in labels.QUALITIES)
+
+
 class VisualPrompts(nnx.Module):
     """VPT-deep prompts [depth, num_prompts, vision_width], shared over the batch."""
 

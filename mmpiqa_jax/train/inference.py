@@ -3,11 +3,13 @@
     evaluator = make_evaluator(task, config, mesh)
     metrics = evaluator.evaluate(inference_params(task, state, mesh), dataset, "test")
     model, config = load_for_inference(workdir)        # an nnx model for `mmpiqa score`
+    save_for_inference(config, model, workdir)         # a model from elsewhere, as a workdir
 """
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,7 +18,7 @@ import ml_collections
 from flax import nnx
 
 from mmpiqa_jax.evaluate.evaluator import Evaluator, PredictFn, Predictions
-from mmpiqa_jax.train import sharding, trainer
+from mmpiqa_jax.train import checkpointing, sharding, trainer
 from mmpiqa_jax.train.task import IQATask
 
 
@@ -121,3 +123,31 @@ def load_for_inference(workdir_or_checkpoint):
     with jax.set_mesh(mesh):
         model = model_of(task, state)
     return model, config
+
+
+def save_for_inference(config, model, workdir, *, overwrite: bool = False) -> Path:
+    """Writes `model` (built from `config.model`, e.g. with converted weights) as a workdir:
+    `config.json` and the step-0 state of `config`'s training setup (fresh optimiser), saved
+    as the trainer saves. `load_for_inference`, `mmpiqa score` and `mmpiqa eval` read it.
+
+    Refuses a workdir that holds checkpoints unless `overwrite` (which then deletes them).
+    """
+    workdir = Path(workdir)
+    directory = workdir / trainer.CHECKPOINT_DIR
+    if directory.exists() and any(directory.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{directory} already holds checkpoints; pass overwrite "
+                                  "(--overwrite) to replace them")
+        shutil.rmtree(directory)
+    task = IQATask(config)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+    rng = jax.random.key(config.seed)
+    with jax.set_mesh(mesh):
+        _, shardings = trainer.abstract_state(task, mesh, rng)
+        state = jax.device_put(task.setup.init_state(model, rng), shardings)
+        with checkpointing.Checkpointer(directory, async_save=False,
+                                        model_cfg=checkpointing.model_config(config)) as ckpt:
+            ckpt.save(0, state)
+            ckpt.wait()
+    trainer.write_config(config, workdir)
+    return workdir

@@ -104,7 +104,8 @@ def _config_dict(config) -> dict:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
 
-def _write_config(config, workdir: Path) -> None:
+def write_config(config, workdir: Path) -> None:
+    """Writes `config` as the workdir's `config.json` (atomically)."""
     workdir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_config_dict(config), indent=2, sort_keys=True, default=repr)
     tmp = workdir / (CONFIG_NAME + ".tmp")
@@ -219,7 +220,7 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
                 if hasattr(task, "load_pretrained"):
                     state = task.load_pretrained(state)
             if main_process:  # only now: a mismatched run must not overwrite the old config
-                _write_config(config, workdir)
+                write_config(config, workdir)
             start = int(jax.device_get(state.step))
             writer = progress.MetricsWriter(workdir, num_steps=config.num_steps,
                                             start_step=start, enabled=main_process)

@@ -1,0 +1,151 @@
+"""LIQE's released models in and out: LIQE's own files and pyiqa's, as OpenAI-layout state dicts.
+
+Formats (told from the file's contents; the names `read_liqe` returns):
+  "liqe"        zwx8981/LIQE's `LIQE.pt`: `torch.save(model.state_dict())` of the fine-tuned
+                OpenAI CLIP (demo.py, LIQE.py load it with `model.load_state_dict`). It is a bare
+                CLIP state dict, byte for byte like any other, so it is read as LIQE's only when
+                asked (`mmpiqa convert --as liqe`);
+  "liqe-train"  the checkpoints LIQE's training scripts save: `{"epoch", "model_state_dict",
+                "optimizer_state_dict", "all_results"}`;
+  "pyiqa"       pyiqa's `liqe_mix.pt` / `liqe_koniq.pt`: `{"params": state_dict}` of pyiqa's
+                `LIQE` module, the CLIP under `clip_model.` (pyiqa's `load_pretrained_network`
+                reads key `params` and strips DDP's `module.`).
+
+Which prompts a model was trained with is in none of them: pyiqa's `liqe_mix` (LIQE's paper
+model, `mtl=True`) scores the 495 joint prompts, `liqe_koniq` (LIQE's train_liqe_single.py) the
+5 "a photo with {q} quality". The architecture is OpenAI's, from the shapes (ViT-B/32 in both
+repositories). torch is needed to read and write these files (`torch_files`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from mmpiqa_jax.checkpoints.clip_conversion import infer_config
+from mmpiqa_jax.checkpoints.errors import CheckpointError, listing
+from mmpiqa_jax.checkpoints.openai_layout import (check_state_dict, clean_state_dict,
+                                                  looks_like_openai)
+from mmpiqa_jax.checkpoints.torch_files import is_torchscript, load_pickle, require_torch
+from mmpiqa_jax.models.clip_model import CLIPConfig
+
+LIQE_FORMATS = ("liqe", "liqe-train", "pyiqa")
+PYIQA_KEY = "params"            # what pyiqa's LIQE loads (`load_pretrained_network(..., 'params')`)
+PYIQA_PREFIX = "clip_model."    # pyiqa's LIQE holds the CLIP as `self.clip_model`
+LIQE_TRAIN_KEY = "model_state_dict"
+
+
+@dataclasses.dataclass(frozen=True)
+class LiqeSource:
+    """A LIQE model's CLIP in OpenAI layout (float32 numpy), its format and its architecture."""
+    state_dict: dict[str, np.ndarray]
+    format: str
+    config: CLIPConfig
+
+
+def _is_pickled_file(path: str) -> bool:
+    """A `torch.save` file (zip, not TorchScript, or a legacy pickle)."""
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":
+        return not is_torchscript(path)
+    return head[:1] == b"\x80"
+
+
+def format_of(obj) -> str | None:
+    """"pyiqa" or "liqe-train" for an unpickled object of those formats, else None."""
+    if not isinstance(obj, Mapping):
+        return None
+    params = obj.get(PYIQA_KEY)
+    if isinstance(params, Mapping) and params:
+        keys = [k[len("module."):] if k.startswith("module.") else k for k in params]
+        if all(k.startswith(PYIQA_PREFIX) for k in keys):
+            return "pyiqa"
+    if isinstance(obj.get(LIQE_TRAIN_KEY), Mapping):
+        return "liqe-train"
+    return None
+
+
+def detect(path: str | os.PathLike) -> str | None:
+    """The LIQE format recognised in the file at `path` ("pyiqa", "liqe-train"), else None.
+
+    Cheap for torch's zip files (memory-mapped, tensors not read). A bare CLIP state dict
+    (LIQE's `LIQE.pt`) is None: nothing in it says LIQE.
+    """
+    path = os.fspath(path)
+    if not _is_pickled_file(path):
+        return None
+    try:
+        return format_of(load_pickle(path, shapes_only=True))
+    except CheckpointError:
+        return None  # not plain data: let the CLIP readers report it
+
+
+def _state_dict_of(obj, fmt: str) -> dict:
+    if fmt == "pyiqa":
+        params = obj[PYIQA_KEY]
+        if all(k.startswith("module.") for k in params):
+            params = {k[len("module."):]: v for k, v in params.items()}
+        return {k[len(PYIQA_PREFIX):]: v for k, v in params.items()}
+    if fmt == "liqe-train":
+        return obj[LIQE_TRAIN_KEY]
+    return obj
+
+
+def read_liqe(path: str | os.PathLike, *, bare_state_dict: bool = False) -> LiqeSource:
+    """The CLIP of a LIQE model file (see the module docstring), checked against its shapes.
+
+    `bare_state_dict`: a file in neither pyiqa's nor LIQE's training format is taken as LIQE's
+    `LIQE.pt` (a bare CLIP state dict); otherwise it is an error.
+    """
+    path = os.fspath(path)
+    if not _is_pickled_file(path):
+        raise CheckpointError(f"{path}: not a torch.save file; a LIQE model is a .pt file "
+                              f"(LIQE's LIQE.pt or training checkpoint, pyiqa's liqe_*.pt)")
+    obj = load_pickle(path)
+    fmt = format_of(obj)
+    if fmt is None:
+        if not bare_state_dict:
+            found = listing(obj, 8) if isinstance(obj, Mapping) else type(obj).__name__
+            raise CheckpointError(
+                f"{path}: neither pyiqa's LIQE ({{'{PYIQA_KEY}': {{'{PYIQA_PREFIX}...': ...}}}}) "
+                f"nor a LIQE training checkpoint ({{'{LIQE_TRAIN_KEY}': ...}}); found {found}. "
+                "LIQE's LIQE.pt is a bare CLIP state dict: convert it with --as liqe")
+        fmt = "liqe"
+    state_dict = clean_state_dict(_state_dict_of(obj, fmt), source=path)
+    if not looks_like_openai(state_dict):
+        raise CheckpointError(f"{path}: a {fmt} file whose state dict is not OpenAI CLIP's (no "
+                              f"visual.conv1.weight / token_embedding.weight; found "
+                              f"{listing(state_dict, 8)})")
+    config = infer_config(state_dict, source=path)  # OpenAI's: QuickGELU, 64-wide heads
+    check_state_dict(state_dict, config, source=path)
+    floats = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
+    return LiqeSource(floats, fmt, config)
+
+
+def pyiqa_params(state_dict: Mapping[str, np.ndarray]) -> dict:
+    """pyiqa's LIQE file contents, `{"params": {"clip_model.<key>": torch tensor}}`, from an
+    OpenAI-layout state dict."""
+    torch = require_torch("pyiqa export")
+    return {PYIQA_KEY: {PYIQA_PREFIX + k: torch.from_numpy(np.array(v, np.float32))
+                        for k, v in state_dict.items()}}
+
+
+def write_pyiqa(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -> str:
+    """Writes the file pyiqa's `LIQE(pretrained_model_path=path)` loads; returns its path.
+
+    Written to a temporary name and renamed, so an interrupted export leaves no partial file.
+    """
+    path = os.fspath(path)
+    torch = require_torch(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"{path}: the folder {folder} does not exist")
+    tmp = path + ".tmp"
+    torch.save(pyiqa_params(state_dict), tmp)
+    os.replace(tmp, path)
+    return path
