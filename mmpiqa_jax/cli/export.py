@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     except CheckpointError as e:
         print(f"mmpiqa export: {e}")
         return 1
-    extras = f" and {len(checkpoint.extra_params)} extra parameters" if checkpoint.extra_params else ""
+    n = len(checkpoint.extra_params or {})
+    extras = f" and {n} extra parameters" if n else ""
     print(f"wrote a Hugging Face CLIP folder{extras} to {args.out} "
           "(load with transformers.CLIPModel.from_pretrained; no tokenizer files)")
     return 0

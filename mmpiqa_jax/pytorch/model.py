@@ -255,7 +255,7 @@ def _mean_over_crops(x, b, c):
 
 
 class MPIQE(_IQAModel):
-    """CLIP with VPT-deep visual prompts, scene and distortion context banks and a fusion encoder."""
+    """CLIP with VPT-deep visual prompts, scene and distortion context banks, a fusion encoder."""
 
     def __init__(self, config: dict):
         super().__init__(config)
