@@ -69,15 +69,16 @@ def crop_setting(model) -> dict:
 @torch.no_grad()
 def score_images(model, images, *, mode: str | None = None, num: int | None = None,
                  batch_size: int = 8) -> np.ndarray:
-    """Scores [N] of PIL images, `batch_size` images per forward."""
+    """Scores [N] of PIL images, `batch_size` images per forward (text features computed once)."""
     setting = crop_setting(model)
     setting.update({k: v for k, v in (("mode", mode), ("num", num)) if v is not None})
     scores = []
     images = list(images)
+    text = model.text_features() if images else None
     for i in range(0, len(images), batch_size):
         crops = np.stack([eval_crops(im, **setting) for im in images[i:i + batch_size]])
         pixels = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 1, 4, 2, 3)))
-        scores.append(model(pixels)["score"].numpy())
+        scores.append(model(pixels, text)["score"].numpy())
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
 

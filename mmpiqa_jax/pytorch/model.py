@@ -276,11 +276,12 @@ class MPIQE(_IQAModel):
     def banks(self):
         return (self.scene, self.distortion)
 
-    def forward(self, crops: torch.Tensor) -> dict:
+    def forward(self, crops: torch.Tensor, text_features: torch.Tensor | None = None) -> dict:
+        """`text_features`: those of `text_features()`, to compute them once for many calls."""
         pixels, b, c = self._images(crops)
         tokens = self.clip.visual(pixels, self.visual_prompts)
         image = tokens[:, 0] @ self.clip.visual.proj
-        text = self.text_features()
+        text = self.text_features() if text_features is None else text_features
         sims = self.clip.logit_scale.exp() * _normalize(image) @ text.T
         quality = self.fusion(text, tokens)
         n_s = len(self.scenes)
@@ -306,12 +307,13 @@ class LIQE(_IQAModel):
     def banks(self):
         return (self.joint,)
 
-    def forward(self, crops: torch.Tensor) -> dict:
+    def forward(self, crops: torch.Tensor, text_features: torch.Tensor | None = None) -> dict:
+        """`text_features`: those of `text_features()`, to compute them once for many calls."""
         pixels, b, c = self._images(crops)
         v = self.clip.visual
         image = _normalize(v(pixels)[:, 0] @ v.proj)
-        logits = _mean_over_crops(self.clip.logit_scale.exp() * image @ self.text_features().T,
-                                  b, c)
+        text = self.text_features() if text_features is None else text_features
+        logits = _mean_over_crops(self.clip.logit_scale.exp() * image @ text.T, b, c)
         joint = logits.reshape(b, len(self.qualities), len(self.scenes), len(self.distortions))
         scene, distortion = joint.logsumexp(dim=(1, 3)), joint.logsumexp(dim=(1, 2))
         return {**self.quality_outputs(joint.logsumexp(dim=(2, 3))), "logits": logits,
