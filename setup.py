@@ -41,6 +41,9 @@ EXTRAS = {
         "nbformat>=5.9",
         "ipykernel>=6.29",
     ],
+    # `mmpiqa_jax.pytorch`: exported MP-IQE / LIQE in PyTorch (`mmpiqa export --to torch`);
+    # with safetensors and numpy (already required) it needs nothing of JAX.
+    "torch": ["torch>=2.4", "safetensors>=0.4", "numpy>=1.26", "pillow>=10.0"],
     # Accelerators: install the matching jax build on top, see README.
     "cuda": ["jax[cuda12]>=0.10"],
     "tpu": ["jax[tpu]>=0.10"],

@@ -1,22 +1,29 @@
 """`mmpiqa export CKPT --to hf --out DIR`: a checkpoint to a Hugging Face CLIP folder;
-`mmpiqa export WORKDIR --to pyiqa --out FILE.pt`: a LIQE run to pyiqa's LIQE weights file."""
+`mmpiqa export WORKDIR --to torch --out DIR`: a trained MP-IQE / LIQE to the PyTorch module
+`mmpiqa_jax.pytorch` loads; `mmpiqa export WORKDIR --to pyiqa --out FILE.pt`: a LIQE run to pyiqa's
+LIQE weights file."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = ("Export a checkpoint to a Hugging Face CLIP folder (extras in mmpiqa_extra.safetensors), "
-        "or a LIQE workdir to pyiqa's LIQE file.")
+        "or a training workdir to PyTorch (--to torch), or a LIQE workdir to pyiqa's LIQE file.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ckpt", help="hf: a checkpoint written by `mmpiqa convert` (or any "
-                                     "supported format); pyiqa: a LIQE training workdir, or one "
-                                     "`mmpiqa convert` wrote from a LIQE model")
-    parser.add_argument("--to", choices=["hf", "pyiqa"], default="hf",
-                        help="target format: hf, or pyiqa (LIQE models only; loaded by pyiqa's "
-                             "LIQE as pretrained_model_path, with mtl=True for the 495 joint "
-                             "prompts, as liqe_mix, mtl=False for quality prompts, as liqe)")
-    parser.add_argument("--out", required=True, help="folder (hf) or .pt file (pyiqa) to write")
+                                     "supported format); torch: a training workdir; pyiqa: a "
+                                     "LIQE training workdir, or one `mmpiqa convert` wrote from a "
+                                     "LIQE model")
+    parser.add_argument("--to", choices=["hf", "torch", "pyiqa"], default="hf",
+                        help="hf: a Hugging Face CLIP folder; torch: model.safetensors and "
+                             "config.json for mmpiqa_jax.pytorch.load; pyiqa (LIQE models only): "
+                             "the file pyiqa's LIQE loads as pretrained_model_path, with mtl=True "
+                             "for the 495 joint prompts, as liqe_mix, mtl=False for quality "
+                             "prompts, as liqe")
+    parser.add_argument("--out", required=True,
+                        help="folder (hf, torch) or .pt file (pyiqa) to write")
 
 
 def export_pyiqa(args: argparse.Namespace) -> int:
@@ -45,9 +52,29 @@ def export_pyiqa(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_torch(args: argparse.Namespace) -> int:
+    from mmpiqa_jax.checkpoints import CheckpointError
+    from mmpiqa_jax.checkpoints.torch_export import export_torch
+    from mmpiqa_jax.evaluate.scoring import crop_setting
+    from mmpiqa_jax.train import inference
+
+    try:
+        model, config = inference.load_for_inference(args.ckpt)
+        export_torch(model, args.out, preprocess=crop_setting(config))
+    except (FileNotFoundError, ValueError, KeyError) as e:  # CheckpointError is a ValueError
+        kind = "" if isinstance(e, CheckpointError) else f"cannot load {args.ckpt}: "
+        print(f"mmpiqa export: {kind}{e}", file=sys.stderr)
+        return 1
+    print(f"wrote a PyTorch {config.model.name} to {args.out} (model.safetensors, config.json; "
+          "load with mmpiqa_jax.pytorch.load)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.to == "pyiqa":
         return export_pyiqa(args)
+    if args.to == "torch":
+        return _run_torch(args)
     from mmpiqa_jax.checkpoints import CheckpointError, export_hf, load_checkpoint
 
     try:
@@ -57,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     except CheckpointError as e:
         print(f"mmpiqa export: {e}")
         return 1
-    extras = f" and {len(checkpoint.extra_params)} extra parameters" if checkpoint.extra_params else ""
+    n = len(checkpoint.extra_params or {})
+    extras = f" and {n} extra parameters" if n else ""
     print(f"wrote a Hugging Face CLIP folder{extras} to {args.out} "
           "(load with transformers.CLIPModel.from_pretrained; no tokenizer files)")
     return 0

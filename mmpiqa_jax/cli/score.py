@@ -1,4 +1,9 @@
-"""`mmpiqa score --checkpoint DIR PATH...`: quality scores of image files and folders, as CSV.
+"""`mmpiqa score --checkpoint DIR PATH...`: quality scores of image files and folders.
+
+Per-image scores and their mean: with `--out FILE` the file gets them (CSV `path,score` rows, or
+JSON `{"scores": [{"path", "score"}], "mean", "count", "skipped": [{"path", "reason"}]}`, by
+`--format` or else FILE's suffix) and stdout a line per image and the mean; without, stdout gets
+the CSV or JSON and stderr the mean.
 
 Exit status: 0 when every file was scored, 2 when some were skipped (each named on stderr with
 its reason), 1 on an error that stops the command (bad checkpoint, no image found).
@@ -6,10 +11,12 @@ its reason), 1 on an error that stops the command (bad checkpoint, no image foun
 import argparse
 import csv
 import io
+import json
 import os
 import sys
 
-HELP = "score image files and folders with a trained model (CSV: path,score)"
+HELP = "score image files and folders with a trained model (CSV or JSON: path, score; the mean)"
+FORMATS = ("csv", "json")
 
 EXIT_SKIPPED = 2
 
@@ -19,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image files and folders (searched recursively for image files)")
     parser.add_argument("--checkpoint", required=True,
                         help="a training workdir, or one checkpoint in it")
-    parser.add_argument("--out", default=None, help="write the CSV here (default: stdout)")
+    parser.add_argument("--out", default=None,
+                        help="write the scores here (default: stdout); .json: JSON, else CSV")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="csv or json (default: from --out's suffix, else csv)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     parser.add_argument("--crops", choices=("liqe", "center", "full", "pyiqa"), default=None,
                         help="liqe: LIQE's 15 grid crops; center: one centre crop; full: the whole "
@@ -29,17 +39,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _write_csv(rows, out) -> None:
+def output_format(fmt: str | None, out: str | None) -> str:
+    """`--format`, else json for an --out ending in .json, else csv."""
+    if fmt is not None:
+        return fmt
+    return "json" if out is not None and out.lower().endswith(".json") else "csv"
+
+
+def _mean(rows) -> float | None:
+    return sum(s for _, s in rows) / len(rows) if rows else None
+
+
+def _mean_text(rows) -> str:
+    return "n/a" if not rows else f"{_mean(rows):.4f}"
+
+
+def _render(rows, skipped, fmt: str) -> str:
+    if fmt == "json":
+        doc = {"scores": [{"path": p, "score": s} for p, s in rows], "mean": _mean(rows),
+               "count": len(rows), "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+        return json.dumps(doc, indent=1) + "\n"
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["path", "score"])
     writer.writerows((path, repr(score)) for path, score in rows)
+    return text.getvalue()
+
+
+def _write(rows, skipped, out, fmt: str) -> None:
+    text = _render(rows, skipped, fmt)
     if out is None:
-        sys.stdout.write(text.getvalue())
+        sys.stdout.write(text)
         return
+    for path, score in rows:  # the file holds them; the terminal shows them too
+        print(f"{score:.4f}  {path}")
+    print(f"{_mean_text(rows)}  mean of {len(rows)} images")
     tmp = out + ".tmp"  # write then rename: no half-written CSV when interrupted
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.write(text.getvalue())
+        f.write(text)
     os.replace(tmp, out)
 
 
@@ -66,10 +103,10 @@ def run(args: argparse.Namespace) -> int:
         model, files, batch_size=args.batch_size, workers=args.workers,
         progress=not args.no_progress, **scoring.crop_setting(config, args.crops))
     skipped += unreadable
-    _write_csv(scores, args.out)
+    _write(scores, skipped, args.out, output_format(args.format, args.out))
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     where = f" -> {args.out}" if args.out else ""
-    print(f"scored {len(scores)} images{where}"
+    print(f"scored {len(scores)} images, mean score {_mean_text(scores)}{where}"
           + (f"; skipped {len(skipped)} (listed above)" if skipped else ""), file=sys.stderr)
     return EXIT_SKIPPED if skipped else 0
