@@ -25,24 +25,31 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
 ]
 
+# Tests that need no PyTorch.
+TEST_CORE = [
+    "pytest>=8",
+    "pytest-xdist>=3.5",
+    "xlwt>=1.3",  # writes the real .xls format for the BID fixture
+    "pandas>=2.0",  # reads back the per-image CSVs in tests
+    "ftfy>=6.1",
+    "nbclient>=0.10",
+    "nbformat>=5.9",
+    "ipykernel>=6.29",
+]
+
 EXTRAS = {
     # Parity tests against the PyTorch references; torch is never used by the model.
     # Versions that install here: see DEVELOPERS.md.
-    "test": [
-        "pytest>=8",
-        "pytest-xdist>=3.5",
-        "xlwt>=1.3",  # writes the real .xls format for the BID fixture
-        "pandas>=2.0",  # reads back the per-image CSVs in tests
+    "test": TEST_CORE + [
         "torch>=2.4",
         "torchvision>=0.19",
         "open_clip_torch>=2.24",
-        "ftfy>=6.1",
-        "nbclient>=0.10",
-        "nbformat>=5.9",
-        "ipykernel>=6.29",
+        "opencv-python-headless>=4.8",  # pyiqa's LIQE (installed --no-deps, see README) needs it
     ],
-    # `mmpiqa_jax.pytorch`: exported MP-IQE / LIQE in PyTorch (`mmpiqa export --to torch`);
-    # with safetensors and numpy (already required) it needs nothing of JAX.
+    # The suite without the PyTorch references (their tests skip): the newest-Python CI env,
+    # where pip has no local torch build and would download a CUDA one.
+    "test-core": TEST_CORE,
+    # The PyTorch module that exported models load (`mmpiqa_jax.pytorch`).
     "torch": ["torch>=2.4", "safetensors>=0.4", "numpy>=1.26", "pillow>=10.0"],
     # Accelerators: install the matching jax build on top, see README.
     "cuda": ["jax[cuda12]>=0.10"],
@@ -55,7 +62,7 @@ setup(
     description=__doc__,
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # jax >= 0.10, grain and orbax need 3.11
     packages=find_packages(include=["mmpiqa_jax", "mmpiqa_jax.*"]),
     package_data={"mmpiqa_jax": ["assets/*"]},
     install_requires=INSTALL_REQUIRES,

@@ -10,23 +10,25 @@ import sys
 
 import jax
 import numpy as np
-import open_clip
 import pytest
-import torch
-import transformers
 from hf_configs import Tower, hf_clip_config
 from safetensors.numpy import load_file, save_file
 
-from mmpiqa_jax import clip
-from mmpiqa_jax.checkpoints import (CheckpointError, export_hf, load_checkpoint, load_clip,
+# The PyTorch references: skipped where torch is not installed (the newest-Python CI env).
+open_clip = pytest.importorskip("open_clip")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from mmpiqa_jax import clip  # noqa: E402
+from mmpiqa_jax.checkpoints import (CheckpointError, export_hf, load_checkpoint, load_clip,  # noqa: E402
                                     read_state_dict, save_checkpoint)
-from mmpiqa_jax.checkpoints.hf import hf_to_openai, openai_to_hf
-from mmpiqa_jax.checkpoints.load import read_clip_config
-from mmpiqa_jax.checkpoints.open_clip_arch import (OPEN_CLIP_CONFIGS, config_from_open_clip,
+from mmpiqa_jax.checkpoints.hf import hf_to_openai, openai_to_hf  # noqa: E402
+from mmpiqa_jax.checkpoints.load import read_clip_config  # noqa: E402
+from mmpiqa_jax.checkpoints.open_clip_arch import (OPEN_CLIP_CONFIGS, config_from_open_clip,  # noqa: E402
                                                    resolve_arch)
-from mmpiqa_jax.checkpoints.openai_layout import check_state_dict
-from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict
-from mmpiqa_jax.models.clip_model import VARIANTS
+from mmpiqa_jax.checkpoints.openai_layout import check_state_dict  # noqa: E402
+from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict  # noqa: E402
+from mmpiqa_jax.models.clip_model import VARIANTS  # noqa: E402
 
 TOLERANCE = 1e-4  # max |diff| relative to the feature norm
 TEXTS = ["a photo of a cat.",

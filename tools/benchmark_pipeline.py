@@ -289,7 +289,7 @@ def decoders(path: str, sources: dict, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="KADID-like only, fewer batches (well under 2 minutes)")
     parser.add_argument("--batches", type=int, default=0, help="timed batches (0: by --quick)")

@@ -61,7 +61,7 @@ def time_one(name, variant, execution, images, crops, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=["tiny"])
     parser.add_argument("--models", nargs="+", default=["mpiqe", "liqe"])
     parser.add_argument("--executions", nargs="+", default=["scan+dots", "unrolled+none"],

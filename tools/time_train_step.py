@@ -38,7 +38,7 @@ def config_batch(config, rng: np.random.Generator) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="FILE[:ARGS], as for mmpiqa train")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up)")

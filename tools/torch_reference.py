@@ -1,4 +1,5 @@
-"""A PyTorch reference of MP-IQE and LIQE on open_clip's `CLIP`, for `tools/benchmark.py` and its test.
+"""A PyTorch reference of MP-IQE and LIQE on open_clip's `CLIP`, for `tools/benchmark.py` and its
+test.
 
 Never imported by `mmpiqa_jax`. The models follow `mmpiqa_jax/models/` operation for operation
 (VPT-deep visual prompts, the scene / distortion context banks, the fusion encoder, LIQE's 495-way
@@ -115,7 +116,8 @@ def encode_text_embeddings(clip, embeddings, eot, *, deep_ctx=None, num_ctx: int
 
 
 class PromptBank(nn.Module):
-    """`[SOS] ctx_1 .. ctx_n <text> [EOS]` with n learnable context vectors (CoOp), optional deep ctx."""
+    """`[SOS] ctx_1 .. ctx_n <text> [EOS]` with n learnable context vectors (CoOp), optional deep
+    ctx."""
 
     def __init__(self, texts, *, context_length: int, num_context: int, trimmed: bool,
                  width: int, depth: int = 1):
@@ -506,7 +508,8 @@ def check(result: dict, *, loss_tol: float = 1e-4, score_tol: float = 1e-3,
     fails = []
     (jl, tl), (jg, tg), (jn, tn) = result["loss"], result["grad_norm"], result["trainable"]
     if not abs(jl - tl) <= loss_tol:
-        fails.append(f"loss {jl:.7f} (JAX) vs {tl:.7f} (torch): |diff| {abs(jl - tl):.2e} > {loss_tol}")
+        fails.append(f"loss {jl:.7f} (JAX) vs {tl:.7f} (torch): |diff| {abs(jl - tl):.2e} > "
+                     f"{loss_tol}")
     if "score_max_abs_diff" in result and not result["score_max_abs_diff"] <= score_tol:
         fails.append(f"scores differ by up to {result['score_max_abs_diff']:.2e} > {score_tol}")
     if not abs(jg - tg) <= grad_rtol * max(abs(jg), 1e-12):

@@ -136,10 +136,12 @@ def _read_hf_weights(folder: str) -> dict:
             tensors.update(_read_tensor_file(shard_path)[0])
         absent = weight_map.keys() - tensors.keys()
         if absent:
-            raise CheckpointError(f"{path}: tensors listed in the index but in no shard: {listing(absent)}")
+            raise CheckpointError(f"{path}: tensors listed in the index but in no shard: "
+                                  f"{listing(absent)}")
         return tensors
     raise CheckpointError(f"{folder}: a Hugging Face folder without weights (found "
-                          f"{listing(os.listdir(folder))}; expected one of {', '.join(_HF_WEIGHTS)})")
+                          f"{listing(os.listdir(folder))}; expected one of "
+                          f"{', '.join(_HF_WEIGHTS)})")
 
 
 def _read_folder(folder: str, *, shapes_only: bool = False) -> Source:

@@ -66,11 +66,13 @@ def load_pickle(path: str, *, shapes_only: bool = False):
         if "weights_only" in str(e) or "Weights only" in str(e):
             raise CheckpointError(
                 f"{path}: holds Python objects besides tensors, which are not unpickled "
-                f"(weights_only=True); save its state_dict() instead. torch said: {str(e).splitlines()[0]}"
+                f"(weights_only=True); save its state_dict() instead. torch said: "
+                f"{str(e).splitlines()[0]}"
             ) from None
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch pickle ({e})") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt PyTorch file ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt PyTorch file "
+                              f"({type(e).__name__}: {e})") from None
     return _to_numpy(obj, torch, shapes_only=shapes_only)
 
 

@@ -13,9 +13,11 @@ LIQE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "liqe.py"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="OpenAI/open_clip .pt/.bin/.safetensors file, or a Hugging Face folder")
+    parser.add_argument("src", help="OpenAI/open_clip .pt/.bin/.safetensors file, or a Hugging "
+                                    "Face folder")
     parser.add_argument("--out", required=True, help="folder to write the checkpoint to")
-    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a checkpoint already in --out")
     parser.add_argument(
         "--arch", default=None, metavar="NAME",
         help="the architecture of a bare open_clip state dict, which carries neither its heads "

@@ -214,7 +214,8 @@ class _EvalMap(grain.transforms.Map):
             crops = T.eval_crops(image, self.mode, self.num, self.size)
         except ValueError as e:  # `pyiqa` crops of an image smaller than a crop
             raise ValueError(f"{self.example.name}: example {index}: {e}") from e
-        if len(crops) != self.num:  # `pyiqa` takes fewer from a small image; batches cannot
+        if self.mode == "pyiqa" and len(crops) != self.num:
+            # pyiqa takes fewer from a small image; a batch holds one number of crops
             raise ValueError(f"{self.example.name}: example {index}: {self.mode!r} crops give "
                              f"{len(crops)} crops of its {image.size[0]}x{image.size[1]} image, "
                              f"not {self.num}; "
@@ -228,7 +229,9 @@ class _EvalMap(grain.transforms.Map):
 # Sharding.
 
 def _shard_options(shard, drop_remainder: bool) -> grain.sharding.ShardOptions:
-    return grain.sharding.ShardByJaxProcess(drop_remainder=drop_remainder) if shard is None else shard
+    if shard is None:
+        return grain.sharding.ShardByJaxProcess(drop_remainder=drop_remainder)
+    return shard
 
 
 def shard_indices(indices: np.ndarray, shard: grain.sharding.ShardOptions) -> np.ndarray:

@@ -32,7 +32,8 @@ def decode_rgb(image) -> Image.Image:
     return pil.convert("RGB")
 
 
-def liqe_resize(image: Image.Image, max_short: int = MAX_SHORT_SIDE, crop: int = CROP) -> Image.Image:
+def liqe_resize(image: Image.Image, max_short: int = MAX_SHORT_SIDE,
+                crop: int = CROP) -> Image.Image:
     """LIQE's AdaptiveResize: only when both sides exceed `max_short`, shrink the short side to it.
 
     Images whose short side is below `crop` are enlarged to `crop` (bicubic), since a 224 crop
@@ -74,7 +75,8 @@ def grid_stride(height: int, width: int) -> int:
     return 48 if max(height, width) >= 1024 else 32
 
 
-def grid_positions(height: int, width: int, crop: int = CROP, stride: int | None = None) -> np.ndarray:
+def grid_positions(height: int, width: int, crop: int = CROP,
+                   stride: int | None = None) -> np.ndarray:
     """All (top, left) of the stride grid, row-major, as torch's `unfold` orders them. [n, 2]."""
     stride = grid_stride(height, width) if stride is None else stride
     tops = np.arange(0, height - crop + 1, stride)
@@ -164,7 +166,8 @@ def resize_full(image: Image.Image, size: int = CROP) -> np.ndarray:
 EVAL_CROP_MODES = ("liqe", "center", "full", "pyiqa")
 
 
-def eval_crops(image: Image.Image, mode: str = "liqe", num: int = 15, crop: int = CROP) -> np.ndarray:
+def eval_crops(image: Image.Image, mode: str = "liqe", num: int = 15,
+               crop: int = CROP) -> np.ndarray:
     """Deterministic evaluation crops of an RGB image, uint8 [n, crop, crop, 3]: LIQE's `num` grid
     crops after its resize (`liqe`), the centre crop (`center`), the whole image resized (`full`),
     or pyiqa's LIQE crops of the image as it is (`pyiqa`: min(num, grid positions) of them)."""
