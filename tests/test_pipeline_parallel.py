@@ -127,7 +127,7 @@ def test_train_element_spec_is_a_real_batch(data_dir):
 
 def test_worker_defaults_follow_the_cores():
     assert P.host_workers(16) == 15 and P.host_workers(1) == 1
-    assert P.worker_buffer(48, 15) == 7 and P.worker_buffer(4, 8) == 2
+    assert P.worker_buffer(48) == 96 and P.worker_buffer(4) == 8  # two batches
 
 
 # ------------------------------------------------------------------------------------------------

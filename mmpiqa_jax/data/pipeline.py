@@ -9,9 +9,11 @@ of dataset 1, ... Each dataset is reshuffled every epoch. Per example, `crops_pe
 Evaluation (`eval_iterator`) visits each example once in dataset order, with LIQE's 15 grid crops,
 one centre crop, or the whole image resized to 224; the last batch is padded (`valid` False).
 
-The unit of parallel work is one example: decode, resize, crops and flips run per example in
-`num_threads` threads of each of `num_workers` processes (`mp_prefetch`; `host_workers()` is
-what a config's -1 means), and examples are batched after them, in the main process. With
+Decode, resize, crops and flips run per example and examples are batched after them. Without
+workers, `num_threads` threads each read one example at a time and this process batches them;
+with `num_workers` processes (`mp_prefetch`; `host_workers()` is what a config's -1 means),
+each worker builds whole batches, `num_threads` at a time, so that only batches cross the
+process boundary; batch k is the same either way. With
 `normalize=False` the crops stay uint8 and the model normalises them inside the jitted
 computation (`models.preprocess`): a quarter of the bytes to copy and to move to the device.
 
@@ -35,7 +37,6 @@ Batches (numpy):
 import bisect
 import dataclasses
 import functools
-import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -129,9 +130,9 @@ def host_workers(cores: int | None = None) -> int:
     return max(1, cores - 1)
 
 
-def worker_buffer(batch_size: int, num_workers: int) -> int:
-    """Examples each worker keeps ready by default: two batches over all workers."""
-    return max(2, math.ceil(2 * batch_size / max(1, num_workers)))
+def worker_buffer(batch_size: int) -> int:
+    """Examples each worker keeps ready by default: two of its batches."""
+    return 2 * batch_size
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,26 +337,32 @@ def train_dataset(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int 
 def _iterator(examples: grain.MapDataset, batch_size: int, *, num_workers: int,
               num_threads: int, prefetch: int, worker_buffer_size: int | None = None,
               batch_fn: Callable | None = None, drop_remainder: bool = True):
-    """Examples read by `num_threads` threads in each of `num_workers` processes (0: in this
-    one), `prefetch` batches ahead, then batched here in their order."""
+    """Batches of `examples` in order, `prefetch` ahead. Without workers each example is read by
+    one of `num_threads` threads and the batches are stacked here; with `num_workers` processes
+    each worker stacks whole batches (examples still mapped one by one), `num_threads` batches
+    at a time, so that a batch, not every example, crosses the process boundary."""
     if num_workers < 0 or num_threads < 0 or prefetch < 0:
         raise ValueError(f"num_workers={num_workers}, num_threads={num_threads} and "
                          f"prefetch={prefetch} must be >= 0")
-    it_ds = examples.to_iter_dataset(grain.ReadOptions(
-        num_threads=num_threads, prefetch_buffer_size=max(1, prefetch) * batch_size))
-    if num_workers > 0:
-        if not flags.FLAGS.is_parsed():
-            # grain's workers read absl flags, which scripts not run by absl.app never parse
-            # (google/grain#1355): use their defaults.
-            flags.FLAGS.mark_as_parsed()
-        buffer = worker_buffer_size or worker_buffer(batch_size, num_workers)
-        # Only the crops travel through shared memory; labels (bytes each) are pickled with
-        # the element: a segment per scalar costs more system calls than the crops' copy.
-        it_ds = grain.experimental.WithOptionsIterDataset(
-            it_ds, grain.experimental.DatasetOptions(min_shm_size=_MIN_SHM_BYTES))
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=num_workers, per_worker_buffer_size=buffer))
-    return iter(it_ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=batch_fn))
+    if num_workers == 0:
+        it_ds = examples.to_iter_dataset(grain.ReadOptions(
+            num_threads=num_threads, prefetch_buffer_size=max(1, prefetch) * batch_size))
+        return iter(it_ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=batch_fn))
+    if not flags.FLAGS.is_parsed():
+        # grain's workers read absl flags, which scripts not run by absl.app never parse
+        # (google/grain#1355): use their defaults.
+        flags.FLAGS.mark_as_parsed()
+    # Batch k is examples [k B, (k + 1) B) whoever builds it: worker w builds batches w, w + W,
+    # ... and grain hands them out round-robin, so the batches do not depend on W or threads.
+    # Per example through shared memory cost ~2 ms each (a segment per example's crops).
+    batches = examples.batch(batch_size, drop_remainder=drop_remainder, batch_fn=batch_fn)
+    it_ds = batches.to_iter_dataset(grain.ReadOptions(
+        num_threads=num_threads, prefetch_buffer_size=max(1, num_threads)))
+    buffer = worker_buffer_size or worker_buffer(batch_size)
+    it_ds = grain.experimental.WithOptionsIterDataset(
+        it_ds, grain.experimental.DatasetOptions(min_shm_size=_MIN_SHM_BYTES))
+    return iter(it_ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=num_workers, per_worker_buffer_size=max(1, -(-buffer // batch_size)))))
 
 
 def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
