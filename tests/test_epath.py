@@ -5,6 +5,7 @@ that maps `gs://B/...` to `<tmp>/B/...`, which is what etils.epath uses for gs:/
 TensorFlow. Orbax's own I/O (tensorstore) is replaced by a recorder of the directory it gets.
 """
 import json
+import sys
 
 import fsspec
 import numpy as np
@@ -38,7 +39,9 @@ class FolderGCS(LocalFileSystem):
 def gcs(tmp_path, monkeypatch):
     """The local folder behind gs://."""
     monkeypatch.setattr(FolderGCS, "root", str(tmp_path / "gcs"))
-    monkeypatch.setitem(fsspec.registry._registry, "gcs", FolderGCS)  # pylint: disable=protected-access
+    # fsspec.registry is the read-only view; its module holds the dict.
+    registry = sys.modules["fsspec.registry"]._registry  # pylint: disable=protected-access
+    monkeypatch.setitem(registry, "gcs", FolderGCS)
     epath_backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
     yield tmp_path / "gcs"
     epath_backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
