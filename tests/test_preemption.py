@@ -87,35 +87,40 @@ def test_orbax_preemption_point_saves_and_stops(tmp_path, monkeypatch):
     assert int(state.step) == 7 and saved_steps(tmp_path) == [7] and asked == list(range(1, 8))
 
 
+def _train_command(workdir, overrides):
+    return [sys.executable, "-m", "mmpiqa_jax.cli.main", "train", "--config", SPEC,
+            "--workdir", str(workdir), *[a for o in overrides for a in ("--set", o)]]
+
+
 def test_cli_train_sigterm_saves_exits_0_and_resumes_exactly(synthetic_small_dir, tmp_path):
     overrides = [*OVERRIDES, f"data.data_dir={synthetic_small_dir}"]
-    cut = tmp_path / "cut"
+    cut, whole = tmp_path / "cut", tmp_path / "whole"
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mmpiqa_jax.cli.main", "train", "--config", SPEC,
-         "--workdir", str(cut), *[a for o in overrides for a in ("--set", o)]],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The uninterrupted reference runs beside the one that is cut.
+    procs = [subprocess.Popen(_train_command(w, overrides), cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for w in (whole, cut)]
     try:
         log = cut / "train_log.jsonl"
         deadline = time.monotonic() + 240
         while not (log.exists() and len(log.read_text().splitlines()) >= 3):
-            assert proc.poll() is None, proc.communicate()[1][-4000:]
+            assert procs[1].poll() is None, procs[1].communicate()[1][-4000:]
             assert time.monotonic() < deadline, "no training steps logged"
             time.sleep(0.01)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
+        procs[1].send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=240) for p in procs]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err[-4000:]
-    assert "training stopped before config.num_steps" in out
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    assert "training stopped before config.num_steps" in outs[1][0]
     [step] = saved_steps(cut)
     assert 3 <= step < 40, step  # the preemption's save, not the regular one at 40
     assert read_log(cut)[-1]["step"] == step
 
-    # The same command again resumes (here in this process) and ends like a run never cut.
-    config = config_lib.load_config(SPEC, overrides)
-    run.train_and_evaluate(config, cut)
-    run.train_and_evaluate(config, tmp_path / "whole")
-    assert saved_steps(cut) == [step, 40]
-    assert_logs_equal(read_log(cut), read_log(tmp_path / "whole"))
+    # The same command again resumes (here in this process) and ends like the run never cut.
+    run.train_and_evaluate(config_lib.load_config(SPEC, overrides), cut)
+    assert saved_steps(cut) == [step, 40] and saved_steps(whole) == [40]
+    assert_logs_equal(read_log(cut), read_log(whole))
