@@ -139,3 +139,14 @@ def test_start_up_is_explicit_or_detected(monkeypatch):
     monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
     assert distributed.initialize() == distributed.Startup("slurm", 0, 2)
     assert calls[-1] == dict(initialization_timeout=300)  # jax reads SLURM's variables
+    # A Cloud TPU slice of several hosts, as jax detects it (GKE names the hosts).
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    from jax._src import cloud_tpu_init  # pylint: disable=import-outside-toplevel
+    monkeypatch.setattr(cloud_tpu_init, "running_in_cloud_tpu_vm", True)
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "host-a")
+    monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")
+    n = len(calls)
+    assert distributed.initialize().method == "single" and len(calls) == n
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "host-a,host-b")
+    assert distributed.initialize() == distributed.Startup("tpu", 0, 2)
+    assert calls[-1] == dict(initialization_timeout=300)

@@ -64,10 +64,11 @@ def _slurm_tasks() -> int:
 
 def _tpu_slice_hosts() -> int:
     """Hosts of this Cloud TPU slice as jax sees them (1 when not on a Cloud TPU VM)."""
+    # pylint: disable=import-outside-toplevel,protected-access
     try:
         # Private, but what jax.distributed.initialize() itself runs; `import jax` has set it.
-        from jax._src import cloud_tpu_init  # pylint: disable=import-outside-toplevel
-        from jax._src.clusters import cloud_tpu_cluster as tpu  # pylint: disable=import-outside-toplevel
+        from jax._src import cloud_tpu_init
+        from jax._src.clusters import cloud_tpu_cluster as tpu
     except ImportError:
         return 1
     if not cloud_tpu_init.running_in_cloud_tpu_vm:
@@ -77,7 +78,7 @@ def _tpu_slice_hosts() -> int:
             return len(os.environ[var].split(","))
     try:
         if tpu.GceTpuCluster.is_env_present():
-            return len(tpu.GceTpuCluster._get_worker_list_in_slice())  # pylint: disable=protected-access
+            return len(tpu.GceTpuCluster._get_worker_list_in_slice())
     except Exception as e:  # pylint: disable=broad-except  # a metadata server that fails
         logging.warning("could not read the TPU slice's workers from the metadata server: %s", e)
     return 1
