@@ -84,7 +84,7 @@ class StopTraining(Exception):
 class Preemption:
     """Whether the run is being preempted: SIGTERM (one process), or Orbax's preemption sync
     point (several processes: jax's preemption service catches SIGTERM and picks one step for
-    all of them). While active, a single process's SIGTERM only sets a flag."""
+    all of them). While active, a single process's first SIGTERM only sets a flag."""
 
     def __init__(self, ckpt: checkpointing.Checkpointer, *, multi: bool | None = None):
         """multi: several processes (default: whether jax.process_count() > 1)."""
@@ -93,6 +93,9 @@ class Preemption:
         self._installed, self._previous = False, None
 
     def _handle(self, signum, frame):  # pylint: disable=unused-argument
+        if self.signalled:  # a second SIGTERM (e.g. a run stuck in a step): die as asked
+            self.__exit__()
+            signal.raise_signal(signal.SIGTERM)
         self.signalled = True
 
     def __enter__(self):
