@@ -85,17 +85,21 @@ KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from toy_task import ToyIterator, ToyTask, make_eval_fn, toy_config
+from mmpiqa_jax.train import checkpointing
 from mmpiqa_jax.train.trainer import train
 
-class DiesWhileSaving(ToyIterator):
-    def get_state(self):
-        if self.index == 8:  # called by the checkpoint writer for step 8, mid-save
-            os.kill(os.getpid(), signal.SIGKILL)
-        return super().get_state()
+save = checkpointing.IteratorHandler.save
 
+def dies_while_saving_8(self, directory, args):
+    # The checkpoint writer of step 8, mid-save (the state item may be written already).
+    if args.iterator.get_state() == {{"index": 8}}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save(self, directory, args)
+
+checkpointing.IteratorHandler.save = dies_while_saving_8
 config = toy_config()
 task = ToyTask(config.num_steps)
-train(task, config, {workdir!r}, train_iter=DiesWhileSaving(config.batch_size),
+train(task, config, {workdir!r}, train_iter=ToyIterator(config.batch_size),
       eval_fn=make_eval_fn(task))
 """
 

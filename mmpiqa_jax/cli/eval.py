@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmpiqa_jax.cli.train import INPUT_ERRORS, error_message, format_results
+from mmpiqa_jax.cli.train import (INPUT_ERRORS, add_distributed_arguments, error_message,
+                                  format_results, start_processes)
 
 HELP = "evaluate the best checkpoint of a training run; writes eval/<dataset>-<split>.*"
 
@@ -16,9 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=None,
                         help="part: train, val, test or all (default: test; all for a dataset "
                              "not trained on)")
+    add_distributed_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not start_processes(args):  # first: before anything creates a JAX backend
+        return 1
     from mmpiqa_jax.train import run as run_lib  # pylint: disable=import-outside-toplevel
 
     try:

@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from mmpiqa_jax.cli.train import add_distributed_arguments, start_processes
+
 HELP = "score image files and folders with a trained model (CSV or JSON: path, score; the mean)"
 FORMATS = ("csv", "json")
 
@@ -37,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "run's evaluation setting, else liqe)")
     parser.add_argument("--workers", type=int, default=4, help="threads reading images")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_distributed_arguments(parser)
 
 
 def output_format(fmt: str | None, out: str | None) -> str:
@@ -81,6 +84,8 @@ def _write(rows, skipped, out, fmt: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not start_processes(args):  # first: before anything creates a JAX backend
+        return 1
     from mmpiqa_jax.evaluate import scoring  # pylint: disable=import-outside-toplevel
     from mmpiqa_jax.train import inference  # pylint: disable=import-outside-toplevel
 

@@ -5,7 +5,8 @@ same command continues an interrupted sweep. Writes `DIR/sweep.md` and `DIR/swee
 """
 import argparse
 import sys
-from pathlib import Path
+
+from mmpiqa_jax.cli.train import add_distributed_arguments, start_processes
 
 HELP = "train and evaluate every point of the grid a config declares; compare them"
 
@@ -21,9 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "itself too, e.g. 'sweep.model.visual_prompt_depth=(0, 12)'")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the points and whether each is done; train nothing")
+    add_distributed_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not start_processes(args):  # first: before anything creates a JAX backend
+        return 1
     from mmpiqa_jax import config as config_lib  # pylint: disable=import-outside-toplevel
     from mmpiqa_jax.experiments import sweep  # pylint: disable=import-outside-toplevel
 
@@ -42,5 +46,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # e.g. a finished point whose config has changed
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print((Path(args.workdir) / sweep.TABLE_FILE).read_text(encoding="utf-8"))
+    from etils import epath  # pylint: disable=import-outside-toplevel
+    print((epath.Path(args.workdir) / sweep.TABLE_FILE).read_text(encoding="utf-8"))
     return 0 if all(p.done for p in points) else 1

@@ -10,6 +10,24 @@ HELP = "train a model from a config (resuming in WORKDIR), then test its best ch
 INPUT_ERRORS = (KeyError, ValueError, TypeError, FileNotFoundError, AttributeError)
 
 
+def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The multi-process flags (`train.distributed`) of train, sweep, eval and score."""
+    from mmpiqa_jax.train import distributed  # pylint: disable=import-outside-toplevel
+    distributed.add_arguments(parser)
+
+
+def start_processes(args: argparse.Namespace) -> bool:
+    """Joins the multi-process run, if any, before any other JAX call; False (after printing
+    the error) on bad flags."""
+    from mmpiqa_jax.train import distributed  # pylint: disable=import-outside-toplevel
+    try:
+        distributed.initialize_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="config as FILE[:ARGS], e.g. "
                         "configs/mpiqe.py:depth=6")
@@ -17,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folder: checkpoints, train_log.jsonl, tensorboard/, eval/")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config key (repeatable)")
+    add_distributed_arguments(parser)
 
 
 def error_message(e: BaseException) -> str:
@@ -38,6 +57,8 @@ def format_results(results: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not start_processes(args):  # first: before anything creates a JAX backend
+        return 1
     from mmpiqa_jax import config as config_lib  # pylint: disable=import-outside-toplevel
     from mmpiqa_jax.train import run as run_lib  # pylint: disable=import-outside-toplevel
 

@@ -1,25 +1,32 @@
 """Device prefetch: a thread turns the next host batches into device arrays while a step runs.
 
     feed = DevicePrefetch(train_iter, put=lambda b: sharding.global_batch(mesh, b),
-                          size=2, limit=num_steps - start, sync=lambda k: k % save_every == 0)
+                          size=2, limit=num_steps - start)
     batch = next(feed)            # device arrays, `size` of them ready ahead
-    state = feed.get_state()      # the state after the last batch taken, at a sync point
+    state = feed.get_state()      # the state after the last batch taken, at any step
 
-Resume stays exact without calling the wrapped iterator's `get_state` from the thread: after
-every batch k with `sync(k)` (the steps that may checkpoint), the thread waits until batch k
-has been taken and the next one is asked for. There the wrapped iterator stands exactly after
-the batches taken, so `get_state` reads it then, on the caller's thread, as without prefetch.
-`limit` stops reading after that many batches, so the wrapped iterator ends where the
-caller's last step leaves it.
+Resume stays exact although the thread reads ahead: right after each `next` of the wrapped
+iterator, the thread (the only one that touches it once reading began) records its
+`get_state()`, and the state travels with the batch through the queue. `get_state` returns
+the state recorded with the last batch taken, so a checkpoint at any step (a regular one, or
+a preemption's) holds exactly the position after the batches the steps consumed. `limit`
+stops reading after that many batches, so the wrapped iterator ends where the caller's last
+step leaves it.
 """
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 _END = object()   # the wrapped iterator is exhausted (or `limit` reached)
+
+
+class _Batch:
+    def __init__(self, batch, state):
+        self.batch, self.state = batch, state
 
 
 class _Failed:
@@ -34,20 +41,19 @@ class DevicePrefetch:
     put: host batch -> device batch (e.g. global arrays); runs in the thread.
     size: device batches kept ready (memory: that many batches on the device).
     limit: batches to read at most (None: until the iterator ends).
-    sync: batch number (1-based) -> whether `get_state` may be asked right after it.
+    The wrapped iterator's `get_state` is called once per batch, in the thread.
     """
 
     def __init__(self, iterator: Iterator, put: Callable[[Any], Any], *, size: int = 2,
-                 limit: int | None = None, sync: Callable[[int], bool] = lambda k: False):
+                 limit: int | None = None):
         if size < 1:
             raise ValueError(f"DevicePrefetch: size={size} must be >= 1")
-        self.iterator, self.put, self.size, self.limit, self.sync = (
-            iterator, put, size, limit, sync)
+        self.iterator, self.put, self.size, self.limit = iterator, put, size, limit
         self._queue: queue.Queue = queue.Queue(maxsize=size)
-        self._resume = threading.Event()   # set: the thread may read past a sync point
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._taken = 0                     # batches handed to the caller
+        self._state = None                  # the iterator's state after the last one taken
         self._done = False
 
     def __iter__(self):
@@ -62,15 +68,10 @@ class DevicePrefetch:
                 except StopIteration:
                     break
                 k += 1
-                if not self._offer(self.put(batch)):
+                # Exactly after batch k; a copy, should the iterator mutate it later.
+                state = copy.deepcopy(self.iterator.get_state())
+                if not self._offer(_Batch(self.put(batch), state)):
                     return
-                if self.sync(k):
-                    # Wait until batch k is taken and the next one asked for: until then
-                    # the caller may read the iterator's state.
-                    while not self._resume.wait(0.1):
-                        if self._stop.is_set():
-                            return
-                    self._resume.clear()
             self._offer(_END)
         except BaseException as e:  # pylint: disable=broad-except  # re-raised in the caller
             self._offer(_Failed(e))
@@ -91,8 +92,6 @@ class DevicePrefetch:
             self._thread = threading.Thread(target=self._run, name="device-prefetch",
                                             daemon=True)
             self._thread.start()
-        elif self.sync(self._taken):
-            self._resume.set()
         item = self._queue.get()
         if item is _END:
             self._done = True
@@ -101,15 +100,17 @@ class DevicePrefetch:
             self._done = True
             raise item.error
         self._taken += 1
-        return item
+        self._state = item.state
+        return item.batch
 
     def get_state(self):
-        """The wrapped iterator's state after the batches taken (before any, or at a sync
-        point only: elsewhere the thread has read ahead)."""
-        if self._thread is not None and not self.sync(self._taken):
-            raise RuntimeError(f"DevicePrefetch: get_state after batch {self._taken}, which is "
-                               "no sync point; the iterator has been read ahead of it")
-        return self.iterator.get_state()
+        """The wrapped iterator's state after the batches taken (not after those read ahead)."""
+        if self._taken == 0:
+            if self._thread is not None:
+                raise RuntimeError("DevicePrefetch: get_state after reading began but before "
+                                   "a batch was taken; the iterator has been read ahead")
+            return self.iterator.get_state()
+        return self._state
 
     def set_state(self, state) -> None:
         if self._thread is not None:

@@ -7,14 +7,14 @@ for LIVE and CSIQ) is kept beside it in the CSV, its direction stated in the JSO
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 import re
 import textwrap
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 
@@ -31,18 +31,23 @@ def _check_name(kind: str, value: str) -> str:
     return value
 
 
-def eval_paths(workdir, dataset: str, split: str) -> dict[str, Path]:
+def _path(path) -> epath.Path:
+    # epath: a workdir gs://bucket/run stays a URL (pathlib would drop a slash).
+    return path if isinstance(path, epath.Path) else epath.Path(str(path))
+
+
+def eval_paths(workdir, dataset: str, split: str) -> dict[str, epath.Path]:
     """The `json`, `csv` and `png` paths of one evaluation: `<workdir>/eval/<dataset>-<split>.*`."""
-    stem = (Path(workdir) / "eval"
+    stem = (_path(workdir) / "eval"
             / f"{_check_name('dataset', dataset)}-{_check_name('split', split)}")
     return {ext: stem.with_suffix(f".{ext}") for ext in ("json", "csv", "png")}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write_text(path: epath.Path, text: str) -> None:
     # Write then rename, so a reader (or a killed run) never sees half a file.
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def _json_ready(value):
@@ -76,14 +81,15 @@ def _scatter_with_fit(ax, pred: np.ndarray, quality: np.ndarray, metrics: dict) 
     ax.grid(alpha=0.3)
 
 
-def _save_png(fig, path: Path) -> None:
+def _save_png(fig, path: epath.Path) -> None:
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with tmp.open("wb") as f:
+        fig.savefig(f, format="png")
+    tmp.replace(path)
 
 
-def _plot(path: Path, dataset: str, split: str, quality: np.ndarray, pred: np.ndarray,
+def _plot(path: epath.Path, dataset: str, split: str, quality: np.ndarray, pred: np.ndarray,
           metrics: dict) -> None:
     # A bare Figure renders with Agg and touches no pyplot state: no display needed, and a
     # notebook's backend is left alone.
@@ -103,7 +109,7 @@ def _plot(path: Path, dataset: str, split: str, quality: np.ndarray, pred: np.nd
 
 def write_eval(workdir, dataset: str, split: str, names, quality, predictions,
                metrics: dict | None = None, *, mos=None, score_direction: str = "",
-               split_source: str = "") -> dict[str, Path]:
+               split_source: str = "") -> dict[str, epath.Path]:
     """Writes `<workdir>/eval/<dataset>-<split>.{json,csv,png}`.
 
     Args:
@@ -138,19 +144,18 @@ def write_eval(workdir, dataset: str, split: str, names, quality, predictions,
               **metrics}
     _atomic_write_text(paths["json"], json.dumps(_json_ready(record), indent=2) + "\n")
 
-    tmp = paths["csv"].with_name(paths["csv"].name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["name", "mos", "quality", "prediction"])
-        writer.writerows((n, "" if not math.isfinite(m) else m, q, p) for n, m, q, p in
-                         zip(names, raw.tolist(), quality.tolist(), predictions.tolist()))
-    os.replace(tmp, paths["csv"])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["name", "mos", "quality", "prediction"])
+    writer.writerows((n, "" if not math.isfinite(m) else m, q, p) for n, m, q, p in
+                     zip(names, raw.tolist(), quality.tolist(), predictions.tolist()))
+    _atomic_write_text(paths["csv"], text.getvalue())
 
     _plot(paths["png"], dataset, split, quality, predictions, metrics)
     return paths
 
 
-def write_comparison(path, rows: dict[str, dict], title: str = "") -> dict[str, Path]:
+def write_comparison(path, rows: dict[str, dict], title: str = "") -> dict[str, epath.Path]:
     """One table and one figure for several methods tested on the same images.
 
     Args:
@@ -163,7 +168,7 @@ def write_comparison(path, rows: dict[str, dict], title: str = "") -> dict[str, 
     """
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
-    path = Path(path)
+    path = _path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# {title}" if title else "", "",
              "| method | SRCC | PLCC (fitted) | PLCC (raw) | KRCC | RMSE (fitted) | n |",

@@ -7,12 +7,11 @@ with `name`, `values` (swept key -> value) and `evals` (`read_evals`), e.g.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from etils import epath
 
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 from mmpiqa_jax.evaluate import tables
@@ -30,7 +29,7 @@ class Point(Protocol):
 def read_evals(run_dir) -> dict[str, dict]:
     """{"<dataset>-<split>": metrics} of a run's `eval/*.json`: its test evaluations, or, when it
     has none, all but the training ones (a run evaluated on its validation split only)."""
-    run_dir = Path(run_dir)
+    run_dir = epath.Path(str(run_dir))
     if not (run_dir / "eval").is_dir():
         return {}
     results = tables.collect_results([run_dir], exclude=("train*",))
@@ -163,7 +162,8 @@ def plot_sweep(points: Sequence[Point], keys: Sequence[str], path, metric: str =
         if ax.get_legend_handles_labels()[1]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
+    path = epath.Path(str(path))
     tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with tmp.open("wb") as f:
+        fig.savefig(f, format="png")
+    tmp.replace(path)

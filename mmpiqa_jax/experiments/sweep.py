@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
+from etils import epath
 
 from mmpiqa_jax import config as config_lib
 from mmpiqa_jax.evaluate.sweep_report import (SPLIT_SEED_KEY, comparison_table, plot_sweep,
@@ -42,7 +41,7 @@ class Point:
     """One run of the grid: its name, config, folder and swept values; `evals` once read."""
     name: str
     config: ml_collections.ConfigDict
-    workdir: Path
+    workdir: epath.Path
     values: dict[str, Any]
     evals: dict[str, dict] = dataclasses.field(default_factory=dict)
 
@@ -78,7 +77,7 @@ def plan(config: ml_collections.ConfigDict, workdir) -> list[Point]:
                              f"{folder!r}; make the swept values differ in letters or digits")
         folders[folder] = name
         values = {k: config_lib.get_key(run_config, k) for k in keys}
-        points.append(Point(name, run_config, Path(workdir) / folder, values))
+        points.append(Point(name, run_config, epath.Path(str(workdir)) / folder, values))
     return points
 
 
@@ -111,10 +110,10 @@ def _check_same_config(point: Point) -> None:
                          "use a new --workdir, or remove the point's folder to rerun it")
 
 
-def _write_json(path: Path, record: dict) -> None:
+def _write_json(path: epath.Path, record: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")  # write then rename: never half a record
     tmp.write_text(json.dumps(record, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def _json_default(value):
@@ -136,7 +135,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir, *,
       the points, with their evaluations read.
     """
     train_fn = train_fn or run_lib.train_and_evaluate
-    workdir = Path(workdir)
+    workdir = epath.Path(str(workdir))  # gs://bucket/sweep stays a URL
     points = plan(config, workdir)
     writer = jax.process_index() == 0  # every process trains; one writes the records
     for i, point in enumerate(points, 1):

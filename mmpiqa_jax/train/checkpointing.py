@@ -149,6 +149,17 @@ def _diff(saved: dict, current: dict, what: str, limit: int = 8) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+def as_path(path) -> epath.Path:
+    """`path` as an `epath.Path`: local paths as given, URLs (gs://bucket/run) unchanged
+    (pathlib would make `gs://bucket/run` into `gs:/bucket/run`)."""
+    return path if isinstance(path, epath.Path) else epath.Path(os.fspath(path))
+
+
+def is_remote(path) -> bool:
+    """Whether `path` is a URL (gs://, s3://, ...) rather than a local path."""
+    return "://" in os.fspath(path)
+
+
 def _best_value(metrics) -> float:
     # NaN would poison Orbax's sort of checkpoints by metric; rank it last instead.
     value = float(metrics[BEST_METRIC])
@@ -169,8 +180,9 @@ class Checkpointer:
             raise ValueError(f"keep_checkpoints={keep} must be >= 1")
         directory = os.fspath(directory)
         # Orbax writes only to absolute paths; a relative workdir is the usual case on the command
-        # line. URLs (gs://...) are absolute already.
-        self.directory = epath.Path(directory if "://" in directory else os.path.abspath(directory))
+        # line. URLs (gs://...) are absolute already and pass unchanged.
+        self.directory = as_path(directory if is_remote(directory)
+                                 else os.path.abspath(directory))
         self.model_cfg = model_cfg
         policy = ocp.checkpoint_managers
         options = ocp.CheckpointManagerOptions(
@@ -196,6 +208,11 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def reached_preemption(self, step: int) -> bool:
+        """Orbax's preemption sync point: True on every process at the same step once any
+        received a preemption notice (several processes; False for one)."""
+        return self.manager.reached_preemption(step)
 
     def best_step(self) -> int | None:
         """The step with the highest saved `srcc`; None if no step was saved with metrics."""

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import ml_collections
+from etils import epath
 from flax import nnx
 
 from mmpiqa_jax.evaluate.evaluator import Evaluator, PredictFn, Predictions
@@ -99,7 +98,7 @@ def make_evaluator(task: IQATask, config, mesh) -> Evaluator:
 
 def read_config(workdir) -> ml_collections.ConfigDict:
     """The config a run in `workdir` was trained with (its `config.json`)."""
-    path = Path(workdir) / trainer.CONFIG_NAME
+    path = checkpointing.as_path(workdir) / trainer.CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {workdir} is not a training workdir "
                                 "(run mmpiqa train --workdir there first)")
@@ -113,7 +112,7 @@ def load_for_inference(workdir_or_checkpoint):
     `[B, C, s, s, 3]` with s = `config.data.crop_size`, uint8 RGB or CLIP-normalised float;
     call it with `use_text_cache=True`.
     """
-    path = Path(workdir_or_checkpoint)
+    path = checkpointing.as_path(workdir_or_checkpoint)
     if path.name == trainer.CHECKPOINT_DIR and not (path / trainer.CONFIG_NAME).exists():
         path = path.parent
     config = read_config(path)
@@ -125,20 +124,20 @@ def load_for_inference(workdir_or_checkpoint):
     return model, config
 
 
-def save_for_inference(config, model, workdir, *, overwrite: bool = False) -> Path:
+def save_for_inference(config, model, workdir, *, overwrite: bool = False) -> epath.Path:
     """Writes `model` (built from `config.model`, e.g. with converted weights) as a workdir:
     `config.json` and the step-0 state of `config`'s training setup (fresh optimiser), saved
     as the trainer saves. `load_for_inference`, `mmpiqa score` and `mmpiqa eval` read it.
 
     Refuses a workdir that holds checkpoints unless `overwrite` (which then deletes them).
     """
-    workdir = Path(workdir)
+    workdir = checkpointing.as_path(workdir)
     directory = workdir / trainer.CHECKPOINT_DIR
     if directory.exists() and any(directory.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{directory} already holds checkpoints; pass overwrite "
                                   "(--overwrite) to replace them")
-        shutil.rmtree(directory)
+        directory.rmtree()
     task = IQATask(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
     rng = jax.random.key(config.seed)

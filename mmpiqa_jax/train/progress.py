@@ -10,18 +10,23 @@ files through tensorboardX, a progress bar) is these few functions.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import tqdm
+from etils import epath
 
 LOG_NAME = "train_log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_PREFIX = "val_"
 
 
-def truncate_log(path: Path, last_step: int) -> None:
+def _path(path) -> epath.Path:
+    # epath: gs://bucket/run/... stays a URL (pathlib would drop a slash); local paths as given.
+    return path if isinstance(path, epath.Path) else epath.Path(str(path))
+
+
+def truncate_log(path, last_step: int) -> None:
     """Drops the records of `path` with `step > last_step`, written after the restored step."""
+    path = _path(path)
     if not path.exists():
         return
     keep = []
@@ -37,7 +42,7 @@ def truncate_log(path: Path, last_step: int) -> None:
             keep.append(line)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def _tag(key: str) -> str:
@@ -53,11 +58,17 @@ class MetricsWriter:
         self.enabled = enabled
         if not enabled:
             return
-        workdir = Path(workdir)
+        workdir = _path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / LOG_NAME
         truncate_log(self.log_path, start_step)
-        self._log = self.log_path.open("a")
+        # Object stores (gs://) cannot append: there the whole log is rewritten per record.
+        self._lines = None
+        if "://" in str(workdir):
+            self._lines = self.log_path.read_text() if self.log_path.exists() else ""
+            self._log = None
+        else:
+            self._log = self.log_path.open("a")
         # Imported here so that processes other than 0 never touch it.
         from tensorboardX import SummaryWriter
         # purge_step makes TensorBoard hide events that an interrupted run wrote past the
@@ -75,8 +86,12 @@ class MetricsWriter:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-        self._log.write(json.dumps(record) + "\n")
-        self._log.flush()  # a killed run keeps every line it logged
+        if self._log is None:
+            self._lines += json.dumps(record) + "\n"
+            self.log_path.write_text(self._lines)
+        else:
+            self._log.write(json.dumps(record) + "\n")
+            self._log.flush()  # a killed run keeps every line it logged
         for key, value in metrics.items():
             self._tb.add_scalar(_tag(key), float(value), step)
         self._tb.flush()
@@ -89,5 +104,6 @@ class MetricsWriter:
         if self.enabled:
             self._bar.close()
             self._tb.close()
-            self._log.close()
+            if self._log is not None:
+                self._log.close()
             self.enabled = False

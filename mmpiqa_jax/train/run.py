@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
 
 import jax
 
 from mmpiqa_jax.checkpoints import pretrained
 from mmpiqa_jax.data import datasets as datasets_lib
 from mmpiqa_jax.evaluate import evaluator as evaluator_lib
-from mmpiqa_jax.train import inference, sharding, trainer
+from mmpiqa_jax.train import checkpointing, inference, sharding, trainer
 from mmpiqa_jax.train.task import IQATask
 
 
@@ -64,7 +63,7 @@ def train_and_evaluate(config, workdir, *, hooks=(), mesh=None) -> dict:
     written to `<workdir>/eval/`. `hooks` are passed to `trainer.train` (e.g. a `StopTraining`
     raiser; a stopped run returns `{}` without testing).
     """
-    workdir = Path(workdir)
+    workdir = checkpointing.as_path(workdir)
     if not (workdir / trainer.CONFIG_NAME).exists():  # a fresh run: no silent random CLIP
         pretrained.clip_weights_path(config.model)
     datasets = datasets_lib.training_datasets(config)

@@ -11,8 +11,10 @@ the driver's: one driver step is one call of `task.train_step`.
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import flax.struct
@@ -79,6 +81,42 @@ class StopTraining(Exception):
     """Raised by a hook to end the run early, like a preemption (the next run resumes)."""
 
 
+class Preemption:
+    """Whether the run is being preempted: SIGTERM (one process), or Orbax's preemption sync
+    point (several processes: jax's preemption service catches SIGTERM and picks one step for
+    all of them). While active, a single process's first SIGTERM only sets a flag."""
+
+    def __init__(self, ckpt: checkpointing.Checkpointer, *, multi: bool | None = None):
+        """multi: several processes (default: whether jax.process_count() > 1)."""
+        self.ckpt, self.signalled = ckpt, False
+        self._multi = jax.process_count() > 1 if multi is None else multi
+        self._installed, self._previous = False, None
+
+    def _handle(self, signum, frame):  # pylint: disable=unused-argument
+        if self.signalled:  # a second SIGTERM (e.g. a run stuck in a step): die as asked
+            self.__exit__()
+            signal.raise_signal(signal.SIGTERM)
+        self.signalled = True
+
+    def __enter__(self):
+        # Several processes: SIGTERM is jax's preemption notifier's; a handler here would
+        # replace it. Signals can be handled on the main thread only.
+        if not self._multi and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc):
+        if self._installed:
+            signal.signal(signal.SIGTERM,
+                          signal.SIG_DFL if self._previous is None else self._previous)
+            self._installed = False
+
+    def reached(self, step: int) -> bool:
+        """True at the step to save and stop at (the same step on every process)."""
+        return self.signalled or (self._multi and self.ckpt.reached_preemption(step))
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -104,8 +142,9 @@ def _config_dict(config) -> dict:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
 
-def write_config(config, workdir: Path) -> None:
+def write_config(config, workdir) -> None:
     """Writes `config` as the workdir's `config.json` (atomically)."""
+    workdir = checkpointing.as_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_config_dict(config), indent=2, sort_keys=True, default=repr)
     tmp = workdir / (CONFIG_NAME + ".tmp")
@@ -163,7 +202,7 @@ def load_state(task: TrainTask, config, workdir, *, which: str = "best", mesh=No
     if which not in ("best", "latest"):
         raise ValueError(f"which={which!r} must be 'best' or 'latest'")
     mesh = mesh or sharding.make_mesh(config.mesh.data, config.mesh.model)
-    directory = Path(workdir) / CHECKPOINT_DIR
+    directory = checkpointing.as_path(workdir) / CHECKPOINT_DIR
     with checkpointing.Checkpointer(directory, async_save=False,
                                     model_cfg=checkpointing.model_config(config)) as ckpt:
         step = ckpt.best_step() if which == "best" else None
@@ -184,13 +223,14 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
     `batch_size / process_count`) and has JSON `get_state()`/`set_state()`. eval_fn(state)
     returns metrics holding `srcc`; it runs every `eval_every` steps and at the end, on every
     process. mesh defaults to `config.mesh`. Each hook is called with the step number after
-    that step's logging and checkpointing; raising `StopTraining` ends the run there, as a
-    preemption would (no extra checkpoint).
-    Returns the final state.
+    that step's logging and checkpointing; raising `StopTraining` ends the run there (no extra
+    checkpoint). A preemption (SIGTERM, or Orbax's `reached_preemption`) saves the step it
+    arrives at, exactly resumable, and ends the run there.
+    Returns the final state (its step is below `num_steps` when the run stopped early).
     """
     check_config(config)
     _check_iterator(train_iter)
-    workdir = Path(workdir)
+    workdir = checkpointing.as_path(workdir)
     main_process = jax.process_index() == 0
     if mesh is None:
         mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
@@ -228,10 +268,11 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
                               in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                               out_shardings=(state_shardings, sharding.replicated(mesh)),
                               donate_argnums=0)
-            feed = _device_feed(train_iter, mesh, config, start, eval_fn)
+            feed = _device_feed(train_iter, mesh, config, start)
             try:
-                state = _loop(state, step_fn, start, config, mesh, feed, eval_fn, hooks,
-                              ckpt, writer)
+                with Preemption(ckpt) as preemption:
+                    state = _loop(state, step_fn, start, config, feed, eval_fn, hooks,
+                                  ckpt, writer, preemption)
             finally:
                 feed.close()
         finally:
@@ -254,9 +295,10 @@ def _fetch_finite(pending: list, last_saved: int | None) -> dict[str, float]:
     return {k: float(v) for k, v in host.items() if k not in FLAG_KEYS and np.ndim(v) == 0}
 
 
-def _device_feed(train_iter, mesh, config, start: int, eval_fn) -> DevicePrefetch:
+def _device_feed(train_iter, mesh, config, start: int) -> DevicePrefetch:
     """`train_iter`'s batches as global device arrays, assembled by a thread ahead of the
-    step; it pauses after each step that may save, so the saved iterator state is exact."""
+    step; its `get_state` is the position after the batches taken, so a save at any step is
+    exact."""
     checked = []
 
     def put(local):
@@ -265,18 +307,14 @@ def _device_feed(train_iter, mesh, config, start: int, eval_fn) -> DevicePrefetc
             checked.append(True)
         return sharding.global_batch(mesh, local)
 
-    def may_save(k: int) -> bool:
-        step = start + k
-        return (step % config.checkpoint_every == 0 or step == config.num_steps
-                or (eval_fn is not None and step % config.eval_every == 0))
-
-    return DevicePrefetch(train_iter, put, size=DEVICE_PREFETCH,
-                          limit=config.num_steps - start, sync=may_save)
+    return DevicePrefetch(train_iter, put, size=DEVICE_PREFETCH, limit=config.num_steps - start)
 
 
-def _loop(state, step_fn, start, config, mesh, train_iter, eval_fn, hooks, ckpt, writer):
+def _loop(state, step_fn, start, config, train_iter, eval_fn, hooks, ckpt, writer,
+          preemption: Preemption):
     """Runs steps `start + 1 .. num_steps`; host syncs only at log, eval and save points.
-    `train_iter` yields global device batches (`_device_feed`)."""
+    `train_iter` yields global device batches (`_device_feed`). A preemption saves the step
+    it arrives at and ends the loop."""
     num_steps = config.num_steps
     pending = []  # (step, device metrics) not yet checked for finiteness
     last_saved = ckpt.latest_step()
@@ -293,7 +331,8 @@ def _loop(state, step_fn, start, config, mesh, train_iter, eval_fn, hooks, ckpt,
 
         do_log = step % config.log_every == 0 or step == num_steps
         do_eval = eval_fn is not None and (step % config.eval_every == 0 or step == num_steps)
-        do_save = step % config.checkpoint_every == 0 or step == num_steps
+        preempted = preemption.reached(step)
+        do_save = step % config.checkpoint_every == 0 or step == num_steps or preempted
         if do_log or do_eval or do_save:
             # Every step since the last check must be finite before anything is saved.
             record = _fetch_finite(pending, last_saved)
@@ -315,6 +354,10 @@ def _loop(state, step_fn, start, config, mesh, train_iter, eval_fn, hooks, ckpt,
             if do_save:
                 ckpt.save(step, state, data_iter=train_iter, metrics=eval_metrics)
                 last_saved = step
+        if preempted:
+            logging.warning("preempted: saved step %d of %d and stopping; run the same "
+                            "command again to resume", step, num_steps)
+            break
         try:
             for hook in hooks:
                 hook(step)

@@ -1,0 +1,134 @@
+"""Start-up of a multi-process run: `jax.distributed.initialize` when several processes run.
+
+    startup = initialize(coordinator, num_processes, process_id)   # first thing of a command
+
+Called before anything creates a JAX backend. Which processes, in this order:
+  explicit  `--coordinator ADDR --num-processes N --process-id I`, or the environment variables
+            JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (anywhere);
+  slurm     under `srun` with SLURM_NTASKS > 1 (jax's own SLURM detection fills in the rest);
+  tpu       a Cloud TPU VM slice of several hosts (GKE's TPU_WORKER_HOSTNAMES /
+            TPU_PROCESS_ADDRESSES, or GCE's metadata server), detected by jax itself;
+  single    none of these: nothing is initialised, the run is one process.
+On CPU, cross-process collectives use gloo.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import NamedTuple
+
+import jax
+
+ENV_COORDINATOR, ENV_NUM, ENV_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+# jax's SLURM detection (jax._src.clusters.slurm_cluster) needs all of these.
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+              "SLURM_LOCALID")
+TPU_HOST_VARS = ("TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES")  # GKE: comma-separated hosts
+
+
+class Startup(NamedTuple):
+    """How this process joined the run: method is explicit, slurm, tpu, single or already."""
+    method: str
+    process_id: int | None = None
+    num_processes: int | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--coordinator`, `--num-processes`, `--process-id` (a command's multi-process flags)."""
+    group = parser.add_argument_group(
+        "multi-process", "needed only where jax does not detect the cluster (Cloud TPU and "
+        "SLURM are detected); default: $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, "
+        "$JAX_PROCESS_ID")
+    group.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="address of process 0's coordinator service")
+    group.add_argument("--num-processes", type=int, default=None, metavar="N")
+    group.add_argument("--process-id", type=int, default=None, metavar="I")
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"${name}={value!r} must be an integer") from None
+
+
+def _slurm_tasks() -> int:
+    if not all(v in os.environ for v in SLURM_VARS):
+        return 1
+    return _env_int("SLURM_NTASKS") or 1
+
+
+def _tpu_slice_hosts() -> int:
+    """Hosts of this Cloud TPU slice as jax sees them (1 when not on a Cloud TPU VM)."""
+    # pylint: disable=import-outside-toplevel,protected-access
+    try:
+        # Private, but what jax.distributed.initialize() itself runs; `import jax` has set it.
+        from jax._src import cloud_tpu_init
+        from jax._src.clusters import cloud_tpu_cluster as tpu
+    except ImportError:
+        return 1
+    if not cloud_tpu_init.running_in_cloud_tpu_vm:
+        return 1
+    for var in TPU_HOST_VARS:
+        if os.environ.get(var):
+            return len(os.environ[var].split(","))
+    try:
+        if tpu.GceTpuCluster.is_env_present():
+            return len(tpu.GceTpuCluster._get_worker_list_in_slice())
+    except Exception as e:  # pylint: disable=broad-except  # a metadata server that fails
+        logging.warning("could not read the TPU slice's workers from the metadata server: %s", e)
+    return 1
+
+
+def _use_gloo_on_cpu() -> None:
+    # CPU collectives across processes need an implementation; gloo ships with jaxlib.
+    # The setting only affects the CPU client, so it is harmless on accelerators.
+    if jax.config.jax_cpu_collectives_implementation in (None, "none"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, *, timeout_s: int = 300) -> Startup:
+    """Joins the multi-process run this process belongs to, if any (see the module doc).
+
+    Arguments left None are read from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    JAX_PROCESS_ID. Raises ValueError naming what is missing when only some are given.
+    """
+    if jax.distributed.is_initialized():
+        return Startup("already", jax.process_index(), jax.process_count())
+    explicit = {
+        "--coordinator": coordinator or os.environ.get(ENV_COORDINATOR) or None,
+        "--num-processes": num_processes if num_processes is not None else _env_int(ENV_NUM),
+        "--process-id": process_id if process_id is not None else _env_int(ENV_ID),
+    }
+    given = {k: v for k, v in explicit.items() if v is not None}
+    if given:
+        missing = [k for k in explicit if k not in given]
+        if missing:
+            raise ValueError(
+                f"multi-process start-up: {', '.join(given)} given without {', '.join(missing)} "
+                f"(flags or ${ENV_COORDINATOR}, ${ENV_NUM}, ${ENV_ID})")
+        n, i = explicit["--num-processes"], explicit["--process-id"]
+        if n < 1 or not 0 <= i < n:
+            raise ValueError(f"--num-processes={n} and --process-id={i}: need 0 <= id < N")
+        _use_gloo_on_cpu()
+        jax.distributed.initialize(coordinator_address=explicit["--coordinator"],
+                                   num_processes=n, process_id=i,
+                                   initialization_timeout=timeout_s)
+        return Startup("explicit", i, n)
+    for method, count in (("slurm", _slurm_tasks), ("tpu", _tpu_slice_hosts)):
+        if count() > 1:
+            _use_gloo_on_cpu()
+            jax.distributed.initialize(initialization_timeout=timeout_s)
+            return Startup(method, jax.process_index(), jax.process_count())
+    return Startup("single")
+
+
+def initialize_from_args(args: argparse.Namespace) -> Startup:
+    """`initialize` from a command's `add_arguments` flags."""
+    return initialize(getattr(args, "coordinator", None), getattr(args, "num_processes", None),
+                      getattr(args, "process_id", None))
