@@ -1,7 +1,6 @@
 """Multi-process start-up from the command line: `mmpiqa train --coordinator ... --process-id I`
 in two local processes (1 CPU device each, nothing initialised by the test) trains and
 checkpoints like one process fed the same global batches."""
-import json
 import os
 import subprocess
 import sys
@@ -12,18 +11,13 @@ import portpicker
 import pytest
 
 from mmpiqa_jax.train import distributed
+from train_logs import read_log, wait_all
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "configs/tiny.py:dataset=synthetic_iqa/small"
 OVERRIDES = ["num_steps=6", "log_every=1", "eval_every=6", "checkpoint_every=3",
              "data.split=50/25/25", "data.crops_per_image=1", "data.eval_crops=2",
              "eval.batch_size=8", "data.num_workers=0"]
-TIMING_KEYS = {"images_per_sec"}
-
-
-def read_log(workdir) -> list[dict]:
-    lines = (Path(workdir) / "train_log.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
 # The reference: one process with 2 CPU devices (the same mesh), fed both processes' shards of
@@ -58,18 +52,6 @@ run.train_and_evaluate(config_lib.load_config({spec!r}, {overrides!r}), {workdir
 """
 
 
-def _wait(procs, what):
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for name, p, (out, err) in zip(what, procs, outs):
-        assert p.returncode == 0, f"{name}:\n{out[-2000:]}\n{err[-4000:]}"
-    return [out for out, _ in outs]
-
-
 def test_two_cli_processes_train_like_one(synthetic_small_dir, tmp_path):
     overrides = [*OVERRIDES, f"data.data_dir={synthetic_small_dir}"]
     sets = [a for o in overrides for a in ("--set", o)]
@@ -89,7 +71,7 @@ def test_two_cli_processes_train_like_one(synthetic_small_dir, tmp_path):
                                                 workdir=str(one))],
         cwd=REPO, env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = _wait(procs, ["process 0", "process 1", "the one-process reference"])
+    outs = wait_all(procs, ["process 0", "process 1", "the one-process reference"], timeout=300)
     assert all("synthetic_iqa_small-test" in out for out in outs[:2])
 
     want, got = read_log(one), read_log(two)

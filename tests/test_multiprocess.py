@@ -10,6 +10,7 @@ import portpicker
 
 from mmpiqa_jax.train.trainer import train
 from toy_task import ToyIterator, ToyTask, toy_config
+from train_logs import wait_all
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = dict(num_steps=6, checkpoint_every=2)
@@ -23,6 +24,7 @@ import jax
 jax.distributed.initialize(coordinator_address="localhost:{port}", num_processes=2,
                            process_id={pid}, initialization_timeout=60)
 from toy_task import ToyIterator, ToyTask, toy_config
+from train_logs import wait_all
 from mmpiqa_jax.train.trainer import StopTraining, train
 
 assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
@@ -54,14 +56,8 @@ def test_two_processes_match_one(tmp_path):
                                              config=CONFIG, workdir=str(tmp_path / "two"))],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for pid in range(2)]
-    try:
-        outs = [p.communicate(timeout=240) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for pid, (p, (out, err)) in enumerate(zip(procs, outs)):
-        assert p.returncode == 0, f"process {pid}:\n{err[-3000:]}"
+    outs = wait_all(procs, ["process 0", "process 1"], timeout=240)
+    for pid, out in enumerate(outs):
         assert f"DONE {pid} 6" in out
 
     config = toy_config(**CONFIG)

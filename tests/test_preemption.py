@@ -15,18 +15,14 @@ from mmpiqa_jax import config as config_lib
 from mmpiqa_jax.train import run, trainer
 from toy_task import ToyIterator, ToyTask, toy_config
 
+from train_logs import read_log
+
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "configs/tiny.py:dataset=synthetic_iqa/small"
 # One regular checkpoint, at the end: any other step saved is the preemption's.
 OVERRIDES = ["num_steps=40", "log_every=1", "eval_every=40", "checkpoint_every=40",
              "data.split=50/25/25", "data.crops_per_image=1", "data.eval_crops=2",
              "eval.batch_size=8", "data.num_workers=0"]
-TIMING_KEYS = {"images_per_sec"}
-
-
-def read_log(workdir) -> list[dict]:
-    lines = (Path(workdir) / "train_log.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
 def saved_steps(workdir) -> list[int]:
