@@ -50,7 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
 def model_config() -> ml_collections.ConfigDict:
     m = ml_collections.ConfigDict()
     m.name = "mpiqe"                  # "mpiqe" or "liqe"
-    m.variant = "ViT-B/32"            # CLIP architecture by name (LIQE uses ViT-B/32)
+    m.variant = "ViT-B/32"            # CLIP architecture by name (LIQE uses ViT-B/32), or
+                                      # "checkpoint": the architecture clip_checkpoint's file states
     m.clip_checkpoint = ""            # path for clip.load (see mmpiqa convert); "random" = random
                                       # init of variant; "" allowed for tiny only
     m.dtype = "float32"               # compute dtype ("bfloat16" on accelerators); params float32
