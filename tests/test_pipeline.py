@@ -120,8 +120,52 @@ def test_process_shards_are_disjoint_and_cover(spec):
     firsts = [np.concatenate([next(it)["index"] for _ in range(n // 4)]) for it in train]
     assert all(len(f) == n // 2 and len(set(f)) == n // 2 for f in firsts)
     assert not set(firsts[0]) & set(firsts[1])
-    with pytest.raises(ValueError, match="batch size 3 is not divisible by the 2 processes"):
+    with pytest.raises(ValueError, match=r"\[3\]\) does not divide by the 2 processes; the "
+                       "nearest sizes that do: 2 or 4"):
         P.train_dataset([P.DataSpec(spec.source, None, 3)], seed=0, shard=shards[0])
+
+
+def test_process_quotas_keep_global_sizes():
+    liqe = [4, 4, 4, 4, 16, 16]  # LIQE's per-dataset batch on 8 hosts (v5p-64)
+    quotas = [P.process_quotas(liqe, 8, p) for p in range(8)]
+    per_process = np.array([[q.count for q in qs] for qs in quotas])
+    assert per_process.sum(axis=1).tolist() == [6] * 8          # 48 / 8 each
+    assert per_process.sum(axis=0).tolist() == liqe             # the global proportions kept
+    for d, size in enumerate(liqe):  # every slot of each dataset's part filled exactly once
+        slots = sorted(s for qs in quotas for s in qs[d].slots)
+        assert slots == list(range(size))
+    # Sizes that divide by the count: process p takes positions p, p + n, ... (shard_indices).
+    assert [q.slots for q in P.process_quotas([4, 2], 2, 1)] == [(1, 3), (1,)]
+    with pytest.raises(ValueError, match="nearest sizes that do: 48 or 56"):
+        P.process_quotas([4, 4, 4, 4, 16, 16, 1], 8, 0)
+
+
+def test_uneven_dataset_sizes_split_between_processes(spec, table):
+    """Per-dataset sizes 3 and 5 on 2 processes: 4 examples each per step, 3 and 5 together,
+    every example of each dataset read once per epoch by exactly one process."""
+    split = splits.random_split(table["ref_id"], "80/20", seed=0)
+    specs = [P.DataSpec(spec.source, split["train"], 3, None, "a"),
+             P.DataSpec(spec.source, split["test"], 5, None, "b")]
+    its = [P.train_iterator(specs, seed=0, shard=grain.sharding.ShardOptions(i, 2))
+           for i in range(2)]
+    steps = min(len(split["train"]) // 3, len(split["test"]) // 5)
+    seen = {0: [], 1: []}
+    for _ in range(steps):
+        batches = [next(it) for it in its]
+        assert [len(b["index"]) for b in batches] == [4, 4]
+        ids = np.concatenate([b["dataset_id"] for b in batches])
+        assert np.bincount(ids, minlength=2).tolist() == [3, 5]
+        for b in batches:
+            for d in (0, 1):
+                seen[d].extend(b["index"][b["dataset_id"] == d].tolist())
+    for d, part in ((0, "train"), (1, "test")):
+        size = (3, 5)[d]
+        expect = np.sort(split[part])[: len(split[part]) // size * size]
+        assert len(seen[d]) == len(set(seen[d]))             # nothing read twice in an epoch
+        assert set(seen[d]) <= set(split[part].tolist())
+        assert len(seen[d]) == steps * size <= len(expect)
+        if len(expect) == steps * size:  # the dataset whose epoch ends the loop: all of it read
+            assert sorted(seen[d]) == expect.tolist()
 
 
 def test_eval_liqe_crops_in_dataset_order(spec):

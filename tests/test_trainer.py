@@ -203,3 +203,13 @@ def test_bad_config_is_named(tmp_path, change, error, words):
 def test_iterator_without_state_is_refused(tmp_path):
     with pytest.raises(TypeError, match="lacks \\['get_state', 'set_state'\\]"):
         train(ToyTask(12), toy_config(), tmp_path, train_iter=iter([]))
+
+
+def test_batch_that_cannot_fit_the_mesh_names_the_nearest_sizes():
+    trainer.check_batch_fits(48, 16, 4)  # fits: 3 per device, 12 per process
+    # LIQE's 48 on a v5p-64 (32 chips, 8 hosts).
+    with pytest.raises(ValueError, match=r"batch_size=48 does not fit.*data axis \(32 devices\).*"
+                                         r"process count \(8\); the nearest sizes that do: 32 or 64"):
+        trainer.check_batch_fits(48, 32, 8)
+    with pytest.raises(ValueError, match="nearest sizes that do: 12$|nearest sizes that do: 12 "):
+        trainer.check_batch_fits(5, 4, 3)

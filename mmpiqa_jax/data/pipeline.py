@@ -19,7 +19,9 @@ computation (`models.preprocess`): a quarter of the bytes to copy and to move to
 
 Multi-host: each process reads only its shard, `indices[process_index::process_count]`
 (`grain.sharding.ShardByJaxProcess` by default; pass `shard=grain.sharding.ShardOptions(...)`
-to override). Training batch sizes are global: each process takes `batch_size / process_count`.
+to override). Training batch sizes are global: each process takes `batch_size / process_count`,
+and per-dataset sizes that do not divide by the process count are dealt out as per-process
+quotas that keep the global per-dataset sizes (`process_quotas`).
 
 The iterators' `get_state()` is a small JSON-serialisable dict; `set_state` on a fresh iterator
 built with the same arguments (workers included) continues with exactly the next batch.
@@ -244,6 +246,63 @@ def shard_indices(indices: np.ndarray, shard: grain.sharding.ShardOptions) -> np
     return indices[shard.shard_index::shard.shard_count]
 
 
+@dataclasses.dataclass(frozen=True)
+class ProcessQuota:
+    """How many examples of one dataset one process reads per step, and which.
+
+    `slots` are the positions in the dataset's part of the global step (0 .. size - 1) that this
+    process fills: the step's examples, dataset after dataset, are dealt out round-robin to the
+    processes (global position j goes to process j % processes). The process then reads the
+    dataset's examples whose position i has `i % size` in `slots`, so that every example is read
+    and each process's epoch lasts as many steps as the others'.
+    """
+    size: int              # the dataset's examples per global step
+    slots: tuple[int, ...]  # this process's positions in that part of the step
+
+    @property
+    def count(self) -> int:
+        return len(self.slots)
+
+
+def process_quotas(sizes: Sequence[int], num_processes: int, process_index: int
+                   ) -> list[ProcessQuota]:
+    """Per-dataset quotas of `process_index` when a global step takes `sizes[d]` examples of
+    dataset d and the step is read by `num_processes` processes.
+
+    The quotas of all processes add up to `sizes`, and each process reads `sum(sizes) /
+    num_processes` examples per step, so per-dataset sizes need not divide by the process count
+    (LIQE's 4 KADID images per step on 8 hosts: four hosts read one each, four none); only their
+    sum must. When every size divides by the count, process p reads positions p, p + n, ... of
+    each dataset, the same examples as `shard_indices`.
+    """
+    total = int(sum(sizes))
+    if total % num_processes:
+        raise ValueError(f"the batch of {total} examples per step ({list(sizes)}) does not "
+                         f"divide by the {num_processes} processes; "
+                         f"{_nearest_multiples(total, num_processes)}")
+    quotas, offset = [], 0
+    for size in sizes:
+        slots = tuple(r for r in range(size) if (offset + r) % num_processes == process_index)
+        quotas.append(ProcessQuota(int(size), slots))
+        offset += size
+    return quotas
+
+
+def _nearest_multiples(value: int, multiple: int) -> str:
+    below, above = value // multiple * multiple, -(-value // multiple) * multiple
+    sizes = [s for s in (below, above) if s > 0]
+    return "the nearest sizes that do: " + " or ".join(map(str, sizes))
+
+
+def quota_indices(indices: np.ndarray, quota: ProcessQuota) -> np.ndarray:
+    """This process's examples of one dataset under `quota`: positions i with `i % size` in its
+    slots, after dropping the last incomplete step's worth (all processes' epochs equal)."""
+    indices = np.asarray(indices)
+    indices = indices[: len(indices) // quota.size * quota.size]
+    mine = np.isin(np.arange(len(indices)) % quota.size, quota.slots)
+    return indices[mine]
+
+
 def _seed(*parts: int) -> int:
     """A 32-bit seed from several integers (grain wants seeds below 2**32)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
@@ -290,14 +349,23 @@ def train_examples(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
     if crop_mode not in ("grid", "random"):
         raise ValueError(f"unknown train crop mode {crop_mode!r}; expected 'grid' or 'random'")
     shard = _shard_options(shard, drop_remainder=True)
+    count = shard.shard_count
+    # Sizes that divide by the process count keep the plain shards; otherwise each process gets
+    # per-dataset quotas that still add up to the global per-dataset sizes (`process_quotas`).
+    even = all(spec.batch_size % count == 0 for spec in specs)
+    quotas = None if even else process_quotas([s.batch_size for s in specs], count,
+                                              shard.shard_index)
     per_dataset, sizes = [], []
     for d, spec in enumerate(specs):
         name = spec.name or f"dataset {d}"
-        if spec.batch_size % shard.shard_count:
-            raise ValueError(f"{name}: batch size {spec.batch_size} is not divisible by the "
-                             f"{shard.shard_count} processes")
-        local = spec.batch_size // shard.shard_count
-        indices = shard_indices(spec.all_indices(), shard)
+        if quotas is None:
+            local = spec.batch_size // count
+            indices = shard_indices(spec.all_indices(), shard)
+        else:
+            local = quotas[d].count
+            if not local:  # the other processes read this dataset's part of every step
+                continue
+            indices = quota_indices(spec.all_indices(), quotas[d])
         if local < 1 or len(indices) < 1:
             raise ValueError(f"{name}: nothing to read (batch size {local} per process, "
                              f"{len(indices)} examples in shard {shard.shard_index})")

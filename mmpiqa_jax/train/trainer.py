@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -138,6 +139,19 @@ def check_config(config) -> None:
         raise ValueError(f"config.keep_checkpoints={keep!r} must be an integer >= 1")
 
 
+def check_batch_fits(batch_size: int, data_size: int, num_processes: int) -> None:
+    """The global batch must split evenly over the mesh's data axis and the processes; if not,
+    the error names the nearest batch sizes that do."""
+    multiple = math.lcm(data_size, num_processes)
+    if batch_size % multiple:
+        below, above = batch_size // multiple * multiple, -(-batch_size // multiple) * multiple
+        nearest = " or ".join(str(b) for b in (below, above) if b > 0)
+        raise ValueError(f"config.batch_size={batch_size} does not fit the mesh: it must divide "
+                         f"by the data axis ({data_size} devices) and the process count "
+                         f"({num_processes}); the nearest sizes that do: {nearest} (scale "
+                         "data.batch_sizes to match; per-dataset sizes need not divide)")
+
+
 def _config_dict(config) -> dict:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
@@ -234,11 +248,7 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
     main_process = jax.process_index() == 0
     if mesh is None:
         mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
-    data_size = mesh.shape[sharding.DATA]
-    if config.batch_size % jax.process_count() or config.batch_size % data_size:
-        raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
-                         f"mesh's data axis ({data_size}) and the process count "
-                         f"({jax.process_count()})")
+    check_batch_fits(config.batch_size, mesh.shape[sharding.DATA], jax.process_count())
 
     ckpt = checkpointing.Checkpointer(
         workdir / CHECKPOINT_DIR, keep=config.get("keep_checkpoints", 3),
