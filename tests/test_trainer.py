@@ -213,3 +213,19 @@ def test_batch_that_cannot_fit_the_mesh_names_the_nearest_sizes():
         trainer.check_batch_fits(48, 32, 8)
     with pytest.raises(ValueError, match="nearest sizes that do: 12$|nearest sizes that do: 12 "):
         trainer.check_batch_fits(5, 4, 3)
+
+
+def test_resume_with_another_process_count_names_both_counts(tmp_path):
+    """A step saved by 2 processes holds their 2 iterator states; one process cannot take them
+    over (each is a position in its own shard) and is told both counts."""
+    config = toy_config(num_steps=2, checkpoint_every=2)
+    train(ToyTask(config.num_steps), config, tmp_path, train_iter=ToyIterator(config.batch_size))
+    data = tmp_path / "checkpoints" / "2" / "data"
+    (data / "process_0-of-1.json").rename(data / "process_0-of-2.json")
+    (data / "process_1-of-2.json").write_text("{}")
+    config = toy_config(num_steps=4, checkpoint_every=2)
+    with pytest.raises(checkpointing.CheckpointMismatchError,
+                       match=r"states of 2 processes .*but this run has 1 processes .*resume "
+                             r"with 2 processes"):
+        train(ToyTask(config.num_steps), config, tmp_path,
+              train_iter=ToyIterator(config.batch_size))

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 from typing import Any
 
 import jax
@@ -27,6 +28,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 STATE, META, DATA = "state", "meta", "data"
+_SAVED_BY = re.compile(r"process_\d+-of-(\d+)\.json")
 # Config sections that define the model (and so the checkpoint's contents); everything else
 # (steps, logging, learning rates, data) may change between a run and its resumption.
 MODEL_KEYS = ("model",)
@@ -73,10 +75,16 @@ class IteratorHandler(ocp.CheckpointHandler):
         path = self._file(directory)
         if not path.exists():
             found = sorted(p.name for p in directory.iterdir())
+            counts = sorted({m.group(1) for m in map(_SAVED_BY.fullmatch, found) if m})
+            saved = (f"{' and '.join(counts)} processes" if counts
+                     else "no process's state at all")
+            # Each process's position is in its own shard of every dataset, and the shards
+            # depend on the count: positions cannot be carried over to another count.
             raise CheckpointMismatchError(
-                f"{directory} has no data iterator state for process {jax.process_index()} of "
-                f"{jax.process_count()} (found {found}); it was written with another number of "
-                "processes")
+                f"{directory} holds the data iterator states of {saved} ({found}), but this run "
+                f"has {jax.process_count()} processes (this is process {jax.process_index()}): "
+                f"resume with {' or '.join(counts) or 'the same number of'} processes, or "
+                "train in a new workdir")
         args.iterator.set_state(json.loads(path.read_text()))
         return args.iterator
 
