@@ -5,8 +5,9 @@ driver owns everything around it and is the same from one CPU to a multi-process
 
     state = train(task, config, workdir, train_iter=it, eval_fn=evaluate)
 
-Gradient accumulation is the optimiser's job (`optax.MultiSteps` inside the task's step), not
-the driver's: one driver step is one call of `task.train_step`.
+Gradient accumulation happens inside the task's step (a `lax.scan` over micro-batches of the
+batch it is given), not in the driver: one driver step is one call of `task.train_step`, one
+optimiser update, fed the whole `batch_size` batch.
 """
 from __future__ import annotations
 
