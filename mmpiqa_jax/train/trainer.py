@@ -37,7 +37,8 @@ DEVICE_PREFETCH = 2  # global batches put on the device ahead of the step
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a step reads and writes; a pytree, checkpointed whole.
+    """Everything a step reads and writes; a pytree. Checkpoints hold all but `frozen`,
+    which is written once per run (`checkpointing.Checkpointer`).
 
     params are what the optimiser updates, frozen what the model reads but never updates
     (for instance a frozen CLIP tower), extra any other carried state (e.g. Dynamic Weight
@@ -194,11 +195,13 @@ def abstract_state(task: TrainTask, mesh, rng=None):
     return sharding.with_shardings(shapes, shardings), shardings
 
 
-def load_state(task: TrainTask, config, workdir, *, which: str = "best", mesh=None) -> TrainState:
+def load_state(task: TrainTask, config, workdir, *, which: str = "best", mesh=None,
+               optimizer: bool = False) -> TrainState:
     """The `best` (by validation SRCC; latest if no evaluation ran) or `latest` state of a run.
 
     For evaluation and scoring: restores into sharded arrays on `mesh` (default `config.mesh`),
-    after checking that the checkpoint matches `config`'s model.
+    after checking that the checkpoint matches `config`'s model; the optimiser state is not
+    read (`opt_state` None) unless `optimizer`.
     """
     if which not in ("best", "latest"):
         raise ValueError(f"which={which!r} must be 'best' or 'latest'")
@@ -211,7 +214,8 @@ def load_state(task: TrainTask, config, workdir, *, which: str = "best", mesh=No
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {directory}: train a model there first")
         with jax.set_mesh(mesh):
-            state, _ = ckpt.restore(abstract_state(task, mesh)[0], step=step)
+            state, _ = ckpt.restore(abstract_state(task, mesh)[0], step=step,
+                                    optimizer=optimizer)
     return state
 
 
