@@ -125,7 +125,7 @@ def optimizer_config() -> ml_collections.ConfigDict:
                                       # CosineAnnealingLR with T_max = that many epochs (LIQE: 5)
     o.min_lr_ratio = 0.0              # floor of the cosine, as a fraction of the peak
     o.clip_norm = 1.0                 # global gradient-norm clip; 0 = none
-    o.accumulation_steps = 1          # >1: optax.MultiSteps over that many micro-batches
+    o.accumulation_steps = 1          # >1: the step scans batch_size / k micro-batches, one update
     o.ema_decay = 0.0                 # >0: evaluate, score and export an exponential moving
                                       # average of the trained parameters (Polyak averaging)
     o.param_groups = "prompt"         # preset name, or ((regex, lr multiplier or None), ...)

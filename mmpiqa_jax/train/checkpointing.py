@@ -1,11 +1,20 @@
 """Orbax checkpoints of a training run: the last N and the best by validation SRCC, resumable.
 
-One step directory holds three items (`ocp.args.Composite`):
-  state  the train state pytree (params, frozen, optimiser state, step, RNG, extra), `StandardSave`;
-  meta   small JSON: step, the config fingerprint, the config keys that define the model and the
-         shape of every state leaf, so that a mismatched config is named before restoring;
-  data   each process's input iterator state (`get_state()`), one JSON file per process, because
-         every process reads its own shard of the data.
+One step directory holds what trains, as separate items (`ocp.args.Composite`), so that
+evaluation and export can restore the parameters without the optimiser state:
+  params     the trainable parameters, `StandardSave`;
+  opt_state  the optimiser state;
+  train      step, RNG and `extra` (EMA of the parameters, DWA's loss history);
+  meta       small JSON: step, the config fingerprint, the config keys that define the model, the
+             shape of every state leaf (so that a mismatched config is named before restoring)
+             and `frozen`: the reference (path and per-file SHA-256) of the frozen state;
+  data       each process's input iterator state (`get_state()`), one JSON file per process,
+             because every process reads its own shard of the data.
+
+The frozen part of the state (a frozen CLIP backbone, the text-feature cache computed from it)
+never changes during training, so it is not in the step directories: it is written once per
+run, at its first save, to `<workdir>/backbone/` (an Orbax `StandardSave` item), and every step
+records its checksum; a restore reads it from there and names the files that changed.
 
 Writes are atomic: Orbax writes into `<step>.orbax-checkpoint-tmp-<time>` and renames it to
 `<step>` only once every item of every process is written, and step listing skips temporary
@@ -27,7 +36,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-STATE, META, DATA = "state", "meta", "data"
+PARAMS, OPT_STATE, TRAIN, META, DATA = "params", "opt_state", "train", "meta", "data"
+BACKBONE_DIR = "backbone"  # beside the checkpoints folder: the frozen state, written once
 _SAVED_BY = re.compile(r"process_\d+-of-(\d+)\.json")
 # Config sections that define the model (and so the checkpoint's contents); everything else
 # (steps, logging, learning rates, data) may change between a run and its resumption.
@@ -63,7 +73,7 @@ class IteratorHandler(ocp.CheckpointHandler):
     def _file(self, directory: epath.Path) -> epath.Path:
         return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
 
-    def save(self, directory: epath.Path, args: "IteratorSave"):
+    def save(self, directory: epath.Path, args: IteratorSave):
         state = args.iterator.get_state()
         try:
             text = json.dumps(state, indent=1)
@@ -71,7 +81,7 @@ class IteratorHandler(ocp.CheckpointHandler):
             raise TypeError(f"the data iterator's get_state() is not JSON-serialisable: {e}") from e
         self._file(directory).write_text(text)
 
-    def restore(self, directory: epath.Path, args: "IteratorRestore"):
+    def restore(self, directory: epath.Path, args: IteratorRestore):
         path = self._file(directory)
         if not path.exists():
             found = sorted(p.name for p in directory.iterdir())
@@ -174,6 +184,29 @@ def _best_value(metrics) -> float:
     return -math.inf if math.isnan(value) else value
 
 
+def file_checksums(directory: epath.Path) -> dict[str, str]:
+    """`{relative path: sha256}` of every file under `directory`."""
+    out = {}
+    stack = [directory]
+    while stack:
+        for p in stack.pop().iterdir():
+            if p.is_dir():
+                stack.append(p)
+            else:
+                out[os.fspath(p)[len(os.fspath(directory)) + 1:]] = hashlib.sha256(
+                    p.read_bytes()).hexdigest()
+    return dict(sorted(out.items()))
+
+
+def _train_item(state) -> dict:
+    """The small carried part of a state: step, RNG, extra (EMA, DWA)."""
+    return {"step": state.step, "rng": state.rng, "extra": state.extra}
+
+
+def _has_leaves(tree) -> bool:
+    return bool(jax.tree.leaves(tree))
+
+
 class Checkpointer:
     """Orbax `CheckpointManager` for train states: the last `keep`, plus the best by `srcc`.
 
@@ -182,8 +215,10 @@ class Checkpointer:
     """
 
     def __init__(self, directory, *, keep: int = 3, async_save: bool = True,
-                 model_cfg: dict | None = None):
-        """`model_cfg` (see `model_config`) is stored with every step and checked on restore."""
+                 model_cfg: dict | None = None, backbone_dir=None):
+        """`model_cfg` (see `model_config`) is stored with every step and checked on restore.
+        `backbone_dir`: where the frozen state is written once (default: `backbone/` beside
+        `directory`)."""
         if keep < 1:
             raise ValueError(f"keep_checkpoints={keep} must be >= 1")
         directory = os.fspath(directory)
@@ -192,6 +227,9 @@ class Checkpointer:
         self.directory = as_path(directory if is_remote(directory)
                                  else os.path.abspath(directory))
         self.model_cfg = model_cfg
+        self.backbone_dir = (as_path(backbone_dir) if backbone_dir is not None
+                             else self.directory.parent / BACKBONE_DIR)
+        self._frozen_ref = None  # the reference of the frozen state written or restored
         policy = ocp.checkpoint_managers
         options = ocp.CheckpointManagerOptions(
             # best_fn makes the manager record metrics and answer best_step(); which steps
@@ -208,7 +246,9 @@ class Checkpointer:
         )
         self.manager = ocp.CheckpointManager(
             self.directory, options=options,
-            item_handlers={STATE: ocp.StandardCheckpointHandler(),
+            item_handlers={PARAMS: ocp.StandardCheckpointHandler(),
+                           OPT_STATE: ocp.StandardCheckpointHandler(),
+                           TRAIN: ocp.StandardCheckpointHandler(),
                            META: ocp.JsonCheckpointHandler(),
                            DATA: IteratorHandler()})
         step = self.manager.best_step()
@@ -239,10 +279,14 @@ class Checkpointer:
         if metrics is not None and BEST_METRIC not in metrics:
             raise KeyError(f"evaluation metrics {sorted(metrics)} lack {BEST_METRIC!r}, "
                            "needed to track the best checkpoint")
-        meta = dict(meta or {}, step=int(step), state_shapes=leaf_shapes(state))
+        meta = dict(meta or {}, step=int(step), state_shapes=leaf_shapes(state),
+                    frozen=self._frozen_reference(state.frozen))
         if self.model_cfg is not None:
             meta.update(model_config=self.model_cfg, config_fingerprint=fingerprint(self.model_cfg))
-        items = {STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(meta)}
+        items = {PARAMS: ocp.args.StandardSave(state.params),
+                 OPT_STATE: ocp.args.StandardSave(state.opt_state),
+                 TRAIN: ocp.args.StandardSave(_train_item(state)),
+                 META: ocp.args.JsonSave(meta)}
         if data_iter is not None:
             items[DATA] = IteratorSave(data_iter)
         if metrics is not None:
@@ -251,6 +295,45 @@ class Checkpointer:
             if _best_value(metrics) >= self._best[1]:
                 self._best = (step, _best_value(metrics))
         self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+    def _frozen_reference(self, frozen) -> dict | None:
+        """The reference of the frozen state, written to `backbone_dir` if this run has not
+        yet (a fresh run: at its first save; a resumed run has it from its restore)."""
+        if not _has_leaves(frozen):
+            return None
+        if self._frozen_ref is None:
+            latest = self.latest_step()
+            ref = self.read_meta(latest).get("frozen") if latest is not None else None
+            if ref is None:
+                # Synchronous and collective: every process writes its shards, then the
+                # checksums are read back from storage.
+                with ocp.StandardCheckpointer() as writer:
+                    writer.save(self.backbone_dir, frozen, force=True)
+                    writer.wait_until_finished()
+                ref = {"path": os.fspath(self.backbone_dir),
+                       "sha256": file_checksums(self.backbone_dir)}
+            self._frozen_ref = ref
+        return self._frozen_ref
+
+    def restore_frozen(self, ref: dict, abstract_frozen):
+        """The frozen state of `ref` (a step's `meta["frozen"]`), after checking its files."""
+        path = as_path(ref["path"])
+        if not path.exists():
+            raise CheckpointMismatchError(
+                f"the frozen state {path} that the checkpoints in {self.directory} refer to is "
+                "missing (it is written once per run, beside the checkpoints)")
+        found = file_checksums(path)
+        want = ref["sha256"]
+        bad = sorted(k for k in set(want) | set(found) if want.get(k) != found.get(k))
+        if bad:
+            shown = ", ".join(str(path / k) for k in bad[:8])
+            raise CheckpointMismatchError(
+                f"the frozen state {path} does not match the checksums recorded in "
+                f"{self.directory}: {len(bad)} files differ or are missing ({shown})")
+        with ocp.StandardCheckpointer() as reader:
+            frozen = reader.restore(path, abstract_frozen)
+        self._frozen_ref = ref
+        return frozen
 
     def read_meta(self, step: int) -> dict:
         args = ocp.args.Composite(**{META: ocp.args.JsonRestore()})
@@ -271,24 +354,41 @@ class Checkpointer:
                 + "\n  ".join(problems))
         return meta
 
-    def restore(self, abstract_state, *, step: int | None = None, data_iter=None):
+    def restore(self, abstract_state, *, step: int | None = None, data_iter=None,
+                optimizer: bool = True):
         """Restores `step` (default: latest) into `abstract_state`'s shapes and shardings.
 
         `abstract_state` is a tree of `jax.ShapeDtypeStruct`s carrying `sharding`, so every
-        array lands directly in its place on the mesh. Returns `(state, meta)`.
+        array lands directly in its place on the mesh; the frozen part comes from the run's
+        `backbone/` (checksums checked). `optimizer=False` (evaluation, export) leaves the
+        optimiser state out: it is not read, and `opt_state` is None. Returns `(state, meta)`.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         meta = self.check(step, abstract_state)
-        items = {STATE: ocp.args.StandardRestore(abstract_state)}
+        items = {PARAMS: ocp.args.StandardRestore(abstract_state.params),
+                 TRAIN: ocp.args.StandardRestore(_train_item(abstract_state))}
+        if optimizer:
+            items[OPT_STATE] = ocp.args.StandardRestore(abstract_state.opt_state)
         if data_iter is not None:
             if not (self.directory / str(step) / DATA).exists():
                 raise CheckpointMismatchError(
                     f"the checkpoint {self.directory / str(step)} holds no data iterator state")
             items[DATA] = IteratorRestore(data_iter)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return restored[STATE], meta
+        frozen = abstract_state.frozen
+        if meta.get("frozen") is not None:
+            frozen = self.restore_frozen(meta["frozen"], abstract_state.frozen)
+        elif _has_leaves(frozen):
+            raise CheckpointMismatchError(
+                f"the checkpoint {self.directory / str(step)} has no frozen state, which the "
+                "config's model has")
+        train = restored[TRAIN]
+        state = abstract_state.replace(
+            params=restored[PARAMS], opt_state=restored[OPT_STATE] if optimizer else None,
+            step=train["step"], rng=train["rng"], extra=train["extra"], frozen=frozen)
+        return state, meta
 
     def wait(self) -> None:
         """Blocks until every started save is finalised (renamed into place)."""

@@ -1,5 +1,7 @@
-"""optax from the config: one AdamW or SGD per trainable group, warm-up + cosine, clipping,
-accumulation.
+"""optax from the config: one AdamW or SGD per trainable group, warm-up + cosine, clipping.
+
+Gradient accumulation is not here: the train step sums micro-batch gradients itself
+(`step.make_train_step`), so the optimiser and its schedule see one call per update.
 
 Frozen groups have no transformation at all: their parameters are not in the trainable state that
 the optimiser sees (see `param_groups.split_trainable`).
@@ -63,8 +65,8 @@ def make_optimizer(config, groups: Sequence[pg.Group], trainable: nnx.State, *,
     """The optax transformation for the `optimizer` config section, over the `trainable` state.
 
     Each trainable group gets the base optimiser with the schedule scaled by its multiplier; the
-    global-norm clip (if any) sees all groups together; `accumulation_steps > 1` wraps everything
-    in `optax.MultiSteps` (the update is applied every that many calls, with the mean gradient).
+    global-norm clip (if any) sees all groups together. Every call is one update (accumulation
+    happens in the train step, before).
     """
     transforms = {f"g{i}": _base(config, make_schedule(
                       config, peak=config.learning_rate * g.lr_mult, num_steps=num_steps,
@@ -77,7 +79,4 @@ def make_optimizer(config, groups: Sequence[pg.Group], trainable: nnx.State, *,
         raise ValueError(f"optimizer.clip_norm must be >= 0, got {config.clip_norm}")
     if config.clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), tx)
-    steps = int(config.accumulation_steps)
-    if steps < 1:
-        raise ValueError(f"optimizer.accumulation_steps must be >= 1, got {steps}")
-    return optax.MultiSteps(tx, every_k_schedule=steps) if steps > 1 else tx
+    return tx

@@ -65,28 +65,78 @@ def _where(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
+def micro_batches(batch: dict, k: int) -> dict:
+    """The batch `[B, ...]` as `k` micro-batches `[k, B / k, ...]`: micro-batch j holds
+    examples j, j + k, j + 2k, ... (strided, so that with the batch sharded over the data axis
+    in contiguous rows each device keeps its rows: no data moves, and each micro-batch keeps the
+    batch's mix of datasets)."""
+    sizes = {jax.tree_util.keystr(p): x.shape[0]
+             for p, x in jax.tree_util.tree_flatten_with_path(batch)[0]}
+    bad = {key: size for key, size in sizes.items() if size % k}
+    if bad:
+        raise ValueError(f"batch size {bad} is not divisible by "
+                         f"optimizer.accumulation_steps={k}: config.batch_size (images per "
+                         "optimiser update) must be a multiple of the micro-batch count")
+    return jax.tree.map(
+        lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)
+
+
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
-                    use_text_cache: bool = False):
+                    use_text_cache: bool = False, accumulation_steps: int = 1):
     """`train_step(trainable, frozen, opt_state, batch, loss_weights)
-    -> (trainable, opt_state, metrics)`.
+    -> (trainable, opt_state, metrics)`: one optimiser update from the whole batch.
 
     `use_text_cache=True` is for a frozen text path only (the cache is not differentiated).
-    A step whose loss or gradient is not finite leaves parameters and optimiser state unchanged
-    and sets `metrics["nonfinite"]`; the trainer stops on it.
+    `accumulation_steps = k > 1`: the batch (B examples, leading axis) is cut into k
+    micro-batches of B / k (`micro_batches`) and a `lax.scan` runs the forward and backward
+    pass of one at a time (memory of one micro-batch), summing gradients; the update uses
+    their mean. The mean of the micro-batch gradients equals the full-batch gradient when
+    every loss of weight > 0 is a mean over examples with the same number of counted examples
+    in each micro-batch (here: `distortion`, `scene` and `l1` with every example valid and
+    labelled). It is not for `quality` (pairs are formed within a micro-batch only, per
+    dataset) nor `plcc` (a correlation over the micro-batch): with those, k micro-batches
+    train as k smaller batches would, averaged, the usual meaning of accumulation. Metrics
+    (loss, task losses, score mean) are means over the micro-batches; `grad_norm` is that of
+    the mean gradient.
+    A step whose loss or gradient is not finite (in any micro-batch) leaves parameters and
+    optimiser state unchanged and sets `metrics["nonfinite"]`; the trainer stops on it.
     """
+    k = int(accumulation_steps)
+    if k < 1:
+        raise ValueError(f"optimizer.accumulation_steps must be >= 1, got {k}")
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def train_step(trainable, frozen, opt_state, batch, loss_weights):
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    def grads_of(trainable, frozen, batch, loss_weights):
         (loss, (task_losses, outputs)), grads = grad_fn(
             trainable, graphdef, frozen, batch, loss_weights, use_text_cache=use_text_cache)
+        return grads, {"loss": loss, "task_losses": task_losses,
+                       "score_mean": jnp.mean(outputs["score"])}
+
+    def accumulated(trainable, frozen, batch, loss_weights):
+        def body(total, micro):
+            grads, out = grads_of(trainable, frozen, micro, loss_weights)
+            return jax.tree.map(jnp.add, total, (grads, out)), None
+
+        zeros = jax.eval_shape(grads_of, trainable, frozen,
+                               jax.tree.map(lambda x: x[0], micro_batches(batch, k)),
+                               loss_weights)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+        total, _ = jax.lax.scan(body, zeros, micro_batches(batch, k))
+        return jax.tree.map(lambda x: x / k, total)
+
+    def train_step(trainable, frozen, opt_state, batch, loss_weights):
+        if k == 1:
+            grads, out = grads_of(trainable, frozen, batch, loss_weights)
+        else:
+            grads, out = accumulated(trainable, frozen, batch, loss_weights)
         grad_norm = optax.tree.norm(grads)
         updates, new_opt_state = tx.update(grads, opt_state, trainable)
         new_trainable = optax.apply_updates(trainable, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # A non-finite micro-batch makes the sums, and so the whole update, non-finite.
+        finite = jnp.isfinite(out["loss"]) & jnp.isfinite(grad_norm)
         # Per-task losses stay one array here; `task.IQATask` names them for the log.
-        metrics = {"loss": loss, "task_losses": task_losses,
-                   "grad_norm": grad_norm, "param_norm": optax.tree.norm(new_trainable),
-                   "score_mean": jnp.mean(outputs["score"]), "nonfinite": ~finite}
+        metrics = {**out, "grad_norm": grad_norm, "param_norm": optax.tree.norm(new_trainable),
+                   "nonfinite": ~finite}
         return (_where(finite, new_trainable, trainable),
                 _where(finite, new_opt_state, opt_state), metrics)
 

@@ -71,13 +71,20 @@ class IQATask:
         self.setup = state_lib.training_setup(config, abstract,
                                               num_active_tasks=int(self.active.size))
         self.accumulation = int(config.optimizer.accumulation_steps)
+        if self.accumulation < 1:
+            raise ValueError(f"optimizer.accumulation_steps={self.accumulation} must be >= 1")
+        if config.batch_size % self.accumulation:
+            raise ValueError(f"config.batch_size={config.batch_size} (images per optimiser "
+                             "update) must be divisible by optimizer.accumulation_steps="
+                             f"{self.accumulation} (micro-batches per update)")
         # The learning rate logged: the schedule of a group with multiplier 1.
         self._lr = optimizer_lib.make_schedule(config.optimizer,
                                                peak=config.optimizer.learning_rate,
                                                num_steps=self.num_steps,
                                                steps_per_epoch=self.steps_per_epoch)
         self._step = step_lib.make_train_step(self.graphdef, self.tx,
-                                              use_text_cache=self.use_text_cache)
+                                              use_text_cache=self.use_text_cache,
+                                              accumulation_steps=self.accumulation)
 
     # The setup's parts, as the step and inference read them.
     graphdef = property(lambda self: self.setup.graphdef)
@@ -122,8 +129,8 @@ class IQATask:
         return weights.at[self.active].multiply(self.dwa.weights(extra["dwa"]))
 
     def learning_rate(self, step) -> jax.Array:
-        """The logged learning rate after `step` driver steps (in optimiser steps)."""
-        return self._lr(step // self.accumulation)
+        """The logged learning rate of update `step` (one driver step is one update)."""
+        return self._lr(step)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         weights = self.loss_weights(state.extra)

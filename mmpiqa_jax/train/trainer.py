@@ -5,8 +5,9 @@ driver owns everything around it and is the same from one CPU to a multi-process
 
     state = train(task, config, workdir, train_iter=it, eval_fn=evaluate)
 
-Gradient accumulation is the optimiser's job (`optax.MultiSteps` inside the task's step), not
-the driver's: one driver step is one call of `task.train_step`.
+Gradient accumulation happens inside the task's step (a `lax.scan` over micro-batches of the
+batch it is given), not in the driver: one driver step is one call of `task.train_step`, one
+optimiser update, fed the whole `batch_size` batch.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ DEVICE_PREFETCH = 2  # global batches put on the device ahead of the step
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a step reads and writes; a pytree, checkpointed whole.
+    """Everything a step reads and writes; a pytree. Checkpoints hold all but `frozen`,
+    which is written once per run (`checkpointing.Checkpointer`).
 
     params are what the optimiser updates, frozen what the model reads but never updates
     (for instance a frozen CLIP tower), extra any other carried state (e.g. Dynamic Weight
@@ -207,11 +209,13 @@ def abstract_state(task: TrainTask, mesh, rng=None):
     return sharding.with_shardings(shapes, shardings), shardings
 
 
-def load_state(task: TrainTask, config, workdir, *, which: str = "best", mesh=None) -> TrainState:
+def load_state(task: TrainTask, config, workdir, *, which: str = "best", mesh=None,
+               optimizer: bool = False) -> TrainState:
     """The `best` (by validation SRCC; latest if no evaluation ran) or `latest` state of a run.
 
     For evaluation and scoring: restores into sharded arrays on `mesh` (default `config.mesh`),
-    after checking that the checkpoint matches `config`'s model.
+    after checking that the checkpoint matches `config`'s model; the optimiser state is not
+    read (`opt_state` None) unless `optimizer`.
     """
     if which not in ("best", "latest"):
         raise ValueError(f"which={which!r} must be 'best' or 'latest'")
@@ -224,7 +228,8 @@ def load_state(task: TrainTask, config, workdir, *, which: str = "best", mesh=No
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {directory}: train a model there first")
         with jax.set_mesh(mesh):
-            state, _ = ckpt.restore(abstract_state(task, mesh)[0], step=step)
+            state, _ = ckpt.restore(abstract_state(task, mesh)[0], step=step,
+                                    optimizer=optimizer)
     return state
 
 
