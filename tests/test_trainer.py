@@ -229,3 +229,12 @@ def test_resume_with_another_process_count_names_both_counts(tmp_path):
                              r"with 2 processes"):
         train(ToyTask(config.num_steps), config, tmp_path,
               train_iter=ToyIterator(config.batch_size))
+
+
+def test_checkpoint_of_the_earlier_layout_is_named(tmp_path):
+    config = toy_config(num_steps=2, checkpoint_every=2)
+    train(ToyTask(config.num_steps), config, tmp_path, train_iter=ToyIterator(config.batch_size))
+    step = tmp_path / "checkpoints" / "2"
+    (step / "params").rename(step / "state")  # what a step of the earlier layout holds
+    with pytest.raises(checkpointing.CheckpointMismatchError, match="layout of earlier versions"):
+        load_state(ToyTask(config.num_steps), config, tmp_path, which="latest")

@@ -366,6 +366,12 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        step_dir = self.directory / str(step)
+        if not (step_dir / PARAMS).exists() and (step_dir / "state").exists():
+            raise CheckpointMismatchError(
+                f"the checkpoint {step_dir} has the layout of earlier versions (one 'state' item "
+                "with the frozen backbone inside), which this version does not read: train in "
+                "a new workdir")
         meta = self.check(step, abstract_state)
         items = {PARAMS: ocp.args.StandardRestore(abstract_state.params),
                  TRAIN: ocp.args.StandardRestore(_train_item(abstract_state))}
