@@ -108,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
         model, files, batch_size=args.batch_size, workers=args.workers,
         progress=not args.no_progress, **scoring.crop_setting(config, args.crops))
     skipped += unreadable
+    import jax  # pylint: disable=import-outside-toplevel
+    if jax.process_index() != 0:
+        # Every process scores every file (the same scores); one writes them, so that processes
+        # sharing a file system do not race on --out.
+        return EXIT_SKIPPED if skipped else 0
     _write(scores, skipped, args.out, output_format(args.format, args.out))
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)

@@ -345,8 +345,11 @@ def _loop(state, step_fn, start, config, train_iter, eval_fn, hooks, ckpt, write
         writer.advance()
 
         do_log = step % config.log_every == 0 or step == num_steps
-        do_eval = eval_fn is not None and (step % config.eval_every == 0 or step == num_steps)
         preempted = preemption.reached(step)
+        # A preempted run saves at once, before the grace period ends; it does not evaluate
+        # first (the resumed run evaluates at its next evaluation step and at the end).
+        do_eval = (eval_fn is not None and not preempted
+                   and (step % config.eval_every == 0 or step == num_steps))
         do_save = step % config.checkpoint_every == 0 or step == num_steps or preempted
         if do_log or do_eval or do_save:
             # Every step since the last check must be finite before anything is saved.
