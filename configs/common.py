@@ -37,7 +37,15 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                  # -1: all devices on the data axis
-    c.mesh.model = 1                  # tensor-parallel width (1: data parallel only)
+    c.mesh.model = 1                  # second mesh axis: more data parallelism (replicate,
+                                      # fsdp) or tensor parallelism (fsdp_tp)
+
+    # How parameters, Adam moments and EMA are laid out (mmpiqa_jax/train/sharding.py):
+    # "replicate" (whole on every chip), "fsdp" (split over data x model, gathered per block),
+    # "fsdp_tp" (fsdp over data, tensor parallel on model).
+    c.sharding = ml_collections.ConfigDict()
+    c.sharding.strategy = "replicate"
+    c.sharding.min_size = 2**16       # tensors with fewer elements stay whole
 
     c.model = model_config()
     c.data = data_config()

@@ -1,5 +1,6 @@
-"""The same run on meshes 8x1, 4x2 and 1x1 of 8 fake CPU devices gives the same losses: the toy
-task and a tiny MP-IQE."""
+"""Sharding strategies: the rules by parameter path, and the same runs on 8 fake CPU devices
+(replicate, fsdp and fsdp_tp on 4 x 2; 8 x 1) giving one device's losses: the toy task, a tiny
+MP-IQE and a tiny LIQE."""
 import json
 import os
 import subprocess
@@ -7,8 +8,51 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from mmpiqa_jax.train import sharding
 
 REPO = Path(__file__).resolve().parents[1]
+MESH = {"data": 4, "model": 2}
+
+
+def spec(path, shape, name, min_size=0):
+    return sharding.leaf_spec(path, shape, MESH, sharding.Strategy(name, min_size))
+
+
+def test_fsdp_tp_splits_heads_and_mlp_on_model_and_the_rest_on_data():
+    block = "params/clip/visual/transformer/resblocks/3/"
+    # Row-parallel out-projection: its input rows (heads x head width) split by whole heads.
+    assert spec(block + "attn/out_proj/kernel/value", (768, 768), "fsdp_tp") == P("model", "data")
+    assert spec(block + "mlp/c_fc/kernel/value", (768, 3072), "fsdp_tp") == P("data", "model")
+    assert spec(block + "mlp/c_fc/bias/value", (3072,), "fsdp_tp") == P("model")
+    assert spec(block + "mlp/c_proj/kernel/value", (3072, 768), "fsdp_tp") == P("model", "data")
+    # The fused q|k|v projection has no whole-head split on model: FSDP only.
+    assert spec(block + "attn/in_proj/kernel/value", (768, 2304), "fsdp_tp") == P(None, "data")
+    # An Adam moment of the same parameter: the same layout.
+    assert (spec("opt_state/1/0/mu/clip/visual/transformer/resblocks/3/mlp/c_fc/kernel/value",
+                 (768, 3072), "fsdp_tp") == P("data", "model"))
+
+
+def test_fsdp_splits_over_every_data_like_axis_and_keeps_small_and_layer_axes_whole():
+    assert spec("params/token_embedding/embedding/value", (49408, 512), "fsdp") == P(
+        ("data", "model"), None)
+    assert spec("params/x/kernel/value", (6, 10), "fsdp") == P(None, None)  # none divides by 8
+    assert spec("params/ln/scale/value", (768,), "fsdp", min_size=2**16) == P(None)
+    # Stacked blocks (a leading layer axis, no block index): the layer axis is never split.
+    assert spec("params/visual/transformer/resblocks/mlp/c_fc/kernel/value", (16, 768, 3072),
+                "fsdp") == P(None, None, ("data", "model"))
+    assert spec("params/token_embedding/embedding/value", (49408, 512), "replicate") == P(
+        None, None)
+    assert sharding.Strategy("fsdp").data_axes == ("data", "model")
+    assert sharding.Strategy("fsdp_tp").data_axes == ("data",)
+
+
+def test_unknown_strategy_is_named():
+    with pytest.raises(ValueError, match=r"sharding.strategy='zero3' is not one of"):
+        sharding.Strategy("zero3")
+
 
 # XLA_FLAGS must be set before jax initialises, hence a separate process.
 SCRIPT = """
@@ -21,15 +65,17 @@ from mmpiqa_jax.train.trainer import train
 
 assert jax.device_count() == 8, jax.devices()
 out = {{}}
-for data, model in [(8, 1), (4, 2), (1, 1)]:
+for data, model, strategy in [(8, 1, "replicate"), (4, 2, "fsdp"), (4, 2, "fsdp_tp"),
+                              (1, 1, "replicate")]:
     n = data * model
     mesh = sharding.make_mesh(data, model, devices=jax.devices()[:n])
-    config = toy_config(num_steps=5, checkpoint_every=5, mesh={{"data": data, "model": model}})
-    workdir = f"{workdir}/mesh{{data}}x{{model}}"
+    config = toy_config(num_steps=5, checkpoint_every=5, mesh={{"data": data, "model": model}},
+                        sharding={{"strategy": strategy}})
+    workdir = f"{workdir}/mesh{{data}}x{{model}}{{strategy}}"
     state = train(ToyTask(5), config, workdir, train_iter=ToyIterator(config.batch_size), mesh=mesh)
     kernel = state.params["mid"]["kernel"].value
     mu = state.opt_state[1][0].mu["mid"]["kernel"].value
-    out[f"{{data}}x{{model}}"] = {{
+    out[f"{{data}}x{{model}} {{strategy}}"] = {{
         "losses": [json.loads(l)["loss"] for l in open(workdir + "/train_log.jsonl")],
         "kernel_spec": str(kernel.sharding.spec),
         "kernel_shard": list(kernel.addressable_shards[0].data.shape),
@@ -51,24 +97,28 @@ def run_on_8_cpu_devices(script: str, timeout: int) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def test_meshes_agree_and_parameters_are_sharded(tmp_path):
+def test_strategies_agree_and_parameters_are_sharded(tmp_path):
     out = run_on_8_cpu_devices(SCRIPT.format(tests=str(REPO / "tests"), workdir=str(tmp_path)),
-                               timeout=180)
+                               timeout=240)
 
-    want = out["1x1"]["losses"]
+    want = out["1x1 replicate"]["losses"]
     assert len(want) == 5
-    for mesh in ("8x1", "4x2"):
-        np.testing.assert_allclose(out[mesh]["losses"], want, rtol=1e-5, err_msg=mesh)
+    for run in ("8x1 replicate", "4x2 fsdp", "4x2 fsdp_tp"):
+        np.testing.assert_allclose(out[run]["losses"], want, rtol=1e-5, err_msg=run)
 
-    # 4x2: the 256x256 kernel and its Adam moment are split over `model`; the bias is not.
-    assert "model" in out["4x2"]["kernel_spec"]
-    assert out["4x2"]["kernel_shard"] in ([128, 256], [256, 128])
-    assert "model" in out["4x2"]["mu_spec"]
-    assert out["4x2"]["bias_spec"] in ("P()", "PartitionSpec()")
-    assert out["8x1"]["kernel_shard"] == [256, 256]
+    # fsdp: the 256x256 kernel and its Adam moment split 8 ways over data x model; the bias
+    # (256 elements, under min_size) whole. fsdp_tp: no TP rule for this path, FSDP over data.
+    fsdp = out["4x2 fsdp"]
+    assert "data" in fsdp["kernel_spec"] and "model" in fsdp["kernel_spec"]
+    assert fsdp["kernel_shard"] in ([32, 256], [256, 32])
+    assert fsdp["mu_spec"] == fsdp["kernel_spec"]
+    assert "data" not in fsdp["bias_spec"] and "model" not in fsdp["bias_spec"]
+    assert out["4x2 fsdp_tp"]["kernel_shard"] in ([64, 256], [256, 64])
+    assert out["8x1 replicate"]["kernel_shard"] == [256, 256]
 
 
-# The same on the real model: a tiny MP-IQE (IQATask, DWA off, fixed random batches).
+# The same on the real model: a tiny MP-IQE and a tiny LIQE (IQATask, DWA off, fixed random
+# batches), with min_size 256 so that the tiny CLIP's matrices are split too.
 IQA_SCRIPT = """
 import json, sys
 sys.path.insert(0, {tools!r})
@@ -97,29 +147,39 @@ class Batches:
 
 
 out = {{}}
-for data, model in [(8, 1), (4, 2), (1, 1)]:
-    mesh = sharding.make_mesh(data, model, devices=jax.devices()[:data * model])
-    config = config_lib.load_config("configs/tiny.py", [
-        "num_steps=5", "log_every=1", "checkpoint_every=5", "optimizer.warmup_steps=1",
-        f"mesh.data={{data}}", f"mesh.model={{model}}"])
-    workdir = f"{workdir}/iqa{{data}}x{{model}}"
-    state = train(IQATask(config), config, workdir, train_iter=Batches(config.batch_size),
-                  mesh=mesh)
-    specs = [str(x.sharding.spec) for x in jax.tree.leaves(state)
-             if hasattr(x, "sharding") and "model" in str(x.sharding.spec)]
-    out[f"{{data}}x{{model}}"] = {{
-        "losses": [json.loads(l)["loss"] for l in open(workdir + "/train_log.jsonl")],
-        "sharded_over_model": len(specs)}}
+for model_name in ("mpiqe", "liqe"):
+    for data, model, strategy in [(1, 1, "replicate"), (4, 2, "replicate"), (4, 2, "fsdp"),
+                                  (4, 2, "fsdp_tp")]:
+        mesh = sharding.make_mesh(data, model, devices=jax.devices()[:data * model])
+        config = config_lib.load_config(f"configs/tiny.py:model={{model_name}}", [
+            "num_steps=5", "log_every=1", "checkpoint_every=5", "optimizer.warmup_steps=1",
+            f"mesh.data={{data}}", f"mesh.model={{model}}", f"sharding.strategy={{strategy}}",
+            "sharding.min_size=256"])
+        run = f"{{model_name}} {{data}}x{{model}} {{strategy}}"
+        workdir = f"{workdir}/" + run.replace(" ", "_")
+        state = train(IQATask(config), config, workdir, train_iter=Batches(config.batch_size),
+                      mesh=mesh)
+        specs = [str(x.sharding.spec) for x in jax.tree.leaves(state) if hasattr(x, "sharding")]
+        out[run] = {{
+            "losses": [json.loads(l)["loss"] for l in open(workdir + "/train_log.jsonl")],
+            "split_over_data": sum("data" in s for s in specs),
+            "split_over_model": sum("model" in s for s in specs)}}
 print("RESULT", json.dumps(out))
 """
 
 
-def test_mpiqe_meshes_agree(tmp_path):
+def test_mpiqe_and_liqe_agree_under_every_strategy(tmp_path):
     out = run_on_8_cpu_devices(IQA_SCRIPT.format(tools=str(REPO / "tools"),
-                                                 workdir=str(tmp_path)), timeout=600)
-    want = out["1x1"]["losses"]
-    assert len(want) == 5 and len(set(want)) == 5  # five different batches, a moving model
-    for mesh in ("8x1", "4x2"):
-        np.testing.assert_allclose(out[mesh]["losses"], want, rtol=1e-5, err_msg=mesh)
-    # On 4x2 the large arrays (the token embedding table and its kin) are split over `model`.
-    assert out["4x2"]["sharded_over_model"] > 0 and out["1x1"]["sharded_over_model"] == 0
+                                                 workdir=str(tmp_path)), timeout=900)
+    for model in ("mpiqe", "liqe"):
+        want = out[f"{model} 1x1 replicate"]["losses"]
+        assert len(want) == 5 and len(set(want)) == 5  # five different batches, a moving model
+        for strategy in ("replicate", "fsdp", "fsdp_tp"):
+            run = f"{model} 4x2 {strategy}"
+            np.testing.assert_allclose(out[run]["losses"], want, rtol=1e-5, err_msg=run)
+        # What each strategy splits: nothing; everything large over data x model; TP on model.
+        assert out[f"{model} 4x2 replicate"]["split_over_data"] == 0
+        assert out[f"{model} 4x2 replicate"]["split_over_model"] == 0
+        assert out[f"{model} 4x2 fsdp"]["split_over_data"] > 0
+        tp = out[f"{model} 4x2 fsdp_tp"]
+        assert tp["split_over_model"] > 0 and tp["split_over_data"] > 0

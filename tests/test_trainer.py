@@ -208,7 +208,7 @@ def test_iterator_without_state_is_refused(tmp_path):
 def test_batch_that_cannot_fit_the_mesh_names_the_nearest_sizes():
     trainer.check_batch_fits(48, 16, 4)  # fits: 3 per device, 12 per process
     # LIQE's 48 on a v5p-64 (32 chips, 8 hosts).
-    with pytest.raises(ValueError, match=r"batch_size=48 does not fit.*data axis \(32 devices\).*"
+    with pytest.raises(ValueError, match=r"batch_size=48 does not fit.*data-parallel devices \(32\).*"
                                          r"process count \(8\); the nearest sizes that do: 32 or 64"):
         trainer.check_batch_fits(48, 32, 8)
     with pytest.raises(ValueError, match="nearest sizes that do: 12$|nearest sizes that do: 12 "):

@@ -65,11 +65,12 @@ def model_of(task: IQATask, state):
     return nnx.merge(task.graphdef, p.params, p.frozen)
 
 
-def make_predict_fn(task: IQATask, mesh) -> PredictFn:
+def make_predict_fn(task: IQATask, mesh,
+                    strategy: sharding.Strategy = sharding.DEFAULT_STRATEGY) -> PredictFn:
     """`predict_fn(InferenceParams, local batch) -> Predictions` of the whole global batch.
 
-    Each process passes its own batch; they are assembled into one array sharded over the data
-    axis, scored by one jitted function per shape, and the scores come back replicated, so every
+    Each process passes its own batch; they are assembled into one array sharded over the
+    strategy's data axes, scored by one jitted function per shape, and the scores come back replicated, so every
     process gets all of them. They stay on the device until the evaluator reads them.
     """
     jitted = jax.jit(lambda p, batch: Predictions(
@@ -79,7 +80,7 @@ def make_predict_fn(task: IQATask, mesh) -> PredictFn:
     def predict_fn(p: InferenceParams, local: dict) -> Predictions:
         local = {k: local[k] for k in ("pixels", "index", "valid")}
         with jax.set_mesh(mesh):
-            out = jitted(p, sharding.global_batch(mesh, local))
+            out = jitted(p, sharding.global_batch(mesh, local, strategy))
         # Replicated: this process's first shard holds every value (no host transfer yet).
         return Predictions(*(x.addressable_data(0) for x in out))
 
@@ -88,11 +89,12 @@ def make_predict_fn(task: IQATask, mesh) -> PredictFn:
 
 def make_evaluator(task: IQATask, config, mesh) -> Evaluator:
     """The evaluator of `config.eval` / `config.data`'s crops over `mesh`."""
-    # The global eval batch must split evenly over the data axis and the processes.
-    unit = math.lcm(mesh.shape[sharding.DATA], jax.process_count())
+    # The global eval batch must split evenly over the data-parallel devices and the processes.
+    strategy = sharding.strategy_of(config)
+    unit = math.lcm(sharding.data_parallel_size(mesh, strategy), jax.process_count())
     local_batch = -(-config.eval.batch_size // unit) * unit // jax.process_count()
     d = config.data
-    return Evaluator(make_predict_fn(task, mesh), batch_size=local_batch,
+    return Evaluator(make_predict_fn(task, mesh, strategy), batch_size=local_batch,
                      crop_mode=d.eval_crop_mode, num_crops=d.eval_crops, crop_size=d.crop_size)
 
 
@@ -142,7 +144,7 @@ def save_for_inference(config, model, workdir, *, overwrite: bool = False) -> ep
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
     rng = jax.random.key(config.seed)
     with jax.set_mesh(mesh):
-        _, shardings = trainer.abstract_state(task, mesh, rng)
+        _, shardings = trainer.abstract_state(task, mesh, rng, sharding.strategy_of(config))
         state = jax.device_put(task.setup.init_state(model, rng), shardings)
         with checkpointing.Checkpointer(directory, async_save=False,
                                         model_cfg=checkpointing.model_config(config)) as ckpt:

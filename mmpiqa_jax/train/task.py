@@ -22,6 +22,7 @@ from flax import nnx
 from mmpiqa_jax.checkpoints import pretrained
 from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import optimizer as optimizer_lib
+from mmpiqa_jax.train import sharding
 from mmpiqa_jax.train import state as state_lib
 from mmpiqa_jax.train import step as step_lib
 from mmpiqa_jax.train.trainer import TrainState
@@ -111,13 +112,19 @@ class IQATask:
         that what depends on CLIP's weights at construction (text context initialised from the
         embeddings of a phrase) follows them too; every array keeps its sharding.
         """
-        clip = pretrained.load_pretrained_clip(self.config.model)
-        if clip is None:  # random init, as init_state made
-            return state
-        init_rng, _ = jax.random.split(jax.random.key(self.config.seed))
-        model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), clip=clip)
-        new = self.setup.init_state(model, state.rng)
-        return jax.tree.map(lambda x, old: jax.device_put(x, old.sharding), new, state)
+        # Built on the host CPU: the weights then go straight into their shards, each process
+        # filling only its own devices' (no device-0 copy, no per-leaf cross-host check).
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):
+            clip = pretrained.load_pretrained_clip(self.config.model)
+            if clip is None:  # random init, as init_state made
+                return state
+            init_rng, _ = jax.random.split(jax.random.key(self.config.seed))
+            model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), clip=clip)
+            new = self.setup.init_state(model, jax.random.key(0))
+        # The RNG is the state's own (a key array has no host form to copy from).
+        new = new.replace(rng=state.rng)
+        return jax.tree.map(lambda x, old: x if x is old else sharding.from_host(x, old.sharding),
+                            new, state)
 
     # -- one step -----------------------------------------------------------------------------
 

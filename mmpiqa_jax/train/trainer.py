@@ -139,17 +139,19 @@ def check_config(config) -> None:
     keep = config.get("keep_checkpoints", 3)
     if not isinstance(keep, int) or keep < 1:
         raise ValueError(f"config.keep_checkpoints={keep!r} must be an integer >= 1")
+    sharding.strategy_of(config)  # raises on an unknown sharding.strategy
 
 
 def check_batch_fits(batch_size: int, data_size: int, num_processes: int) -> None:
-    """The global batch must split evenly over the mesh's data axis and the processes; if not,
-    the error names the nearest batch sizes that do."""
+    """The global batch must split evenly over the `data_size` data-parallel devices
+    (`sharding.data_parallel_size`) and the processes; if not, the error names the nearest
+    batch sizes that do."""
     multiple = math.lcm(data_size, num_processes)
     if batch_size % multiple:
         below, above = batch_size // multiple * multiple, -(-batch_size // multiple) * multiple
         nearest = " or ".join(str(b) for b in (below, above) if b > 0)
         raise ValueError(f"config.batch_size={batch_size} does not fit the mesh: it must divide "
-                         f"by the data axis ({data_size} devices) and the process count "
+                         f"by the data-parallel devices ({data_size}) and the process count "
                          f"({num_processes}); the nearest sizes that do: {nearest} (scale "
                          "data.batch_sizes to match; per-dataset sizes need not divide)")
 
@@ -197,15 +199,17 @@ def _check_batch(local: dict, global_size: int, step: int) -> None:
             f"batch_size / processes = {want} examples, got {wrong}")
 
 
-def abstract_state(task: TrainTask, mesh, rng=None):
+def abstract_state(task: TrainTask, mesh, rng=None,
+                   strategy: sharding.Strategy = sharding.DEFAULT_STRATEGY):
     """The state's shapes carrying their shardings, and the shardings: the target of a restore.
 
-    Parameters are born sharded from these: `jax.eval_shape` the init, derive the shardings,
-    then `jax.jit(init, out_shardings=...)` creates every array in place.
+    Parameters are born sharded from these: `jax.eval_shape` the init, derive the shardings
+    (`strategy`, by leaf path), then `jax.jit(init, out_shardings=...)` creates every array in
+    place.
     """
     rng = jax.random.key(0) if rng is None else rng
     shapes = jax.eval_shape(task.init_state, rng)
-    shardings = sharding.tree_shardings(mesh, shapes)
+    shardings = sharding.tree_shardings(mesh, shapes, strategy)
     return sharding.with_shardings(shapes, shardings), shardings
 
 
@@ -228,8 +232,8 @@ def load_state(task: TrainTask, config, workdir, *, which: str = "best", mesh=No
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {directory}: train a model there first")
         with jax.set_mesh(mesh):
-            state, _ = ckpt.restore(abstract_state(task, mesh)[0], step=step,
-                                    optimizer=optimizer)
+            target = abstract_state(task, mesh, strategy=sharding.strategy_of(config))[0]
+            state, _ = ckpt.restore(target, step=step, optimizer=optimizer)
     return state
 
 
@@ -253,7 +257,9 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
     main_process = jax.process_index() == 0
     if mesh is None:
         mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
-    check_batch_fits(config.batch_size, mesh.shape[sharding.DATA], jax.process_count())
+    strategy = sharding.strategy_of(config)
+    check_batch_fits(config.batch_size, sharding.data_parallel_size(mesh, strategy),
+                     jax.process_count())
 
     ckpt = checkpointing.Checkpointer(
         workdir / CHECKPOINT_DIR, keep=config.get("keep_checkpoints", 3),
@@ -267,7 +273,8 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
             # Born sharded: shapes and shardings first, then the state restored or created
             # in place.
             rng = jax.random.key(config.seed)
-            abstract, state_shardings = abstract_state(task, mesh, rng)
+            abstract, state_shardings = abstract_state(task, mesh, rng, strategy)
+            sharding.log_layout(abstract, state_shardings, strategy)
             if ckpt.latest_step() is not None:
                 state, _ = ckpt.restore(abstract, data_iter=train_iter)
             else:
@@ -280,10 +287,11 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
             writer = progress.MetricsWriter(workdir, num_steps=config.num_steps,
                                             start_step=start, enabled=main_process)
             step_fn = jax.jit(task.train_step,
-                              in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                              in_shardings=(state_shardings,
+                                            sharding.batch_sharding(mesh, strategy)),
                               out_shardings=(state_shardings, sharding.replicated(mesh)),
                               donate_argnums=0)
-            feed = _device_feed(train_iter, mesh, config, start)
+            feed = _device_feed(train_iter, mesh, config, start, strategy)
             try:
                 with Preemption(ckpt) as preemption:
                     state = _loop(state, step_fn, start, config, feed, eval_fn, hooks,
@@ -310,7 +318,8 @@ def _fetch_finite(pending: list, last_saved: int | None) -> dict[str, float]:
     return {k: float(v) for k, v in host.items() if k not in FLAG_KEYS and np.ndim(v) == 0}
 
 
-def _device_feed(train_iter, mesh, config, start: int) -> DevicePrefetch:
+def _device_feed(train_iter, mesh, config, start: int,
+                 strategy: sharding.Strategy) -> DevicePrefetch:
     """`train_iter`'s batches as global device arrays, assembled by a thread ahead of the
     step; its `get_state` is the position after the batches taken, so a save at any step is
     exact."""
@@ -320,7 +329,7 @@ def _device_feed(train_iter, mesh, config, start: int) -> DevicePrefetch:
         if not checked:
             _check_batch(local, config.batch_size, start + 1)
             checked.append(True)
-        return sharding.global_batch(mesh, local)
+        return sharding.global_batch(mesh, local, strategy)
 
     return DevicePrefetch(train_iter, put, size=DEVICE_PREFETCH, limit=config.num_steps - start)
 
