@@ -199,3 +199,21 @@ def test_config_without_grid_is_one_point(tmp_path):
     # tiny: depth 2, 4 prompts
     assert table_rows((tmp_path / "sweep.md").read_text()) == [["0.5680", "0.4680"]]
     assert (tmp_path / "sweep.png").is_file()
+
+
+def test_parts_split_the_grid_between_jobs(tmp_path):
+    """--part I/N: two jobs (one per pod slice) train disjoint halves; together, every point."""
+    config = grid_config({"model": {"visual_prompt_depth": (0, 2), "num_visual_prompts": (2, 4)}})
+    first, second = FakeTrainer(), FakeTrainer()
+    points = sweep.run_sweep(config, tmp_path, train_fn=first, log=lambda _: None, part="0/2")
+    assert [c[0] for c in first.calls] == ["num_visual_prompts=2,visual_prompt_depth=0",
+                                          "num_visual_prompts=4,visual_prompt_depth=0"]
+    assert [p.done for p in points] == [True, False, True, False]
+    points = sweep.run_sweep(config, tmp_path, train_fn=second, log=lambda _: None, part="1/2")
+    assert [c[0] for c in second.calls] == ["num_visual_prompts=2,visual_prompt_depth=2",
+                                           "num_visual_prompts=4,visual_prompt_depth=2"]
+    assert all(p.done for p in points)
+    assert len(table_rows((tmp_path / "sweep.md").read_text())) == 4
+    for bad in ("2/2", "1", "a/b"):
+        with pytest.raises(ValueError, match=r"--part=.* must be I/N with 0 <= I < N"):
+            sweep.run_sweep(config, tmp_path, train_fn=FakeTrainer(), part=bad)

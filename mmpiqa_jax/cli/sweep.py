@@ -2,6 +2,8 @@
 
 Points run in `DIR/<point>/`; finished points are skipped and a half-finished one resumes, so the
 same command continues an interrupted sweep. Writes `DIR/sweep.md` and `DIR/sweep.png`.
+`--devices-per-run K` trains the points side by side, each on its own K devices; `--part I/N`
+trains every N-th point only (one job per pod slice).
 """
 import argparse
 import sys
@@ -22,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "itself too, e.g. 'sweep.model.visual_prompt_depth=(0, 12)'")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the points and whether each is done; train nothing")
+    parser.add_argument("--devices-per-run", type=int, default=None, metavar="K",
+                        help="run the points side by side, each on its own sub-mesh of K "
+                             "devices (K must divide the device count, mesh.model divide K; "
+                             "one process); default: one after another on the whole mesh")
+    parser.add_argument("--part", default=None, metavar="I/N",
+                        help="train only points I, I+N, I+2N, ... of the grid: one job per "
+                             "pod slice, each with its own part (all jobs share --workdir)")
     add_distributed_arguments(parser)
 
 
@@ -34,18 +43,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_lib.load_config(args.config, args.overrides)
         points = sweep.plan(config, args.workdir)
+        mine = sweep.part_of(points, args.part)
+        if args.devices_per_run is not None:  # its errors before anything trains
+            sweep.sub_meshes([p for p in mine if not p.done], args.devices_per_run)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.dry_run:
-        for p in points:
+        for p in mine:
             print(f"{'done   ' if p.done else 'pending'}  {p.workdir}")
         return 0
     try:
-        points = sweep.run_sweep(config, args.workdir)
+        points = sweep.run_sweep(config, args.workdir, devices_per_run=args.devices_per_run,
+                                 part=args.part)
     except ValueError as e:  # e.g. a finished point whose config has changed
         print(f"error: {e}", file=sys.stderr)
         return 1
     from etils import epath  # pylint: disable=import-outside-toplevel
     print((epath.Path(args.workdir) / sweep.TABLE_FILE).read_text(encoding="utf-8"))
-    return 0 if all(p.done for p in points) else 1
+    mine = {p.workdir for p in sweep.part_of(points, args.part)}
+    return 0 if all(p.done for p in points if p.workdir in mine) else 1

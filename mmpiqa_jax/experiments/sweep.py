@@ -10,12 +10,24 @@ has `sweep_point.json` (its config and the trainer's result), written after its 
 evaluation; the next invocation skips it, and a half-finished point resumes, since the trainer
 resumes from its workdir. The table shows each point's SRCC / PLCC; a grid over
 `data.split_seed` (the ten-split protocol) is also aggregated over seeds: median, mean, std.
+
+Packed: `run_sweep(config, workdir, devices_per_run=K)` splits `jax.devices()` into groups of K
+consecutive devices, each a sub-mesh `(K / mesh.model, mesh.model)`, and trains that many points
+side by side, one thread per sub-mesh, each thread taking the next unfinished point. A point's
+arrays and jitted steps live on its sub-mesh only (the trainer and the evaluator place
+everything with shardings of the mesh they are given; eager arrays go to the sub-mesh's first
+device), so its results are those of the same point run alone. One process only: with several
+processes every trainer feeds, checkpoints and synchronises as part of all of them, so there a
+sweep runs its points one at a time on the whole mesh, or as one job per slice, each over its
+part of the grid (`part="I/N"`: points I, I + N, ...) in the shared workdir.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,12 +36,31 @@ import ml_collections
 from etils import epath
 
 from mmpiqa_jax import config as config_lib
-from mmpiqa_jax.evaluate.sweep_report import (SPLIT_SEED_KEY, comparison_table, plot_sweep,
-                                              read_evals, seed_aggregates)
+from mmpiqa_jax.evaluate.sweep_report import (
+    SPLIT_SEED_KEY,
+    comparison_table,
+    plot_sweep,
+    read_evals,
+    seed_aggregates,
+)
 from mmpiqa_jax.train import run as run_lib
+from mmpiqa_jax.train import sharding
 
-__all__ = ["POINT_FILE", "SPLIT_SEED_KEY", "Point", "comparison_table", "plan", "plot_sweep",
-           "read_evals", "run_sweep", "seed_aggregates", "sweep_keys"]
+__all__ = [
+    "POINT_FILE",
+    "SPLIT_SEED_KEY",
+    "Point",
+    "comparison_table",
+    "parse_part",
+    "part_of",
+    "plan",
+    "plot_sweep",
+    "read_evals",
+    "run_sweep",
+    "seed_aggregates",
+    "sub_meshes",
+    "sweep_keys",
+]
 
 POINT_FILE = "sweep_point.json"
 TABLE_FILE, PLOT_FILE = "sweep.md", "sweep.png"
@@ -120,17 +151,75 @@ def _json_default(value):
     return value.item() if hasattr(value, "item") else str(value)
 
 
+def parse_part(part: str) -> tuple[int, int]:
+    """`"I/N"` -> (I, N): the I-th of N interleaved parts of the grid (points I, I + N, ...)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(part))
+    if not match or not int(match[1]) < int(match[2]):
+        raise ValueError(f"--part={part!r} must be I/N with 0 <= I < N, e.g. 0/4")
+    return int(match[1]), int(match[2])
+
+
+def part_of(points: list[Point], part: str | None) -> list[Point]:
+    """The points `part` ("I/N") trains; all of them for None."""
+    if part is None:
+        return list(points)
+    i, n = parse_part(part)
+    return points[i::n]
+
+
+def sub_meshes(points: list[Point], devices_per_run: int, devices=None) -> list:
+    """`len(devices) / devices_per_run` meshes over consecutive groups of `devices_per_run`
+    devices (default `jax.devices()`), each `(devices_per_run / mesh.model, mesh.model)`.
+
+    Raises ValueError when the groups do not tile the devices, when a point's `mesh` does not
+    fit one group, or when the run has several processes.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    k, n = devices_per_run, len(devices)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"--devices-per-run={k!r} must be an integer >= 1")
+    if k > n or n % k:
+        raise ValueError(f"--devices-per-run={k} must divide the {n} devices")
+    if jax.process_count() > 1 and k < n:
+        raise ValueError(f"--devices-per-run={k} < {n} devices on {jax.process_count()} "
+                         "processes: packed sweeps run on one process only; run the points "
+                         "one at a time (no --devices-per-run), or one sweep per slice")
+    models = {p.config.mesh.model for p in points}
+    for point in points:
+        data, model = point.config.mesh.data, point.config.mesh.model
+        if model < 1 or k % model:
+            raise ValueError(f"{point.name}: mesh.model={model} must divide "
+                             f"--devices-per-run={k}")
+        if data not in (-1, k // model):
+            raise ValueError(f"{point.name}: mesh.data={data} x mesh.model={model} != "
+                             f"--devices-per-run={k}; set mesh.data=-1 or {k // model}")
+    if len(models) > 1:
+        raise ValueError(f"the points' mesh.model differ ({sorted(models)}); a packed sweep "
+                         "lays every sub-mesh out the same way")
+    (model,) = models or {1}
+    return [sharding.make_mesh(k // model, model, devices=devices[i:i + k])
+            for i in range(0, n, k)]
+
+
 def run_sweep(config: ml_collections.ConfigDict, workdir, *,
-              train_fn: Callable[[ml_collections.ConfigDict, str], Any] | None = None,
-              log: Callable[[str], None] = print) -> list[Point]:
+              train_fn: Callable[..., Any] | None = None,
+              log: Callable[[str], None] = print,
+              devices_per_run: int | None = None, devices=None,
+              part: str | None = None) -> list[Point]:
     """Trains and evaluates every unfinished point, then writes `sweep.md` and `sweep.png`.
 
     Args:
       config: a loaded config with a `sweep` section (without one, the config is the one point).
       workdir: the sweep's folder; each point trains in a subfolder.
       train_fn: `(config, workdir) -> result`, empty when training stopped early (the sweep
-        stops there too); default `train.run.train_and_evaluate`.
+        stops there too; packed, no further point starts); default
+        `train.run.train_and_evaluate`. Packed, it is called with `mesh=` (the point's sub-mesh).
       log: where progress lines go.
+      devices_per_run: K: the points run side by side, each on a sub-mesh of K devices
+        (`sub_meshes`); None: one after another on `config.mesh`.
+      devices: the devices to split (default `jax.devices()`), packed only.
+      part: "I/N": train only the points I, I + N, I + 2N, ... of the grid (one job per pod
+        slice, each over its part); the table covers every point with results.
     Returns:
       the points, with their evaluations read.
     """
@@ -138,21 +227,25 @@ def run_sweep(config: ml_collections.ConfigDict, workdir, *,
     workdir = epath.Path(str(workdir))  # gs://bucket/sweep stays a URL
     points = plan(config, workdir)
     writer = jax.process_index() == 0  # every process trains; one writes the records
+    pending = []
+    mine = {id(p) for p in part_of(points, part)}
     for i, point in enumerate(points, 1):
+        if id(point) not in mine:
+            continue
         if point.done:
             _check_same_config(point)
             log(f"[{i}/{len(points)}] {point.name}: done, skipped")
-            continue
-        log(f"[{i}/{len(points)}] {point.name}: training in {point.workdir}")
-        point.workdir.mkdir(parents=True, exist_ok=True)
-        result = train_fn(point.config, str(point.workdir))
-        if not result:  # the trainer stopped before num_steps (preempted): resume next time
-            log(f"{point.name}: training stopped early; run the sweep again to resume it")
-            break
-        if writer:
-            _write_json(point.workdir / POINT_FILE, {"name": point.name, "values": point.values,
-                                                     "config": _plain(point.config),
-                                                     "result": result})
+        else:
+            pending.append((i, point))
+    if devices_per_run is None:
+        for i, point in pending:
+            log(f"[{i}/{len(points)}] {point.name}: training in {point.workdir}")
+            if not _train_point(point, train_fn, writer, {}):
+                log(f"{point.name}: training stopped early; run the sweep again to resume it")
+                break
+    else:
+        meshes = sub_meshes([p for _, p in pending], devices_per_run, devices)
+        _run_packed(pending, len(points), meshes, train_fn, writer, log)
     for point in points:
         point.evals = read_evals(point.workdir)
     if writer:
@@ -161,3 +254,66 @@ def run_sweep(config: ml_collections.ConfigDict, workdir, *,
         plot_sweep(points, keys, workdir / PLOT_FILE)
         log(f"wrote {workdir / TABLE_FILE} and {workdir / PLOT_FILE}")
     return points
+
+
+def _train_point(point: Point, train_fn, writer: bool, kwargs: dict, run: dict | None = None):
+    """Trains one point and writes its record; False when training stopped early."""
+    point.workdir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    result = train_fn(point.config, str(point.workdir), **kwargs)
+    if not result:  # the trainer stopped before num_steps (preempted): resume next time
+        return False
+    if writer:
+        record = {"name": point.name, "values": point.values, "config": _plain(point.config),
+                  "result": result}
+        if run is not None:  # packed: where and when it ran (wall-clock seconds since epoch)
+            record["run"] = {**run, "started": started, "finished": time.time()}
+        _write_json(point.workdir / POINT_FILE, record)
+    return True
+
+
+def _run_packed(pending, total: int, meshes, train_fn, writer: bool, log) -> None:
+    """One thread per sub-mesh, each training the next pending point until none is left.
+
+    Threads, not processes: fake CPU devices cannot be split between processes, and every
+    piece of per-run JAX state used here is thread-local (`jax.set_mesh`,
+    `jax.default_device`) or owned by the run (its Orbax manager, iterators, log writer).
+    Signal handlers (the trainer's SIGTERM flag) are installed on the main thread only.
+    The first error is raised once every thread has finished its point.
+    """
+    queue, lock = list(pending), threading.Lock()
+    errors: list[BaseException] = []
+    stop = threading.Event()  # a point stopped early or failed: start no other
+
+    def worker(g: int, mesh) -> None:
+        ids = [int(d.id) for d in mesh.devices.flat]
+        while not stop.is_set():
+            with lock:
+                if not queue:
+                    return
+                i, point = queue.pop(0)
+            log(f"[{i}/{total}] {point.name}: training in {point.workdir} on devices {ids}")
+            try:
+                # Eager arrays (outside jit) on this sub-mesh too, not on device 0.
+                with jax.default_device(mesh.devices.flat[0]):
+                    done = _train_point(point, train_fn, writer, {"mesh": mesh},
+                                        {"group": g, "devices": ids})
+            except BaseException as e:  # pylint: disable=broad-except  # re-raised below
+                with lock:
+                    errors.append(e)
+                stop.set()
+                return
+            if not done:
+                log(f"{point.name}: training stopped early; run the sweep again to resume it")
+                stop.set()
+                return
+            log(f"[{i}/{total}] {point.name}: done")
+
+    threads = [threading.Thread(target=worker, args=(g, mesh), name=f"sweep-group{g}")
+               for g, mesh in enumerate(meshes[:len(pending)])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
