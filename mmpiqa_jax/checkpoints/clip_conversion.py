@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +19,8 @@ from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
 # Each row: OpenAI key, NNX path, axis permutation from the torch
-# layout to ours (None: same layout). Linear weights are [out, in] in torch, [in, out] here;
+# layout to ours (None: same layout), and for a block's tensor its layer: the transformers'
+# blocks are stored stacked, so `resblocks.{i}.<key>` is slice i of one array. Linear weights are [out, in] in torch, [in, out] here;
 # conv weights [out, in, kh, kw] there, [kh, kw, in, out] here.
 
 _T = (1, 0)
@@ -60,14 +62,24 @@ _TEXT_ROWS = (
 )
 
 
-def conversion_table(config: CLIPConfig) -> list[tuple[str, tuple, tuple[int, ...] | None]]:
-    """(OpenAI key, NNX path, permutation) for every parameter of a CLIP with `config`."""
-    rows = list(_VISION_ROWS) + list(_TEXT_ROWS)
+class Row(NamedTuple):
+    """One OpenAI tensor: its key, the NNX path holding it, the permutation from torch's layout
+    to ours (None: the same), and its layer (the index into the stacked path; None: not a
+    block's tensor)."""
+    key: str
+    path: tuple
+    perm: tuple[int, ...] | None
+    layer: int | None = None
+
+
+def conversion_table(config: CLIPConfig) -> list[Row]:
+    """The `Row` of every parameter of a CLIP with `config`."""
+    rows = [Row(*r) for r in _VISION_ROWS + _TEXT_ROWS]
     towers = (("visual.transformer", ("visual", "transformer"), config.vision_layers),
               ("transformer", ("transformer",), config.text_layers))
     for prefix, path, layers in towers:
         for i in range(layers):
-            rows += [(f"{prefix}.resblocks.{i}.{key}", (*path, "resblocks", i, *sub), perm)
+            rows += [Row(f"{prefix}.resblocks.{i}.{key}", (*path, "resblocks", *sub), perm, i)
                      for key, sub, perm in _BLOCK_ROWS]
     return rows
 
@@ -141,10 +153,17 @@ def from_openai_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str 
     # Allocate nothing random: build the model abstractly, then fill in the converted arrays.
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))))
     variables = dict(nnx.to_flat_state(abstract))
-    for key, path, perm in conversion_table(config):
-        value = np.asarray(state_dict[key], np.float32)
-        if perm is not None:
-            value = value.transpose(perm)
+    values = {}  # path -> the converted array (a stacked path: one numpy array filled by layer)
+    for row in conversion_table(config):
+        value = np.asarray(state_dict[row.key], np.float32)
+        if row.perm is not None:
+            value = value.transpose(row.perm)
+        if row.layer is None:
+            values[row.path] = value
+        else:
+            stack = values.setdefault(row.path, np.empty(variables[row.path].shape, np.float32))
+            stack[row.layer] = value
+    for path, value in values.items():
         variables[path] = variables[path].replace(jnp.asarray(value))
     return nnx.merge(graphdef, nnx.from_flat_state(variables))
 
@@ -152,8 +171,10 @@ def from_openai_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str 
 def to_openai_state_dict(model: CLIP) -> dict[str, np.ndarray]:
     """The model's parameters as float32 numpy arrays under OpenAI's keys and layouts."""
     variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    out = {}
-    for key, path, perm in conversion_table(model.config):
-        value = np.asarray(variables[path].get_value(), np.float32)
-        out[key] = value.transpose(np.argsort(perm)) if perm is not None else value
+    out, arrays = {}, {}
+    for row in conversion_table(model.config):
+        if row.path not in arrays:
+            arrays[row.path] = np.asarray(variables[row.path].get_value(), np.float32)
+        value = arrays[row.path] if row.layer is None else arrays[row.path][row.layer]
+        out[row.key] = value.transpose(np.argsort(row.perm)) if row.perm is not None else value
     return out

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -44,6 +45,39 @@ def _path_name(path) -> str:
 def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
     return {_path_name(p): tuple(leaf.shape)
             for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+# The model stores each transformer's blocks stacked (`resblocks`: one tree, leading layer
+# axis); the file keeps one subtree per block (`resblocks/{i}`), as version 1 always has.
+
+
+def _per_block(tree, take):
+    """`tree` (a pure dict) with every stacked `resblocks` split into `{i: block i}`;
+    `take(leaf, i)` is slice i of a leaf."""
+    if not isinstance(tree, dict):
+        return tree
+    out = {}
+    for key, value in tree.items():
+        if key == "resblocks" and isinstance(value, dict):
+            layers = jax.tree.leaves(value)[0].shape[0]
+            out[key] = {i: jax.tree.map(lambda x, i=i: take(x, i), value) for i in range(layers)}
+        else:
+            out[key] = _per_block(value, take)
+    return out
+
+
+def _stacked(tree):
+    """The inverse of `_per_block`: `resblocks/{i}` subtrees stacked along a new leading axis."""
+    if not isinstance(tree, dict):
+        return tree
+    out = {}
+    for key, value in tree.items():
+        if key == "resblocks" and isinstance(value, dict):
+            blocks = [value[i] for i in sorted(value, key=int)]
+            out[key] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
+        else:
+            out[key] = _stacked(value)
+    return out
 
 
 def _check_extras(extra_params) -> dict[str, np.ndarray]:
@@ -75,7 +109,8 @@ def save_checkpoint(out_dir: str | os.PathLike, clip_model: CLIP,
         "extra_config": dict(extra_config or {}),
     }
     meta_text = json.dumps(meta, indent=2)  # fails before anything is written if not JSON-able
-    params = nnx.to_pure_dict(nnx.state(clip_model, nnx.Param))
+    params = _per_block(nnx.to_pure_dict(nnx.state(clip_model, nnx.Param)),
+                        lambda x, i: np.asarray(x[i]))
     os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(config_path):
         os.remove(config_path)
@@ -128,7 +163,8 @@ def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Che
         config = dataclasses.replace(config, dtype=dtype)
     graphdef, abstract_params, rest = _abstract_clip(config)
     target = {
-        "clip": nnx.to_pure_dict(abstract_params),
+        "clip": _per_block(nnx.to_pure_dict(abstract_params),
+                           lambda x, i: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)),
         "extra": {k: jax.ShapeDtypeStruct(tuple(v["shape"]), np.dtype(v["dtype"]))
                   for k, v in meta.get("extra_params", {}).items()},
     }
@@ -150,7 +186,7 @@ def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Che
         except Exception as e:  # tensorstore raises a variety of types for damaged arrays
             raise CheckpointError(f"{params_dir}: cannot restore the parameters "
                                   f"({type(e).__name__}: {e})") from None
-    nnx.replace_by_pure_dict(abstract_params, restored["clip"])
+    nnx.replace_by_pure_dict(abstract_params, _stacked(restored["clip"]))
     model = nnx.merge(graphdef, abstract_params, rest)
     extras = {k: np.asarray(v) for k, v in restored["extra"].items()}
     return Checkpoint(model, extras, meta.get("extra_config", {}))

@@ -143,10 +143,16 @@ class Transformer(nnx.Module):
                  activation: str = "quick_gelu"):
         # OpenAI's initialisation scales the residual-branch outputs with the depth.
         proj_std = width**-0.5 * (2 * layers)**-0.5
-        self.resblocks = nnx.List([
-            ResidualAttentionBlock(width, heads, proj_std=proj_std, dtype=dtype, rngs=rngs,
-                                   mlp_width=mlp_width, activation=activation)
-            for _ in range(layers)])
+        blocks = [ResidualAttentionBlock(width, heads, proj_std=proj_std, dtype=dtype, rngs=rngs,
+                                         mlp_width=mlp_width, activation=activation)
+                  for _ in range(layers)]
+        # Stored stacked: one block module whose every parameter has a leading layer axis
+        # [layers, ...], so that the scan reads the weights in place (no stack, and no
+        # unstack of their gradients, per step). Initialised block by block, as before, so
+        # that a seed gives the same weights.
+        self.resblocks = nnx.merge(nnx.graphdef(blocks[0]), jax.tree.map(
+            lambda *xs: jnp.stack(xs), *[nnx.state(block) for block in blocks]))
+        self.layers = layers
         self.scan_layers = scan_layers
         self.remat = check_remat(remat)
 
@@ -165,21 +171,19 @@ class Transformer(nnx.Module):
         arrays for the shared-prefix text path. Before block i = 1 .. depth,
         `carry = insert_prompts(carry, deep_prompts[i - 1])` (`deep_prompts` [depth, n, W]).
 
-        The blocks fall into runs: block 0, blocks 1 .. depth (prompts inserted before each),
-        the rest (none inserted). With `scan_layers` (the default) each run is one
-        `jax.lax.scan` over its blocks' stacked parameters: XLA compiles one block per run instead
-        of every block, and the residual stream's gradient is materialised at every block.
-        Unrolled (a Python loop), XLA's CPU backend fuses that gradient's chain of adds across all
+        With `scan_layers` (the default) the blocks run as one `jax.lax.scan` over the stacked
+        parameters (`resblocks`, leading layer axis), read in place; the prompts go in under a
+        `lax.cond` on the layer index. XLA compiles one block instead of every block, and the
+        residual stream's gradient is materialised at every block. Unrolled (a Python loop over
+        slices of the stack), XLA's CPU backend fuses that gradient's chain of adds across all
         layers into each weight-gradient transpose and recomputes it there, which made a
         ViT-B/32's weight gradients 1.8x slower (`docs/profile.md`). The unrolled program is
         still the one whose XLA cost analysis counts every block (a scan's body counts once).
-        The parameters stay one module per block, so checkpoints, parameter groups and sharding
-        rules see the same tree either way.
 
         `remat` says what each block keeps for the backward pass (`REMAT_POLICIES`); the rest is
         recomputed from the block's input when the gradient is taken.
         """
-        layers = len(self.resblocks)
+        layers = self.layers
         depth = 0 if deep_prompts is None else deep_prompts.shape[0]
         if depth > layers - 1:
             raise ValueError(f"{depth} deep prompt layers given for a {layers}-layer "
@@ -190,42 +194,40 @@ class Transformer(nnx.Module):
             # Inside a scan XLA cannot merge the recomputation with the forward pass; unrolled,
             # it could, unless prevented.
             apply = _rematerialised(apply, self.remat, prevent_cse=not self.scan_layers)
+        graphdef, stacked = nnx.split(self.resblocks)
         run = _scan_blocks if self.scan_layers else _loop_blocks
-        blocks = list(self.resblocks)
-        for start, stop in _runs(layers, depth):
-            prompts = deep_prompts[start - 1:stop - 1] if 1 <= start <= depth else None
-            carry = run(blocks[start:stop], carry, apply, prompts, insert_prompts)
-        return carry
+        return run(graphdef, stacked, layers, carry, apply, deep_prompts, insert_prompts)
 
 
-def _runs(layers: int, depth: int) -> list[tuple[int, int]]:
-    """Blocks [start, stop) that run alike: all with deep prompts inserted (1 .. depth) or none."""
-    if not depth:
-        return [(0, layers)]
-    return [(a, b) for a, b in ((0, 1), (1, depth + 1), (depth + 1, layers)) if a < b]
-
-
-def _loop_blocks(blocks, carry, apply, prompts, insert_prompts):
-    """The blocks unrolled; `prompts[i]`, if given, inserted before block i."""
-    for i, block in enumerate(blocks):
-        if prompts is not None:
-            carry = insert_prompts(carry, prompts[i])
+def _loop_blocks(graphdef, stacked, layers, carry, apply, prompts, insert_prompts):
+    """The blocks unrolled (block i: slice i of the stack); `prompts[i - 1]` inserted before
+    block i = 1 .. depth."""
+    depth = 0 if prompts is None else prompts.shape[0]
+    for i in range(layers):
+        if 1 <= i <= depth:
+            carry = insert_prompts(carry, prompts[i - 1])
+        block = nnx.merge(graphdef, jax.tree.map(lambda x, i=i: x[i], stacked))
         carry = apply(block, carry)
     return carry
 
 
-def _scan_blocks(blocks, carry, apply, prompts, insert_prompts):
-    """`_loop_blocks` as one `jax.lax.scan` over the blocks' stacked parameters (and prompts)."""
-    graphdef = nnx.graphdef(blocks[0])
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(block) for block in blocks])
+def _scan_blocks(graphdef, stacked, layers, carry, apply, prompts, insert_prompts):
+    """`_loop_blocks` as one `jax.lax.scan` over the stacked parameters (and the prompts,
+    padded to one row per layer; only rows 1 .. depth are used)."""
+    depth = 0 if prompts is None else prompts.shape[0]
+    if depth:
+        pad = lambda n: jnp.zeros((n, *prompts.shape[1:]), prompts.dtype)  # noqa: E731
+        prompts = jnp.concatenate([pad(1), prompts, pad(layers - 1 - depth)])
 
     def body(carry, xs):
-        state, prompts_i = xs
-        if prompts_i is not None:
-            carry = insert_prompts(carry, prompts_i)
+        state, i, prompts_i = xs
+        if depth:
+            carry = jax.lax.cond((i >= 1) & (i <= depth),
+                                 lambda c: insert_prompts(c, prompts_i), lambda c: c, carry)
         return apply(nnx.merge(graphdef, state), carry), None
 
-    return jax.lax.scan(body, carry, (stacked, prompts))[0]
+    xs = (stacked, jnp.arange(layers), prompts if depth else None)
+    return jax.lax.scan(body, carry, xs)[0]
 
 
 # What a block keeps for its backward pass. "dots" keeps the outputs of its weight matmuls and
