@@ -15,9 +15,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 from mmpiqa_jax.evaluate import published as published_lib
 
@@ -37,14 +37,14 @@ _POINT_FILE = "sweep_point.json"
 _SEED_NAME = "split_seed"
 
 
-def _read_json(path: Path):
+def _read_json(path: epath.Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
-def _config(run_dir: Path) -> dict:
+def _config(run_dir: epath.Path) -> dict:
     path = run_dir / "config.json"
     if not path.is_file():
         return {}
@@ -52,7 +52,7 @@ def _config(run_dir: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def _configured_name(run_dir: Path) -> str | None:
+def _configured_name(run_dir: epath.Path) -> str | None:
     config = _config(run_dir)
     for key in ("method", "name"):
         if config.get(key):
@@ -60,7 +60,7 @@ def _configured_name(run_dir: Path) -> str | None:
     return None
 
 
-def _point_values(run_dir: Path) -> list[str] | None:
+def _point_values(run_dir: epath.Path) -> list[str] | None:
     """A sweep point's swept values other than the split seed (`["visual_prompt_depth=6"]`), or
     None when `run_dir` is not a sweep point (it has `sweep_point.json`, or is named `key=value,...`
     in a folder with `sweep.md`)."""
@@ -78,7 +78,7 @@ def method_name(run_dir) -> str:
     sweep's folder instead, and either name gets the point's swept values other than the split seed,
     so that the ten split seeds of one setting pool into one method and other settings do not.
     """
-    run_dir = Path(run_dir)
+    run_dir = epath.Path(run_dir)
     name = _configured_name(run_dir)
     values = _point_values(run_dir)
     if values is None:
@@ -87,12 +87,12 @@ def method_name(run_dir) -> str:
     return f"{name} ({','.join(values)})" if values else name
 
 
-def expand_runs(run_dirs) -> list[Path]:
+def expand_runs(run_dirs) -> list[epath.Path]:
     """The run directories, each sweep workdir (no `eval/`, subfolders with one) replaced by its
     points in name order. A missing directory is an error; one without results stays as it is."""
     out = []
     for run_dir in run_dirs:
-        run_dir = Path(run_dir)
+        run_dir = epath.Path(run_dir)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist")
         points = [] if (run_dir / "eval").is_dir() else sorted(
@@ -101,7 +101,7 @@ def expand_runs(run_dirs) -> list[Path]:
     return out
 
 
-def _read_eval(path: Path) -> dict:
+def _read_eval(path: epath.Path) -> dict:
     record = _read_json(path)
     if not isinstance(record, dict):
         raise ValueError(f"{path} holds no metrics object")
@@ -191,11 +191,11 @@ def results_table(run_dirs, *, metrics=("srcc", "plcc"), statistic: str = "media
 
 # ---- LIQE's layout: methods x datasets, median and mean +- std, published reference rows ----
 
-def _cross_name(run_dir: Path) -> str:
+def _cross_name(run_dir: epath.Path) -> str:
     """A cross-dataset row: the method and, from `config.json` (`data.batch_sizes`), what it
     trained on, e.g. `LIQE (train: KonIQ-10k)`."""
     name = method_name(run_dir)
-    data = _config(Path(run_dir)).get("data")
+    data = _config(epath.Path(run_dir)).get("data")
     trained = data.get("batch_sizes") if isinstance(data, dict) else None
     if isinstance(trained, dict) and trained:
         sets = ", ".join(published_lib.paper_dataset(d) for d in trained)
