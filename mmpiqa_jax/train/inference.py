@@ -70,8 +70,9 @@ def make_predict_fn(task: IQATask, mesh,
     """`predict_fn(InferenceParams, local batch) -> Predictions` of the whole global batch.
 
     Each process passes its own batch; they are assembled into one array sharded over the
-    strategy's data axes, scored by one jitted function per shape, and the scores come back replicated, so every
-    process gets all of them. They stay on the device until the evaluator reads them.
+    strategy's data axes, scored by one jitted function per shape, and the scores come back
+    replicated, so every process gets all of them. They stay on the device until the evaluator
+    reads them.
     """
     jitted = jax.jit(lambda p, batch: Predictions(
         predict(task, p, batch["pixels"]), batch["index"], batch["valid"]),
