@@ -35,8 +35,9 @@ MIN_SIZE = 2**16
 
 # fsdp_tp: the `model` split of a leaf's TRAILING dimensions, by path suffix (the kernels are
 # [in, out]). The fused in_proj [W, 3W] (columns q | k | v) has no contiguous split into whole
-# heads of each of q, k and v, so it is FSDP-only; the row split of out_proj by whole heads makes
-# the partitioner compute attention head-parallel.
+# heads of each of q, k and v, so it is FSDP-only. The partitioner then does not keep attention
+# fully head-parallel: XLA logs "involuntary full rematerialization" on its reshapes and some
+# activations are replicated (tools/sharding_memory.py: fsdp_tp's temporaries exceed fsdp's).
 TP_RULES = (
     (r"(^|/)attn/out_proj/kernel(/value)?$", (MODEL, None)),   # row-parallel
     (r"(^|/)mlp/c_fc/kernel(/value)?$", (None, MODEL)),        # column-parallel
