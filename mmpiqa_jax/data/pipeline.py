@@ -279,7 +279,7 @@ def process_quotas(sizes: Sequence[int], num_processes: int, process_index: int
     if total % num_processes:
         raise ValueError(f"the batch of {total} examples per step ({list(sizes)}) does not "
                          f"divide by the {num_processes} processes; "
-                         f"{_nearest_multiples(total, num_processes)}")
+                         f"{nearest_multiples(total, num_processes)}")
     quotas, offset = [], 0
     for size in sizes:
         slots = tuple(r for r in range(size) if (offset + r) % num_processes == process_index)
@@ -288,7 +288,8 @@ def process_quotas(sizes: Sequence[int], num_processes: int, process_index: int
     return quotas
 
 
-def _nearest_multiples(value: int, multiple: int) -> str:
+def nearest_multiples(value: int, multiple: int) -> str:
+    """The multiples of `multiple` just below and above `value`, for an error message."""
     below, above = value // multiple * multiple, -(-value // multiple) * multiple
     sizes = [s for s in (below, above) if s > 0]
     return "the nearest sizes that do: " + " or ".join(map(str, sizes))

@@ -23,6 +23,7 @@ import flax.struct
 import jax
 import numpy as np
 
+from mmpiqa_jax.data import pipeline
 from mmpiqa_jax.data.prefetch import DevicePrefetch
 from mmpiqa_jax.train import checkpointing, progress, sharding
 
@@ -148,12 +149,10 @@ def check_batch_fits(batch_size: int, data_size: int, num_processes: int) -> Non
     batch sizes that do."""
     multiple = math.lcm(data_size, num_processes)
     if batch_size % multiple:
-        below, above = batch_size // multiple * multiple, -(-batch_size // multiple) * multiple
-        nearest = " or ".join(str(b) for b in (below, above) if b > 0)
         raise ValueError(f"config.batch_size={batch_size} does not fit the mesh: it must divide "
                          f"by the data-parallel devices ({data_size}) and the process count "
-                         f"({num_processes}); the nearest sizes that do: {nearest} (scale "
-                         "data.batch_sizes to match; per-dataset sizes need not divide)")
+                         f"({num_processes}); {pipeline.nearest_multiples(batch_size, multiple)} "
+                         "(scale data.batch_sizes to match; per-dataset sizes need not divide)")
 
 
 def _config_dict(config) -> dict:
