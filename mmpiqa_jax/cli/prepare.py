@@ -20,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--liqe-resize", action="store_true",
                         help="store images after LIQE's resize (short side above 768 shrunk to "
                              "768): the same crops, read faster; use a --data-dir of its own")
+    parser.add_argument("--uncompressed", action="store_true",
+                        help="store images as uncompressed BMP: the same pixels, decoded about "
+                             "15 times faster than PNG, 3 bytes a pixel on disk; with "
+                             "--liqe-resize for the fastest reads; a --data-dir of its own")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         builder = registry.prepare(args.name, args.manual_dir, args.data_dir,
                                    allow_partial=args.allow_partial,
-                                   liqe_resize=args.liqe_resize)
+                                   liqe_resize=args.liqe_resize,
+                                   uncompressed=args.uncompressed)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

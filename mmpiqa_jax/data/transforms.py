@@ -20,7 +20,8 @@ def decode_rgb(image) -> Image.Image:
     truncated file fails here).
 
     Pillow is the decoder: OpenCV's `imdecode` gives the same pixels for RGB PNGs and
-    simplejpeg for RGB JPEGs, but only simplejpeg is much faster (docs/benchmarks.md).
+    simplejpeg for RGB JPEGs, 6% and 21% faster (docs/benchmarks_pipeline.md); records
+    prepared `--uncompressed` (BMP) skip nearly all of the decoding instead.
     """
     if isinstance(image, (bytes, bytearray)):
         pil = Image.open(io.BytesIO(image))
@@ -56,17 +57,35 @@ def liqe_resize(image: Image.Image, max_short: int = MAX_SHORT_SIDE,
     return image.resize(size, resample)
 
 
-def liqe_resized_bytes(data: bytes, max_short: int = MAX_SHORT_SIDE, crop: int = CROP) -> bytes:
-    """An encoded image with LIQE's resize done once (`mmpiqa prepare --liqe-resize`): the
-    bytes as they are when `liqe_resize` leaves the image alone, else the resized RGB as PNG
-    (lossless), so that decoding gives exactly the pixels of resizing on the fly; resizing
-    those again changes nothing (their short side is `max_short` or `crop`)."""
+def stored_bytes(data: bytes, *, resize: bool = False, uncompressed: bool = False,
+                 max_short: int = MAX_SHORT_SIDE, crop: int = CROP) -> bytes:
+    """An encoded image as `mmpiqa prepare` stores it, decoding to exactly the pixels that
+    `decode_rgb` (then `liqe_resize`, when `resize`) gives of `data`.
+
+    resize: LIQE's resize done once (`--liqe-resize`); resizing the stored image again
+      changes nothing (its short side is `max_short` or `crop`, or it was left alone).
+    uncompressed: stored as a 24-bit BMP (`--uncompressed`), which pillow, OpenCV and
+      TensorFlow all read, and which pillow decodes in a copy of the rows (0.4 ms for
+      512 x 384 where a PNG takes 5 to 6), for 3 bytes a pixel on disk.
+    Otherwise the bytes as they are when nothing changes, and a resized image as PNG.
+    """
+    if not resize and not uncompressed:
+        return bytes(data)
     image = decode_rgb(data)
-    resized = liqe_resize(image, max_short, crop)
+    resized = liqe_resize(image, max_short, crop) if resize else image
+    if uncompressed:
+        return encode_bmp(resized)
     if resized is image:
         return bytes(data)
     buffer = io.BytesIO()
-    resized.save(buffer, format="PNG")
+    resized.save(buffer, format="PNG")  # lossless
+    return buffer.getvalue()
+
+
+def encode_bmp(image: Image.Image) -> bytes:
+    """An RGB image as an uncompressed 24-bit BMP: decoding it is a copy of the rows."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="BMP")
     return buffer.getvalue()
 
 

@@ -335,14 +335,17 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
     CITATION = ""
     PUBLISHED_RECORDS: int  # images in the published dataset, all splits together
 
-    def __init__(self, *, allow_partial: bool = False, liqe_resize: bool = False, **kwargs: Any):
+    def __init__(self, *, allow_partial: bool = False, liqe_resize: bool = False,
+                 uncompressed: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
         self.allow_partial = bool(allow_partial)
         self._original_state["allow_partial"] = self.allow_partial  # kept when pickled
-        # Store images after LIQE's resize (`transforms.liqe_resized_bytes`): the same pixels
-        # for LIQE's crops, without the resize (and the large decode) at every read.
-        self.liqe_resize = bool(liqe_resize)
+        # Store images after LIQE's resize and/or as BMP (`transforms.stored_bytes`): the same
+        # pixels for LIQE's crops, without the resize (and the large decode), or nearly any
+        # decoding, at every read.
+        self.liqe_resize, self.uncompressed = bool(liqe_resize), bool(uncompressed)
         self._original_state["liqe_resize"] = self.liqe_resize
+        self._original_state["uncompressed"] = self.uncompressed
 
     def _info(self) -> tfds.core.DatasetInfo:
         # DatasetInfo is built by hand: `dataset_info_from_configs` looks for metadata files
@@ -380,6 +383,8 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
         self.info.metadata.update(score.metadata(), **extra, **count)
         if self.liqe_resize:
             self.info.metadata["liqe_resized"] = True
+        if self.uncompressed:
+            self.info.metadata["uncompressed"] = True
         return {split: self._generate_examples(items) for split, items in examples.items()}
 
     def _check_count(self, records: int, score_file: pathlib.Path) -> dict[str, Any]:
@@ -401,7 +406,8 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
         for record, quality in items:
             image = self._encode(record)
             yield record.name, {
-                "image": transforms.liqe_resized_bytes(image) if self.liqe_resize else image,
+                "image": transforms.stored_bytes(image, resize=self.liqe_resize,
+                                                 uncompressed=self.uncompressed),
                 "name": record.name,
                 "mos": record.mos,
                 "mos_std": record.mos_std,
