@@ -88,7 +88,7 @@ def test_convert_reports_a_bad_file(tmp_path, capsys):
     bad = tmp_path / "garbage.bin"
     bad.write_bytes(b"\x00\x01garbage" * 50)
     assert main(["convert", str(bad), "--out", str(tmp_path / "out")]) == 1
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert str(bad) in printed and "unknown checkpoint format" in printed
     assert not (tmp_path / "out").exists()
 
@@ -104,13 +104,13 @@ def test_convert_open_clip_needs_its_arch(tmp_path, capsys):
     weights = tmp_path / "open_clip_model.safetensors"
     save_file_np({k: v.numpy() for k, v in source.state_dict().items()}, weights)
     assert main(["convert", str(weights), "--out", str(tmp_path / "no_arch")]) == 1
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert str(weights) in printed and "--arch" in printed and "ViT-B-32-quickgelu" in printed
     assert not (tmp_path / "no_arch").exists()
     # The architecture must fit the file: ViT-B-32's does not.
     assert main(["convert", str(weights), "--arch", "ViT-B-32",
                  "--out", str(tmp_path / "b32")]) == 1
-    printed = capsys.readouterr().out  # 12 layers per tower there, 2 here
+    printed = capsys.readouterr().err  # 12 layers per tower there, 2 here
     assert str(weights) in printed and "expected architecture" in printed
     assert "missing keys" in printed and "transformer.resblocks.11.ln_1.weight" in printed
     arch = tmp_path / "arch.json"

@@ -233,5 +233,5 @@ def test_export_refuses_a_model_pyiqa_cannot_hold(tmp_path, capsys):
     workdir.mkdir()
     (workdir / "config.json").write_text('{"model": {"name": "mpiqe", "num_text_context": 4}}')
     assert main(["export", str(workdir), "--to", "pyiqa", "--out", str(tmp_path / "x.pt")]) == 1
-    assert "fixed prompts only" in capsys.readouterr().out
+    assert "fixed prompts only" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()

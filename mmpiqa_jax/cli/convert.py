@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 HELP = ("Convert a CLIP checkpoint (OpenAI, open_clip or Hugging Face) to the project's "
@@ -99,7 +100,7 @@ def convert_liqe(args: argparse.Namespace) -> int:
         model = iqa.build_model(config.model, nnx.Rngs(config.seed), clip=clip)
         out = inference.save_for_inference(config, model, args.out, overwrite=args.overwrite)
     except (CheckpointError, FileNotFoundError, FileExistsError) as e:
-        print(f"mmpiqa convert: {e}")
+        print(f"mmpiqa convert: {e}", file=sys.stderr)
         return 1
     print(f"read {args.src}\n{describe(clip, source.format)}\nprompts: {args.prompts}\n"
           f"wrote the LIQE workdir {out} (mmpiqa score --checkpoint {out} --crops pyiqa ...)")
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         out = save_checkpoint(args.out, checkpoint.clip, checkpoint.extra_params,
                               checkpoint.extra_config, overwrite=args.overwrite)
     except CheckpointError as e:
-        print(f"mmpiqa convert: {e}")
+        print(f"mmpiqa convert: {e}", file=sys.stderr)
         return 1
     print(f"read {args.src}\n{describe(checkpoint.clip, fmt)}\nwrote {out}")
     return 0

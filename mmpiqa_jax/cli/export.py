@@ -42,7 +42,7 @@ def export_pyiqa(args: argparse.Namespace) -> int:
         model, config = inference.load_for_inference(args.ckpt)
         out = liqe_formats.write_pyiqa(args.out, to_openai_state_dict(model.clip))
     except (CheckpointError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"mmpiqa export: {e}")
+        print(f"mmpiqa export: {e}", file=sys.stderr)
         return 1
     mtl = config.model.get("liqe_prompts", "joint") == "joint"
     print(f"wrote pyiqa's LIQE weights to {out}: pyiqa.archs.liqe_arch.LIQE("
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         export_hf(checkpoint.clip, args.out, extra_params=checkpoint.extra_params,
                   extra_config=checkpoint.extra_config)
     except CheckpointError as e:
-        print(f"mmpiqa export: {e}")
+        print(f"mmpiqa export: {e}", file=sys.stderr)
         return 1
     n = len(checkpoint.extra_params or {})
     extras = f" and {n} extra parameters" if n else ""

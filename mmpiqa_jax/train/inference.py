@@ -132,24 +132,36 @@ def save_for_inference(config, model, workdir, *, overwrite: bool = False) -> ep
     `config.json` and the step-0 state of `config`'s training setup (fresh optimiser), saved
     as the trainer saves. `load_for_inference`, `mmpiqa score` and `mmpiqa eval` read it.
 
-    Refuses a workdir that holds checkpoints unless `overwrite` (which then deletes them).
+    Refuses a workdir that holds checkpoints unless `overwrite`, which replaces them once the
+    new checkpoint is written in full (a save that fails leaves them as they were).
     """
     workdir = checkpointing.as_path(workdir)
     directory = workdir / trainer.CHECKPOINT_DIR
-    if directory.exists() and any(directory.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{directory} already holds checkpoints; pass overwrite "
-                                  "(--overwrite) to replace them")
-        directory.rmtree()
+    staging, old = (workdir / (trainer.CHECKPOINT_DIR + suffix) for suffix in (".new", ".old"))
+    if old.exists():   # an earlier save stopped between its two renames
+        if directory.exists():
+            old.rmtree()
+        else:
+            old.rename(directory)
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        raise FileExistsError(f"{directory} already holds checkpoints; pass overwrite "
+                              "(--overwrite) to replace them")
+    if staging.exists():   # an earlier save that did not finish
+        staging.rmtree()
     task = IQATask(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
     rng = jax.random.key(config.seed)
     with jax.set_mesh(mesh):
         _, shardings = trainer.abstract_state(task, mesh, rng, sharding.strategy_of(config))
         state = jax.device_put(task.setup.init_state(model, rng), shardings)
-        with checkpointing.Checkpointer(directory, async_save=False,
+        with checkpointing.Checkpointer(staging, async_save=False,
                                         model_cfg=checkpointing.model_config(config)) as ckpt:
             ckpt.save(0, state)
             ckpt.wait()
+    if directory.exists():
+        directory.rename(old)
+    staging.rename(directory)
+    if old.exists():
+        old.rmtree()
     trainer.write_config(config, workdir)
     return workdir
