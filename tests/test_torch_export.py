@@ -174,3 +174,22 @@ def test_the_format_names_agree_and_bad_folders_are_named(tmp_path):
 def test_export_of_a_folder_that_is_no_workdir_is_named(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path), "--to", "torch", "--out", str(tmp_path / "o")]) == 1
     assert "not a training workdir" in capsys.readouterr().err
+
+
+def test_an_export_that_fails_half_way_leaves_the_earlier_one(tmp_path, monkeypatch):
+    config = config_lib.load_config(str(REPO / "configs" / "tiny.py:model=liqe,ctx=0"))
+    te.export_torch(iqa.build_model(config.model, nnx.Rngs(0)), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def fails_half_way(tensors, filename, metadata=None):   # a full disk, a killed job
+        with open(filename, "wb") as f:
+            f.write(b"\0" * 100)
+        raise OSError("No space left on device")
+
+    import safetensors.numpy
+    monkeypatch.setattr(safetensors.numpy, "save_file", fails_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        te.export_torch(iqa.build_model(config.model, nnx.Rngs(1)), tmp_path)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.name.endswith(".tmp")}
+    assert after == before
+    tp.load(tmp_path)

@@ -135,8 +135,13 @@ def export_torch(model, out_dir: str | os.PathLike, *,
                             "crop_size": int(pre["crop_size"])}
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    save_file(tensors, os.path.join(out_dir, WEIGHTS_NAME), metadata={"format": "pt"})
-    with open(os.path.join(out_dir, CONFIG_NAME), "w", encoding="utf-8") as f:
+    weights, config_file = (os.path.join(out_dir, name) for name in (WEIGHTS_NAME, CONFIG_NAME))
+    # Both files are written in full under temporary names, then moved over any earlier
+    # export: an export that fails half-way leaves the folder as it was.
+    save_file(tensors, weights + ".tmp", metadata={"format": "pt"})
+    with open(config_file + ".tmp", "w", encoding="utf-8") as f:
         json.dump(config, f, indent=1)
         f.write("\n")
+    os.replace(weights + ".tmp", weights)
+    os.replace(config_file + ".tmp", config_file)
     return out_dir
