@@ -222,3 +222,17 @@ def test_the_checks_find_what_they_look_for(tmp_path):
 def test_a_module_outside_the_layers_is_named(name):
     with pytest.raises(AssertionError, match="not in any layer"):
         layer_of(name)
+
+
+def test_the_command_line_parser_imports_no_jax():
+    """`mmpiqa --help` (every command's parser built) runs where jax cannot be imported: the
+    commands import jax only when they run."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules.update(jax=None, flax=None, grain=None); "
+            "from mmpiqa_jax.cli import main; main.build_parser(); print('built')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE.parent, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "built"

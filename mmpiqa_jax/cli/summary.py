@@ -6,10 +6,6 @@ Nothing is allocated or run: the model comes from `nnx.eval_shape`, the batch is
 """
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-from flax import nnx
-
 HELP = "Print parameter counts per group and the model FLOPs of one training step."
 
 
@@ -29,6 +25,10 @@ def format_flops(x: float) -> str:
 
 
 def run(args) -> int:
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
     from mmpiqa_jax import config as config_lib
     from mmpiqa_jax.checkpoints import pretrained
     from mmpiqa_jax.data import pipeline

@@ -11,9 +11,17 @@ INPUT_ERRORS = (KeyError, ValueError, TypeError, FileNotFoundError, AttributeErr
 
 
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
-    """The multi-process flags (`train.distributed`) of train, sweep, eval and score."""
-    from mmpiqa_jax.train import distributed  # pylint: disable=import-outside-toplevel
-    distributed.add_arguments(parser)
+    """`--coordinator`, `--num-processes`, `--process-id`: the multi-process flags of train,
+    sweep, eval and score (read by `train.distributed.initialize_from_args`). Defined here,
+    not beside jax, so that building the parser (`mmpiqa --help`) imports no jax."""
+    group = parser.add_argument_group(
+        "multi-process", "needed only where jax does not detect the cluster (Cloud TPU and "
+        "SLURM are detected); default: $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, "
+        "$JAX_PROCESS_ID")
+    group.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="address of process 0's coordinator service")
+    group.add_argument("--num-processes", type=int, default=None, metavar="N")
+    group.add_argument("--process-id", type=int, default=None, metavar="I")
 
 
 def start_processes(args: argparse.Namespace) -> bool:

@@ -34,18 +34,6 @@ class Startup(NamedTuple):
     num_processes: int | None = None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--coordinator`, `--num-processes`, `--process-id` (a command's multi-process flags)."""
-    group = parser.add_argument_group(
-        "multi-process", "needed only where jax does not detect the cluster (Cloud TPU and "
-        "SLURM are detected); default: $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, "
-        "$JAX_PROCESS_ID")
-    group.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                       help="address of process 0's coordinator service")
-    group.add_argument("--num-processes", type=int, default=None, metavar="N")
-    group.add_argument("--process-id", type=int, default=None, metavar="I")
-
-
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     if value in (None, ""):
@@ -129,6 +117,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 
 def initialize_from_args(args: argparse.Namespace) -> Startup:
-    """`initialize` from a command's `add_arguments` flags."""
+    """`initialize` from the multi-process flags (`cli.train.add_distributed_arguments`)."""
     return initialize(getattr(args, "coordinator", None), getattr(args, "num_processes", None),
                       getattr(args, "process_id", None))
