@@ -81,16 +81,13 @@ class IQAMetric:
         return np.asarray([s for _, s in scores], np.float32)
 
     def score_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Scores [N] of PIL images (converted to RGB), batched as `score_paths`."""
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            crops = np.stack([scoring.image_crops(im.convert("RGB"), **self.crops)
-                              for im in images[i:i + self.batch_size]])
-            n = len(crops)
-            if n < self.batch_size:  # padded as score_files pads: one compiled shape
-                crops = np.concatenate([crops, np.repeat(crops[-1:], self.batch_size - n, 0)])
-            out.append(np.asarray(self._scorer(crops))[:n])
-        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+        """Scores [N] of PIL images (converted to RGB), batched as `score_paths` (by crop
+        count: `pyiqa` crops of small images are fewer)."""
+        batches = scoring.ByCropCount(self._scorer, self.batch_size)
+        for i, image in enumerate(images):
+            batches.add(i, scoring.image_crops(image.convert("RGB"), **self.crops))
+        scores = batches.finish()
+        return np.asarray([scores[i] for i in range(len(images))], np.float32)
 
     def __call__(self, x):
         """Scores of a path, a PIL image or an array [H, W, 3] (a float), or of a list of

@@ -107,3 +107,15 @@ def test_a_registered_name_loads_its_workdir(run, monkeypatch):
     by_name = mmpiqa_jax.create_metric("tiny-mpiqe", batch_size=5)
     np.testing.assert_allclose(by_name(paths), mmpiqa_jax.create_metric(workdir)(paths),
                                rtol=RTOL)
+
+
+def test_images_of_different_crop_counts_score_as_each_alone(run):
+    # pyiqa's crops of a 40 x 40 image are one 32-pixel crop, of 48 x 64 two: one list, two
+    # batches, each image's score that of scoring it by itself.
+    workdir, paths = run
+    metric = mmpiqa_jax.create_metric(workdir, crop_mode="pyiqa", batch_size=2)
+    small = Image.fromarray(np.asarray(Image.open(paths[0]))[:40, :40])
+    images = [Image.open(paths[1]), small, Image.open(paths[2]), Image.open(paths[3]), small]
+    alone = [metric(im) for im in images]
+    np.testing.assert_allclose(metric(images), alone, rtol=RTOL)
+    assert alone[1] == pytest.approx(alone[4], rel=RTOL) and alone[1] != alone[0]

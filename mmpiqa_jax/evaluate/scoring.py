@@ -136,6 +136,50 @@ def _read_ahead(pool, fn, items: Iterable, ahead: int) -> Iterator:
             pending.append((item, pool.submit(fn, item)))
 
 
+class ByCropCount:
+    """Images' crops scored `batch_size` images at a time, each batch of one crop count
+    (`pyiqa` takes fewer crops from small images, and the mean over an image's crops must not
+    see another count's padding); a last, short batch is padded with copies, so that one
+    shape is compiled per count.
+
+        batches = ByCropCount(scorer, 16)
+        for key, crops in items:          # crops uint8 [C, H, W, 3]
+            batches.add(key, crops)
+        scores = batches.finish()         # {key: score}
+    """
+
+    def __init__(self, scorer, batch_size: int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.scorer, self.batch_size = scorer, batch_size
+        self.pending = collections.defaultdict(list)  # count -> [(key, crops)]
+        self.scores: dict = {}
+
+    def add(self, key, crops: np.ndarray) -> bool:
+        """Queues one image's crops; True when that scored a batch."""
+        waiting = self.pending[len(crops)]
+        waiting.append((key, crops))
+        if len(waiting) < self.batch_size:
+            return False
+        self._flush(len(crops))
+        return True
+
+    def finish(self) -> dict:
+        """Scores what is queued; every key added -> its score."""
+        for count in sorted(self.pending):
+            self._flush(count)
+        return self.scores
+
+    def _flush(self, count: int) -> None:
+        batch = self.pending.pop(count)
+        crops = np.stack([c for _, c in batch])
+        if len(crops) < self.batch_size:  # pad with copies: the compiled shape stays the same
+            crops = np.concatenate([crops, np.repeat(crops[-1:], self.batch_size - len(crops),
+                                                     0)])
+        values = np.asarray(self.scorer(crops))[:len(batch)]  # uint8: a quarter of the bytes
+        self.scores.update((key, float(v)) for (key, _), v in zip(batch, values))
+
+
 def score_files(model, files: Iterable[str], *, crop_mode: str = "liqe", num_crops: int = 15,
                 crop_size: int = T.CROP, batch_size: int = 16, workers: int = 4,
                 progress: bool = True, scorer=None) -> tuple[list[tuple[str, float]],
@@ -159,20 +203,8 @@ def score_files(model, files: Iterable[str], *, crop_mode: str = "liqe", num_cro
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     files = list(files)
-    scorer = scorer or make_scorer(model)
-    scored, skipped = {}, []  # file index -> score
-    # Pending images by crop count: `pyiqa` takes fewer crops from small images, and the mean
-    # over an image's crops must not see another count's padding.
-    pending = collections.defaultdict(list)  # count -> [(file index, crops)]
-
-    def flush(count):
-        batch = pending.pop(count)
-        crops = np.stack([c for _, c in batch])
-        if len(crops) < batch_size:  # pad with copies: the compiled shape stays the same
-            crops = np.concatenate([crops, np.repeat(crops[-1:], batch_size - len(crops), 0)])
-        values = scorer(crops)[:len(batch)]  # uint8: a quarter of the bytes to move
-        scored.update((i, float(v)) for (i, _), v in zip(batch, values))
-
+    batches = ByCropCount(scorer or make_scorer(model), batch_size)
+    skipped = []
     load = lambda item: load_crops(item[1], crop_mode, num_crops, crop_size)
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool, \
             tqdm(total=len(files), unit="img", desc="scoring", disable=not progress) as bar:
@@ -182,11 +214,8 @@ def score_files(model, files: Iterable[str], *, crop_mode: str = "liqe", num_cro
             except UnreadableImage as e:
                 skipped.append((path, e.reason))
                 continue
-            pending[len(crops)].append((i, crops))
-            if len(pending[len(crops)]) == batch_size:
-                flush(len(crops))
-                bar.update(len(scored) + len(skipped) - bar.n)
-        for count in sorted(pending):
-            flush(count)
+            if batches.add(i, crops):
+                bar.update(len(batches.scores) + len(skipped) - bar.n)
+        scored = batches.finish()
         bar.update(len(scored) + len(skipped) - bar.n)
     return [(files[i], scored[i]) for i in sorted(scored)], skipped
