@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "768): the same crops, read faster; use a --data-dir of its own")
     parser.add_argument("--uncompressed", action="store_true",
                         help="store images as uncompressed BMP: the same pixels, decoded about "
-                             "15 times faster than PNG, 3 bytes a pixel on disk; with "
-                             "--liqe-resize for the fastest reads; a --data-dir of its own")
+                             "14 times faster than PNG; for PNG datasets (KADID-10k, CSIQ), not "
+                             "JPEG ones (records ~10x larger, read slower); a --data-dir of its "
+                             "own")
 
 
 def run(args: argparse.Namespace) -> int:

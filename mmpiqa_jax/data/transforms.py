@@ -20,8 +20,8 @@ def decode_rgb(image) -> Image.Image:
     truncated file fails here).
 
     Pillow is the decoder: OpenCV's `imdecode` gives the same pixels for RGB PNGs and
-    simplejpeg for RGB JPEGs, 6% and 21% faster (docs/benchmarks_pipeline.md); records
-    prepared `--uncompressed` (BMP) skip nearly all of the decoding instead.
+    simplejpeg for RGB JPEGs, 18% and 40% faster (docs/benchmarks_pipeline.md), neither a
+    dependency; records prepared `--uncompressed` (BMP) skip nearly all of the decoding.
     """
     if isinstance(image, (bytes, bytearray)):
         pil = Image.open(io.BytesIO(image))
@@ -65,8 +65,9 @@ def stored_bytes(data: bytes, *, resize: bool = False, uncompressed: bool = Fals
     resize: LIQE's resize done once (`--liqe-resize`); resizing the stored image again
       changes nothing (its short side is `max_short` or `crop`, or it was left alone).
     uncompressed: stored as a 24-bit BMP (`--uncompressed`), which pillow, OpenCV and
-      TensorFlow all read, and which pillow decodes in a copy of the rows (0.4 ms for
-      512 x 384 where a PNG takes 5 to 6), for 3 bytes a pixel on disk.
+      TensorFlow all read, and which pillow decodes in a copy of the rows (0.5 ms for
+      512 x 384 where a PNG takes 6): 3 bytes a pixel, which array_record's zstd shrinks
+      somewhat and takes time to expand (a loss for large JPEGs, docs/benchmarks_pipeline.md).
     Otherwise the bytes as they are when nothing changes, and a resized image as PNG.
     """
     if not resize and not uncompressed:
