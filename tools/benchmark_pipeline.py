@@ -24,8 +24,9 @@ load on a shared machine. Scaling lines run the new pipeline with 1 and 2 worker
 
     python tools/benchmark_pipeline.py [--quick] [--decoders /tmp/x]
 
-`--decoders DIR` (a `pip install --target DIR opencv-python-headless simplejpeg`) also times
-decoders against pillow on the same files and says whether their pixels are pillow's.
+`--decoders DIR` (a `pip install --target DIR opencv-python-headless simplejpeg imagecodecs`)
+also times decoders against pillow and `transforms.decode_array` on the same files (CPU time of
+one thread) and says whether their pixels are pillow's.
 """
 import argparse
 import datetime
@@ -266,10 +267,12 @@ def methods(sources: dict, mode: str, mesh, workers: int):
 # Decoders.
 
 def decoders(path: str, sources: dict, repeats: int) -> None:
-    """Decode time per image of pillow, OpenCV and simplejpeg on the benchmark's files, and
-    whether each gives pillow's pixels exactly."""
+    """Decode time per image of pillow, `transforms.decode_array` (libspng for 8-bit RGB PNGs),
+    OpenCV, simplejpeg and imagecodecs (those installed in `path`) on the benchmark's files,
+    and whether each gives pillow's pixels exactly."""
     sys.path.insert(0, path)
-    candidates = {"pillow": lambda b: np.asarray(T.decode_rgb(b))}
+    candidates = {"pillow": lambda b: np.asarray(T.decode_rgb(b)),
+                  "decode_array": T.decode_array}
     try:
         import cv2  # pylint: disable=import-outside-toplevel
         cv2.setNumThreads(1)
@@ -282,6 +285,11 @@ def decoders(path: str, sources: dict, repeats: int) -> None:
         candidates["simplejpeg"] = lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB")
     except ImportError as e:
         print(f"  simplejpeg: not importable ({e})")
+    try:
+        import imagecodecs  # pylint: disable=import-outside-toplevel
+        candidates["imagecodecs"] = imagecodecs.imread
+    except ImportError as e:
+        print(f"  imagecodecs: not importable ({e})")
     print("\nDecoders: ms per image (one thread), pixels equal to pillow's")
     for case, stored in sources.items():
         source, bmp = stored["published"], stored["uncompressed"]
@@ -292,10 +300,10 @@ def decoders(path: str, sources: dict, repeats: int) -> None:
             if name == "simplejpeg" and CASES[case][1] != "JPEG":
                 continue
             files = bmp_blobs if name.endswith("BMP") else blobs
-            start = time.perf_counter()
+            start = time.process_time()
             for _ in range(repeats):
                 out = [fn(b) for b in files]
-            ms = (time.perf_counter() - start) / (repeats * len(blobs)) * 1e3
+            ms = (time.process_time() - start) / (repeats * len(blobs)) * 1e3
             same = all(np.array_equal(a, b) for a, b in zip(out, reference))
             diff = max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(out, reference))
             print(f"  {case:6s} {CASES[case][1]:4s} {name:12s} {ms:7.2f} ms   "
@@ -307,7 +315,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="KADID-like only, fewer batches (well under 2 minutes)")
     parser.add_argument("--batches", type=int, default=0, help="timed batches (0: by --quick)")
-    parser.add_argument("--decoders", default="", help="folder with cv2 / simplejpeg installed")
+    parser.add_argument("--decoders", default="",
+                        help="folder with cv2 / simplejpeg / imagecodecs installed")
     args = parser.parse_args()
     batches = args.batches or (6 if args.quick else 15)
     cases = ["kadid"] if args.quick else ["kadid", "koniq"]

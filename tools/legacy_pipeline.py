@@ -13,6 +13,12 @@ from mmpiqa_jax.data import pipeline as P
 from mmpiqa_jax.data import transforms as T
 
 
+def _read(example, index):
+    """Example `index` as the pipeline before read it: pillow's decode to a PIL image."""
+    record = example.source[int(index)]
+    return T.decode_rgb(record["image"]), example.labels(int(index), record)
+
+
 class TrainMap(grain.transforms.RandomMap):
     """index -> {pixels [crops, s, s, 3] float32, labels}, as before."""
 
@@ -21,7 +27,7 @@ class TrainMap(grain.transforms.RandomMap):
             example, crops, crop_size, crop_mode, flip, rot90)
 
     def random_map(self, index, rng):
-        image, out = self.example.read(index)
+        image, out = _read(self.example, index)
         image = np.asarray(T.liqe_resize(image, crop=self.size))
         if self.flip and rng.random() < 0.5:
             image = image[:, ::-1]
@@ -40,7 +46,7 @@ class EvalMap(grain.transforms.Map):
 
     def map(self, element):
         index, valid = element
-        image, out = self.example.read(index)
+        image, out = _read(self.example, index)
         out["pixels"] = T.normalize(T.eval_crops(image, self.mode, self.num, self.size))
         out["valid"] = np.bool_(valid)
         return out

@@ -166,9 +166,10 @@ class _Example:
         }
 
     def read(self, index: int):
+        """(uint8 RGB pixels [h, w, 3], labels) of example `index`."""
         record = self.source[int(index)]
         try:
-            image = T.decode_rgb(record["image"])
+            image = T.decode_array(record["image"])
         except Exception as e:  # a corrupt image names its dataset and example
             raise ValueError(f"{self.name}: cannot decode image of example {index} "
                              f"({record.get('name')!r}): {e}") from e
@@ -191,7 +192,7 @@ class _TrainMap(grain.transforms.RandomMap):
 
     def random_map(self, index, rng: np.random.Generator):
         image, out = self.example.read(index)
-        image = np.asarray(T.liqe_resize(image, crop=self.size))
+        image = T.liqe_resize(image, crop=self.size)
         mirror = bool(self.flip and rng.random() < 0.5)
         h, w = image.shape[:2]
         pos = T.random_positions(h, w, self.crops, rng, self.size, self.mode)
@@ -200,6 +201,12 @@ class _TrainMap(grain.transforms.RandomMap):
             crops = T.random_rot90(crops, rng)
         out["pixels"] = _pixels(crops, self.normalize)
         return out
+
+
+def _width_height(image) -> str:
+    """'WxH' of a PIL image or an [h, w, c] array."""
+    w, h = (image.shape[1], image.shape[0]) if isinstance(image, np.ndarray) else image.size
+    return f"{w}x{h}"
 
 
 class _EvalMap(grain.transforms.Map):
@@ -220,7 +227,7 @@ class _EvalMap(grain.transforms.Map):
         if self.mode == "pyiqa" and len(crops) != self.num:
             # pyiqa takes fewer from a small image; a batch holds one number of crops
             raise ValueError(f"{self.example.name}: example {index}: {self.mode!r} crops give "
-                             f"{len(crops)} crops of its {image.size[0]}x{image.size[1]} image, "
+                             f"{len(crops)} crops of its {_width_height(image)} image, "
                              f"not {self.num}; "
                              "score such images with `mmpiqa score`, which batches by count")
         out["pixels"] = _pixels(crops, self.normalize)

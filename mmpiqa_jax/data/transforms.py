@@ -6,6 +6,7 @@ Crops are (top, left) positions of `crop` x `crop` windows; images are uint8 [h,
 import io
 
 import numpy as np
+import pyspng
 from PIL import Image
 
 CLIP_MEAN = np.array((0.48145466, 0.4578275, 0.40821073), np.float32)
@@ -17,11 +18,7 @@ MAX_SHORT_SIDE = 768  # LIQE's AdaptiveResize(768)
 
 def decode_rgb(image) -> Image.Image:
     """Encoded bytes (PNG/JPEG/...) or a uint8 array as an RGB PIL image, fully decoded (a
-    truncated file fails here).
-
-    Pillow is the decoder: OpenCV's `imdecode` gives the same pixels for RGB PNGs and
-    simplejpeg for RGB JPEGs, 18% and 40% faster (docs/benchmarks_pipeline.md), neither a
-    dependency; records prepared `--uncompressed` (BMP) skip nearly all of the decoding.
+    truncated file fails here). Pillow decodes; `decode_array` is the faster path to pixels.
     """
     if isinstance(image, (bytes, bytearray)):
         pil = Image.open(io.BytesIO(image))
@@ -33,14 +30,45 @@ def decode_rgb(image) -> Image.Image:
     return pil.convert("RGB")
 
 
-def liqe_resize(image: Image.Image, max_short: int = MAX_SHORT_SIDE,
-                crop: int = CROP) -> Image.Image:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def is_rgb8_png(data) -> bool:
+    """Whether encoded bytes are a PNG of 8-bit RGB pixels (colour type 2, no alpha, no palette):
+    the IHDR chunk, which must come first, holds bit depth and colour type at bytes 24 and 25."""
+    return (len(data) > 33 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR"
+            and data[24] == 8 and data[25] == 2)
+
+
+def decode_array(image) -> np.ndarray:
+    """Encoded bytes (or a uint8 array) as RGB pixels, uint8 [h, w, 3]: `decode_rgb`'s pixels.
+
+    8-bit RGB PNGs (KADID-10k, CSIQ, prepared `--liqe-resize` images) are decoded by libspng
+    (`pyspng`), 1.6x faster than pillow and straight into numpy; PNG is lossless, so any
+    conforming decoder gives the same pixels (tests/test_decode.py checks them against pillow
+    and OpenCV). Everything else (JPEG, BMP, palette, grey, alpha, 16-bit PNGs) goes through
+    pillow: JPEG decoders round differently, and pillow's is the one LIQE used
+    (docs/benchmarks_pipeline.md). pyspng holds the GIL while it decodes: the pipeline's
+    parallelism is its worker processes.
+    """
+    if isinstance(image, (bytes, bytearray, memoryview)) and is_rgb8_png(image):
+        try:
+            return pyspng.load(bytes(image))
+        except RuntimeError as e:  # libspng's error (truncated, corrupt), as pillow's type
+            raise OSError(f"cannot decode PNG ({e})") from e
+    return np.asarray(decode_rgb(image))
+
+
+def liqe_resize(image, max_short: int = MAX_SHORT_SIDE, crop: int = CROP):
     """LIQE's AdaptiveResize: only when both sides exceed `max_short`, shrink the short side to it.
 
     Images whose short side is below `crop` are enlarged to `crop` (bicubic), since a 224 crop
     cannot be taken from them otherwise (LIQE asserts instead; no dataset it uses is that small).
+    Takes a PIL image or a uint8 array [h, w, 3] and returns the same kind (the same object when
+    nothing changes; the resize itself is pillow's, as LIQE's).
     """
-    w, h = image.size
+    is_array = isinstance(image, np.ndarray)
+    h, w = image.shape[:2] if is_array else image.size[::-1]
     short = min(w, h)
     if short > max_short:
         target = max_short
@@ -54,6 +82,8 @@ def liqe_resize(image: Image.Image, max_short: int = MAX_SHORT_SIDE,
         size = (target, int(target * h / w))
     else:
         size = (int(target * w / h), target)
+    if is_array:
+        return np.asarray(Image.fromarray(image).resize(size, resample))
     return image.resize(size, resample)
 
 
@@ -162,12 +192,12 @@ def take_crops(image: np.ndarray, positions: np.ndarray, crop: int = CROP,
     left-right (positions in the flipped image). [n, crop, crop, c], same dtype."""
     if not mirror:
         return np.stack([image[t:t + crop, l:l + crop] for t, l in positions])
-    # Each pixel as one c-byte item: the flipped copy moves whole pixels, three times
-    # faster than numpy's element-wise copy of image[:, ::-1].
-    c = image.shape[-1]
+    # The flipped image's window at left l is the window at w - l - crop, reversed: only the
+    # crops are flipped, each pixel moved as one c-byte item (three times faster than numpy's
+    # element-wise copy of image[:, ::-1]).
+    w, c = image.shape[1], image.shape[-1]
     pixels = np.ascontiguousarray(image).view(np.dtype(f"V{c * image.itemsize}"))[..., 0]
-    flipped = pixels[:, ::-1]
-    out = np.stack([flipped[t:t + crop, l:l + crop] for t, l in positions])
+    out = np.stack([pixels[t:t + crop, w - l - crop:w - l][:, ::-1] for t, l in positions])
     return out.view(image.dtype).reshape(*out.shape, c)
 
 
@@ -177,8 +207,11 @@ def random_rot90(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.stack([np.rot90(c, k) for c, k in zip(crops, turns)])
 
 
-def resize_full(image: Image.Image, size: int = CROP) -> np.ndarray:
-    """The whole image squeezed to size x size (bicubic, as CLIP's preprocessing). [1, s, s, 3]."""
+def resize_full(image, size: int = CROP) -> np.ndarray:
+    """The whole image (PIL or uint8 [h, w, 3]) squeezed to size x size (bicubic, as CLIP's
+    preprocessing). [1, s, s, 3]."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
     return np.asarray(image.resize((size, size), Image.BICUBIC))[None]
 
 
@@ -186,9 +219,9 @@ def resize_full(image: Image.Image, size: int = CROP) -> np.ndarray:
 EVAL_CROP_MODES = ("liqe", "center", "full", "pyiqa")
 
 
-def eval_crops(image: Image.Image, mode: str = "liqe", num: int = 15,
-               crop: int = CROP) -> np.ndarray:
-    """Deterministic evaluation crops of an RGB image, uint8 [n, crop, crop, 3]: LIQE's `num` grid
+def eval_crops(image, mode: str = "liqe", num: int = 15, crop: int = CROP) -> np.ndarray:
+    """Deterministic evaluation crops of an RGB image (PIL, or uint8 [h, w, 3] as
+    `decode_array` gives), uint8 [n, crop, crop, 3]: LIQE's `num` grid
     crops after its resize (`liqe`), the centre crop (`center`), the whole image resized (`full`),
     or pyiqa's LIQE crops of the image as it is (`pyiqa`: min(num, grid positions) of them)."""
     if mode not in EVAL_CROP_MODES:

@@ -1,0 +1,120 @@
+"""`transforms.decode_array`: libspng for 8-bit RGB PNGs, pillow for the rest, the same pixels.
+
+The references are other decoders of files other writers made: pillow (its own inflate and
+unfiltering) and, where installed, OpenCV (libpng); pypng writes the interlaced file, which
+pillow cannot write.
+"""
+import io
+
+import numpy as np
+import png  # pypng
+import pytest
+from PIL import Image
+
+from mmpiqa_jax.data import transforms as T
+
+
+def _photo(h=96, w=128, seed=0) -> np.ndarray:
+    """Smooth gradients plus noise, so that PNG's filters all get used."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (w + h)], -1)
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _pypng(pixels: np.ndarray, interlace: bool = False) -> bytes:
+    """An RGB PNG written by pypng, 8- or 16-bit by the array's dtype."""
+    buffer = io.BytesIO()
+    h, w = pixels.shape[:2]
+    png.Writer(w, h, greyscale=False, bitdepth=8 * pixels.itemsize, interlace=interlace).write(
+        buffer, pixels.reshape(h, w * 3).tolist())
+    return buffer.getvalue()
+
+
+def _files() -> dict:
+    """name -> (encoded bytes, whether it is an 8-bit RGB PNG)."""
+    pixels = _photo()
+    rgb = Image.fromarray(pixels)
+    with_trns = rgb.copy()
+    with_trns.info["transparency"] = tuple(int(v) for v in pixels[0, 0])
+    return {
+        "rgb8": (_encode(rgb, "PNG"), True),
+        "rgb8 best compression": (_encode(rgb, "PNG", compress_level=9), True),
+        "rgb8 stored (level 0)": (_encode(rgb, "PNG", compress_level=0), True),
+        "rgb8 (pypng)": (_pypng(pixels), True),
+        "rgb8 interlaced (pypng)": (_pypng(pixels, interlace=True), True),
+        "rgb8 with tRNS": (_encode(with_trns, "PNG", transparency=with_trns.info["transparency"]),
+                           True),
+        "grey": (_encode(rgb.convert("L"), "PNG"), False),
+        "palette": (_encode(rgb.quantize(64), "PNG"), False),
+        "rgba": (_encode(rgb.convert("RGBA"), "PNG"), False),
+        "rgb 16-bit (pypng)": (_pypng(pixels.astype(np.uint16) * 257 + 3), False),
+        "jpeg": (_encode(rgb, "JPEG", quality=90), False),
+        "bmp": (_encode(rgb, "BMP"), False),
+    }
+
+
+@pytest.mark.parametrize("name", list(_files()))
+def test_decode_array_gives_pillows_pixels(name):
+    data, fast = _files()[name]
+    assert T.is_rgb8_png(data) is fast
+    want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    got = T.decode_array(data)
+    assert got.dtype == np.uint8 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, np.asarray(T.decode_rgb(data)))
+
+
+def test_rgb8_png_is_libspngs_and_equals_opencv(monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    data, _ = _files()["rgb8 interlaced (pypng)"]
+    calls = []
+    load = T.pyspng.load
+    monkeypatch.setattr(T.pyspng, "load", lambda b: calls.append(len(b)) or load(b))
+    got = T.decode_array(data)
+    assert calls == [len(data)]   # the fast path was the one taken
+    opencv = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
+                          cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(got, opencv)
+    np.testing.assert_array_equal(got, _photo())
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+def test_truncated_png_fails_as_pillow_does(cut):
+    data, _ = _files()["rgb8"]
+    broken = data[:int(len(data) * cut)]
+    with pytest.raises(OSError):
+        np.asarray(T.decode_rgb(broken))
+    with pytest.raises(OSError, match="cannot decode PNG"):
+        T.decode_array(broken)
+
+
+def test_array_and_pil_images_give_the_same_crops():
+    """The pipeline works on arrays, `mmpiqa score` on PIL images: the same resize and crops."""
+    for size in [(300, 200), (512, 384), (1600, 1000)]:   # enlarged, as is, shrunk
+        pixels = np.asarray(Image.fromarray(_photo(64, 96)).resize(size, Image.BILINEAR))
+        pil = Image.fromarray(pixels)
+        resized = T.liqe_resize(pixels)
+        assert isinstance(resized, np.ndarray)
+        np.testing.assert_array_equal(resized, np.asarray(T.liqe_resize(pil)))
+        for mode in T.EVAL_CROP_MODES:
+            if mode == "pyiqa" and min(size) < T.CROP:
+                continue
+            np.testing.assert_array_equal(T.eval_crops(pixels, mode), T.eval_crops(pil, mode))
+
+
+def test_mirrored_crops_are_windows_of_the_flipped_image():
+    image = _photo(300, 400, seed=3)
+    rng = np.random.default_rng(0)
+    for mode in ("grid", "random"):
+        pos = T.random_positions(300, 400, 6, rng, 224, mode)
+        got = T.take_crops(image, pos, mirror=True)
+        flipped = image[:, ::-1]
+        want = np.stack([flipped[t:t + 224, l:l + 224] for t, l in pos])
+        np.testing.assert_array_equal(got, want)
