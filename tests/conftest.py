@@ -49,3 +49,17 @@ def synthetic_small_spec(synthetic_small_dir):
     from mmpiqa_jax.data import pipeline
 
     return pipeline.open_spec("synthetic_iqa/small", data_dir=synthetic_small_dir)
+
+
+# The modules whose tests take a minute or more here (`pytest --durations`): run first, so that
+# under `pytest -n 2` the two workers start on them and finish on the many short tests, instead
+# of one worker ending the run alone on a long test.
+LONG_MODULES = ("test_sharding.py", "test_sweep_packed.py", "test_notebook.py",
+                "test_preemption.py", "test_distributed.py", "test_cli_train.py",
+                "test_block_execution.py", "test_accumulation.py", "test_real_protocol.py",
+                "test_run.py")
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
