@@ -17,7 +17,7 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "scipy>=1.11",
     "pillow>=10.0",
-    "pyspng>=0.1.4",  # libspng: 8-bit RGB PNGs decoded 1.6x faster than pillow, same pixels
+    "pyspng>=0.1.4",  # libspng: 8-bit RGB PNGs decoded 1.7x faster than pillow, same pixels
     "scikit-image>=0.22",
     "openpyxl>=3.1",   # .xlsx score files (CSIQ, BID, SPAQ)
     "xlrd>=2.0",       # .xls score files (BID copies)
@@ -29,7 +29,7 @@ INSTALL_REQUIRES = [
 # Tests that need no PyTorch.
 TEST_CORE = [
     "pytest>=8",
-    "pytest-xdist>=3.5",
+    "pytest-xdist>=3.8",  # -n 2 --dist loadfile --no-loadscope-reorder (README)
     "xlwt>=1.3",  # writes the real .xls format for the BID fixture
     "pandas>=2.0",  # reads back the per-image CSVs in tests
     "pypng>=0.20220715",  # writes the interlaced PNG that the decoder tests read

@@ -52,8 +52,10 @@ def synthetic_small_spec(synthetic_small_dir):
 
 
 # The modules whose tests take a minute or more here (`pytest --durations`): run first, so that
-# under `pytest -n 2` the two workers start on them and finish on the many short tests, instead
-# of one worker ending the run alone on a long test.
+# under `pytest -n 2 --dist loadfile --no-loadscope-reorder` (the README's command: a module at a
+# time to whichever worker is free, in this order) the two workers start on them and end on the
+# many short modules, instead of one worker ending the run alone on a long one. Modules stay
+# whole, so their module-scoped fixtures are built once.
 LONG_MODULES = ("test_sharding.py", "test_sweep_packed.py", "test_notebook.py",
                 "test_preemption.py", "test_distributed.py", "test_cli_train.py",
                 "test_block_execution.py", "test_accumulation.py", "test_real_protocol.py",

@@ -5,7 +5,9 @@ unfiltering) and, where installed, OpenCV (libpng); pypng writes the interlaced 
 pillow cannot write.
 """
 import io
+import zlib
 
+import grain
 import numpy as np
 import png  # pypng
 import pytest
@@ -60,25 +62,33 @@ def _files() -> dict:
     }
 
 
+@pytest.fixture
+def libspng_calls(monkeypatch):
+    """The sizes of the files `pyspng.load` decoded, as the test goes."""
+    calls, load = [], T.pyspng.load
+    monkeypatch.setattr(T.pyspng, "load", lambda b: calls.append(len(b)) or load(b))
+    return calls
+
+
 @pytest.mark.parametrize("name", list(_files()))
-def test_decode_array_gives_pillows_pixels(name):
+def test_decode_array_gives_pillows_pixels(name, libspng_calls):
     data, fast = _files()[name]
     assert T.is_rgb8_png(data) is fast
     want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    got = T.decode_array(data)
-    assert got.dtype == np.uint8 and got.shape == want.shape
-    np.testing.assert_array_equal(got, want)
+    for encoded in (data, memoryview(data), bytearray(data)):
+        got = T.decode_array(encoded)
+        assert got.dtype == np.uint8 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    assert libspng_calls == ([len(data)] * 3 if fast else [])   # libspng exactly where it fits
+    np.testing.assert_array_equal(T.decode_array(data, libspng=False), want)
     np.testing.assert_array_equal(got, np.asarray(T.decode_rgb(data)))
 
 
-def test_rgb8_png_is_libspngs_and_equals_opencv(monkeypatch):
+def test_rgb8_png_is_libspngs_and_equals_opencv(libspng_calls):
     cv2 = pytest.importorskip("cv2")
     data, _ = _files()["rgb8 interlaced (pypng)"]
-    calls = []
-    load = T.pyspng.load
-    monkeypatch.setattr(T.pyspng, "load", lambda b: calls.append(len(b)) or load(b))
     got = T.decode_array(data)
-    assert calls == [len(data)]   # the fast path was the one taken
+    assert libspng_calls == [len(data)]   # the fast path was the one taken
     opencv = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
                           cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(got, opencv)
@@ -91,8 +101,64 @@ def test_truncated_png_fails_as_pillow_does(cut):
     broken = data[:int(len(data) * cut)]
     with pytest.raises(OSError):
         np.asarray(T.decode_rgb(broken))
-    with pytest.raises(OSError, match="cannot decode PNG"):
+    with pytest.raises(OSError, match="truncated PNG: its b'IDAT' chunk at byte 33"):
         T.decode_array(broken)
+
+
+def test_bad_zlib_data_under_a_valid_crc_fails_as_pillow_does():
+    """A damaged deflate stream written with a correct CRC: libspng's own error, as OSError."""
+    data, _ = _files()["rgb8"]
+    idat = data.index(b"IDAT")   # the first IDAT chunk: length, type, zlib header ...
+    length = int.from_bytes(data[idat - 4:idat], "big")
+    payload = bytearray(data[idat + 4:idat + 4 + length])
+    payload[0] ^= 0x0F           # the zlib header's compression method: invalid
+    crc = zlib.crc32(b"IDAT" + payload).to_bytes(4, "big")
+    damaged = data[:idat + 4] + bytes(payload) + crc + data[idat + 8 + length:]
+    with pytest.raises(OSError):
+        np.asarray(T.decode_rgb(damaged))
+    with pytest.raises(OSError, match="cannot decode PNG"):
+        T.decode_array(damaged)
+
+
+def test_every_single_bit_error_fails_as_pillow_fails():
+    """libspng as pyspng sets it up ignores CRCs and zlib's checksum: the chunks' CRCs are
+    checked first, so a damaged file fails instead of giving wrong pixels."""
+    data, _ = _files()["rgb8"]
+    rng = np.random.default_rng(0)
+    for position in rng.choice(len(data), 200, replace=False):
+        damaged = bytearray(data)
+        damaged[position] ^= 1 << int(rng.integers(8))
+        with pytest.raises(OSError):
+            T.decode_array(bytes(damaged))
+
+
+def test_an_image_above_pillows_pixel_limit_goes_to_pillow(monkeypatch, libspng_calls):
+    data, _ = _files()["rgb8"]                      # 128 x 96
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 128 * 96 // 4)
+    with pytest.raises(Image.DecompressionBombError):
+        T.decode_array(data)
+    assert libspng_calls == []
+
+
+@pytest.mark.parametrize("workers,threads,libspng", [(0, 4, False), (0, 1, True), (1, 2, True)])
+def test_threads_of_one_process_decode_with_pillow(synthetic_small_spec, libspng_calls,
+                                                   workers, threads, libspng):
+    """libspng holds the GIL: evaluation's threads decode PNGs with pillow, workers and a
+    single thread with libspng; the batches are the same."""
+    from mmpiqa_jax.data import pipeline
+    spec = pipeline.DataSpec(synthetic_small_spec.source, np.arange(8), batch_size=4)
+    batches = list(pipeline.eval_iterator(spec, batch_size=4, crop_mode="center",
+                                          num_workers=workers, num_threads=threads,
+                                          normalize=False, shard=grain.sharding.NoSharding()))
+    if workers == 0:  # the worker's calls are in its own process
+        assert bool(libspng_calls) is libspng
+    pngs = [T.is_rgb8_png(synthetic_small_spec.source[i]["image"]) for i in range(8)]
+    assert any(pngs)
+    for b, batch in enumerate(batches):
+        for j, index in enumerate(batch["index"]):
+            image = T.decode_rgb(synthetic_small_spec.source[int(index)]["image"])
+            want = T.eval_crops(image, "center")   # pillow's decode
+            np.testing.assert_array_equal(batch["pixels"][j], want, err_msg=f"{b}, {j}")
 
 
 def test_array_and_pil_images_give_the_same_crops():

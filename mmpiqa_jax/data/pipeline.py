@@ -137,14 +137,25 @@ def worker_buffer(batch_size: int) -> int:
     return 2 * batch_size
 
 
+def _libspng_fits(num_workers: int, num_threads: int) -> bool:
+    """Whether PNGs are decoded by libspng: where the decoding runs in worker processes or in
+    one thread. libspng holds the GIL while it decodes, pillow lets go of it: several threads
+    of one process (evaluation's default) decode in parallel with pillow only."""
+    return num_workers > 0 or num_threads <= 1
+
+
 # ------------------------------------------------------------------------------------------------
 # Per example.
 
 class _Example:
-    """Reads example `index` of a source: decoded image and labels (no crops yet)."""
+    """Reads example `index` of a source: decoded image and labels (no crops yet).
 
-    def __init__(self, spec: DataSpec, dataset_id: int):
+    libspng: 8-bit RGB PNGs decoded by libspng (`transforms.decode_array`), else by pillow.
+    """
+
+    def __init__(self, spec: DataSpec, dataset_id: int, libspng: bool = True):
         self.source, self.scenes, self.dataset_id = spec.source, spec.scenes, dataset_id
+        self.libspng = libspng
         self.classes = spec.distortion_class
         self.name = spec.name or f"dataset {dataset_id}"
 
@@ -169,7 +180,7 @@ class _Example:
         """(uint8 RGB pixels [h, w, 3], labels) of example `index`."""
         record = self.source[int(index)]
         try:
-            image = T.decode_array(record["image"])
+            image = T.decode_array(record["image"], libspng=self.libspng)
         except Exception as e:  # a corrupt image names its dataset and example
             raise ValueError(f"{self.name}: cannot decode image of example {index} "
                              f"({record.get('name')!r}): {e}") from e
@@ -348,10 +359,11 @@ class _StepOrder(grain.MapDataset):
 def train_examples(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
                    crop_size: int = T.CROP, crop_mode: str = "grid", flip: bool = True,
                    rot90: bool = False, normalize: bool = True,
-                   shard: grain.sharding.ShardOptions | None = None
+                   shard: grain.sharding.ShardOptions | None = None, libspng: bool = True
                    ) -> tuple[grain.MapDataset, int]:
     """The infinite MapDataset of single training examples in batch order, and this process's
-    batch size B: examples `[k * B, (k + 1) * B)` are batch k (see `train_dataset`)."""
+    batch size B: examples `[k * B, (k + 1) * B)` are batch k (see `train_dataset`). libspng:
+    see `_Example` (the same pixels either way)."""
     if not specs:
         raise ValueError("train_dataset: no datasets given")
     if crop_mode not in ("grid", "random"):
@@ -382,7 +394,7 @@ def train_examples(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
         ds = (grain.MapDataset.source(indices)
               .shuffle(seed=_seed(seed, d, 0))          # a new order every epoch (seed + epoch)
               .repeat(None)
-              .random_map(_TrainMap(_Example(spec, d), crops_per_image, crop_size, crop_mode,
+              .random_map(_TrainMap(_Example(spec, d, libspng), crops_per_image, crop_size, crop_mode,
                                     flip, rot90, normalize), seed=_seed(seed, d, 1)))
         per_dataset.append(ds)
         sizes.append(local)
@@ -456,7 +468,8 @@ def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
     """
     examples, batch = train_examples(specs, seed=seed, crops_per_image=crops_per_image,
                                      crop_size=crop_size, crop_mode=crop_mode, flip=flip,
-                                     rot90=rot90, normalize=normalize, shard=shard)
+                                     rot90=rot90, normalize=normalize, shard=shard,
+                                     libspng=_libspng_fits(num_workers, num_threads))
     return _iterator(examples, batch, num_workers=num_workers, num_threads=num_threads,
                      prefetch=prefetch, worker_buffer_size=worker_buffer_size)
 
@@ -481,8 +494,10 @@ def train_element_spec(config, normalize: bool = False) -> dict:
 
 def eval_examples(spec: DataSpec, *, crop_mode: str = "liqe", num_crops: int = 15,
                   crop_size: int = T.CROP, dataset_id: int = 0, normalize: bool = True,
-                  shard: grain.sharding.ShardOptions | None = None) -> grain.MapDataset:
-    """The single examples of `eval_dataset`, in order, padding included (`valid` False)."""
+                  shard: grain.sharding.ShardOptions | None = None,
+                  libspng: bool = True) -> grain.MapDataset:
+    """The single examples of `eval_dataset`, in order, padding included (`valid` False).
+    libspng: see `_Example` (the same pixels either way)."""
     if crop_mode not in CROP_MODES:
         raise ValueError(f"unknown eval crop mode {crop_mode!r}; expected one of {CROP_MODES}")
     shard = _shard_options(shard, drop_remainder=False)
@@ -494,7 +509,7 @@ def eval_examples(spec: DataSpec, *, crop_mode: str = "liqe", num_crops: int = 1
     elements = [(int(i), True) for i in mine]
     elements += [(int(everything[0]), False)] * (length - len(mine))
     return grain.MapDataset.source(elements).map(
-        _EvalMap(_Example(spec, dataset_id), crop_mode, num_crops, crop_size, normalize))
+        _EvalMap(_Example(spec, dataset_id, libspng), crop_mode, num_crops, crop_size, normalize))
 
 
 def eval_dataset(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", num_crops: int = 15,
@@ -524,7 +539,8 @@ def eval_iterator(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", n
                   worker_buffer_size: int | None = None) -> grain.DatasetIterator:
     """Iterator over `eval_dataset`'s batches, read per example as `train_iterator` reads."""
     ds = eval_examples(spec, crop_mode=crop_mode, num_crops=num_crops, crop_size=crop_size,
-                       dataset_id=dataset_id, normalize=normalize, shard=shard)
+                       dataset_id=dataset_id, normalize=normalize, shard=shard,
+                       libspng=_libspng_fits(num_workers, num_threads))
     return _iterator(ds, batch_size, num_workers=num_workers, num_threads=num_threads,
                      prefetch=prefetch, worker_buffer_size=worker_buffer_size,
                      batch_fn=functools.partial(_padded_batch, size=batch_size),
