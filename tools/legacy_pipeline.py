@@ -13,21 +13,15 @@ from mmpiqa_jax.data import pipeline as P
 from mmpiqa_jax.data import transforms as T
 
 
-def _read(example, index):
-    """Example `index` as the pipeline before read it: pillow's decode to a PIL image."""
-    record = example.source[int(index)]
-    return T.decode_rgb(record["image"]), example.labels(int(index), record)
-
-
 class TrainMap(grain.transforms.RandomMap):
-    """index -> {pixels [crops, s, s, 3] float32, labels}, as before."""
+    """index -> {pixels [crops, s, s, 3] float32, labels}, as before (pillow decodes)."""
 
     def __init__(self, example, crops, crop_size, crop_mode, flip, rot90=False):
         self.example, self.crops, self.size, self.mode, self.flip, self.rot90 = (
             example, crops, crop_size, crop_mode, flip, rot90)
 
     def random_map(self, index, rng):
-        image, out = _read(self.example, index)
+        image, out = self.example.read(index)
         image = np.asarray(T.liqe_resize(image, crop=self.size))
         if self.flip and rng.random() < 0.5:
             image = image[:, ::-1]
@@ -46,7 +40,7 @@ class EvalMap(grain.transforms.Map):
 
     def map(self, element):
         index, valid = element
-        image, out = _read(self.example, index)
+        image, out = self.example.read(index)
         out["pixels"] = T.normalize(T.eval_crops(image, self.mode, self.num, self.size))
         out["valid"] = np.bool_(valid)
         return out
@@ -66,7 +60,7 @@ def train_dataset(specs, *, seed, crops_per_image=3, crop_size=T.CROP, crop_mode
         ds = (grain.MapDataset.source(indices)
               .shuffle(seed=P._seed(seed, d, 0))  # pylint: disable=protected-access
               .repeat(None)
-              .random_map(TrainMap(P._Example(spec, d), crops_per_image, crop_size,  # pylint: disable=protected-access
+              .random_map(TrainMap(P._Example(spec, d, libspng=False), crops_per_image, crop_size,  # pylint: disable=protected-access
                                    crop_mode, flip, rot90),
                           seed=P._seed(seed, d, 1))  # pylint: disable=protected-access
               .batch(local, drop_remainder=True))
@@ -103,6 +97,6 @@ def eval_iterator(spec, *, batch_size, crop_mode="liqe", num_crops=15, crop_size
     elements = [(int(i), True) for i in mine]
     elements += [(int(everything[0]), False)] * (length - len(mine))
     ds = grain.MapDataset.source(elements).map(
-        EvalMap(P._Example(spec, dataset_id), crop_mode, num_crops, crop_size))  # pylint: disable=protected-access
+        EvalMap(P._Example(spec, dataset_id, libspng=False), crop_mode, num_crops, crop_size))  # pylint: disable=protected-access
     ds = ds.batch(batch_size, batch_fn=lambda items: P._padded_batch(items, batch_size))  # pylint: disable=protected-access
     return _iterator(ds, num_workers, num_threads, prefetch)

@@ -394,8 +394,8 @@ def train_examples(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
         ds = (grain.MapDataset.source(indices)
               .shuffle(seed=_seed(seed, d, 0))          # a new order every epoch (seed + epoch)
               .repeat(None)
-              .random_map(_TrainMap(_Example(spec, d, libspng), crops_per_image, crop_size, crop_mode,
-                                    flip, rot90, normalize), seed=_seed(seed, d, 1)))
+              .random_map(_TrainMap(_Example(spec, d, libspng), crops_per_image, crop_size,
+                                    crop_mode, flip, rot90, normalize), seed=_seed(seed, d, 1)))
         per_dataset.append(ds)
         sizes.append(local)
     # All are (practically) infinite; cut them to one number of steps.
