@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import jax
@@ -238,3 +239,47 @@ def test_checkpoint_of_the_earlier_layout_is_named(tmp_path):
     (step / "params").rename(step / "state")  # what a step of the earlier layout holds
     with pytest.raises(checkpointing.CheckpointMismatchError, match="layout of earlier versions"):
         load_state(ToyTask(config.num_steps), config, tmp_path, which="latest")
+
+
+
+
+def _small_state(step: int, value: float) -> trainer.TrainState:
+    return trainer.TrainState(step=jax.numpy.int32(step),
+                              params={"w": jax.numpy.full((64, 64), value, np.float32)},
+                              opt_state={"mu": jax.numpy.zeros((64, 64), np.float32)},
+                              rng=jax.random.key_data(jax.random.key(0)))
+
+
+def test_checkpointers_in_threads_save_side_by_side(tmp_path, monkeypatch):
+    """A packed sweep trains several runs in one process, one thread each. Orbax keys an async
+    save's signals by a process-wide operation id, so saves that overlapped across threads
+    waited for signals sent under another id until Orbax's barrier timed out (a packed sweep
+    failed so in CI); `Checkpointer` serialises the start of its saves."""
+    from orbax.checkpoint._src.multihost import multihost
+    # Fail in seconds rather than after Orbax's 300 s (a private name: if it moves, the race
+    # still fails the test, only later).
+    monkeypatch.setattr(multihost, "_DEFAULT_BARRIER_TIMEOUT", 20, raising=False)
+    runs, steps, errors = 4, 12, []
+
+    def one(i):
+        try:
+            with checkpointing.Checkpointer(tmp_path / f"run{i}", keep=2) as ckpt:
+                for step in range(1, steps + 1):
+                    ckpt.save(step, _small_state(step, i + step), metrics={"srcc": step / steps})
+                ckpt.wait()
+        except BaseException as e:  # noqa: BLE001  # reported below, with the run's name
+            errors.append(f"run{i}: {e!r}"[:300])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    abstract = jax.eval_shape(lambda: _small_state(0, 0.0))
+    for i in range(runs):
+        with checkpointing.Checkpointer(tmp_path / f"run{i}", keep=2) as ckpt:
+            assert ckpt.all_steps() == [steps - 1, steps]
+            state, _ = ckpt.restore(abstract, optimizer=False)
+        assert int(state.step) == steps
+        np.testing.assert_array_equal(state.params["w"], np.full((64, 64), i + steps, np.float32))

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import re
+import threading
 from typing import Any
 
 import jax
@@ -38,6 +39,13 @@ from etils import epath
 
 PARAMS, OPT_STATE, TRAIN, META, DATA = "params", "opt_state", "train", "meta", "data"
 BACKBONE_DIR = "backbone"  # beside the checkpoints folder: the frozen state, written once
+# Orbax keys a save's signals and temporary-directory barriers by one process-wide operation id
+# (`OperationIdGenerator`, a class attribute), which each save advances. Saves started at once
+# from several threads (a packed sweep's runs) took each other's ids: a commit waited for
+# signals sent under another id until the barrier timed out, or a temporary directory was
+# removed under another save. Only the start of a save (up to its handing the writes to the
+# background) runs under this lock; the writes themselves still overlap.
+_SAVE_START_LOCK = threading.Lock()
 _SAVED_BY = re.compile(r"process_\d+-of-(\d+)\.json")
 # Config sections that define the model (and so the checkpoint's contents); everything else
 # (steps, logging, learning rates, data) may change between a run and its resumption.
@@ -294,7 +302,9 @@ class Checkpointer:
             # >= as Orbax ranks a later step above an equal earlier one.
             if _best_value(metrics) >= self._best[1]:
                 self._best = (step, _best_value(metrics))
-        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        with _SAVE_START_LOCK:
+            self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
+                              force=True)
 
     def _frozen_reference(self, frozen) -> dict | None:
         """The reference of the frozen state, written to `backbone_dir` if this run has not
@@ -307,7 +317,7 @@ class Checkpointer:
             if ref is None:
                 # Synchronous and collective: every process writes its shards, then the
                 # checksums are read back from storage.
-                with ocp.StandardCheckpointer() as writer:
+                with _SAVE_START_LOCK, ocp.StandardCheckpointer() as writer:
                     writer.save(self.backbone_dir, frozen, force=True)
                     writer.wait_until_finished()
                 ref = {"path": os.fspath(self.backbone_dir),
