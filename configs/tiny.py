@@ -33,6 +33,7 @@ def get_config(arg=None):
     d.crops_per_image = 2
     d.crop_size = 32
     d.eval_crops = 2
+    d.num_workers = 0                 # no decoding processes: a tiny model's batches are cheap
     config.optimizer.warmup_steps = 5
     config.optimizer.param_groups = arg.groups or ("prompt" if arg.model == "mpiqe" else "full")
     config.loss.dwa = False

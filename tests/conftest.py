@@ -1,6 +1,57 @@
-"""Shared fixtures: open_clip reference models built from our `CLIPConfig`s."""
+"""Shared fixtures, and one JAX compilation cache for the whole test session.
+
+The cache is a temporary folder named by `JAX_COMPILATION_CACHE_DIR` before jax is imported, so
+that every test, every xdist worker and every process a test starts reuses what another
+compiled (a folder named there already is used as it is and kept). The summary at the end says
+how many compilations it answered.
+"""
+import json
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
+
+CACHE_VAR = "JAX_COMPILATION_CACHE_DIR"
+OWN_CACHE = CACHE_VAR not in os.environ
+if OWN_CACHE:
+    os.environ[CACHE_VAR] = tempfile.mkdtemp(prefix="mmpiqa-tests-jax-cache-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+CACHE_STATS = os.path.join(os.environ[CACHE_VAR], "stats")
+_counts = {"/jax/compilation_cache/cache_hits": 0, "/jax/compilation_cache/cache_misses": 0}
+
+
+def _count(event, **_):
+    if event in _counts:
+        _counts[event] += 1
+
+
+def pytest_configure(config):  # pylint: disable=unused-argument
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.monitoring.register_event_listener(_count)
+
+
+def pytest_sessionfinish(session):  # pylint: disable=unused-argument
+    os.makedirs(CACHE_STATS, exist_ok=True)
+    with open(os.path.join(CACHE_STATS, f"{os.getpid()}.json"), "w", encoding="utf-8") as f:
+        json.dump(list(_counts.values()), f)
+
+
+def pytest_terminal_summary(terminalreporter):
+    hits = misses = 0
+    for name in os.listdir(CACHE_STATS) if os.path.isdir(CACHE_STATS) else ():
+        with open(os.path.join(CACHE_STATS, name), encoding="utf-8") as f:
+            h, m = json.load(f)
+        hits, misses = hits + h, misses + m
+    if hits + misses:
+        terminalreporter.write_line(f"JAX compilation cache: {hits} of {hits + misses} compiles "
+                                    f"answered from the cache ({os.environ[CACHE_VAR]})")
+
+
+def pytest_unconfigure(config):
+    if OWN_CACHE and not hasattr(config, "workerinput"):  # the xdist controller, or no xdist
+        shutil.rmtree(os.environ[CACHE_VAR], ignore_errors=True)
 
 
 def openclip_clip(config, seed: int = 0):
@@ -51,17 +102,10 @@ def synthetic_small_spec(synthetic_small_dir):
     return pipeline.open_spec("synthetic_iqa/small", data_dir=synthetic_small_dir)
 
 
-# The modules whose tests take a minute or more here (`pytest --durations`): run first, so that
-# under `pytest -n 2 --dist loadfile --no-loadscope-reorder` (the README's command: a module at a
-# time to whichever worker is free, in this order) the two workers start on them and end on the
-# many short modules, instead of one worker ending the run alone on a long one. Modules stay
-# whole, so their module-scoped fixtures are built once.
-LONG_MODULES = ("test_sharding.py", "test_sweep_packed.py", "test_notebook.py",
-                "test_preemption.py", "test_distributed.py", "test_cli_train.py",
-                "test_block_execution.py", "test_accumulation.py", "test_real_protocol.py",
-                "test_run.py")
-
-
 def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
-    rank = {name: i for i, name in enumerate(LONG_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
+    """The modules holding `integration` or `slow` tests first: under the README's
+    `-n 2 --dist loadfile --no-loadscope-reorder` (modules whole, in this order, to whichever
+    worker is free) the long modules start at once, and the many short ones fill in after."""
+    long = {item.path for item in items
+            if item.get_closest_marker("integration") or item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in long)  # stable: the order is kept within

@@ -240,6 +240,7 @@ def hf_vit_b32(tmp_path_factory):
     return model, folder
 
 
+@pytest.mark.slow
 def test_vit_b32_matches_transformers_and_open_clip(hf_vit_b32):
     reference, folder = hf_vit_b32
     model = clip.load(folder)

@@ -17,6 +17,7 @@ def demo_run(synthetic_small_dir, tmp_path_factory):
     return code, workdir
 
 
+@pytest.mark.integration
 def test_demo_trains_tests_and_writes_everything(demo_run):
     code, out = demo_run
     assert code == 0
@@ -39,6 +40,7 @@ def test_demo_trains_tests_and_writes_everything(demo_run):
     assert (workdir / "checkpoints" / "3").is_dir()
 
 
+@pytest.mark.integration
 def test_eval_writes_json_csv_png(demo_run, capsys):
     workdir = demo_run[1] / "mpiqe"
     assert main(["eval", "--workdir", str(workdir), "--dataset", "synthetic_iqa/small",

@@ -140,6 +140,7 @@ def vit_b32(make_openclip):
     return torch_model, state_dict, from_openai_state_dict(state_dict, source="b32.pt")
 
 
+@pytest.mark.slow
 def test_vit_b32_matches_open_clip(vit_b32):
     torch_model, state_dict, model = vit_b32
     assert infer_config(state_dict, source="b32.pt") == clip.get_variant("ViT-B/32")

@@ -52,6 +52,7 @@ run.train_and_evaluate(config_lib.load_config({spec!r}, {overrides!r}), {workdir
 """
 
 
+@pytest.mark.integration
 def test_two_cli_processes_train_like_one(synthetic_small_dir, tmp_path):
     overrides = [*OVERRIDES, f"data.data_dir={synthetic_small_dir}"]
     sets = [a for o in overrides for a in ("--set", o)]

@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import portpicker
 
 from mmpiqa_jax.train.trainer import train
 from toy_task import ToyIterator, ToyTask, toy_config
 from train_logs import wait_all
 
+pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = dict(num_steps=6, checkpoint_every=2)
 

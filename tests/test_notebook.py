@@ -71,6 +71,7 @@ def executed(tmp_path_factory):
     return nb, work, before, time.time() - start
 
 
+@pytest.mark.slow
 def test_notebook_runs_and_makes_its_artefacts(executed):
     nb, work, _, seconds = executed
     print(f"quickstart notebook: {seconds:.0f} s")
@@ -95,6 +96,7 @@ def test_notebook_runs_and_makes_its_artefacts(executed):
     assert images >= 4
 
 
+@pytest.mark.slow
 def test_notebook_leaves_the_repository_clean(executed):
     _, _, before, _ = executed
     assert repo_files() - before == set()

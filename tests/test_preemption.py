@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mmpiqa_jax import config as config_lib
 from mmpiqa_jax.train import run, trainer
@@ -17,6 +18,7 @@ from toy_task import ToyIterator, ToyTask, toy_config
 
 from train_logs import read_log
 
+pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "configs/tiny.py:dataset=synthetic_iqa/small"
 # One regular checkpoint, at the end: any other step saved is the preemption's.

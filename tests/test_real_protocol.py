@@ -64,6 +64,7 @@ CONFIGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(CONFIGS))
 def test_shipped_config_trains_on_the_six_datasets_with_liqes_splits(prepared, tmp_path, method):
     data_dir, database, parts = prepared

@@ -97,6 +97,7 @@ def run_on_8_cpu_devices(script: str, timeout: int) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
+@pytest.mark.integration
 def test_strategies_agree_and_parameters_are_sharded(tmp_path):
     out = run_on_8_cpu_devices(SCRIPT.format(tests=str(REPO / "tests"), workdir=str(tmp_path)),
                                timeout=240)
@@ -168,6 +169,7 @@ print("RESULT", json.dumps(out))
 """
 
 
+@pytest.mark.integration
 def test_mpiqe_and_liqe_agree_under_every_strategy(tmp_path):
     out = run_on_8_cpu_devices(IQA_SCRIPT.format(tools=str(REPO / "tools"),
                                                  workdir=str(tmp_path)), timeout=900)

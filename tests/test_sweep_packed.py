@@ -12,6 +12,7 @@ from train_logs import read_log, wait_all
 
 from mmpiqa_jax.experiments import sweep
 
+pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 # configs/tiny.py plus a grid: depth 0 and 2 (tiny CLIP has two layers) x 2 or 4 visual
 # prompts, four points.

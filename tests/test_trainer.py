@@ -105,6 +105,7 @@ train(task, config, {workdir!r}, train_iter=ToyIterator(config.batch_size),
 """
 
 
+@pytest.mark.integration
 def test_kill_mid_save_resumes_from_previous_checkpoint(tmp_path, reference):
     want_log, want_params = reference
     script = KILLED_RUN.format(tests=str(REPO / "tests"), workdir=str(tmp_path))
