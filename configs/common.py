@@ -5,6 +5,8 @@ Loaded by the config files with `config_lib.load_sibling(__file__, "common")`. D
 """
 import ml_collections
 
+from mmpiqa_jax.errors import UserError
+
 # LIQE's six training sets (registry names) and its per-step batch from each (method.md).
 LIQE_BATCH_SIZES = {"live_iqa": 4, "csiq": 4, "bid": 4, "live_challenge": 4, "koniq10k": 16,
                     "kadid10k": 16}
@@ -22,8 +24,8 @@ def set_datasets(config: ml_collections.ConfigDict, train: str = "", test: str =
         config.eval.datasets = tuple(n.strip() for n in test.split("+") if n.strip())
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """The run-level keys and all sections with their defaults (MP-IQE's)."""
+def base_config(model: str = "mpiqe") -> ml_collections.ConfigDict:
+    """The run-level keys and all sections with their defaults; `model`: mpiqe or liqe."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.num_steps = 16_000              # LIQE: 80 epochs x 200 steps
@@ -33,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every = 1000
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3
+    c.async_checkpointing = True      # write checkpoints in the background while training goes on
     c.method = ""                     # name in results tables; "" = the workdir's folder name
 
     c.mesh = ml_collections.ConfigDict()
@@ -47,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sharding.strategy = "replicate"
     c.sharding.min_size = 2**16       # tensors with fewer elements stay whole
 
-    c.model = model_config()
+    c.model = model_config(model)
     c.data = data_config()
     c.optimizer = optimizer_config()
     c.loss = loss_config()
@@ -55,9 +58,13 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def model_config() -> ml_collections.ConfigDict:
+def model_config(name: str = "mpiqe") -> ml_collections.ConfigDict:
+    """The `model` section: the CLIP it stands on, then the keyword arguments of `name`'s
+    model class (`models/iqa.py`, which takes exactly these)."""
+    if name not in ("mpiqe", "liqe"):
+        raise UserError(f"model {name!r}: expected mpiqe or liqe")
     m = ml_collections.ConfigDict()
-    m.name = "mpiqe"                  # "mpiqe" or "liqe"
+    m.name = name                     # "mpiqe" or "liqe"
     m.variant = "ViT-B/32"            # CLIP architecture by name (LIQE uses ViT-B/32), or
                                       # "checkpoint": the architecture clip_checkpoint's file states
     m.clip_checkpoint = ""            # path for clip.load (see mmpiqa convert); "random" = random
@@ -67,13 +74,17 @@ def model_config() -> ml_collections.ConfigDict:
     m.scan_layers = True              # one lax.scan over the blocks (compiles one block); False: unrolled
     m.remat = "dots"                  # kept for the backward pass: "dots" (weight matmuls' outputs;
                                       # the rest recomputed), "full" (block inputs only), "none"
+    # Text prompts (paper: dual scene / distortion prompts; CoOp-style context is our reading).
+    m.num_text_context = 4 if name == "mpiqe" else 0  # learnable vectors per bank; 0 = plain prompts
+    m.text_context_init = "a photo of a"  # phrase whose word embeddings start the context; "" = N(0, 0.02)
+    m.text_prompt_depth = 1           # text layers with their own context, from the input (1 = CoOp)
+    if name == "liqe":
+        m.liqe_prompts = "joint"      # the 495 joint prompts; "quality": the 5 of LIQE's
+                                      # train_liqe_single.py (pyiqa's `liqe`)
+        return m
     # Visual prompts (paper: multi-layer prompts; numbers are our choice, VPT-deep's defaults).
     m.num_visual_prompts = 8
     m.visual_prompt_depth = 12        # layers with their own prompts, from the input; 0 = none
-    # Text prompts (paper: dual scene / distortion prompts; CoOp-style context is our reading).
-    m.num_text_context = 4            # learnable vectors per bank; 0 = plain class-word prompts
-    m.text_context_init = "a photo of a"  # phrase whose word embeddings start the context; "" = N(0, 0.02)
-    m.text_prompt_depth = 1           # text layers with their own context, from the input (1 = CoOp)
     # Multimodal fusion encoder (published summaries: cross-attention; sizes are our choice).
     m.fusion_layers = 2
     m.fusion_width = 256

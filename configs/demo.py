@@ -35,9 +35,7 @@ common = config_lib.load_sibling(__file__, "common")
 
 def get_config(arg=None):
     arg = config_lib.parse_arg(arg, steps=4000, dataset="synthetic_iqa", model="mpiqe")
-    if arg.model not in ("mpiqe", "liqe"):
-        raise ValueError(f"config argument model={arg.model!r}: expected mpiqe or liqe")
-    config = common.base_config()
+    config = common.base_config(arg.model)
     config.method = ("MP-IQE" if arg.model == "mpiqe" else "LIQE") + " (demo, random tiny CLIP)"
     config.num_steps = arg.steps
     config.steps_per_epoch = 30       # ~470 training images / 16 per step
@@ -48,21 +46,16 @@ def get_config(arg=None):
     config.keep_checkpoints = 2
 
     m = config.model
-    m.name = "mpiqe"
     m.variant = "tiny"
-    m.num_visual_prompts = 4
-    m.visual_prompt_depth = 2         # every layer of the tiny CLIP
-    m.num_text_context = 4
-    m.fusion_layers = 1
-    m.fusion_width = 64
-    m.fusion_heads = 2
-    if arg.model == "liqe":
-        # The baseline on the same data, crops, optimiser and steps (`mmpiqa demo --compare`):
-        # LIQE's fixed 495 prompts, no visual prompts, no fusion encoder.
-        m.name = "liqe"
-        m.num_visual_prompts = 0
-        m.visual_prompt_depth = 0
-        m.num_text_context = 0
+    if arg.model == "mpiqe":
+        m.num_visual_prompts = 4
+        m.visual_prompt_depth = 2     # every layer of the tiny CLIP
+        m.num_text_context = 4
+        m.fusion_layers = 1
+        m.fusion_width = 64
+        m.fusion_heads = 2
+    # LIQE is the baseline on the same data, crops, optimiser and steps (`mmpiqa demo
+    # --compare`): its fixed 495 prompts, no visual prompts, no fusion encoder.
     # Unrolled, nothing recomputed: the tiny CLIP's 2 + 2 layers gain nothing from the scan
     # (the values are the same up to float rounding).
     m.scan_layers = False

@@ -17,17 +17,13 @@ common = config_lib.load_sibling(__file__, "common")
 def get_config(arg=None):
     arg = config_lib.parse_arg(arg, variant="ViT-B/32", ctx=0, prompts="joint", checkpoint="",
                                train="", test="")
-    config = common.base_config()
+    config = common.base_config("liqe")
     common.set_datasets(config, arg.train, arg.test)
     m = config.model
-    m.name = "liqe"
     m.variant = arg.variant
     m.clip_checkpoint = arg.checkpoint
     m.num_text_context = arg.ctx
-    if arg.prompts != "joint":         # absent = joint: the fingerprint of older runs holds
-        m.liqe_prompts = arg.prompts
-    m.visual_prompt_depth = 0          # not used by LIQE
-    m.num_visual_prompts = 0
+    m.liqe_prompts = arg.prompts
     o = config.optimizer
     o.name = "adamw"
     o.learning_rate = 5e-6             # LIQE

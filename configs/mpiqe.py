@@ -18,7 +18,6 @@ def get_config(arg=None):
     config = common.base_config()
     common.set_datasets(config, arg.train, arg.test)
     m = config.model
-    m.name = "mpiqe"
     m.variant = arg.variant
     m.clip_checkpoint = arg.checkpoint
     m.visual_prompt_depth = arg.depth

@@ -15,6 +15,8 @@ from typing import Any
 
 import ml_collections
 
+from mmpiqa_jax.errors import MissingFileError, UserError
+
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     """Parses `"a=1,b=x"` into a ConfigDict typed like `defaults`; unknown names are errors.
@@ -31,9 +33,9 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         name, sep, text = item.partition("=")
         name = name.strip()
         if not sep:
-            raise ValueError(f"config argument {item!r} is not of the form name=value")
+            raise UserError(f"config argument {item!r} is not of the form name=value")
         if name not in defaults:
-            raise ValueError(f"unknown config argument {name!r}; known: {sorted(defaults)}")
+            raise UserError(f"unknown config argument {name!r}; known: {sorted(defaults)}")
         out[name] = _convert(text.strip(), defaults[name], f"config argument {name!r}")
     return out
 
@@ -46,7 +48,7 @@ def _convert(text: str, like: Any, what: str) -> Any:
             return True
         if low in ("false", "0", "no"):
             return False
-        raise ValueError(f"{what}: expected a bool, got {text!r}")
+        raise UserError(f"{what}: expected a bool, got {text!r}")
     if isinstance(like, str):
         return text
     try:
@@ -54,7 +56,7 @@ def _convert(text: str, like: Any, what: str) -> Any:
     except (ValueError, SyntaxError):
         if like is None:
             return text
-        raise ValueError(f"{what}: expected {type(like).__name__}, got {text!r}") from None
+        raise UserError(f"{what}: expected {type(like).__name__}, got {text!r}") from None
     if like is None:
         return value
     if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -62,19 +64,19 @@ def _convert(text: str, like: Any, what: str) -> Any:
     if isinstance(like, (tuple, list)) and isinstance(value, (tuple, list)):
         return type(like)(value)
     if type(value) is not type(like):
-        raise ValueError(f"{what}: expected {type(like).__name__}, got {text!r}")
+        raise UserError(f"{what}: expected {type(like).__name__}, got {text!r}")
     return value
 
 
 def _load_module(path: str):
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path!r} does not exist")
+        raise MissingFileError(f"config file {path!r} does not exist")
     spec = importlib.util.spec_from_file_location(
         "mmpiqa_config_" + os.path.splitext(os.path.basename(path))[0], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
-        raise AttributeError(f"config file {path!r} has no get_config(arg) function")
+        raise UserError(f"config file {path!r} has no get_config(arg) function")
     return module
 
 
@@ -89,7 +91,7 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     path, arg = split_spec(spec)
     config = _load_module(path).get_config(arg)
     if not isinstance(config, ml_collections.ConfigDict):
-        raise TypeError(f"get_config in {path!r} returned {type(config).__name__}, "
+        raise UserError(f"get_config in {path!r} returned {type(config).__name__}, "
                         "not a ConfigDict")
     config.lock()
     apply_overrides(config, overrides)
@@ -101,10 +103,11 @@ def _parent(config: ml_collections.ConfigDict, key: str):
     node = config
     for i, name in enumerate(parents):
         if not isinstance(node, ml_collections.ConfigDict) or name not in node:
-            raise KeyError(f"unknown config key {key!r} (no section {'.'.join(parents[:i + 1])!r})")
+            raise UserError(f"unknown config key {key!r} "
+                            f"(no section {'.'.join(parents[:i + 1])!r})")
         node = node[name]
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-        raise KeyError(f"unknown config key {key!r}")
+        raise UserError(f"unknown config key {key!r}")
     return node, leaf
 
 
@@ -119,13 +122,13 @@ def set_key(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     node, leaf = _parent(config, key)
     old = node[leaf]
     if isinstance(old, ml_collections.ConfigDict):
-        raise KeyError(f"config key {key!r} is a section, not a value")
+        raise UserError(f"config key {key!r} is a section, not a value")
     if isinstance(value, str) and not isinstance(old, str):
         value = _convert(value, old, f"config key {key!r}")
     try:
         node[leaf] = value
     except TypeError as e:  # ConfigDict's own type check, e.g. a str for an int
-        raise TypeError(f"config key {key!r}: {e}") from None
+        raise UserError(f"config key {key!r}: {e}") from None
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
@@ -133,7 +136,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
-            raise ValueError(f"override {item!r} is not of the form key=value")
+            raise UserError(f"override {item!r} is not of the form key=value")
         set_key(config, key.strip(), text.strip())
 
 
@@ -155,7 +158,7 @@ def expand_sweep(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collec
                 walk(value, key + ".")
             else:
                 if not isinstance(value, (tuple, list)) or not value:
-                    raise ValueError(f"sweep key {key!r} must list its values, got {value!r}")
+                    raise UserError(f"sweep key {key!r} must list its values, got {value!r}")
                 get_key(config, key)  # fails early, naming the key, when it does not exist
                 axes.append((key, tuple(value)))
 
@@ -170,6 +173,17 @@ def expand_sweep(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collec
         name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for (k, _), v in zip(axes, values))
         runs.append((name, run))
     return runs
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested dict as `{"a.b.c": value}`, the dotted keys of `--set`."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def load_sibling(config_file: str, name: str):

@@ -1,5 +1,7 @@
 """The label vocabularies shared by data, prompts and heads (LIQE's, see method.md)."""
 
+from mmpiqa_jax.errors import UserError
+
 # The 9 scene words used by LIQE's prompts; an image can have up to 3.
 SCENES = (
     "animal", "cityscape", "human", "indoor", "landscape",
@@ -33,7 +35,7 @@ def distortion_index(name: str) -> int:
     try:
         return DISTORTIONS.index(name)
     except ValueError:
-        raise ValueError(
+        raise UserError(
             f"unknown distortion class {name!r}; expected one of {DISTORTIONS}") from None
 
 
@@ -42,4 +44,4 @@ def scene_index(name: str) -> int:
     try:
         return SCENES.index(name)
     except ValueError:
-        raise ValueError(f"unknown scene {name!r}; expected one of {SCENES}") from None
+        raise UserError(f"unknown scene {name!r}; expected one of {SCENES}") from None

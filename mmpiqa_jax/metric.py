@@ -1,17 +1,15 @@
-"""A pyiqa-style metric: `create_metric(workdir)` gives a scorer of images, higher is better.
+"""A pyiqa-style metric: `create_metric(path)` gives a scorer of images, higher is better.
 
-    metric = mmpiqa_jax.create_metric("runs/mpiqe")
+    metric = mmpiqa_jax.create_metric("runs/mpiqe")    # a workdir, a checkpoint, a model folder
     metric("photo.jpg")                  # 3.41 (a float for one image)
     metric(["a.jpg", "b.png"])           # np.ndarray [2]
-    metric(uint8_batch)                  # [B, H, W, 3] uint8, or float in [0, 1]
+    metric(uint8_batch)                  # [B, H, W, 3] uint8 or uint16, or float in [0, 1]
     metric.lower_better, metric.score_range          # False, (1.0, 5.0)
 
 The images go through `evaluate.scoring` exactly as `mmpiqa score` sends them (the run's
-evaluation crops, one compiled forward per batch shape: batches are padded to `batch_size`),
-so the two give the same scores. Float arrays in [0, 1] are rounded to uint8 first (what saving
-them as 8-bit files would give). Names: `create_metric` takes a registered name
-(`register_metric`) as well as a path; no name is registered in this package, since no trained
-weights are published.
+evaluation crops, the same `Scorer`), so the two give the same scores. Float arrays in [0, 1]
+are rounded to uint8 first (what saving them as 8-bit files would give), 16-bit ones keep their
+high byte (as 8-bit files read with OpenCV or scikit-image would).
 """
 from __future__ import annotations
 
@@ -21,33 +19,33 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from mmpiqa_jax.data import transforms as T
+from mmpiqa_jax.errors import MissingFileError, UserError
 from mmpiqa_jax.evaluate import scoring
 from mmpiqa_jax.train import inference
 
-__all__ = ["IQAMetric", "create_metric", "list_metrics", "register_metric"]
-
-_REGISTRY: dict[str, str] = {}
-
-
-def register_metric(name: str, workdir: str | os.PathLike) -> None:
-    """Lets `create_metric(name)` load `workdir` (a training workdir)."""
-    _REGISTRY[name] = os.fspath(workdir)
-
-
-def list_metrics() -> list[str]:
-    """The registered names (none unless `register_metric` was called)."""
-    return sorted(_REGISTRY)
+__all__ = ["IQAMetric", "create_metric"]
 
 
 def _as_uint8(array: np.ndarray, what: str) -> np.ndarray:
+    """uint8 pixels of an image array: uint8 as is, uint16 by its high byte, float [0, 1]
+    rounded; NaN, infinite and empty images are refused."""
+    if array.size == 0:
+        raise UserError(f"{what}: an empty image (shape {array.shape})")
     if array.dtype == np.uint8:
         return array
+    if array.dtype == np.uint16:
+        return (array >> 8).astype(np.uint8)
     if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(f"{what}: images must be uint8 or float in [0, 1], got {array.dtype}")
+        raise UserError(f"{what}: images must be uint8, uint16 or float in [0, 1], got "
+                        f"{array.dtype}")
+    if not np.isfinite(array).all():
+        raise UserError(f"{what}: {np.size(array) - np.isfinite(array).sum()} pixels are NaN "
+                        "or infinite")
     lo, hi = float(array.min()), float(array.max())
     if lo < 0.0 or hi > 1.0:
-        raise ValueError(f"{what}: float images must lie in [0, 1], got values in "
-                         f"[{lo:.4g}, {hi:.4g}] (pass uint8 for 0..255)")
+        raise UserError(f"{what}: float images must lie in [0, 1], got values in "
+                        f"[{lo:.4g}, {hi:.4g}] (pass uint8 for 0..255)")
     return np.round(array * 255.0).astype(np.uint8)
 
 
@@ -57,35 +55,33 @@ class IQAMetric:
     lower_better = False
     score_range = (1.0, 5.0)
 
-    def __init__(self, model, config, *, crop_mode: str | None = None, batch_size: int = 16,
-                 workers: int = 4):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model, self.config = model, config
+    def __init__(self, scorer: inference.Scorer, config, *, crop_mode: str | None = None,
+                 batch_size: int = 16, workers: int = 4):
+        self.scorer, self.config = scorer, config
         self.crops = scoring.crop_setting(config, crop_mode)
         self.batch_size, self.workers = batch_size, workers
-        self._scorer = scoring.make_scorer(model)  # one jit; compiled once per crops shape
+        scoring.ByCropCount(scorer, batch_size)  # checks the batch size now, not at first use
 
     def score_paths(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
         """Scores [N] of image files; a missing or unreadable file raises, naming it."""
         paths = [os.fspath(p) for p in paths]
         for path in paths:
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path}: no such image file")
-        scores, skipped = scoring.score_files(None, paths, batch_size=self.batch_size,
-                                              workers=self.workers, progress=False,
-                                              scorer=self._scorer, **self.crops)
+                what = "a folder, not an image file" if os.path.isdir(path) else "no such file"
+                raise MissingFileError(f"{path}: {what}")
+        scores, skipped = scoring.score_files(self.scorer, paths, batch_size=self.batch_size,
+                                              workers=self.workers, progress=False, **self.crops)
         if skipped:
             path, reason = skipped[0]
             raise scoring.UnreadableImage(path, reason)
         return np.asarray([s for _, s in scores], np.float32)
 
     def score_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Scores [N] of PIL images (converted to RGB), batched as `score_paths` (by crop
-        count: `pyiqa` crops of small images are fewer)."""
-        batches = scoring.ByCropCount(self._scorer, self.batch_size)
+        """Scores [N] of PIL images, batched as `score_paths` (by crop count: `pyiqa` crops of
+        small images are fewer)."""
+        batches = scoring.ByCropCount(self.scorer, self.batch_size)
         for i, image in enumerate(images):
-            batches.add(i, scoring.image_crops(image.convert("RGB"), **self.crops))
+            batches.add(i, scoring.image_crops(T.to_rgb(image), **self.crops))
         scores = batches.finish()
         return np.asarray([scores[i] for i in range(len(images))], np.float32)
 
@@ -102,31 +98,25 @@ class IQAMetric:
             if x.ndim == 4 and x.shape[-1] == 3:
                 batch = _as_uint8(x, "batch")
                 return self.score_images([Image.fromarray(im) for im in batch])
-            raise ValueError(f"arrays must be [H, W, 3] or [B, H, W, 3] (RGB), got shape "
-                             f"{x.shape}")
+            raise UserError(f"arrays must be [H, W, 3] or [B, H, W, 3] (RGB), got shape "
+                            f"{x.shape}")
         if isinstance(x, (list, tuple)):
             if all(isinstance(p, (str, os.PathLike)) for p in x):
                 return self.score_paths(x)
             images = [Image.fromarray(_as_uint8(np.asarray(im), f"item {i}"))
                       if isinstance(im, np.ndarray) else im for i, im in enumerate(x)]
             if not all(isinstance(im, Image.Image) for im in images):
-                raise TypeError("a list must hold only paths, or only PIL images and arrays")
+                raise UserError("a list must hold only paths, or only PIL images and arrays")
             return self.score_images(images)
-        raise TypeError(f"cannot score a {type(x).__name__}: pass a path, a PIL image, a uint8 "
+        raise UserError(f"cannot score a {type(x).__name__}: pass a path, a PIL image, a uint8 "
                         "or [0, 1] float array [H, W, 3] / [B, H, W, 3], or a list of these")
 
 
-def create_metric(checkpoint_or_name: str | os.PathLike, **kwargs) -> IQAMetric:
-    """The metric of a training workdir (or its `checkpoints/`), or of a registered name.
+def create_metric(path: str | os.PathLike, **kwargs) -> IQAMetric:
+    """The metric of a training workdir, one checkpoint in it (`WORKDIR/checkpoints/N`), or a
+    model folder (`mmpiqa convert` of a released LIQE model).
 
     Keywords: `crop_mode` (default: the run's evaluation crops), `batch_size`, `workers`.
     """
-    path = os.fspath(checkpoint_or_name)
-    if path in _REGISTRY:
-        path = _REGISTRY[path]
-    elif not os.path.exists(path):
-        known = ", ".join(list_metrics()) or "none are registered"
-        raise FileNotFoundError(f"{path}: neither a training workdir nor a registered metric "
-                                f"name ({known})")
-    model, config = inference.load_for_inference(path)
-    return IQAMetric(model, config, **kwargs)
+    scorer, config = inference.load_scorer(path)
+    return IQAMetric(scorer, config, **kwargs)

@@ -94,6 +94,31 @@ def synthetic_small_dir(tmp_path_factory):
     return path
 
 
+# A tiny MP-IQE on synthetic_iqa/small: 8 steps, DWA epochs of 2 steps (its weights move from
+# step 5), a checkpoint and a validation every 4 steps, one crop per image.
+TINY = "configs/tiny.py:dataset=synthetic_iqa/small"
+TINY_RUN = ["num_steps=8", "log_every=1", "eval_every=4", "checkpoint_every=4",
+            "steps_per_epoch=2", "loss.dwa=True", "data.split=50/25/25",
+            "data.crops_per_image=1", "data.eval_crops=2", "eval.batch_size=8"]
+
+
+def tiny_config(data_dir, *more, spec=TINY):
+    """`configs/tiny.py` on synthetic_iqa/small in `data_dir` with `TINY_RUN` and `more`."""
+    from mmpiqa_jax import config as config_lib
+
+    return config_lib.load_config(spec, [*TINY_RUN, f"data.data_dir={data_dir}", *more])
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_small_dir, tmp_path_factory):
+    """`tiny_config` trained, validated and tested once per session: (workdir, results). Tests
+    that write into a run copy it first."""
+    from mmpiqa_jax.train import run
+
+    workdir = tmp_path_factory.mktemp("trained_run")
+    return workdir, run.train_and_evaluate(tiny_config(synthetic_small_dir), workdir)
+
+
 @pytest.fixture(scope="session")
 def synthetic_small_spec(synthetic_small_dir):
     """The pipeline's `DataSpec` of all of `synthetic_iqa/small`."""

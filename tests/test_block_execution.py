@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mmpiqa_jax.models import iqa
+import workdirs
+
 from mmpiqa_jax.models.clip_model import CLIP, get_variant
 from mmpiqa_jax.train import param_groups as pg
 from mmpiqa_jax.train import step as step_lib
@@ -27,14 +28,15 @@ EXECUTIONS = [(True, "none"), (True, "dots"), (True, "full"), (False, "dots")]
 def build(name: str):
     clip = CLIP(CONFIG, rngs=nnx.Rngs(0))
     if name == "mpiqe":
-        model = iqa.MPIQE(clip, visual_prompt_depth=2, num_visual_prompts=3, num_text_context=2,
-                          text_context_init="", text_prompt_depth=2, fusion_layers=1,
-                          fusion_width=32, fusion_heads=2, rngs=nnx.Rngs(1))
+        model = workdirs.build("mpiqe", clip, visual_prompt_depth=2, num_visual_prompts=3,
+                               num_text_context=2, text_context_init="", text_prompt_depth=2,
+                               fusion_layers=1, fusion_width=32, fusion_heads=2,
+                               rngs=nnx.Rngs(1))
         kernel = model.fusion.head.kernel
         kernel[...] = jax.random.normal(jax.random.key(0), kernel.shape)
         return model, pg.resolve("prompt")
-    return iqa.LIQE(clip, num_text_context=2, text_context_init="", text_prompt_depth=2,
-                     rngs=nnx.Rngs(2)), pg.resolve("full")
+    return workdirs.build("liqe", clip, num_text_context=2, text_context_init="",
+                          text_prompt_depth=2, rngs=nnx.Rngs(2)), pg.resolve("full")
 
 
 def loss_and_grads(model, groups, batch):

@@ -46,13 +46,13 @@ def test_step_holds_no_frozen_arrays_and_the_backbone_is_written_once(workdir):
 def test_eval_restores_without_optimiser_state_and_export_runs(workdir, tmp_path):
     config = inference.read_config(workdir)
     task = IQATask(config)
-    state = trainer.load_state(task, config, workdir, which="latest")
+    state = trainer.load_state(task, config, workdir, step=0)
     assert state.opt_state is None
-    full = trainer.load_state(task, config, workdir, which="latest", optimizer=True)
+    full = trainer.load_state(task, config, workdir, step=0, optimizer=True)
     assert full.opt_state is not None
     jax.tree.map(np.testing.assert_array_equal, state.params, full.params)
     jax.tree.map(np.testing.assert_array_equal, state.frozen, full.frozen)
-    model, _ = inference.load_for_inference(workdir)
+    model, _ = inference.load_model(workdir)
     pixels = np.random.default_rng(0).normal(size=(2, 2, 32, 32, 3)).astype(np.float32)
     assert np.all(np.isfinite(model(pixels, use_text_cache=True)["score"]))
     out = tmp_path / "torch"
@@ -70,4 +70,4 @@ def test_changed_backbone_is_named_on_restore(tmp_path):
     config = inference.read_config(workdir)
     with pytest.raises(checkpointing.CheckpointMismatchError,
                        match=rf"does not match the checksums .*{victim.name}"):
-        trainer.load_state(IQATask(config), config, workdir, which="latest")
+        trainer.load_state(IQATask(config), config, workdir)

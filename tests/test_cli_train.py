@@ -54,7 +54,8 @@ def test_eval_writes_json_csv_png(demo_run, capsys):
 
 def test_eval_of_a_folder_without_a_run(tmp_path, capsys):
     assert main(["eval", "--workdir", str(tmp_path)]) == 1
-    assert "config.json not found" in capsys.readouterr().err
+    assert "no config.json in it, so neither a training workdir nor a model folder" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -12,6 +12,7 @@ from mmpiqa_jax import labels
 from mmpiqa_jax.models import iqa, prompts
 from mmpiqa_jax.models.clip_model import CLIP, get_variant
 from mmpiqa_jax.tokenizer import tokenize
+from workdirs import build
 
 RES = get_variant("tiny").image_resolution
 FUSION = dict(fusion_layers=1, fusion_width=32, fusion_heads=2)
@@ -34,7 +35,8 @@ def crops():
 
 @pytest.fixture(scope="module")
 def mpiqe(clip):
-    model = iqa.MPIQE(clip, visual_prompt_depth=2, num_visual_prompts=3, rngs=nnx.Rngs(1), **FUSION)
+    model = build("mpiqe", clip, visual_prompt_depth=2, num_visual_prompts=3, rngs=nnx.Rngs(1),
+                  **FUSION)
     # The head starts at zero (uniform quality); a random one makes the quality tests bite.
     kernel = model.fusion.head.kernel
     kernel[...] = jax.random.normal(jax.random.key(0), kernel.shape)
@@ -43,7 +45,7 @@ def mpiqe(clip):
 
 @pytest.fixture(scope="module")
 def liqe(clip):
-    return iqa.LIQE(clip, rngs=nnx.Rngs(2))
+    return build("liqe", clip, rngs=nnx.Rngs(2))
 
 
 def forward(model, crops, **kw):
@@ -67,7 +69,8 @@ def test_mpiqe_outputs(mpiqe, crops):
 
 def test_score_spans_1_to_5(clip, crops):
     """Extreme quality logits push the score to the ends of [1, 5], never beyond."""
-    model = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=0, rngs=nnx.Rngs(1), **FUSION)
+    model = build("mpiqe", clip, visual_prompt_depth=0, num_text_context=0, rngs=nnx.Rngs(1),
+                  **FUSION)
     for level, sign in ((0, 1.0), (4, 1.0)):
         bias = np.full(5, -50.0, np.float32)
         bias[level] = 50.0
@@ -125,7 +128,8 @@ def test_liqe_index_layout_and_marginals(liqe, clip, crops):
 
 
 def test_no_prompts_equals_plain_clip(clip, crops):
-    model = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=0, rngs=nnx.Rngs(3), **FUSION)
+    model = build("mpiqe", clip, visual_prompt_depth=0, num_text_context=0, rngs=nnx.Rngs(3),
+                  **FUSION)
     assert model.prompts["visual"].tokens is None and model.prompts["scene"].ctx is None
     pixels = crops.reshape(-1, *crops.shape[2:])
     got = nnx.jit(lambda m, x: m.encode_image(x))(model, pixels)
@@ -140,19 +144,19 @@ def test_no_prompts_equals_plain_clip(clip, crops):
 
 def test_phrase_context_starts_at_the_phrase(clip, liqe):
     """Context from "a photo of a" gives exactly the phrase's prompts (CoOp's initialisation)."""
-    model = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=4,
-                      text_context_init="a photo of a", rngs=nnx.Rngs(4), **FUSION)
+    model = build("mpiqe", clip, visual_prompt_depth=0, num_text_context=4,
+                  text_context_init="a photo of a", rngs=nnx.Rngs(4), **FUSION)
     want = nnx.jit(lambda c, t: c.encode_text(t))(
         clip, tokenize([f"a photo of a {s.replace('_', ' ')}." for s in labels.SCENES]))
     got = nnx.jit(lambda m: m.text_features())(model)[:9]
     np.testing.assert_allclose(got, normalize(want), atol=2e-5)
     # LIQE's CoOp variant starts at LIQE's fixed template.
-    coop = iqa.LIQE(clip, num_text_context=4, rngs=nnx.Rngs(5))
+    coop = build("liqe", clip, num_text_context=4, rngs=nnx.Rngs(5))
     np.testing.assert_allclose(nnx.jit(lambda m: m.text_features())(coop),
                                nnx.jit(lambda m: m.text_features())(liqe), atol=2e-5)
     # A random context does not.
-    rand = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=4, text_context_init="",
-                     rngs=nnx.Rngs(4), **FUSION)
+    rand = build("mpiqe", clip, visual_prompt_depth=0, num_text_context=4, text_context_init="",
+                 rngs=nnx.Rngs(4), **FUSION)
     assert np.abs(nnx.jit(lambda m: m.text_features())(rand)[:9] - got).max() > 1e-2
 
 
@@ -182,12 +186,13 @@ def test_shared_prefix_plan_of_liqe_and_features_equal_the_plain_path(clip):
 
 def test_phrase_longer_than_context_is_an_error(clip):
     with pytest.raises(ValueError, match="text_context_init 'a photo of a' has 4 tokens"):
-        iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=2, rngs=nnx.Rngs(0), **FUSION)
+        build("mpiqe", clip, visual_prompt_depth=0, num_text_context=2, rngs=nnx.Rngs(0),
+              **FUSION)
 
 
 def test_text_cache(clip, crops):
-    model = iqa.MPIQE(clip, visual_prompt_depth=0, num_text_context=2, text_context_init="",
-                      text_prompt_depth=2, rngs=nnx.Rngs(6), **FUSION)
+    model = build("mpiqe", clip, visual_prompt_depth=0, num_text_context=2, text_context_init="",
+                  text_prompt_depth=2, rngs=nnx.Rngs(6), **FUSION)
     graphdef, state = nnx.split(model)
 
     @jax.jit
@@ -234,11 +239,12 @@ def test_text_cache(clip, crops):
 @pytest.mark.parametrize("name", ["mpiqe", "liqe"])
 def test_text_path_is_what_text_features_depend_on(clip, name):
     if name == "mpiqe":
-        model = iqa.MPIQE(clip, visual_prompt_depth=2, num_visual_prompts=3, num_text_context=2,
-                          text_context_init="", text_prompt_depth=2, rngs=nnx.Rngs(6), **FUSION)
+        model = build("mpiqe", clip, visual_prompt_depth=2, num_visual_prompts=3,
+                      num_text_context=2, text_context_init="", text_prompt_depth=2,
+                      rngs=nnx.Rngs(6), **FUSION)
     else:
-        model = iqa.LIQE(clip, num_text_context=2, text_context_init="", text_prompt_depth=2,
-                         rngs=nnx.Rngs(6))
+        model = build("liqe", clip, num_text_context=2, text_context_init="", text_prompt_depth=2,
+                      rngs=nnx.Rngs(6))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     @jax.jit
@@ -264,11 +270,11 @@ def test_the_configs_param_groups_decide_the_cache(clip):
     def trains_text(model, preset):
         return iqa.text_path_is_trainable(model, pg.split_trainable(model, pg.resolve(preset))[1])
 
-    plain = iqa.MPIQE(clip, visual_prompt_depth=2, num_visual_prompts=3, num_text_context=0,
-                      rngs=nnx.Rngs(1), **FUSION)
-    coop = iqa.MPIQE(clip, visual_prompt_depth=2, num_visual_prompts=3, num_text_context=2,
-                     text_context_init="", rngs=nnx.Rngs(1), **FUSION)
-    liqe = iqa.LIQE(clip, rngs=nnx.Rngs(2))
+    plain = build("mpiqe", clip, visual_prompt_depth=2, num_visual_prompts=3, num_text_context=0,
+                  rngs=nnx.Rngs(1), **FUSION)
+    coop = build("mpiqe", clip, visual_prompt_depth=2, num_visual_prompts=3, num_text_context=2,
+                 text_context_init="", rngs=nnx.Rngs(1), **FUSION)
+    liqe = build("liqe", clip, rngs=nnx.Rngs(2))
     assert not trains_text(plain, "prompt")  # frozen CLIP, no text context: cached
     assert trains_text(coop, "prompt")       # learnable text context: recomputed
     assert trains_text(liqe, "full") and trains_text(plain, "full")

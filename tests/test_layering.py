@@ -27,7 +27,8 @@ LAYERS = {
     # The PyTorch models of exported checkpoints: torch, safetensors, numpy, nothing of ours.
     "pytorch": set(),
 }
-TOP_LEVEL = {"labels": BASE, "tokenizer": BASE, "config": BASE, "losses": BASE,
+TOP_LEVEL = {"labels": BASE, "tokenizer": BASE, "config": BASE, "losses": BASE, "errors": BASE,
+             "files": BASE,
              "clip": "api", "metric": "api", "": BASE}  # "": the package's __init__
 # The one import against the layers: the package's module-level `__getattr__` imports
 # `mmpiqa_jax.metric` when `mmpiqa_jax.create_metric` is first read (pyiqa's spelling), so

@@ -173,7 +173,7 @@ def test_pyiqa_file_converts_and_scores_like_pyiqa(released, images, monkeypatch
     assert main(["convert", str(released["pyiqa"]), "--out", str(workdir)]) == 0
     printed = capsys.readouterr().out
     assert "format: pyiqa" in printed and f"variant: {VARIANT}" in printed
-    config = inference.read_config(workdir)
+    _, config = inference.load_model(workdir)
     assert config.model.name == "liqe" and config.model.variant == VARIANT
     assert config.converted_from.format == "pyiqa"
 
@@ -229,9 +229,9 @@ def test_export_is_loaded_by_pyiqa_and_scores_like_ours(released, images, monkey
 
 
 def test_export_refuses_a_model_pyiqa_cannot_hold(tmp_path, capsys):
-    workdir = tmp_path / "mpiqe"
-    workdir.mkdir()
-    (workdir / "config.json").write_text('{"model": {"name": "mpiqe", "num_text_context": 4}}')
+    from workdirs import make_workdir
+
+    workdir = make_workdir(tmp_path / "mpiqe", "model=mpiqe")
     assert main(["export", str(workdir), "--to", "pyiqa", "--out", str(tmp_path / "x.pt")]) == 1
     assert "fixed prompts only" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()

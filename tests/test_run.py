@@ -1,28 +1,20 @@
 """The main job on the tiny config and `synthetic_iqa/small`: exact resume, test evaluations on
 disk, inference from a workdir, and bad input named (config key, dataset, checkpoint, batch)."""
 import json
+import shutil
 
 import jax
 import numpy as np
 import pytest
+from conftest import TINY, tiny_config
 
-from mmpiqa_jax import config as config_lib
 from mmpiqa_jax.data import datasets, pipeline
 from mmpiqa_jax.train import checkpointing, inference, run
 from mmpiqa_jax.train.task import IQATask
 from mmpiqa_jax.train.trainer import StopTraining
 
-SPEC = "configs/tiny.py:dataset=synthetic_iqa/small"
+SPEC = TINY
 TIMING_KEYS = {"images_per_sec"}
-# 8 steps, DWA epochs of 2 steps (weights move from step 5: the resumed run must restore them),
-# a checkpoint and a validation every 4 steps.
-OVERRIDES = ["num_steps=8", "log_every=1", "eval_every=4", "checkpoint_every=4",
-             "steps_per_epoch=2", "loss.dwa=True", "data.split=50/25/25",
-             "data.crops_per_image=1", "data.eval_crops=2", "eval.batch_size=8"]
-
-
-def tiny_config(data_dir, *more, spec=SPEC):
-    return config_lib.load_config(spec, [*OVERRIDES, f"data.data_dir={data_dir}", *more])
 
 
 def read_log(workdir) -> list[dict]:
@@ -41,10 +33,9 @@ def assert_close(got, want, what):
 
 
 @pytest.fixture(scope="module")
-def reference(synthetic_small_dir, tmp_path_factory):
+def reference(trained_run):
     """One uninterrupted 8-step run: (workdir, results, log)."""
-    workdir = tmp_path_factory.mktemp("reference")
-    results = run.train_and_evaluate(tiny_config(synthetic_small_dir), workdir)
+    workdir, results = trained_run
     return workdir, results, read_log(workdir)
 
 
@@ -66,6 +57,7 @@ def test_run_logs_validates_and_writes_test_results(reference):
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.integration
 def test_resume_after_stop_matches_uninterrupted(synthetic_small_dir, reference, tmp_path):
     _, want_results, want_log = reference
 
@@ -86,9 +78,9 @@ def test_resume_after_stop_matches_uninterrupted(synthetic_small_dir, reference,
     assert_close(results, want_results, "results")
 
 
-def test_load_for_inference_scores_like_the_evaluation(reference):
+def test_load_model_scores_like_the_evaluation(reference):
     workdir, _, _ = reference
-    model, config = inference.load_for_inference(workdir / "checkpoints")
+    model, config = inference.load_model(workdir / "checkpoints")
     rows = (workdir / "eval" / "synthetic_iqa_small-test.csv").read_text().splitlines()[1:4]
     names = [r.split(",")[0] for r in rows]
     dataset = datasets.open_dataset("synthetic_iqa/small", config)
@@ -102,8 +94,9 @@ def test_load_for_inference_scores_like_the_evaluation(reference):
     np.testing.assert_allclose(scores, [float(r.split(",")[3]) for r in rows], rtol=1e-5)
 
 
-def test_checkpoint_that_does_not_match_the_config_is_named(synthetic_small_dir, reference):
-    workdir, _, _ = reference
+def test_checkpoint_that_does_not_match_the_config_is_named(synthetic_small_dir, reference,
+                                                           tmp_path):
+    workdir = shutil.copytree(reference[0], tmp_path / "run")
     config = tiny_config(synthetic_small_dir, "model.fusion_width=64", "num_steps=12")
     with pytest.raises(checkpointing.CheckpointMismatchError,
                        match=r"model\.fusion_width: checkpoint 32, config 64"):
@@ -195,8 +188,8 @@ def test_ema_of_parameters_is_what_inference_uses():
     leaves = zip(jax.tree.leaves(state.params), jax.tree.leaves(state.extra["ema"]))
     assert any(not np.allclose(p, e) for p, e in leaves)
     assert task.inference_params(state) is state.extra["ema"]
-    model = inference.model_of(task, state)
-    prompts = model.prompts["scene"].ctx[...]
+    scorer = inference.Scorer.of_state(task, state, inference.sharding.make_mesh())
+    prompts = nnx.merge(scorer.graphdef, scorer.state).prompts["scene"].ctx[...]
     np.testing.assert_array_equal(
         prompts,
         nnx.merge(task.graphdef, state.extra["ema"], state.frozen).prompts["scene"].ctx[...])

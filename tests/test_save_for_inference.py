@@ -1,5 +1,6 @@
-"""`save_for_inference` (what `mmpiqa convert` writes): a workdir's checkpoints are replaced
-only once the new ones are written, so a save that fails loses nothing."""
+"""Model folders (what `mmpiqa convert` writes for a LIQE model): the model's parameters and
+config and nothing of training; read by every command that takes a model, like a workdir and a
+checkpoint in one; replaced only once a new one is written in full."""
 import jax
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from flax import nnx
 from workdirs import REPO, make_workdir
 
 from mmpiqa_jax import config as config_lib
+from mmpiqa_jax.checkpoints import CheckpointError, save_checkpoint
 from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import inference
 
@@ -20,22 +22,55 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-def test_checkpoints_are_replaced_only_by_a_complete_save(tmp_path):
-    workdir = make_workdir(tmp_path / "liqe", "model=liqe", seed=0)
-    before, config = inference.load_for_inference(workdir)
-    with pytest.raises(FileExistsError, match="already holds checkpoints; pass overwrite"):
-        inference.save_for_inference(config, before, workdir)
-    entries = sorted(p.name for p in workdir.iterdir())
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return make_workdir(tmp_path_factory.mktemp("run"), "model=mpiqe")
 
-    # An MP-IQE under the LIQE config: its state does not fit, the save fails.
+
+def test_a_model_folder_holds_the_model_of_its_workdir(workdir, tmp_path):
+    model, config = inference.load_model(workdir)
+    out = inference.save_model(model, config, tmp_path / "model")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "params"]
+    again, config_again = inference.load_model(out)
+    _assert_same(again, model)
+    assert config_again.to_dict() == config.to_dict()
+    crops = np.random.default_rng(0).integers(0, 256, (3, 2, 32, 32, 3), np.uint8)
+    scores = inference.Scorer.of(again)(crops)
+    np.testing.assert_allclose(scores, inference.load_scorer(workdir)[0](crops), rtol=1e-6)
+    assert np.ptp(scores) > 1e-3
+    # One checkpoint of the run, by its folder, is the same model.
+    _assert_same(inference.load_model(workdir / "checkpoints" / "0")[0], model)
+
+
+def test_a_model_folder_is_replaced_only_by_a_complete_save(tmp_path):
+    config = config_lib.load_config(str(REPO / "configs" / "tiny.py:model=liqe"))
+    before = iqa.build_model(config.model, nnx.Rngs(0))
+    out = inference.save_model(before, config, tmp_path / "liqe")
+    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+        inference.save_model(before, config, out)
+    entries = sorted(p.name for p in (tmp_path / "liqe").iterdir())
+
+    # An MP-IQE under the LIQE config: it is written, but it is not what the config describes.
     mpiqe = config_lib.load_config(str(REPO / "configs" / "tiny.py:model=mpiqe"))
-    wrong = iqa.build_model(mpiqe.model, nnx.Rngs(0))
-    with pytest.raises((ValueError, TypeError, KeyError)):
-        inference.save_for_inference(config, wrong, workdir, overwrite=True)
-    _assert_same(inference.load_for_inference(workdir)[0], before)
+    inference.save_model(iqa.build_model(mpiqe.model, nnx.Rngs(0)), config, tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="are not those of the liqe model"):
+        inference.load_model(tmp_path / "bad")
 
-    # Another LIQE's weights do replace them, and nothing of the swap is left beside.
+    # A save that fails half-way (here: an extra that cannot be written) leaves the old one.
+    with pytest.raises(Exception):
+        save_checkpoint(out, before.clip, {"x": object()}, {}, overwrite=True)
+    _assert_same(inference.load_model(out)[0], before)
+    assert sorted(p.name for p in (tmp_path / "liqe").iterdir()) == entries
+
     other = iqa.build_model(config.model, nnx.Rngs(1))
-    inference.save_for_inference(config, other, workdir, overwrite=True)
-    _assert_same(inference.load_for_inference(workdir)[0], other)
-    assert sorted(p.name for p in workdir.iterdir()) == entries
+    inference.save_model(other, config, out, overwrite=True)
+    _assert_same(inference.load_model(out)[0], other)
+    assert sorted(p.name for p in (tmp_path / "liqe").iterdir()) == entries
+
+
+def test_a_clip_checkpoint_is_named_as_such(tmp_path):
+    config = config_lib.load_config(str(REPO / "configs" / "tiny.py"))
+    clip = iqa.build_model(config.model, nnx.Rngs(0)).clip
+    save_checkpoint(tmp_path / "clip", clip)
+    with pytest.raises(inference.UserError, match="is a CLIP checkpoint, not a quality model"):
+        inference.load_scorer(tmp_path / "clip")

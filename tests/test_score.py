@@ -16,18 +16,22 @@ from mmpiqa_jax.cli import main as cli
 from mmpiqa_jax.data import pipeline
 from mmpiqa_jax.data import transforms as T
 from mmpiqa_jax.evaluate import scoring
+from mmpiqa_jax.models.preprocess import clip_normalize
+from mmpiqa_jax.train.inference import Scorer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 class StandIn(nnx.Module):
-    """crops -> a score in (1, 5) that depends on every crop's pixels and position."""
+    """crops (uint8, or CLIP-normalised, as the IQA models take them) -> a score in (1, 5)
+    that depends on every crop's pixels and position."""
 
     def __init__(self, crop: int):
         key = jax.random.key(0)
         self.w = nnx.Param(jax.random.normal(key, (crop, crop, 3)) / crop)
 
     def __call__(self, crops):
+        crops = clip_normalize(crops)
         x = jnp.mean(jnp.sum(crops * self.w[...], axis=(2, 3, 4)), axis=1)
         return {"score": 1 + 4 * jax.nn.sigmoid(x)}
 
@@ -88,8 +92,8 @@ def test_score_files_skips_unreadable_and_matches_the_model(folder, tmp_path):
     files, missing = scoring.find_images([folder, tmp_path / "missing.png"])
     # batch 2 over 2 readable files; batch 3 pads the single batch: both give the same scores.
     for batch_size in (1, 3):
-        scores, skipped = scoring.score_files(model, files, crop_mode="liqe", num_crops=4,
-                                              crop_size=64, batch_size=batch_size,
+        scores, skipped = scoring.score_files(Scorer.of(model), files, crop_mode="liqe",
+                                              num_crops=4, crop_size=64, batch_size=batch_size,
                                               progress=False)
         assert [Path(p).name for p, _ in scores] == ["good.png", "good.JPG"]
         for path, score in scores:
@@ -97,11 +101,12 @@ def test_score_files_skips_unreadable_and_matches_the_model(folder, tmp_path):
             assert score == pytest.approx(float(model(crops[None])["score"][0]), rel=1e-5)
         assert len({s for _, s in scores}) == 2  # the images differ, so must their scores
         assert [Path(p).name for p, _ in skipped] == ["corrupt.png", "not_an_image.jpg"]
-        assert "truncated" in skipped[0][1] and "cannot identify image" in skipped[1][1]
+        assert "truncated" in skipped[0][1]
+        assert "cannot identify the image format" in skipped[1][1]
     assert [Path(p).name for p, _ in missing] == ["missing.png"]
 
 
-def test_make_scorer_refreshes_the_text_cache_and_leaves_the_model(folder):
+def test_scorer_refreshes_the_text_cache_and_leaves_the_model(folder):
     from mmpiqa_jax.models import iqa
 
     config = config_lib.load_config(str(REPO / "configs" / "tiny.py"))
@@ -114,7 +119,7 @@ def test_make_scorer_refreshes_the_text_cache_and_leaves_the_model(folder):
     assert not np.any(model.text_cache[...])  # never refreshed
     crops = np.stack([T.normalize(scoring.load_crops(folder / n, "liqe", 2, 32))
                       for n in ("good.png", "sub/good.JPG")])
-    got = scoring.make_scorer(model)(crops)
+    got = Scorer.of(model)(crops)
     np.testing.assert_allclose(got, model(crops)["score"], rtol=1e-5)
     assert abs(got[0] - got[1]) > 1e-4
     assert not np.any(model.text_cache[...])  # the caller's model is unchanged
@@ -123,7 +128,7 @@ def test_make_scorer_refreshes_the_text_cache_and_leaves_the_model(folder):
 def _cli(monkeypatch, model, config):
     from mmpiqa_jax.train import inference
 
-    monkeypatch.setattr(inference, "load_for_inference", lambda path: (model, config))
+    monkeypatch.setattr(inference, "load_scorer", lambda path: (Scorer.of(model), config))
 
 
 def test_cli_score(folder, tmp_path, monkeypatch, capsys):
@@ -164,4 +169,4 @@ def test_cli_score_errors(tmp_path, capsys):
         capsys.readouterr().err
     _png(tmp_path / "a.png", (240, 240), 0)
     assert cli.main(["score", "--checkpoint", str(tmp_path / "nowhere"), str(tmp_path)]) == 1
-    assert "not a training workdir" in capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'}: no such file or folder" in capsys.readouterr().err

@@ -62,7 +62,7 @@ def test_exported_workdir_scores_like_jax(case, tmp_path, images, capsys):
     assert cli.main(["export", str(workdir), "--to", "torch", "--out", str(out)]) == 0
     assert "wrote a PyTorch" in capsys.readouterr().out
 
-    model, config = inference.load_for_inference(workdir)
+    model, config = inference.load_model(workdir)
     ported = tp.load(out)
     exported = json.loads((out / "config.json").read_text())
     assert exported["model"] == config.model.name
@@ -74,7 +74,7 @@ def test_exported_workdir_scores_like_jax(case, tmp_path, images, capsys):
 
     # The same crops, uint8 and CLIP-normalised float.
     crops = random_crops(3, 2, 32)
-    jax_scores = scoring.make_scorer(model)(crops)
+    jax_scores = inference.Scorer.of(model)(crops)
     np.testing.assert_allclose(torch_scores(ported, crops), jax_scores, atol=TOL)
     assert np.ptp(jax_scores) > 1e-3  # the images score apart: the check can tell them apart
     normalised = (crops / 255.0 - np.asarray(tp.model.CLIP_MEAN)) / np.asarray(tp.model.CLIP_STD)
@@ -89,7 +89,8 @@ def test_exported_workdir_scores_like_jax(case, tmp_path, images, capsys):
         ours = tp.eval_crops(Image.open(path), setting["crop_mode"], setting["num_crops"],
                              setting["crop_size"])
         np.testing.assert_array_equal(ours, scoring.load_crops(path, **setting))
-    want, skipped = scoring.score_files(model, images, batch_size=2, progress=False, **setting)
+    want, skipped = scoring.score_files(inference.Scorer.of(model), images, batch_size=2,
+                                        progress=False, **setting)
     assert not skipped
     got = tp.score_files(ported, images, batch_size=3)
     assert [p for p, _ in got] == [str(p) for p, _ in want]
@@ -116,8 +117,7 @@ def test_exported_model_scores_like_jax(name, tmp_path):
         clip = None
     elif name == "liqe-quality":
         config = config_lib.load_config(str(REPO / "configs" / "tiny.py:model=liqe,ctx=0"))
-        with config.unlocked():  # a key configs/liqe.py sets (prompts=quality), tiny does not
-            config.model.liqe_prompts = "quality"
+        config.model.liqe_prompts = "quality"
         clip = None
     else:
         config = config_lib.load_config(str(REPO / "configs" / "tiny.py:model=mpiqe,depth=12"),
@@ -131,7 +131,7 @@ def test_exported_model_scores_like_jax(name, tmp_path):
         assert len(ported.clip.visual.transformer.resblocks) == 12
         assert tuple(ported.visual_prompts.shape) == (12, 4, 64)
     crops = random_crops(2, 3, 32, seed=1)
-    jax_scores = scoring.make_scorer(model)(crops)
+    jax_scores = inference.Scorer.of(model)(crops)
     np.testing.assert_allclose(torch_scores(ported, crops), jax_scores, atol=TOL)
     assert np.ptp(jax_scores) > 1e-3
     # QuickGELU in place of the exact GELU moves the scores: the activation is honoured.
@@ -173,7 +173,8 @@ def test_the_format_names_agree_and_bad_folders_are_named(tmp_path):
 
 def test_export_of_a_folder_that_is_no_workdir_is_named(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path), "--to", "torch", "--out", str(tmp_path / "o")]) == 1
-    assert "not a training workdir" in capsys.readouterr().err
+    assert "no config.json in it, so neither a training workdir nor a model folder" in \
+        capsys.readouterr().err
 
 
 def test_an_export_that_fails_half_way_leaves_the_earlier_one(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.train import checkpointing, trainer
 from mmpiqa_jax.train.trainer import NonFiniteLossError, StopTraining, load_state, train
 from toy_task import ToyIterator, ToyTask, make_eval_fn, toy_config
@@ -144,7 +145,7 @@ def test_keeps_last_n_and_best_by_srcc(tmp_path):
         assert ckpt.best_step() == 6 and ckpt.latest_step() == 12
         assert ckpt.manager.metrics(6)["srcc"] == pytest.approx(0.9)
     assert int(load_state(ToyTask(12), config, tmp_path).step) == 6
-    assert int(load_state(ToyTask(12), config, tmp_path, which="latest").step) == 12
+    assert int(load_state(ToyTask(12), config, tmp_path, step=12).step) == 12
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -186,10 +187,10 @@ def test_checkpoint_that_does_not_match_config(tmp_path):
 
 
 @pytest.mark.parametrize("change, error, words", [
-    ({"checkpoint_every": None}, KeyError, "checkpoint_every"),
-    ({"batch_size": 0}, ValueError, "config.batch_size=0"),
-    ({"batch_size": 12}, ValueError, "must feed batch_size / processes = 12"),
-    ({"keep_checkpoints": 0}, ValueError, "keep_checkpoints=0"),
+    ({"checkpoint_every": None}, UserError, "checkpoint_every"),
+    ({"batch_size": 0}, UserError, "config.batch_size=0"),
+    ({"batch_size": 12}, UserError, "must feed batch_size / processes = 12"),
+    ({"keep_checkpoints": 0}, UserError, "keep_checkpoints=0"),
 ])
 def test_bad_config_is_named(tmp_path, change, error, words):
     config = toy_config()
@@ -239,7 +240,7 @@ def test_checkpoint_of_the_earlier_layout_is_named(tmp_path):
     step = tmp_path / "checkpoints" / "2"
     (step / "params").rename(step / "state")  # what a step of the earlier layout holds
     with pytest.raises(checkpointing.CheckpointMismatchError, match="layout of earlier versions"):
-        load_state(ToyTask(config.num_steps), config, tmp_path, which="latest")
+        load_state(ToyTask(config.num_steps), config, tmp_path)
 
 
 
@@ -252,19 +253,20 @@ def _small_state(step: int, value: float) -> trainer.TrainState:
 
 
 def test_checkpointers_in_threads_save_side_by_side(tmp_path, monkeypatch):
-    """A packed sweep trains several runs in one process, one thread each. Orbax keys an async
-    save's signals by a process-wide operation id, so saves that overlapped across threads
-    waited for signals sent under another id until Orbax's barrier timed out (a packed sweep
-    failed so in CI); `Checkpointer` serialises the start of its saves."""
+    """A packed sweep trains several runs in one process, one thread each, saving
+    synchronously: Orbax keys an asynchronous save's signals by a process-wide operation id, so
+    asynchronous saves that overlapped across threads waited for signals sent under another id
+    until Orbax's barrier timed out (a packed sweep failed so in CI)."""
     from orbax.checkpoint._src.multihost import multihost
-    # Fail in seconds rather than after Orbax's 300 s (a private name: if it moves, the race
+    # Fail in seconds rather than after Orbax's 300 s (a private name: if it moves, a race
     # still fails the test, only later).
     monkeypatch.setattr(multihost, "_DEFAULT_BARRIER_TIMEOUT", 20, raising=False)
     runs, steps, errors = 4, 12, []
 
     def one(i):
         try:
-            with checkpointing.Checkpointer(tmp_path / f"run{i}", keep=2) as ckpt:
+            with checkpointing.Checkpointer(tmp_path / f"run{i}", keep=2,
+                                            async_save=False) as ckpt:
                 for step in range(1, steps + 1):
                     ckpt.save(step, _small_state(step, i + step), metrics={"srcc": step / steps})
                 ckpt.wait()

@@ -12,6 +12,16 @@ from mmpiqa_jax.train import checkpointing, trainer
 from mmpiqa_jax.train.task import IQATask
 
 REPO = Path(__file__).resolve().parents[1]
+COMMON = config_lib.load_sibling(str(REPO / "configs" / "tiny.py"), "common")
+
+
+def build(name: str, clip, **changes):
+    """`iqa.MPIQE` or `iqa.LIQE` (`name`) on `clip`: configs/common.py's keywords for it, with
+    `changes` (`rngs` among them)."""
+    from mmpiqa_jax.models import iqa
+
+    defaults = {k: v for k, v in COMMON.model_config(name).items() if k not in iqa.CLIP_KEYS}
+    return iqa.MODELS[name](clip, **{**defaults, **changes})
 
 
 def make_workdir(workdir, spec: str = "", overrides=(), *, seed: int = 0) -> Path:
@@ -28,7 +38,7 @@ def make_workdir(workdir, spec: str = "", overrides=(), *, seed: int = 0) -> Pat
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / trainer.CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=1))
     with checkpointing.Checkpointer(workdir / trainer.CHECKPOINT_DIR, async_save=False,
-                                    model_cfg=checkpointing.model_config(config)) as ckpt:
+                                    model_cfg=checkpointing.run_identity(config)) as ckpt:
         ckpt.save(0, state)
         ckpt.wait()
     return workdir

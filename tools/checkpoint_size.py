@@ -53,7 +53,7 @@ def main() -> None:
     trainer.write_config(config, workdir)
     directory = os.path.join(workdir, trainer.CHECKPOINT_DIR)
     with checkpointing.Checkpointer(directory, async_save=False,
-                                    model_cfg=checkpointing.model_config(config)) as ckpt:
+                                    model_cfg=checkpointing.run_identity(config)) as ckpt:
         ckpt.save(1, state)
         ckpt.wait()
     nbytes = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree))
@@ -64,11 +64,11 @@ def main() -> None:
     backbone = os.path.join(workdir, checkpointing.BACKBONE_DIR)
     print(f"frozen backbone {backbone} (written once per workdir): "
           f"{du(backbone) / 2**20:.1f} MiB on disk")
-    restored = trainer.load_state(task, config, workdir, which="latest")
+    restored = trainer.load_state(task, config, workdir)
     assert restored.opt_state is None
     same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), restored.params, state.params)
     print(f"restored without optimiser state: params equal = {all(jax.tree.leaves(same))}")
-    model, _ = inference.load_for_inference(workdir)
+    model, _ = inference.load_model(workdir)
     print("load_for_inference (eval/export path): ok,", type(model).__name__)
 
 

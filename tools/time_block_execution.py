@@ -21,6 +21,7 @@ from flax import nnx
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 import bench_inputs  # noqa: E402
+from mmpiqa_jax import config as config_lib
 from mmpiqa_jax.models import iqa  # noqa: E402
 from mmpiqa_jax.models.clip_model import CLIP, get_variant  # noqa: E402
 from mmpiqa_jax.train import param_groups as pg  # noqa: E402
@@ -34,8 +35,11 @@ def build(name: str, variant: str):
     clip = CLIP(get_variant(variant), rngs=nnx.Rngs(0))
     if name == "mpiqe":
         depth = min(12, clip.config.vision_layers)
-        return iqa.MPIQE(clip, visual_prompt_depth=depth, rngs=nnx.Rngs(1)), pg.resolve("prompt")
-    return iqa.LIQE(clip, rngs=nnx.Rngs(1)), pg.resolve("full")
+        return (iqa.build_model(config_lib.load_config("configs/mpiqe.py", [
+            f"model.visual_prompt_depth={depth}"]).model, nnx.Rngs(1), clip=clip),
+            pg.resolve("prompt"))
+    return (iqa.build_model(config_lib.load_config("configs/liqe.py").model, nnx.Rngs(1),
+                            clip=clip), pg.resolve("full"))
 
 
 def time_one(name, variant, execution, images, crops, repeats):

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mmpiqa_jax.checkpoints.openai_layout import NON_PARAMETER_KEYS, check_state_dict
 from mmpiqa_jax.checkpoints.errors import CheckpointError
+from mmpiqa_jax.checkpoints.openai_layout import NON_PARAMETER_KEYS, check_state_dict
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
 # Each row: OpenAI key, NNX path, axis permutation from the torch

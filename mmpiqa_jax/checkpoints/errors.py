@@ -1,7 +1,9 @@
 """The one error type of checkpoint reading and writing."""
 
+from mmpiqa_jax.errors import UserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserError):
     """A checkpoint that cannot be read or written; the message names the file and the tensor at
     fault."""
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from mmpiqa_jax import files
 from mmpiqa_jax.checkpoints.clip_conversion import infer_config, to_openai_state_dict
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.checkpoints.hf import hf_config_for, openai_to_hf
@@ -45,11 +46,6 @@ def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
     check_state_dict(state_dict, config, source="<export>")
     weights = {k: v.astype(np.float32) for k, v in openai_to_hf(state_dict).items()}
 
-    os.makedirs(out_dir, exist_ok=True)
-    hf_config_for(config).save_pretrained(out_dir)
-    # transformers refuses safetensors files without this metadata.
-    save_file(weights, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-
     extras = {}
     for name, value in (extra_params or {}).items():
         if not isinstance(name, str) or not name:
@@ -57,11 +53,14 @@ def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
         extras[name] = np.asarray(value, order="C")
     meta = {"format": EXTRA_FORMAT, "version": 1, "clip": config.to_dict(),
             "extra_params": sorted(extras), "extra_config": dict(extra_config or {})}
-    with open(os.path.join(out_dir, EXTRA_CONFIG), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
-    if extras:
-        save_file(extras, os.path.join(out_dir, EXTRA_WEIGHTS), metadata={"format": "np"})
+    # Every file is written before any replaces an earlier export's (files.replacing).
+    with files.replacing(out_dir, last="config.json", stale=(EXTRA_WEIGHTS,)) as staging:
+        hf_config_for(config).save_pretrained(os.fspath(staging))
+        # transformers refuses safetensors files without this metadata.
+        save_file(weights, os.fspath(staging / "model.safetensors"), metadata={"format": "pt"})
+        files.write_json(staging / EXTRA_CONFIG, meta)
+        if extras:
+            save_file(extras, os.fspath(staging / EXTRA_WEIGHTS), metadata={"format": "np"})
     return out_dir
 
 

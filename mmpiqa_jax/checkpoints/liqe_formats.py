@@ -19,16 +19,19 @@ repositories). torch is needed to read and write these files (`torch_files`).
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from collections.abc import Mapping
 
 import numpy as np
 
+from mmpiqa_jax import files
 from mmpiqa_jax.checkpoints.clip_conversion import infer_config
 from mmpiqa_jax.checkpoints.errors import CheckpointError, listing
 from mmpiqa_jax.checkpoints.openai_layout import (check_state_dict, clean_state_dict,
                                                   looks_like_openai)
 from mmpiqa_jax.checkpoints.torch_files import is_torchscript, load_pickle, require_torch
+from mmpiqa_jax.errors import MissingFileError
 from mmpiqa_jax.models.clip_model import CLIPConfig
 
 LIQE_FORMATS = ("liqe", "liqe-train", "pyiqa")
@@ -136,16 +139,14 @@ def pyiqa_params(state_dict: Mapping[str, np.ndarray]) -> dict:
 
 
 def write_pyiqa(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -> str:
-    """Writes the file pyiqa's `LIQE(pretrained_model_path=path)` loads; returns its path.
-
-    Written to a temporary name and renamed, so an interrupted export leaves no partial file.
-    """
+    """Writes the file pyiqa's `LIQE(pretrained_model_path=path)` loads (whole or not at all,
+    `files.write_bytes`); returns its path."""
     path = os.fspath(path)
     torch = require_torch(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise CheckpointError(f"{path}: the folder {folder} does not exist")
-    tmp = path + ".tmp"
-    torch.save(pyiqa_params(state_dict), tmp)
-    os.replace(tmp, path)
+        raise MissingFileError(f"{path}: the folder {folder} does not exist")
+    buffer = io.BytesIO()
+    torch.save(pyiqa_params(state_dict), buffer)
+    files.write_bytes(path, buffer.getvalue())
     return path

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from mmpiqa_jax.checkpoints.load import load_clip, read_clip_config
+from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig, get_variant
 
 RANDOM_CLIP = "random"  # `model.clip_checkpoint` asking for a random initialisation of `variant`
@@ -30,16 +31,16 @@ def clip_weights_path(model_config) -> str | None:
     """
     path = model_config.clip_checkpoint
     if model_config.variant == FROM_CHECKPOINT and (not path or path == RANDOM_CLIP):
-        raise ValueError(f"model.variant={FROM_CHECKPOINT!r} takes the architecture from "
-                         f"model.clip_checkpoint, which is {path!r}: set it to a checkpoint "
-                         "(anything clip.load reads), or name a variant")
+        raise UserError(f"model.variant={FROM_CHECKPOINT!r} takes the architecture from "
+                        f"model.clip_checkpoint, which is {path!r}: set it to a checkpoint "
+                        "(anything clip.load reads), or name a variant")
     if path == RANDOM_CLIP:
         return None
     if not path:
         if model_config.variant == "tiny":
             return None
         variant = model_config.variant
-        raise ValueError(
+        raise UserError(
             f"model.clip_checkpoint is empty for model.variant {variant!r}: that would "
             f"train a randomly initialised CLIP, whose scores on real data mean nothing. Set "
             f"model.clip_checkpoint to pretrained {variant} weights, i.e. anything "
@@ -75,7 +76,7 @@ def load_pretrained_clip(model_config) -> CLIP | None:
     expected = clip_config(model_config)
     clip = load_clip(path, dtype=model_config.dtype)
     if clip.config != expected:
-        raise ValueError(f"model.clip_checkpoint {path!r} holds a CLIP of {clip.config}, not "
-                         f"model.variant {model_config.variant!r} ({expected}); "
-                         f"model.variant={FROM_CHECKPOINT} takes the checkpoint's own")
+        raise UserError(f"model.clip_checkpoint {path!r} holds a CLIP of {clip.config}, not "
+                        f"model.variant {model_config.variant!r} ({expected}); "
+                        f"model.variant={FROM_CHECKPOINT} takes the checkpoint's own")
     return clip

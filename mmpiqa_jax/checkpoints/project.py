@@ -22,6 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from mmpiqa_jax import files
 from mmpiqa_jax.checkpoints.errors import CheckpointError, key_mismatch
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
@@ -97,8 +98,8 @@ def save_checkpoint(out_dir: str | os.PathLike, clip_model: CLIP,
     out_dir = os.path.abspath(os.fspath(out_dir))
     config_path = os.path.join(out_dir, CONFIG_FILE)
     if os.path.exists(config_path) and not overwrite:
-        raise CheckpointError(f"{out_dir}: already holds a checkpoint "
-                              "(pass overwrite=True to replace it)")
+        raise CheckpointError(f"{out_dir}: already holds a checkpoint (--overwrite, in Python "
+                              "overwrite=True, replaces it)")
     extras = _check_extras(extra_params)
     meta = {
         "format": PROJECT_FORMAT,
@@ -111,14 +112,11 @@ def save_checkpoint(out_dir: str | os.PathLike, clip_model: CLIP,
     meta_text = json.dumps(meta, indent=2)  # fails before anything is written if not JSON-able
     params = _per_block(nnx.to_pure_dict(nnx.state(clip_model, nnx.Param)),
                         lambda x, i: np.asarray(x[i]))
-    os.makedirs(out_dir, exist_ok=True)
-    if os.path.exists(config_path):
-        os.remove(config_path)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.join(out_dir, PARAMS_DIR), {"clip": params, "extra": extras},
-                          force=overwrite)
-    with open(config_path, "w", encoding="utf-8") as f:
-        f.write(meta_text + "\n")
+    # The earlier checkpoint is replaced only once the new one is written in full.
+    with files.replacing(out_dir, last=CONFIG_FILE) as staging:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(os.fspath(staging / PARAMS_DIR), {"clip": params, "extra": extras})
+        files.write_text(staging / CONFIG_FILE, meta_text + "\n")
     return out_dir
 
 

@@ -13,14 +13,13 @@ range. Numpy only: torch is not needed to write it.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 
 import numpy as np
 from flax import nnx
 
-from mmpiqa_jax import labels
+from mmpiqa_jax import files, labels
 from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.models import iqa
@@ -133,15 +132,7 @@ def export_torch(model, out_dir: str | os.PathLike, *,
                               f"image_resolution {resolution}")
     config["preprocess"] = {"crop_mode": str(pre["crop_mode"]), "num_crops": int(pre["num_crops"]),
                             "crop_size": int(pre["crop_size"])}
-    out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    weights, config_file = (os.path.join(out_dir, name) for name in (WEIGHTS_NAME, CONFIG_NAME))
-    # Both files are written in full under temporary names, then moved over any earlier
-    # export: an export that fails half-way leaves the folder as it was.
-    save_file(tensors, weights + ".tmp", metadata={"format": "pt"})
-    with open(config_file + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=1)
-        f.write("\n")
-    os.replace(weights + ".tmp", weights)
-    os.replace(config_file + ".tmp", config_file)
-    return out_dir
+    with files.replacing(out_dir, last=CONFIG_NAME) as staging:
+        save_file(tensors, os.fspath(staging / WEIGHTS_NAME), metadata={"format": "pt"})
+        files.write_json(staging / CONFIG_NAME, config)
+    return os.fspath(out_dir)

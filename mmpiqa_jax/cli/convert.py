@@ -1,14 +1,16 @@
 """`mmpiqa convert SRC --out DIR`: any supported CLIP checkpoint to the project's Orbax checkpoint,
-or a released LIQE model (LIQE's, pyiqa's) to a workdir that `mmpiqa score` / `eval` read."""
+or a released LIQE model (LIQE's, pyiqa's) to a model folder that `mmpiqa score`, `eval`,
+`export` and `create_metric` read."""
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
+from mmpiqa_jax.errors import MissingFileError
+
 HELP = ("Convert a CLIP checkpoint (OpenAI, open_clip or Hugging Face) to the project's "
-        "checkpoint, or a LIQE model (LIQE's LIQE.pt, pyiqa's liqe_*.pt) to a workdir.")
+        "checkpoint, or a LIQE model (LIQE's LIQE.pt, pyiqa's liqe_*.pt) to a model folder.")
 # The LIQE config a converted LIQE model's workdir is written with.
 LIQE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "liqe.py"
 
@@ -30,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what SRC holds. auto: pyiqa's LIQE files ({'params': {'clip_model.*'}}) and "
              "LIQE's training checkpoints ({'model_state_dict'}) are LIQE models, anything "
              "else a CLIP; liqe: also a bare CLIP state dict, as LIQE's released LIQE.pt is. "
-             "A LIQE model becomes a workdir for `mmpiqa score --checkpoint` / `mmpiqa eval`")
+             "A LIQE model becomes a model folder for `mmpiqa score --checkpoint`, `eval`, "
+             "`export` and create_metric")
     parser.add_argument(
         "--prompts", choices=("joint", "quality"), default="joint",
         help="the prompts a LIQE model was trained with, which its file does not say: joint "
@@ -70,8 +73,8 @@ def liqe_config(variant: str, prompts: str, source: str, fmt: str):
     from mmpiqa_jax import config as config_lib
 
     if not LIQE_CONFIG.is_file():
-        raise FileNotFoundError(f"{LIQE_CONFIG} not found: converting a LIQE model needs the "
-                                "repository's configs/ folder (install with pip install -e)")
+        raise MissingFileError(f"{LIQE_CONFIG} not found: converting a LIQE model needs the "
+                               "repository's configs/ folder (install with pip install -e)")
     config = config_lib.load_config(f"{LIQE_CONFIG}:variant={variant},prompts={prompts},"
                                     "checkpoint=random")
     with config.unlocked():
@@ -80,7 +83,7 @@ def liqe_config(variant: str, prompts: str, source: str, fmt: str):
 
 
 def convert_liqe(args: argparse.Namespace) -> int:
-    """A LIQE model file to a workdir whose best checkpoint is the model."""
+    """A LIQE model file to a model folder (`train.inference.save_model`)."""
     from flax import nnx
 
     from mmpiqa_jax.checkpoints import CheckpointError, liqe_formats
@@ -88,37 +91,29 @@ def convert_liqe(args: argparse.Namespace) -> int:
     from mmpiqa_jax.models import iqa
     from mmpiqa_jax.train import inference
 
-    try:
-        source = liqe_formats.read_liqe(args.src, bare_state_dict=args.kind == "liqe")
-        variant = variant_name(source.config)
-        if variant == "custom":
-            raise CheckpointError(f"{args.src}: a LIQE model on a CLIP of {source.config}, which "
-                                  "is no built-in variant (LIQE and pyiqa use ViT-B/32)")
-        config = liqe_config(variant, args.prompts, args.src, source.format)
-        clip = from_openai_state_dict(source.state_dict, source=args.src, config=source.config,
-                                      dtype=config.model.dtype)
-        model = iqa.build_model(config.model, nnx.Rngs(config.seed), clip=clip)
-        out = inference.save_for_inference(config, model, args.out, overwrite=args.overwrite)
-    except (CheckpointError, FileNotFoundError, FileExistsError) as e:
-        print(f"mmpiqa convert: {e}", file=sys.stderr)
-        return 1
+    source = liqe_formats.read_liqe(args.src, bare_state_dict=args.kind == "liqe")
+    variant = variant_name(source.config)
+    if variant == "custom":
+        raise CheckpointError(f"{args.src}: a LIQE model on a CLIP of {source.config}, which is "
+                              "no built-in variant (LIQE and pyiqa use ViT-B/32)")
+    config = liqe_config(variant, args.prompts, args.src, source.format)
+    clip = from_openai_state_dict(source.state_dict, source=args.src, config=source.config,
+                                  dtype=config.model.dtype)
+    model = iqa.build_model(config.model, nnx.Rngs(config.seed), clip=clip)
+    out = inference.save_model(model, config, args.out, overwrite=args.overwrite)
     print(f"read {args.src}\n{describe(clip, source.format)}\nprompts: {args.prompts}\n"
-          f"wrote the LIQE workdir {out} (mmpiqa score --checkpoint {out} --crops pyiqa ...)")
+          f"wrote the LIQE model {out} (mmpiqa score --checkpoint {out} --crops pyiqa ...)")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmpiqa_jax.checkpoints import CheckpointError, liqe_formats, save_checkpoint
+    from mmpiqa_jax.checkpoints import liqe_formats, save_checkpoint
     from mmpiqa_jax.checkpoints.load import read_checkpoint
 
     if args.kind == "liqe" or (args.kind == "auto" and liqe_formats.detect(args.src)):
         return convert_liqe(args)
-    try:
-        checkpoint, fmt = read_checkpoint(args.src, arch=args.arch)
-        out = save_checkpoint(args.out, checkpoint.clip, checkpoint.extra_params,
-                              checkpoint.extra_config, overwrite=args.overwrite)
-    except CheckpointError as e:
-        print(f"mmpiqa convert: {e}", file=sys.stderr)
-        return 1
+    checkpoint, fmt = read_checkpoint(args.src, arch=args.arch)
+    out = save_checkpoint(args.out, checkpoint.clip, checkpoint.extra_params,
+                          checkpoint.extra_config, overwrite=args.overwrite)
     print(f"read {args.src}\n{describe(checkpoint.clip, fmt)}\nwrote {out}")
     return 0

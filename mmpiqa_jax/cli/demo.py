@@ -10,16 +10,14 @@ writes), the table of all of them in `<workdir>/results.md`, their scatter plots
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-from mmpiqa_jax.cli.train import INPUT_ERRORS, error_message, format_results
+from mmpiqa_jax.cli.train import format_results
+from mmpiqa_jax.errors import MissingFileError
 
 HELP = "train and test a small MP-IQE on the embedded synthetic_iqa dataset (nothing downloaded)"
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.py"
-
-
 METHODS = {"mpiqe": "MP-IQE", "liqe": "LIQE"}
 
 
@@ -65,25 +63,21 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     methods = ["mpiqe", "liqe"] if args.compare else ["mpiqe"]
     results, config = {}, None
-    try:
-        if not CONFIG.is_file():
-            raise FileNotFoundError(f"{CONFIG} not found: the demo needs the repository's "
-                                    "configs/ folder (install with pip install -e)")
-        for method in methods:
-            config = config_lib.load_config(f"{CONFIG}:dataset={args.dataset},model={method}",
-                                            args.overrides)
-            if args.data_dir:
-                config.data.data_dir = args.data_dir
-            _ensure_prepared(args.dataset, config.data.data_dir or None)
-            print(f"training {config.method}: {config.num_steps} steps of {config.batch_size} "
-                  f"images -> {workdir / method}", flush=True)
-            results[method] = run_lib.train_and_evaluate(config, workdir / method)
-            if not results[method]:
-                print(f"training stopped early; run again to resume in {workdir / method}")
-                return 0
-    except INPUT_ERRORS as e:
-        print(f"error: {error_message(e)}", file=sys.stderr)
-        return 1
+    if not CONFIG.is_file():
+        raise MissingFileError(f"{CONFIG} not found: the demo needs the repository's configs/ "
+                               "folder (install with pip install -e)")
+    for method in methods:
+        config = config_lib.load_config(f"{CONFIG}:dataset={args.dataset},model={method}",
+                                        args.overrides)
+        if args.data_dir:
+            config.data.data_dir = args.data_dir
+        _ensure_prepared(args.dataset, config.data.data_dir or None)
+        print(f"training {config.method}: {config.num_steps} steps of {config.batch_size} "
+              f"images -> {workdir / method}", flush=True)
+        results[method] = run_lib.train_and_evaluate(config, workdir / method)
+        if not results[method]:
+            print(f"training stopped early; run again to resume in {workdir / method}")
+            return 0
     evaluation = next(iter(results["mpiqe"]))  # `<dataset>-test`: the held-out references
     rows = {METHODS[m]: _comparison_row(workdir / m, evaluation, results[m][evaluation])
             for m in methods}

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from mmpiqa_jax.cli.train import (INPUT_ERRORS, add_distributed_arguments, error_message,
-                                  format_results, start_processes)
+from mmpiqa_jax.cli.train import add_distributed_arguments, format_results, start_processes
 
 HELP = "evaluate the best checkpoint of a training run; writes eval/<dataset>-<split>.*"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", required=True, help="folder of a `mmpiqa train` run")
+    parser.add_argument("--workdir", required=True,
+                        help="a `mmpiqa train` run, one checkpoint in it (WORKDIR/checkpoints/N), "
+                             "or a model folder (`mmpiqa convert` of a LIQE model)")
     parser.add_argument("--dataset", default=None,
                         help="one dataset (default: every training dataset and eval.datasets)")
     parser.add_argument("--split", default=None,
@@ -21,15 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not start_processes(args):  # first: before anything creates a JAX backend
-        return 1
+    start_processes(args)  # first: before anything creates a JAX backend
     from mmpiqa_jax.train import run as run_lib  # pylint: disable=import-outside-toplevel
 
-    try:
-        results = run_lib.evaluate_workdir(args.workdir, args.dataset, args.split)
-    except INPUT_ERRORS as e:
-        print(f"error: {error_message(e)}", file=sys.stderr)
-        return 1
+    results = run_lib.evaluate_workdir(args.workdir, args.dataset, args.split)
     print(format_results(results))
-    print(f"written to {args.workdir}/eval/")
+    print(f"written to {run_lib.inference.run_folder(args.workdir)}/eval/")
     return 0

@@ -1,12 +1,17 @@
 """The `mmpiqa` command line: one sub-command per module in `mmpiqa_jax.cli`.
 
 Each sub-command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
-Modules are imported only when their command runs, so `mmpiqa --help` stays fast.
+Modules are imported only when their command runs, so `mmpiqa --help` stays fast. This is the
+one place that turns errors into messages: a `UserError` (bad input) or an `OSError` (the
+user's files or disk) is printed as one line with exit status 1; anything else is a bug and
+keeps its traceback.
 """
 import argparse
 import importlib
 import importlib.util
 import sys
+
+from mmpiqa_jax.errors import UserError
 
 # command name -> module; each module owns its arguments and its work.
 COMMANDS = {
@@ -50,7 +55,14 @@ def main(argv=None) -> int:
     if argv and argv[0] in commands:
         commands = {argv[0]: commands[argv[0]]}
     args = build_parser(commands).parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

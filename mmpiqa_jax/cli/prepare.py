@@ -1,6 +1,5 @@
 """`mmpiqa prepare NAME`: build a dataset into the data dir, from the folder the user downloaded."""
 import argparse
-import sys
 import time
 
 HELP = "build an IQA dataset (tfds, array_record) from its downloaded folder"
@@ -29,18 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
     from mmpiqa_jax.data import registry  # pylint: disable=import-outside-toplevel
     # tfds' tqdm bars count the examples generated and shuffled, split by split.
     tfds.display_progress_bar(True)
     start = time.time()
-    try:
-        builder = registry.prepare(args.name, args.manual_dir, args.data_dir,
-                                   allow_partial=args.allow_partial,
-                                   liqe_resize=args.liqe_resize,
-                                   uncompressed=args.uncompressed)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    builder = registry.prepare(args.name, args.manual_dir, args.data_dir,
+                               allow_partial=args.allow_partial, liqe_resize=args.liqe_resize,
+                               uncompressed=args.uncompressed)
     counts = {name: split.num_examples for name, split in builder.info.splits.items()}
     print(f"{args.name}: {counts} examples in {builder.data_dir} ({time.time() - start:.0f} s)")
     return 0

@@ -16,6 +16,7 @@ import os
 import sys
 
 from mmpiqa_jax.cli.train import add_distributed_arguments, start_processes
+from mmpiqa_jax.errors import MissingFileError, UserError
 
 HELP = "score image files and folders with a trained model (CSV or JSON: path, score; the mean)"
 FORMATS = ("csv", "json")
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="image files and folders (searched recursively for image files)")
     parser.add_argument("--checkpoint", required=True,
-                        help="a training workdir, or one checkpoint in it")
+                        help="a training workdir, one checkpoint in it (WORKDIR/checkpoints/N), "
+                             "or a model folder (`mmpiqa convert` of a LIQE model)")
     parser.add_argument("--out", default=None,
                         help="write the scores here (default: stdout); .json: JSON, else CSV")
     parser.add_argument("--format", choices=FORMATS, default=None,
@@ -69,7 +71,21 @@ def _render(rows, skipped, fmt: str) -> str:
     return text.getvalue()
 
 
+def _check_out(out: str | None) -> None:
+    """Refuses an --out that cannot be written, before anything is scored."""
+    if out is None:
+        return
+    folder = os.path.dirname(os.path.abspath(out))
+    if os.path.isdir(out):
+        raise UserError(f"--out {out} is a folder; give a file name in it")
+    if not os.path.isdir(folder):
+        raise MissingFileError(f"--out {out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--out {out}: the folder {folder} is not writable")
+
+
 def _write(rows, skipped, out, fmt: str) -> None:
+    from mmpiqa_jax import files  # pylint: disable=import-outside-toplevel
     text = _render(rows, skipped, fmt)
     if out is None:
         sys.stdout.write(text)
@@ -77,35 +93,24 @@ def _write(rows, skipped, out, fmt: str) -> None:
     for path, score in rows:  # the file holds them; the terminal shows them too
         print(f"{score:.4f}  {path}")
     print(f"{_mean_text(rows)}  mean of {len(rows)} images")
-    tmp = out + ".tmp"  # write then rename: no half-written CSV when interrupted
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, out)
+    files.write_text(out, text)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not start_processes(args):  # first: before anything creates a JAX backend
-        return 1
+    start_processes(args)  # first: before anything creates a JAX backend
     from mmpiqa_jax.evaluate import scoring  # pylint: disable=import-outside-toplevel
     from mmpiqa_jax.train import inference  # pylint: disable=import-outside-toplevel
 
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
-        return 1
-    files, skipped = scoring.find_images(args.paths)
-    if not files:
+    _check_out(args.out)
+    images, skipped = scoring.find_images(args.paths)
+    if not images:
         for path, reason in skipped:
             print(f"skipped {path}: {reason}", file=sys.stderr)
-        print(f"error: no image files ({', '.join(scoring.IMAGE_EXTENSIONS)}) in "
-              f"{' '.join(args.paths)}", file=sys.stderr)
-        return 1
-    try:
-        model, config = inference.load_for_inference(args.checkpoint)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: cannot load checkpoint {args.checkpoint}: {e}", file=sys.stderr)
-        return 1
+        raise UserError(f"no image files ({', '.join(scoring.IMAGE_EXTENSIONS)}) in "
+                        f"{' '.join(args.paths)}")
+    scorer, config = inference.load_scorer(args.checkpoint)
     scores, unreadable = scoring.score_files(
-        model, files, batch_size=args.batch_size, workers=args.workers,
+        scorer, images, batch_size=args.batch_size, workers=args.workers,
         progress=not args.no_progress, **scoring.crop_setting(config, args.crops))
     skipped += unreadable
     import jax  # pylint: disable=import-outside-toplevel

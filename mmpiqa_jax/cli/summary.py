@@ -6,6 +6,8 @@ Nothing is allocated or run: the model comes from `nnx.eval_shape`, the batch is
 """
 from __future__ import annotations
 
+from mmpiqa_jax.errors import UserError
+
 HELP = "Print parameter counts per group and the model FLOPs of one training step."
 
 
@@ -51,8 +53,8 @@ def run(args) -> int:
         return 0
     resolution = model.clip.config.image_resolution
     if config.data.crop_size != resolution:
-        raise ValueError(f"data.crop_size={config.data.crop_size} differs from CLIP "
-                         f"{m.variant}'s image resolution {resolution}")
+        raise UserError(f"data.crop_size={config.data.crop_size} differs from CLIP "
+                        f"{m.variant}'s image resolution {resolution}")
     b, c = config.batch_size, config.data.crops_per_image
     weights = jax.ShapeDtypeStruct((len(step_lib.TASKS),), jnp.float32)
     flops = cost_lib.step_model_flops(model, setup, pipeline.train_element_spec(config), weights)

@@ -6,7 +6,6 @@ same command continues an interrupted sweep. Writes `DIR/sweep.md` and `DIR/swee
 trains every N-th point only (one job per pod slice).
 """
 import argparse
-import sys
 
 from mmpiqa_jax.cli.train import add_distributed_arguments, start_processes
 
@@ -35,31 +34,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not start_processes(args):  # first: before anything creates a JAX backend
-        return 1
+    start_processes(args)  # first: before anything creates a JAX backend
     from mmpiqa_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+    from mmpiqa_jax import files  # pylint: disable=import-outside-toplevel
     from mmpiqa_jax.experiments import sweep  # pylint: disable=import-outside-toplevel
 
-    try:
-        config = config_lib.load_config(args.config, args.overrides)
-        points = sweep.plan(config, args.workdir)
-        mine = sweep.part_of(points, args.part)
-        if args.devices_per_run is not None:  # its errors before anything trains
-            sweep.sub_meshes([p for p in mine if not p.done], args.devices_per_run)
-    except (FileNotFoundError, KeyError, TypeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    config = config_lib.load_config(args.config, args.overrides)
+    points = sweep.plan(config, args.workdir)
+    mine = sweep.part_of(points, args.part)
+    if args.devices_per_run is not None:  # its errors before anything trains
+        sweep.sub_meshes([p for p in mine if not p.done], args.devices_per_run)
     if args.dry_run:
         for p in mine:
             print(f"{'done   ' if p.done else 'pending'}  {p.workdir}")
         return 0
-    try:
-        points = sweep.run_sweep(config, args.workdir, devices_per_run=args.devices_per_run,
-                                 part=args.part)
-    except ValueError as e:  # e.g. a finished point whose config has changed
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    from etils import epath  # pylint: disable=import-outside-toplevel
-    print((epath.Path(args.workdir) / sweep.TABLE_FILE).read_text(encoding="utf-8"))
+    points = sweep.run_sweep(config, args.workdir, devices_per_run=args.devices_per_run,
+                             part=args.part)
+    print((files.as_path(args.workdir) / sweep.TABLE_FILE).read_text(encoding="utf-8"))
     mine = {p.workdir for p in sweep.part_of(points, args.part)}
     return 0 if all(p.done for p in points if p.workdir in mine) else 1

@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "train a model from a config (resuming in WORKDIR), then test its best checkpoint"
-
-# The errors of bad input that are reported as one line (the message names what is wrong).
-INPUT_ERRORS = (KeyError, ValueError, TypeError, FileNotFoundError, AttributeError)
 
 
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,16 +20,10 @@ def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--process-id", type=int, default=None, metavar="I")
 
 
-def start_processes(args: argparse.Namespace) -> bool:
-    """Joins the multi-process run, if any, before any other JAX call; False (after printing
-    the error) on bad flags."""
+def start_processes(args: argparse.Namespace) -> None:
+    """Joins the multi-process run, if any: call it before any other JAX call."""
     from mmpiqa_jax.train import distributed  # pylint: disable=import-outside-toplevel
-    try:
-        distributed.initialize_from_args(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return False
-    return True
+    distributed.initialize_from_args(args)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,36 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_distributed_arguments(parser)
 
 
-def error_message(e: BaseException) -> str:
-    # KeyError's str() quotes its message; the argument itself reads better.
-    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-
-
 def format_results(results: dict) -> str:
-    """A small table: one row per evaluation, SRCC / PLCC / KRCC / RMSE and n."""
-    rows = [("evaluation", "SRCC", "PLCC", "KRCC", "RMSE", "n")]
-    for name, m in results.items():
-        rows.append((name, f"{m['srcc']:.4f}", f"{m['plcc_logistic']:.4f}", f"{m['krcc']:.4f}",
-                     f"{m['rmse_logistic']:.4f}", str(m["n"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in
-                       enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n(PLCC and RMSE after the 4-parameter logistic fit)"
+    """One row per evaluation: SRCC, PLCC, KRCC, RMSE (the last two fitted) and n."""
+    from mmpiqa_jax.evaluate.report import results_table  # pylint: disable=import-outside-toplevel
+    return results_table(results)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not start_processes(args):  # first: before anything creates a JAX backend
-        return 1
+    start_processes(args)  # first: before anything creates a JAX backend
     from mmpiqa_jax import config as config_lib  # pylint: disable=import-outside-toplevel
     from mmpiqa_jax.train import run as run_lib  # pylint: disable=import-outside-toplevel
 
-    try:
-        config = config_lib.load_config(args.config, args.overrides)
-        results = run_lib.train_and_evaluate(config, args.workdir)
-    except INPUT_ERRORS as e:
-        print(f"error: {error_message(e)}", file=sys.stderr)
-        return 1
+    config = config_lib.load_config(args.config, args.overrides)
+    results = run_lib.train_and_evaluate(config, args.workdir)
     if results:
         print(format_results(results))
         print(f"written to {args.workdir}/eval/")

@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from mmpiqa_jax.data import pipeline, registry, split_spec, splits
+from mmpiqa_jax.errors import UserError
 
 WHOLE = "all"  # the split name of a dataset evaluated whole (cross-dataset)
 
@@ -50,8 +51,8 @@ class Dataset:
 
     def part(self, part: str, batch_size: int = 1) -> pipeline.DataSpec:
         if part not in self.parts:
-            raise ValueError(f"dataset {self.name!r} has no part {part!r}; it has "
-                             f"{', '.join(self.parts)}")
+            raise UserError(f"dataset {self.name!r} has no part {part!r}; it has "
+                            f"{', '.join(self.parts)}")
         return dataclasses.replace(self.spec, indices=self.parts[part], batch_size=batch_size)
 
 
@@ -100,9 +101,9 @@ def cross_datasets(config) -> list[str]:
     names = list(config.eval.datasets)
     both = sorted(set(names) & set(config.data.batch_sizes))
     if both:
-        raise ValueError(f"config.eval.datasets {both} are also training datasets: a "
-                         "cross-dataset test must not contain training images (their test "
-                         "parts are evaluated anyway)")
+        raise UserError(f"config.eval.datasets {both} are also training datasets: a "
+                        "cross-dataset test must not contain training images (their test "
+                        "parts are evaluated anyway)")
     return names
 
 

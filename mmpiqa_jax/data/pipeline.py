@@ -49,6 +49,7 @@ from absl import flags
 
 from mmpiqa_jax import labels
 from mmpiqa_jax.data import transforms as T
+from mmpiqa_jax.errors import UserError
 
 CROP_MODES = T.EVAL_CROP_MODES
 _MIN_SHM_BYTES = 1 << 16   # arrays from this size leave a worker through shared memory
@@ -79,7 +80,7 @@ class DataSpec:
             return np.arange(n, dtype=np.int64)
         idx = np.asarray(self.indices, np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError(f"dataset {self.name or '?'}: split indices outside [0, {n})")
+            raise UserError(f"dataset {self.name or '?'}: split indices outside [0, {n})")
         return idx
 
 
@@ -95,7 +96,7 @@ def metadata_scene_labels(metadata: Mapping, ref_ids) -> np.ndarray | None:
     table = np.zeros((len(refs), labels.NUM_SCENES), np.float32)
     for i, ref in enumerate(refs):
         if ref not in scenes:
-            raise ValueError(f"builder metadata: reference {ref!r} has no entry in `scenes`")
+            raise UserError(f"builder metadata: reference {ref!r} has no entry in `scenes`")
         table[i, [labels.scene_index(s) for s in scenes[ref]]] = 1.0
     return table[np.asarray(ref_ids, int)]
 
@@ -182,8 +183,8 @@ class _Example:
         try:
             image = T.decode_array(record["image"], libspng=self.libspng)
         except Exception as e:  # a corrupt image names its dataset and example
-            raise ValueError(f"{self.name}: cannot decode image of example {index} "
-                             f"({record.get('name')!r}): {e}") from e
+            raise UserError(f"{self.name}: cannot decode image of example {index} "
+                            f"({record.get('name')!r}): {e}") from e
         return image, self.labels(int(index), record)
 
 
@@ -234,13 +235,13 @@ class _EvalMap(grain.transforms.Map):
         try:
             crops = T.eval_crops(image, self.mode, self.num, self.size)
         except ValueError as e:  # `pyiqa` crops of an image smaller than a crop
-            raise ValueError(f"{self.example.name}: example {index}: {e}") from e
+            raise UserError(f"{self.example.name}: example {index}: {e}") from e
         if self.mode == "pyiqa" and len(crops) != self.num:
             # pyiqa takes fewer from a small image; a batch holds one number of crops
-            raise ValueError(f"{self.example.name}: example {index}: {self.mode!r} crops give "
-                             f"{len(crops)} crops of its {_width_height(image)} image, "
-                             f"not {self.num}; "
-                             "score such images with `mmpiqa score`, which batches by count")
+            raise UserError(f"{self.example.name}: example {index}: {self.mode!r} crops give "
+                            f"{len(crops)} crops of its {_width_height(image)} image, "
+                            f"not {self.num}; "
+                            "score such images with `mmpiqa score`, which batches by count")
         out["pixels"] = _pixels(crops, self.normalize)
         out["valid"] = np.bool_(valid)
         return out
@@ -295,9 +296,9 @@ def process_quotas(sizes: Sequence[int], num_processes: int, process_index: int
     """
     total = int(sum(sizes))
     if total % num_processes:
-        raise ValueError(f"the batch of {total} examples per step ({list(sizes)}) does not "
-                         f"divide by the {num_processes} processes; "
-                         f"{nearest_multiples(total, num_processes)}")
+        raise UserError(f"the batch of {total} examples per step ({list(sizes)}) does not "
+                        f"divide by the {num_processes} processes; "
+                        f"{nearest_multiples(total, num_processes)}")
     quotas, offset = [], 0
     for size in sizes:
         slots = tuple(r for r in range(size) if (offset + r) % num_processes == process_index)
@@ -365,9 +366,9 @@ def train_examples(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
     batch size B: examples `[k * B, (k + 1) * B)` are batch k (see `train_dataset`). libspng:
     see `_Example` (the same pixels either way)."""
     if not specs:
-        raise ValueError("train_dataset: no datasets given")
+        raise UserError("train_dataset: no datasets given")
     if crop_mode not in ("grid", "random"):
-        raise ValueError(f"unknown train crop mode {crop_mode!r}; expected 'grid' or 'random'")
+        raise UserError(f"unknown train crop mode {crop_mode!r}; expected 'grid' or 'random'")
     shard = _shard_options(shard, drop_remainder=True)
     count = shard.shard_count
     # Sizes that divide by the process count keep the plain shards; otherwise each process gets
@@ -387,8 +388,8 @@ def train_examples(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
                 continue
             indices = quota_indices(spec.all_indices(), quotas[d])
         if local < 1 or len(indices) < 1:
-            raise ValueError(f"{name}: nothing to read (batch size {local} per process, "
-                             f"{len(indices)} examples in shard {shard.shard_index})")
+            raise UserError(f"{name}: nothing to read (batch size {local} per process, "
+                            f"{len(indices)} examples in shard {shard.shard_index})")
         # The per-example randomness is that of the example's position in its dataset's
         # stream (seed + position), whoever reads it: threads and workers change nothing.
         ds = (grain.MapDataset.source(indices)
@@ -430,8 +431,8 @@ def _iterator(examples: grain.MapDataset, batch_size: int, *, num_workers: int,
     each worker stacks whole batches (examples still mapped one by one), `num_threads` batches
     at a time, so that a batch, not every example, crosses the process boundary."""
     if num_workers < 0 or num_threads < 0 or prefetch < 0:
-        raise ValueError(f"num_workers={num_workers}, num_threads={num_threads} and "
-                         f"prefetch={prefetch} must be >= 0")
+        raise UserError(f"num_workers={num_workers}, num_threads={num_threads} and "
+                        f"prefetch={prefetch} must be >= 0")
     if num_workers == 0:
         it_ds = examples.to_iter_dataset(grain.ReadOptions(
             num_threads=num_threads, prefetch_buffer_size=max(1, prefetch) * batch_size))
@@ -499,11 +500,11 @@ def eval_examples(spec: DataSpec, *, crop_mode: str = "liqe", num_crops: int = 1
     """The single examples of `eval_dataset`, in order, padding included (`valid` False).
     libspng: see `_Example` (the same pixels either way)."""
     if crop_mode not in CROP_MODES:
-        raise ValueError(f"unknown eval crop mode {crop_mode!r}; expected one of {CROP_MODES}")
+        raise UserError(f"unknown eval crop mode {crop_mode!r}; expected one of {CROP_MODES}")
     shard = _shard_options(shard, drop_remainder=False)
     everything = spec.all_indices()
     if not len(everything):
-        raise ValueError(f"{spec.name or 'dataset'}: no examples to evaluate")
+        raise UserError(f"{spec.name or 'dataset'}: no examples to evaluate")
     mine = shard_indices(everything, shard)
     length = -(-len(everything) // shard.shard_count)  # the longest shard
     elements = [(int(i), True) for i in mine]

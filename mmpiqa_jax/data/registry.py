@@ -10,6 +10,8 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from mmpiqa_jax.errors import MissingFileError, UserError
+
 # name -> module defining `BUILDER`; modules are imported only when their dataset is used.
 BUILDER_MODULES = {
     name: f"mmpiqa_jax.data.builders.{name}"
@@ -28,7 +30,7 @@ def default_data_dir() -> str:
 def _split_name(name: str) -> tuple[str, str | None]:
     base, _, config = name.partition("/")
     if base not in BUILDER_MODULES:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(BUILDER_MODULES)}")
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(BUILDER_MODULES)}")
     return base, (config or None)
 
 
@@ -38,8 +40,8 @@ def builder_class(name: str) -> type:
     try:
         module = importlib.import_module(BUILDER_MODULES[base])
     except ModuleNotFoundError as e:
-        raise ValueError(f"dataset {base!r}: builder module {BUILDER_MODULES[base]} is missing "
-                         f"({e})") from e
+        raise UserError(f"dataset {base!r}: builder module {BUILDER_MODULES[base]} is missing "
+                        f"({e})") from e
     return module.BUILDER
 
 
@@ -87,22 +89,22 @@ def prepare(name: str, manual_dir: str | None = None, data_dir: str | None = Non
     variant = {"liqe_resize": bool(liqe_resize), "uncompressed": bool(uncompressed)}
     if any(variant.values()) and not checks:
         flags = " ".join("--" + k.replace("_", "-") for k, on in variant.items() if on)
-        raise ValueError(f"dataset {name!r}: {flags} is for published datasets only")
+        raise UserError(f"dataset {name!r}: {flags} is for published datasets only")
     options = {"allow_partial": allow_partial, **variant} if checks else {}
     builder = get_builder(name, data_dir, **options)
     if builder.is_prepared() and checks:
         stored = {k: bool(builder.info.metadata.get(key, False))
                   for k, key in STORAGE_VARIANTS.items()}
         if stored != variant:
-            raise ValueError(
+            raise UserError(
                 f"dataset {name!r} is already prepared in {builder.data_dir} "
                 f"{_describe_storage(stored)}; prepare it {_describe_storage(variant)} into "
                 "another --data-dir")
     if manual_dir is None and base not in EMBEDDED:
-        raise ValueError(f"dataset {name!r} is built from a folder you download: "
-                         f"{_prepare_hint(name, data_dir)}\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        raise UserError(f"dataset {name!r} is built from a folder you download: "
+                        f"{_prepare_hint(name, data_dir)}\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     if manual_dir is not None and not os.path.isdir(manual_dir):
-        raise FileNotFoundError(f"dataset {name!r}: manual dir {manual_dir} does not exist")
+        raise MissingFileError(f"dataset {name!r}: manual dir {manual_dir} does not exist")
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     builder.download_and_prepare(download_config=config)
     return builder
@@ -118,7 +120,7 @@ def load_source(name: str, split: str = "all", data_dir: str | None = None, *,
     """
     builder = get_builder(name, data_dir)
     if not builder.is_prepared():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"dataset {name!r} is not prepared in {builder.data_dir}; "
             f"{_prepare_hint(name, data_dir)}")
     decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
@@ -126,4 +128,4 @@ def load_source(name: str, split: str = "all", data_dir: str | None = None, *,
         return builder.as_data_source(split=split, decoders=decoders)
     except (KeyError, ValueError) as e:
         known = ", ".join(builder.info.splits.keys())
-        raise ValueError(f"dataset {name!r}: unknown split {split!r}; known: all, {known}") from e
+        raise UserError(f"dataset {name!r}: unknown split {split!r}; known: all, {known}") from e

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mmpiqa_jax.data import splits
+from mmpiqa_jax.errors import MissingFileError, UserError
 
 GRAMMAR = ("[DATASET:]SOURCE[,...] with SOURCE one of 70/10/20 | 80/20 | official | liqe:DIR | "
            "pyiqa:META.csv[:SPLIT.pkl|:COLUMN], e.g. koniq10k:official,*:liqe:/data/IQA_Database")
@@ -79,8 +80,8 @@ class SplitSpec:
         if dataset in self.by_dataset:
             return self.by_dataset[dataset]
         if self.default is None:
-            raise ValueError(f"config.data.split={self.text!r} gives no split for dataset "
-                             f"{dataset!r}: add `{dataset}:SOURCE` or `*:SOURCE` ({GRAMMAR})")
+            raise UserError(f"config.data.split={self.text!r} gives no split for dataset "
+                            f"{dataset!r}: add `{dataset}:SOURCE` or `*:SOURCE` ({GRAMMAR})")
         return self.default
 
 
@@ -92,7 +93,7 @@ def parse_ratios(text: str) -> tuple[float, ...]:
     """Percentages `a/b[/c]` summing to 100 as fractions."""
     parts = tuple(float(p) for p in text.split("/"))
     if abs(sum(parts) - 100) > 1e-6:
-        raise ValueError(f"has percentages that sum to {sum(parts):g}, not 100")
+        raise UserError(f"has percentages that sum to {sum(parts):g}, not 100")
     return tuple(p / 100 for p in parts)
 
 
@@ -141,8 +142,8 @@ def parse(text: str, datasets: Sequence[str] = ()) -> SplitSpec:
     if datasets:
         unknown = sorted(set(by_dataset) - set(datasets))
         if unknown:
-            raise ValueError(f"config.data.split={text!r} names {unknown}, which are not "
-                             f"training datasets (data.batch_sizes: {list(datasets)})")
+            raise UserError(f"config.data.split={text!r} names {unknown}, which are not "
+                            f"training datasets (data.batch_sizes: {list(datasets)})")
         for name in datasets:
             spec.source(name)
     return spec
@@ -157,7 +158,7 @@ def liqe_split_dir(directory: str, dataset: str, seed: int) -> tuple[str, str]:
     folder, db = LIQE_FOLDERS.get(base, (base, base))
     root = os.path.join(os.path.expanduser(directory), folder)
     if not os.path.isdir(root):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"liqe:{directory}: no folder {folder}/ for dataset {dataset!r}; LIQE's IQA_Database "
             f"holds {', '.join(f'{f}/' for f, _ in LIQE_FOLDERS.values())}, each with "
             "splits2/<1..10>/<db>_{train,val,test}_clip.txt")
@@ -173,8 +174,8 @@ def resolve(source: Source, dataset: str, table: Mapping[str, np.ndarray], *, se
     `official` (kept a callable so that only that source opens the builder).
     """
     if not 0 <= seed <= 9 and source.kind in ("liqe", "pyiqa"):
-        raise ValueError(f"data.split_seed={seed}: {source.kind} split files number 1..10 "
-                         "(split_seed 0..9)")
+        raise UserError(f"data.split_seed={seed}: {source.kind} split files number 1..10 "
+                        "(split_seed 0..9)")
     if source.kind == "ratios":
         return splits.ImportedSplit(splits.random_split(table["ref_id"], source.ratios, seed))
     if source.kind == "official":
@@ -190,4 +191,4 @@ def resolve(source: Source, dataset: str, table: Mapping[str, np.ndarray], *, se
             parts = splits.import_pyiqa(source.path, table["name"], source.extra or "split",
                                         dataset=dataset, quality=table["quality"])
         return splits.ImportedSplit(parts)
-    raise ValueError(f"unknown split source kind {source.kind!r}")
+    raise UserError(f"unknown split source kind {source.kind!r}")

@@ -16,6 +16,7 @@ import scipy.stats
 import tensorflow_datasets as tfds
 
 from mmpiqa_jax import labels
+from mmpiqa_jax.errors import MissingFileError, UserError
 
 PRESETS = {"70/10/20": (0.7, 0.1, 0.2), "80/20": (0.8, 0.2)}
 PART_NAMES = {2: ("train", "test"), 3: ("train", "val", "test")}
@@ -55,11 +56,11 @@ _PART_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
 def _ratios(ratios) -> tuple[float, ...]:
     if isinstance(ratios, str):
         if ratios not in PRESETS:
-            raise ValueError(f"unknown split preset {ratios!r}; known: {', '.join(PRESETS)}")
+            raise UserError(f"unknown split preset {ratios!r}; known: {', '.join(PRESETS)}")
         return PRESETS[ratios]
     ratios = tuple(float(r) for r in ratios)
     if len(ratios) not in PART_NAMES or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
-        raise ValueError(f"split ratios {ratios} must be 2 or 3 non-negative numbers summing to 1")
+        raise UserError(f"split ratios {ratios} must be 2 or 3 non-negative numbers summing to 1")
     return ratios
 
 
@@ -70,7 +71,7 @@ def random_split(ref_ids: Sequence[int], ratios="70/10/20", seed: int = 0,
     ratios = _ratios(ratios)
     names = tuple(names) if names is not None else PART_NAMES[len(ratios)]
     if len(names) != len(ratios):
-        raise ValueError(f"{len(names)} part names {names} for {len(ratios)} ratios")
+        raise UserError(f"{len(names)} part names {names} for {len(ratios)} ratios")
     ref_ids = np.asarray(ref_ids)
     refs = np.random.default_rng(seed).permutation(np.unique(ref_ids))
     # Cumulative rounding: the parts' sizes add up to the number of references exactly.
@@ -90,7 +91,7 @@ def check_split(split: Mapping[str, np.ndarray], ref_ids: Sequence[int] | None =
     for part, indices in split.items():
         for i in np.asarray(indices).tolist():
             if i in seen:
-                raise ValueError(f"example {i} is in parts {seen[i]!r} and {part!r}")
+                raise UserError(f"example {i} is in parts {seen[i]!r} and {part!r}")
             seen[i] = part
     if ref_ids is not None:
         ref_ids = np.asarray(ref_ids)
@@ -98,7 +99,7 @@ def check_split(split: Mapping[str, np.ndarray], ref_ids: Sequence[int] | None =
         for part, indices in split.items():
             for r in np.unique(ref_ids[np.asarray(indices, int)]).tolist():
                 if owner.setdefault(r, part) != part:
-                    raise ValueError(f"reference {r} is in parts {owner[r]!r} and {part!r}")
+                    raise UserError(f"reference {r} is in parts {owner[r]!r} and {part!r}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class NameIndex:
         found = [self.find(n) for n in names]
         missing = [n for n, i in zip(names, found) if i is None]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"{source or 'split'}: {len(missing)} of {len(names)} names are not in "
                 f"{self.dataset} (e.g. {missing[:5]}); dataset names look like {self.names[:3]}")
         return np.asarray(found, np.int64)
@@ -185,20 +186,20 @@ def read_liqe_file(path: str) -> list[LiqeRow]:
                 continue
             cols = line.rstrip("\n\r").split("\t")
             if len(cols) != 6:
-                raise ValueError(f"{path}:{line_no}: expected 6 tab-separated columns "
-                                 f"(path, score, distortion, scene1..3), got {len(cols)}")
+                raise UserError(f"{path}:{line_no}: expected 6 tab-separated columns "
+                                f"(path, score, distortion, scene1..3), got {len(cols)}")
             try:
                 score = float(cols[1])
             except ValueError:
-                raise ValueError(f"{path}:{line_no}: score {cols[1]!r} is not a number") from None
+                raise UserError(f"{path}:{line_no}: score {cols[1]!r} is not a number") from None
             if cols[2] not in LIQE_DISTORTION_CLASS:
-                raise ValueError(f"{path}:{line_no}: unknown distortion name {cols[2]!r}; "
-                                 f"LIQE's names: {sorted(LIQE_DISTORTION_CLASS)}")
+                raise UserError(f"{path}:{line_no}: unknown distortion name {cols[2]!r}; "
+                                f"LIQE's names: {sorted(LIQE_DISTORTION_CLASS)}")
             scenes = tuple(s for s in cols[3:] if s != _INVALID)
             for s in scenes:
                 if s not in labels.SCENES:
-                    raise ValueError(f"{path}:{line_no}: unknown scene {s!r}; "
-                                     f"expected one of {labels.SCENES} or {_INVALID!r}")
+                    raise UserError(f"{path}:{line_no}: unknown scene {s!r}; "
+                                    f"expected one of {labels.SCENES} or {_INVALID!r}")
             rows.append(LiqeRow(cols[0], score, cols[2], scenes, line_no))
     return rows
 
@@ -240,7 +241,7 @@ def check_score_agreement(path: str, rows: Sequence[int], scores: np.ndarray,
     # The first row far out of place; where no row stands out, the one farthest.
     far = np.flatnonzero(gap > 0.25)
     k = int(far[0]) if far.size else int(np.argmax(gap))
-    raise ValueError(
+    raise UserError(
         f"{path}:{rows[k]}: the file's scores disagree with the prepared dataset's quality "
         f"(Spearman {rho:.3f} < {MIN_SCORE_AGREEMENT}); first bad row: score {scores[k]:g} ranks "
         f"at {rank_file[k]:.0%}, its quality {quality[k]:.4g} at {rank_ours[k]:.0%}. Is it the "
@@ -256,11 +257,11 @@ def _match_rows(index: "NameIndex", path: str, names: Sequence[str], rows: Seque
         i = index.find(name)
         where = f"{path}:{row}"
         if i is None:
-            raise ValueError(f"{where}: image {name!r} is not in the prepared dataset "
-                             f"{index.dataset} ({len(index.names)} images, named like "
-                             f"{index.names[:2]}); prepare the whole dataset, or fix the file")
+            raise UserError(f"{where}: image {name!r} is not in the prepared dataset "
+                            f"{index.dataset} ({len(index.names)} images, named like "
+                            f"{index.names[:2]}); prepare the whole dataset, or fix the file")
         if i in seen:
-            raise ValueError(f"{where}: image {name!r} is listed twice, also at {seen[i]}")
+            raise UserError(f"{where}: image {name!r} is listed twice, also at {seen[i]}")
         seen[i] = where
         found.append(i)
     return np.asarray(found, np.int64)
@@ -287,7 +288,7 @@ def import_liqe(directory: str, db: str, names: Sequence[str], quality=None,
     for part in parts:
         path = liqe_file(directory, db, part)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"LIQE split file {path} not found (part {part!r} of {db})")
+            raise MissingFileError(f"LIQE split file {path} not found (part {part!r} of {db})")
         rows = read_liqe_file(path)
         lines = [r.line for r in rows]
         idx = _match_rows(index, path, [r.path for r in rows], lines, seen)
@@ -341,7 +342,7 @@ def _read_pyiqa_csv(path: str, name_column: str | None) -> tuple[list[str], list
             name_column = next((c for c in _PYIQA_NAME_COLUMNS if c in header),
                                header[0] if header else None)
         if name_column not in header:
-            raise ValueError(f"{path}: no column {name_column!r}; columns: {header}")
+            raise UserError(f"{path}: no column {name_column!r}; columns: {header}")
         rows = [dict(row, _line=line_no, _name=row[name_column])
                 for line_no, row in enumerate(reader, 2)]
     return header, rows
@@ -375,15 +376,15 @@ def import_pyiqa(path: str, names: Sequence[str], split_column: str = "split",
     the CSV's score column must rank the images alike (either direction)."""
     header, rows = _read_pyiqa_csv(path, name_column)
     if split_column not in header:
-        raise ValueError(f"{path}: no column {split_column!r}; columns: {header}")
+        raise UserError(f"{path}: no column {split_column!r}; columns: {header}")
     listed = []
     for row in rows:
         value = (row[split_column] or "").strip().lower()
         if not value:
             continue
         if value not in _PART_ALIASES:
-            raise ValueError(f"{path}:{row['_line']}: split value {row[split_column]!r} in "
-                             f"column {split_column!r} is not one of {sorted(_PART_ALIASES)}")
+            raise UserError(f"{path}:{row['_line']}: split value {row[split_column]!r} in "
+                            f"column {split_column!r} is not one of {sorted(_PART_ALIASES)}")
         listed.append((row, _PART_ALIASES[value]))
     index, seen = NameIndex(names, dataset), {}
     idx = _match_rows(index, path, [r["_name"] for r, _ in listed],
@@ -403,22 +404,22 @@ def import_pyiqa_pickle(meta_csv: str, split_pkl: str, split_index: int, names: 
     with open(split_pkl, "rb") as f:
         table = pickle.load(f)  # a user's own file; pyiqa's format is a pickle
     if not isinstance(table, Mapping):
-        raise ValueError(f"{split_pkl}: expected a dict of splits, got {type(table).__name__}")
+        raise UserError(f"{split_pkl}: expected a dict of splits, got {type(table).__name__}")
     key = next((k for k in table if str(k) == str(split_index)), None)
     if key is None:
-        raise ValueError(f"{split_pkl}: no split {split_index} (data.split_seed "
-                         f"{split_index - 1}); it has {sorted(table, key=str)}")
+        raise UserError(f"{split_pkl}: no split {split_index} (data.split_seed "
+                        f"{split_index - 1}); it has {sorted(table, key=str)}")
     index, seen, split = NameIndex(names, dataset), {}, {}
     for part_name, row_ids in table[key].items():
         part = _PART_ALIASES.get(str(part_name).lower())
         if part is None:
-            raise ValueError(f"{split_pkl}: split {split_index} has part {part_name!r}, not one "
-                             f"of {sorted(_PART_ALIASES)}")
+            raise UserError(f"{split_pkl}: split {split_index} has part {part_name!r}, not one "
+                            f"of {sorted(_PART_ALIASES)}")
         row_ids = [int(r) for r in row_ids]
         bad = [r for r in row_ids if not 0 <= r < len(rows)]
         if bad:
-            raise ValueError(f"{split_pkl}: split {split_index} part {part_name!r} lists row "
-                             f"{bad[0]}, but {meta_csv} has {len(rows)} data rows")
+            raise UserError(f"{split_pkl}: split {split_index} part {part_name!r} lists row "
+                            f"{bad[0]}, but {meta_csv} has {len(rows)} data rows")
         part_rows = [rows[r] for r in row_ids]
         where = f"{split_pkl} (split {split_index}, {part_name}) -> {meta_csv}"
         idx = _match_rows(index, where, [r["_name"] for r in part_rows],
@@ -462,7 +463,7 @@ def builder_split(builder) -> dict[str, np.ndarray]:
     name (part names normalised: `validation` -> `val`)."""
     parts = list(builder.info.splits.keys())
     if len(parts) < 2:
-        raise ValueError(f"dataset {builder.name!r} has no official split (its splits: {parts})")
+        raise UserError(f"dataset {builder.name!r} has no official split (its splits: {parts})")
     def names(split):
         return read_labels(builder.as_data_source(
             split=split, decoders={"image": tfds.decode.SkipDecoding()}))["name"]

@@ -10,6 +10,8 @@ import numpy as np
 import pyspng
 from PIL import Image
 
+from mmpiqa_jax.errors import UserError
+
 CLIP_MEAN = np.array((0.48145466, 0.4578275, 0.40821073), np.float32)
 CLIP_STD = np.array((0.26862954, 0.26130258, 0.27577711), np.float32)
 
@@ -17,18 +19,32 @@ CROP = 224
 MAX_SHORT_SIDE = 768  # LIQE's AdaptiveResize(768)
 
 
-def decode_rgb(image) -> Image.Image:
-    """Encoded bytes (PNG/JPEG/...) or a uint8 array as an RGB PIL image, fully decoded (a
-    truncated file fails here). Pillow decodes; `decode_array` is the faster path to pixels.
-    """
-    if isinstance(image, (bytes, bytearray)):
-        pil = Image.open(io.BytesIO(image))
-    else:
-        pil = Image.fromarray(np.asarray(image))
+# Pillow's modes of more than 8 bits per pixel: its convert("RGB") clips them to 255.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def to_rgb(pil: Image.Image) -> Image.Image:
+    """`pil` as 8-bit RGB, fully decoded (a truncated file fails here). 16-bit grey keeps its
+    high byte, as OpenCV and scikit-image read it (pillow's own conversion clips it to white;
+    16-bit colour pillow already reads so); floating-point images are refused."""
     if pil.mode == "RGB":
         pil.load()   # what convert() would do, without its copy
         return pil
+    if pil.mode in _WIDE_MODES:
+        wide = np.clip(np.asarray(pil, np.int64), 0, 65535)
+        return Image.fromarray((wide >> 8).astype(np.uint8)).convert("RGB")
+    if pil.mode == "F":
+        raise UserError("a floating-point image (pillow mode F), whose range is unknown: "
+                        "save it as 8- or 16-bit")
     return pil.convert("RGB")
+
+
+def decode_rgb(image) -> Image.Image:
+    """Encoded bytes (PNG/JPEG/...) or a uint8 array as an RGB PIL image (`to_rgb`). Pillow
+    decodes; `decode_array` is the faster path to pixels."""
+    if isinstance(image, (bytes, bytearray)):
+        return to_rgb(Image.open(io.BytesIO(image)))
+    return to_rgb(Image.fromarray(np.asarray(image)))
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -191,8 +207,8 @@ def pyiqa_positions(height: int, width: int, num: int = 15, crop: int = CROP,
     Raises ValueError for a side below `crop` (pyiqa asserts).
     """
     if height < crop or width < crop:
-        raise ValueError(f"pyiqa crops need both sides >= {crop} (pyiqa's LIQE does not resize), "
-                         f"got {width}x{height}")
+        raise UserError(f"pyiqa crops need both sides >= {crop} (pyiqa's LIQE does not resize), "
+                        f"got {width}x{height}")
     grid = grid_positions(height, width, crop, stride)
     n = len(grid)
     count = min(n, num)
@@ -214,7 +230,7 @@ def random_positions(height: int, width: int, num: int, rng: np.random.Generator
     if mode == "random":
         return np.stack([rng.integers(0, height - crop + 1, size=num),
                          rng.integers(0, width - crop + 1, size=num)], -1)
-    raise ValueError(f"unknown crop mode {mode!r}; expected 'grid' or 'random'")
+    raise UserError(f"unknown crop mode {mode!r}; expected 'grid' or 'random'")
 
 
 def take_crops(image: np.ndarray, positions: np.ndarray, crop: int = CROP,
@@ -256,7 +272,7 @@ def eval_crops(image, mode: str = "liqe", num: int = 15, crop: int = CROP) -> np
     crops after its resize (`liqe`), the centre crop (`center`), the whole image resized (`full`),
     or pyiqa's LIQE crops of the image as it is (`pyiqa`: min(num, grid positions) of them)."""
     if mode not in EVAL_CROP_MODES:
-        raise ValueError(f"unknown eval crop mode {mode!r}; expected one of {EVAL_CROP_MODES}")
+        raise UserError(f"unknown eval crop mode {mode!r}; expected one of {EVAL_CROP_MODES}")
     if mode == "full":
         return resize_full(image, crop)
     if mode == "pyiqa":

@@ -1,20 +1,18 @@
 """Evaluation as big_vision does it: an evaluator fed a prediction function and data.
 
-    evaluator = Evaluator(predict_fn, batch_size=16, crop_mode="liqe", num_crops=15)
-    indices, scores = evaluator.scores(params, spec)          # every example of a DataSpec
-    metrics = evaluator.evaluate(params, dataset, "test")     # against `quality`
-    eval_fn = validation_fn(evaluator, datasets, "val")       # the trainer's `eval_fn(params)`
+    evaluator = Evaluator(batch_size=16, crop_mode="liqe", num_crops=15)
+    indices, scores = evaluator.scores(predict, spec)          # every example of a DataSpec
+    metrics = evaluator.evaluate(predict, dataset, "test")     # against `quality`
+    eval_fn = validation_fn(evaluator, datasets, "val")        # eval_fn(predict) -> metrics
 
-The evaluator knows nothing of training, meshes or checkpoints: `predict_fn(params, batch)`
-takes this process's batch of crops (numpy, `pixels` [B, C, s, s, 3], `index`, `valid` [B]) and
-returns the whole step's `Predictions` on every process (on one process: this batch's). The
-trainer builds it around its jitted, sharded model (`train.inference.make_predict_fn`);
-anything else that scores crops (a test, a notebook, another framework) can too.
+The evaluator knows nothing of training, meshes or checkpoints: `predict(batch)` takes this
+process's batch of crops (numpy `pixels` [B, C, s, s, 3], `index`, `valid` [B]) and returns
+`score`, `index` and `valid` of the whole step's batch on every process (on one process: this
+batch's), e.g. `train.inference.Scorer.predict`.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,35 +21,28 @@ from mmpiqa_jax.data.datasets import WHOLE, Dataset, file_name
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 from mmpiqa_jax.evaluate import report
 
-
-class Predictions(NamedTuple):
-    """One evaluation step's outputs, numpy [N] each (N: the global batch)."""
-    score: np.ndarray  # predicted quality, higher is better
-    index: np.ndarray  # the example's index into its source
-    valid: np.ndarray  # False on padding
-
-
-PredictFn = Callable[[Any, dict], Predictions]
+# predict(batch) -> {"score", "index", "valid"} of the global batch: see the module docstring.
+Predict = Callable[[dict], dict]
+_KEYS = ("pixels", "index", "valid")
 
 
 class Evaluator:
     """Multi-crop scores of dataset parts, batched, in the order of each part's indices."""
 
-    def __init__(self, predict_fn: PredictFn, *, batch_size: int, crop_mode: str,
-                 num_crops: int, crop_size: int = 224):
+    def __init__(self, *, batch_size: int, crop_mode: str, num_crops: int, crop_size: int = 224):
         """`batch_size`: examples per batch on this process (the caller rounds it so that the
         global batch splits evenly over its devices)."""
-        self.predict_fn = predict_fn
         self.batch_size, self.crop_mode = int(batch_size), crop_mode
         self.num_crops, self.crop_size = int(num_crops), int(crop_size)
 
-    def scores(self, params, spec: pipeline.DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, predict: Predict, spec: pipeline.DataSpec) -> tuple[np.ndarray, np.ndarray]:
         """`(indices, scores)` of every example of `spec`, in the order of `spec.indices`."""
-        out = [self.predict_fn(params, batch) for batch in pipeline.eval_iterator(
+        out = [predict({k: batch[k] for k in _KEYS}) for batch in pipeline.eval_iterator(
             spec, batch_size=self.batch_size, crop_mode=self.crop_mode,
             num_crops=self.num_crops, crop_size=self.crop_size, normalize=False,
             num_threads=pipeline.host_cores())]
-        score, index, valid = (np.concatenate(column) for column in zip(*out))
+        score, index, valid = (np.concatenate([np.asarray(o[k]) for o in out])
+                               for k in ("score", "index", "valid"))
         order = {int(i): k for k, i in enumerate(index[valid])}
         want = np.asarray(spec.all_indices())
         missing = [int(i) for i in want if int(i) not in order]
@@ -59,11 +50,11 @@ class Evaluator:
             raise RuntimeError(f"{spec.name}: evaluation lost examples {missing[:5]}")
         return want, score[valid][[order[int(i)] for i in want]]
 
-    def evaluate(self, params, dataset: Dataset, part: str
+    def evaluate(self, predict: Predict, dataset: Dataset, part: str
                  ) -> tuple[dict, np.ndarray, np.ndarray]:
         """`(metrics, indices, scores)` of one part of a dataset; metrics as `compute_metrics`,
         against `quality` (higher is better, whatever the raw score's direction)."""
-        indices, scores = self.scores(params, dataset.part(part))
+        indices, scores = self.scores(predict, dataset.part(part))
         quality = dataset.table["quality"][indices]
         return metrics_lib.compute_metrics(scores, quality), indices, scores
 
@@ -75,15 +66,15 @@ def _validation_metrics(scores: np.ndarray, quality: np.ndarray) -> dict:
 
 
 def validation_fn(evaluator: Evaluator, datasets: Sequence[Dataset], part: str
-                  ) -> Callable[[Any], dict]:
-    """`eval_fn(params)` for the trainer: validation correlations, averaged over datasets
-    (`srcc`, ...), plus each dataset's own (`<dataset>_srcc`) when there are several."""
+                  ) -> Callable[[Predict], dict]:
+    """`eval_fn(predict)`: validation correlations, averaged over datasets (`srcc`, ...), plus
+    each dataset's own (`<dataset>_srcc`) when there are several."""
     specs = [(d, d.part(part)) for d in datasets]
 
-    def eval_fn(params) -> dict:
+    def eval_fn(predict: Predict) -> dict:
         results = {}
         for dataset, spec in specs:
-            indices, scores = evaluator.scores(params, spec)
+            indices, scores = evaluator.scores(predict, spec)
             results[dataset.name] = _validation_metrics(scores,
                                                         dataset.table["quality"][indices])
         out = {k: float(np.mean([r[k] for r in results.values()]))
@@ -98,11 +89,11 @@ def validation_fn(evaluator: Evaluator, datasets: Sequence[Dataset], part: str
     return eval_fn
 
 
-def write_results(workdir, evaluator: Evaluator, params, dataset: Dataset, part: str, *,
-                  writer: bool = True) -> dict:
+def write_results(workdir, evaluator: Evaluator, predict: Predict, dataset: Dataset, part: str,
+                  *, writer: bool = True) -> dict:
     """Evaluates one part, writes `eval/<dataset>-<part>.{json,csv,png}` (when `writer`: one
     process of several), returns its metrics."""
-    metrics, indices, scores = evaluator.evaluate(params, dataset, part)
+    metrics, indices, scores = evaluator.evaluate(predict, dataset, part)
     if writer:
         report.write_eval(workdir, file_name(dataset.name), part, dataset.table["name"][indices],
                           dataset.table["quality"][indices], scores, metrics,
@@ -112,7 +103,7 @@ def write_results(workdir, evaluator: Evaluator, params, dataset: Dataset, part:
     return metrics
 
 
-def evaluate_datasets(workdir, evaluator: Evaluator, params, datasets: Sequence[Dataset],
+def evaluate_datasets(workdir, evaluator: Evaluator, predict: Predict, datasets: Sequence[Dataset],
                       parts: Sequence[str], *, whole: Sequence[Dataset] = (),
                       writer: bool = True) -> dict:
     """`{"<dataset>-<part>": metrics}` of `parts` of each of `datasets` and of each of `whole`
@@ -120,9 +111,9 @@ def evaluate_datasets(workdir, evaluator: Evaluator, params, datasets: Sequence[
     results = {}
     for d in datasets:
         for part in parts:
-            results[f"{file_name(d.name)}-{part}"] = write_results(workdir, evaluator, params, d,
-                                                                   part, writer=writer)
+            results[f"{file_name(d.name)}-{part}"] = write_results(workdir, evaluator, predict,
+                                                                   d, part, writer=writer)
     for d in whole:
-        results[f"{file_name(d.name)}-{WHOLE}"] = write_results(workdir, evaluator, params, d,
+        results[f"{file_name(d.name)}-{WHOLE}"] = write_results(workdir, evaluator, predict, d,
                                                                 WHOLE, writer=writer)
     return results

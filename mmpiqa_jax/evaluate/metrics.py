@@ -19,6 +19,8 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
+from mmpiqa_jax.errors import UserError
+
 __all__ = [
     "METRIC_KEYS",
     "LogisticFitWarning",
@@ -47,17 +49,17 @@ def _check_pair(pred, mos) -> tuple[np.ndarray, np.ndarray]:
     for name, values in (("pred", pred), ("mos", mos)):
         a = np.asarray(values, dtype=np.float64)
         if a.ndim != 1:
-            raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+            raise UserError(f"{name} must be 1-D, got shape {a.shape}")
         bad = np.flatnonzero(~np.isfinite(a))
         if bad.size:
-            raise ValueError(f"{name}[{bad[0]}] = {a[bad[0]]} is not finite "
-                             f"({bad.size} non-finite value(s) in {name})")
+            raise UserError(f"{name}[{bad[0]}] = {a[bad[0]]} is not finite "
+                            f"({bad.size} non-finite value(s) in {name})")
         arrays.append(a)
     x, y = arrays
     if x.size != y.size:
-        raise ValueError(f"pred and mos differ in length: {x.size} != {y.size}")
+        raise UserError(f"pred and mos differ in length: {x.size} != {y.size}")
     if x.size < 2:
-        raise ValueError(f"need at least 2 images to compute correlations, got {x.size}")
+        raise UserError(f"need at least 2 images to compute correlations, got {x.size}")
     return x, y
 
 
@@ -127,11 +129,11 @@ class LogisticFit:
     def __post_init__(self):
         expected = {"logistic": 4, "linear": 2, "constant": 1}
         if self.method not in expected:
-            raise ValueError(f"unknown fit method {self.method!r}; "
-                             f"expected one of {tuple(expected)}")
+            raise UserError(f"unknown fit method {self.method!r}; "
+                            f"expected one of {tuple(expected)}")
         if len(self.params) != expected[self.method]:
-            raise ValueError(f"a {self.method} fit takes {expected[self.method]} params, "
-                             f"got {len(self.params)}: {self.params}")
+            raise UserError(f"a {self.method} fit takes {expected[self.method]} params, "
+                            f"got {len(self.params)}: {self.params}")
 
     def __call__(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -250,7 +252,7 @@ def aggregate_splits(results: list[dict], keys=METRIC_KEYS) -> dict:
       {metric: {"median", "mean", "std", "n"}}.
     """
     if not results:
-        raise ValueError("aggregate_splits needs at least one split's metrics, got none")
+        raise UserError("aggregate_splits needs at least one split's metrics, got none")
     out = {}
     for key in keys:
         values = []

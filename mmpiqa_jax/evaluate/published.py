@@ -11,6 +11,8 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
+from mmpiqa_jax.errors import UserError
+
 __all__ = ["LIQE_PAPER", "MPIQE_PAPER", "PAPER_DATASETS", "PUBLISHED", "PublishedResult",
            "paper_dataset"]
 
@@ -65,10 +67,10 @@ class PublishedResult:
 
     def __post_init__(self):
         if self.statistic not in ("median", "mean", "unstated"):
-            raise ValueError(f"statistic must be median, mean or unstated, got {self.statistic!r}")
+            raise UserError(f"statistic must be median, mean or unstated, got {self.statistic!r}")
         unknown = sorted(set(self.results) - set(PAPER_DATASETS))
         if unknown:
-            raise ValueError(f"{self.method}: datasets {unknown} are not in {PAPER_DATASETS}")
+            raise UserError(f"{self.method}: datasets {unknown} are not in {PAPER_DATASETS}")
 
     def to_json(self) -> dict:
         return {"method": self.method, "source": self.source, "statistic": self.statistic,

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import textwrap
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from etils import epath
 
+from mmpiqa_jax import files
+from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 
-__all__ = ["eval_paths", "write_comparison", "write_eval"]
+__all__ = ["eval_paths", "markdown_table", "results_table", "write_comparison", "write_eval"]
+_ALIGN = {"l": " --- ", "r": " ---: ", "c": " :---: "}
 
 # Dataset and split names become file names; keep them to one safe path component.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -26,41 +29,35 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 def _check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.match(value) or value in (".", ".."):
-        raise ValueError(f"{kind} name {value!r} is not usable in a file name "
-                         "(letters, digits and _ . + - only)")
+        raise UserError(f"{kind} name {value!r} is not usable in a file name "
+                        "(letters, digits and _ . + - only)")
     return value
 
 
-def _path(path) -> epath.Path:
-    # epath: a workdir gs://bucket/run stays a URL (pathlib would drop a slash).
-    return path if isinstance(path, epath.Path) else epath.Path(str(path))
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence], align: str = "") -> str:
+    """A Markdown table; `align` has a letter per column (l, r or c: left, right, centred),
+    by default the first column left and the others right."""
+    align = align or "l" + "r" * (len(header) - 1)
+    lines = ["| " + " | ".join(map(str, header)) + " |",
+             "|" + "|".join(_ALIGN[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def results_table(results: dict[str, dict]) -> str:
+    """One row per evaluation (`{name: compute_metrics dict}`): SRCC, PLCC after the logistic
+    fit and raw, KRCC, RMSE after the fit, n."""
+    keys = ("srcc", "plcc_logistic", "plcc", "krcc", "rmse_logistic")
+    rows = [(name, *(f"{m[k]:.4f}" for k in keys), m["n"]) for name, m in results.items()]
+    return markdown_table(("evaluation", "SRCC", "PLCC (fitted)", "PLCC (raw)", "KRCC",
+                           "RMSE (fitted)", "n"), rows)
 
 
 def eval_paths(workdir, dataset: str, split: str) -> dict[str, epath.Path]:
     """The `json`, `csv` and `png` paths of one evaluation: `<workdir>/eval/<dataset>-<split>.*`."""
-    stem = (_path(workdir) / "eval"
+    stem = (files.as_path(workdir) / "eval"
             / f"{_check_name('dataset', dataset)}-{_check_name('split', split)}")
     return {ext: stem.with_suffix(f".{ext}") for ext in ("json", "csv", "png")}
-
-
-def _atomic_write_text(path: epath.Path, text: str) -> None:
-    # Write then rename, so a reader (or a killed run) never sees half a file.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def _json_ready(value):
-    """Converts numpy scalars and non-finite floats (JSON has no NaN) for `json.dumps`."""
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _fit_from_metrics(metrics: dict) -> metrics_lib.LogisticFit | None:
@@ -81,12 +78,12 @@ def _scatter_with_fit(ax, pred: np.ndarray, quality: np.ndarray, metrics: dict) 
     ax.grid(alpha=0.3)
 
 
-def _save_png(fig, path: epath.Path) -> None:
+def save_png(fig, path) -> None:
+    """A matplotlib figure as a PNG, written whole (`files.write_bytes`)."""
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        fig.savefig(f, format="png")
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    files.write_bytes(path, buffer.getvalue())
 
 
 def _plot(path: epath.Path, dataset: str, split: str, quality: np.ndarray, pred: np.ndarray,
@@ -104,7 +101,7 @@ def _plot(path: epath.Path, dataset: str, split: str, quality: np.ndarray, pred:
                f"PLCC {metrics.get('plcc_logistic', float('nan')):.3f} (fitted)")
     ax.text(0.03, 0.97, summary, transform=ax.transAxes, va="top", ha="left", fontsize=9,
             bbox=dict(boxstyle="round", facecolor="white", alpha=0.8, edgecolor="0.8"))
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def write_eval(workdir, dataset: str, split: str, names, quality, predictions,
@@ -130,26 +127,26 @@ def write_eval(workdir, dataset: str, split: str, names, quality, predictions,
     predictions = np.asarray(predictions, dtype=np.float64)
     raw = np.full(quality.shape, np.nan) if mos is None else np.asarray(mos, dtype=np.float64)
     if not (len(names) == quality.size == predictions.size == raw.size):
-        raise ValueError(f"names, quality, mos and predictions differ in length: "
-                         f"{len(names)}, {quality.size}, {raw.size}, {predictions.size}")
+        raise UserError(f"names, quality, mos and predictions differ in length: "
+                        f"{len(names)}, {quality.size}, {raw.size}, {predictions.size}")
     if metrics is None:
         metrics = metrics_lib.compute_metrics(predictions, quality)
     missing = [k for k in (*metrics_lib.METRIC_KEYS, "n") if k not in metrics]
     if missing:
-        raise ValueError(f"metrics lack {missing}; pass a compute_metrics() dict")
+        raise UserError(f"metrics lack {missing}; pass a compute_metrics() dict")
 
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
     record = {"dataset": dataset, "split": split, "ground_truth": "quality (higher is better)",
               "mos_direction": score_direction or "unknown", "split_source": split_source,
               **metrics}
-    _atomic_write_text(paths["json"], json.dumps(_json_ready(record), indent=2) + "\n")
+    files.write_json(paths["json"], record)
 
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(["name", "mos", "quality", "prediction"])
     writer.writerows((n, "" if not math.isfinite(m) else m, q, p) for n, m, q, p in
                      zip(names, raw.tolist(), quality.tolist(), predictions.tolist()))
-    _atomic_write_text(paths["csv"], text.getvalue())
+    files.write_text(paths["csv"], text.getvalue())
 
     _plot(paths["png"], dataset, split, quality, predictions, metrics)
     return paths
@@ -168,19 +165,14 @@ def write_comparison(path, rows: dict[str, dict], title: str = "") -> dict[str, 
     """
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
-    path = _path(path)
+    path = files.as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {title}" if title else "", "",
-             "| method | SRCC | PLCC (fitted) | PLCC (raw) | KRCC | RMSE (fitted) | n |",
-             "|---|---|---|---|---|---|---|"]
-    for method, row in rows.items():
-        m = row["metrics"]
-        lines.append(f"| {method} | {m['srcc']:.4f} | {m['plcc_logistic']:.4f} | {m['plcc']:.4f} "
-                     f"| {m['krcc']:.4f} | {m['rmse_logistic']:.4f} | {m['n']} |")
-    lines += ["", "Against `quality` (higher is better); PLCC and RMSE fitted with the "
-              "4-parameter logistic."]
+    table = results_table({method: row["metrics"] for method, row in rows.items()})
+    lines = [f"# {title}" if title else "", "", table.replace("| evaluation |", "| method |"),
+             "", "Against `quality` (higher is better); PLCC and RMSE fitted with the "
+             "4-parameter logistic."]
     out = {"md": path.with_suffix(".md"), "png": path.with_suffix(".png")}
-    _atomic_write_text(out["md"], "\n".join(lines).lstrip("\n") + "\n")
+    files.write_text(out["md"], "\n".join(lines).lstrip("\n") + "\n")
 
     fig = Figure(figsize=(4.6 * len(rows), 4.2), dpi=120)
     axes = np.atleast_1d(fig.subplots(1, len(rows), sharey=True))
@@ -192,5 +184,5 @@ def write_comparison(path, rows: dict[str, dict], title: str = "") -> dict[str, 
     axes[0].set_ylabel("quality (higher is better)")
     if title:  # wrapped to the figure's width: one panel is narrow
         fig.suptitle("\n".join(textwrap.wrap(title, 45 * len(rows))), fontsize=9)
-    _save_png(fig, out["png"])
+    save_png(fig, out["png"])
     return out

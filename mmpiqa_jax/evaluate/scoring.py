@@ -1,12 +1,12 @@
-"""Scores image files with a trained model: find the files, crop as at evaluation, batch, one jit.
+"""Scores image files with a model's `Scorer`: find the files, crop as at evaluation, batch.
 
-    scores, skipped = score_files(model, find_images(["photos/"])[0], crop_mode="liqe")
+    scores, skipped = score_files(scorer, find_images(["photos/"])[0], crop_mode="liqe")
 
 Images go through the evaluation preprocessing (`data.pipeline`'s eval map): LIQE's resize and 15
 grid crops (or one centre crop, the whole image resized, or pyiqa's LIQE crops of the image as it
-is: up to 15, fewer for a small image); CLIP normalisation runs in the
-jitted forward, on uint8 crops. A file that
-cannot be read or decoded is skipped and reported with its reason; the others are still scored.
+is: up to 15, fewer for a small image); the crops go to the scorer as uint8 (CLIP normalisation
+runs in the jitted model). A file that cannot be read or decoded is skipped and reported with its
+reason; the others are still scored.
 """
 from __future__ import annotations
 
@@ -16,16 +16,14 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-import jax
 import numpy as np
-from flax import nnx
 from PIL import Image
 
 from mmpiqa_jax.data import transforms as T
-from mmpiqa_jax.models.preprocess import clip_normalize
+from mmpiqa_jax.errors import UserError
 
-__all__ = ["CROP_MODES", "IMAGE_EXTENSIONS", "UnreadableImage", "crop_setting", "find_images",
-           "image_crops", "load_crops", "make_scorer", "score_files"]
+__all__ = ["CROP_MODES", "IMAGE_EXTENSIONS", "ByCropCount", "UnreadableImage", "crop_setting",
+           "find_images", "image_crops", "load_crops", "score_files"]
 
 CROP_MODES = T.EVAL_CROP_MODES
 # What a folder is searched for (case-insensitive); files named explicitly are always tried.
@@ -36,7 +34,7 @@ IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-class UnreadableImage(ValueError):
+class UnreadableImage(UserError):
     """A file that cannot be scored; `path` and `reason` say which and why."""
 
     def __init__(self, path, reason: str):
@@ -75,12 +73,11 @@ def image_crops(image: Image.Image, crop_mode: str = "liqe", num_crops: int = 15
 
 def crop_setting(config, crop_mode: str | None = None) -> dict:
     """The crop keywords of `score_files` from a run's config; `crop_mode` overrides its mode."""
-    data = config.data
-    mode = crop_mode or data.get("eval_crop_mode", None) or "liqe"
+    mode = crop_mode or config.data.eval_crop_mode
     if mode not in CROP_MODES:
-        raise ValueError(f"unknown crop mode {mode!r}; expected one of {CROP_MODES}")
-    return {"crop_mode": mode, "num_crops": int(data.get("eval_crops", 15)),
-            "crop_size": int(data.get("crop_size", T.CROP))}
+        raise UserError(f"unknown crop mode {mode!r}; expected one of {CROP_MODES}")
+    return {"crop_mode": mode, "num_crops": int(config.data.eval_crops),
+            "crop_size": int(config.data.crop_size)}
 
 
 def load_crops(path, crop_mode: str = "liqe", num_crops: int = 15,
@@ -93,36 +90,9 @@ def load_crops(path, crop_mode: str = "liqe", num_crops: int = 15,
         return image_crops(T.decode_rgb(data), crop_mode, num_crops, crop_size)
     except _READ_ERRORS as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        if isinstance(e, Image.UnidentifiedImageError):  # its message names a BytesIO object
+            reason = "cannot identify the image format (not an image, or none pillow reads)"
         raise UnreadableImage(path, reason or type(e).__name__) from e
-
-
-def make_scorer(model: nnx.Module) -> Callable[[np.ndarray], np.ndarray]:
-    """A function crops [B, C, H, W, 3] (uint8 RGB, normalised in the jit, or CLIP-normalised
-    float) -> quality scores [B], one jit.
-
-    The model's text features are computed once here (when it keeps a text cache), not per batch.
-    The caller's model is left unchanged.
-    """
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def with_text_cache(state):
-        m = nnx.merge(graphdef, state)
-        m.refresh_text_cache()
-        return nnx.state(m)
-
-    has_cache = hasattr(model, "refresh_text_cache")
-    if has_cache:
-        state = with_text_cache(state)
-
-    @jax.jit
-    def forward(state, crops):
-        m = nnx.merge(graphdef, state)
-        crops = clip_normalize(crops)
-        out = m(crops, use_text_cache=True) if has_cache else m(crops)
-        return out["score"]
-
-    return lambda crops: np.asarray(forward(state, crops))
 
 
 def _read_ahead(pool, fn, items: Iterable, ahead: int) -> Iterator:
@@ -148,9 +118,9 @@ class ByCropCount:
         scores = batches.finish()         # {key: score}
     """
 
-    def __init__(self, scorer, batch_size: int):
+    def __init__(self, scorer: Callable[[np.ndarray], np.ndarray], batch_size: int):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"the batch size must be >= 1, got {batch_size}")
         self.scorer, self.batch_size = scorer, batch_size
         self.pending = collections.defaultdict(list)  # count -> [(key, crops)]
         self.scores: dict = {}
@@ -180,30 +150,27 @@ class ByCropCount:
         self.scores.update((key, float(v)) for (key, _), v in zip(batch, values))
 
 
-def score_files(model, files: Iterable[str], *, crop_mode: str = "liqe", num_crops: int = 15,
-                crop_size: int = T.CROP, batch_size: int = 16, workers: int = 4,
-                progress: bool = True, scorer=None) -> tuple[list[tuple[str, float]],
-                                                             list[tuple[str, str]]]:
+def score_files(scorer: Callable[[np.ndarray], np.ndarray], files: Iterable[str], *,
+                crop_mode: str = "liqe", num_crops: int = 15, crop_size: int = T.CROP,
+                batch_size: int = 16, workers: int = 4, progress: bool = True
+                ) -> tuple[list[tuple[str, float]], list[tuple[str, str]]]:
     """Scores `files` in batches; unreadable files are skipped.
 
     Args:
-      model: an IQA model (crops -> dict with `score`); ignored when `scorer` is given.
+      scorer: crops uint8 [B, C, s, s, 3] -> scores [B] (`train.inference.Scorer`).
       files: image paths, scored in this order.
       crop_mode, num_crops, crop_size: the evaluation preprocessing (see `image_crops`).
       batch_size: images per forward; the last batch is padded, so one shape is compiled per
         crop count (one, except for `pyiqa` crops of small images: batched by their count).
       workers: threads reading and cropping images.
       progress: show a tqdm bar (on stderr).
-      scorer: a `make_scorer` function, to reuse one compiled forward.
     Returns:
       (scores, skipped): [(path, score)] of the read files in order, [(path, reason)] of the rest.
     """
     from tqdm import tqdm
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     files = list(files)
-    batches = ByCropCount(scorer or make_scorer(model), batch_size)
+    batches = ByCropCount(scorer, batch_size)
     skipped = []
     load = lambda item: load_crops(item[1], crop_mode, num_crops, crop_size)
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool, \

@@ -19,6 +19,7 @@ import math
 import numpy as np
 from etils import epath
 
+from mmpiqa_jax.errors import MissingFileError, UserError
 from mmpiqa_jax.evaluate import published as published_lib
 
 __all__ = ["CROSS_SPLIT", "DEFAULT_EXCLUDE", "PLCC_KEYS", "STATISTICS", "collect_results",
@@ -41,7 +42,7 @@ def _read_json(path: epath.Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+        raise UserError(f"{path} is not valid JSON: {e}") from None
 
 
 def _config(run_dir: epath.Path) -> dict:
@@ -94,7 +95,7 @@ def expand_runs(run_dirs) -> list[epath.Path]:
     for run_dir in run_dirs:
         run_dir = epath.Path(run_dir)
         if not run_dir.is_dir():
-            raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist")
+            raise MissingFileError(f"run directory {str(run_dir)!r} does not exist")
         points = [] if (run_dir / "eval").is_dir() else sorted(
             p for p in run_dir.iterdir() if p.is_dir() and (p / "eval").is_dir())
         out += points or [run_dir]
@@ -104,7 +105,7 @@ def expand_runs(run_dirs) -> list[epath.Path]:
 def _read_eval(path: epath.Path) -> dict:
     record = _read_json(path)
     if not isinstance(record, dict):
-        raise ValueError(f"{path} holds no metrics object")
+        raise UserError(f"{path} holds no metrics object")
     # Older files may lack the names: `<dataset>-<split>.json`, split after the last '-'.
     dataset, _, split = path.stem.rpartition("-")
     record.setdefault("dataset", dataset or path.stem)
@@ -161,21 +162,21 @@ def results_table(run_dirs, *, metrics=("srcc", "plcc"), statistic: str = "media
     """
     stats = {"median": np.median, "mean": np.mean}
     if statistic not in stats:
-        raise ValueError(f"statistic must be one of {tuple(stats)}, got {statistic!r}")
+        raise UserError(f"statistic must be one of {tuple(stats)}, got {statistic!r}")
     run_dirs = list(run_dirs)
     if not run_dirs:
-        raise ValueError("results_table needs at least one run directory, got none")
+        raise UserError("results_table needs at least one run directory, got none")
     results = collect_results(run_dirs, include=include, exclude=exclude)
     methods = list(results)
     datasets = sorted({d for per_dataset in results.values() for d in per_dataset})
     if not datasets:
-        raise ValueError(f"no evaluation results (eval/*.json) found in "
-                         f"{[str(d) for d in run_dirs]}")
+        raise UserError(f"no evaluation results (eval/*.json) found in "
+                        f"{[str(d) for d in run_dirs]}")
     records = [r for per_dataset in results.values() for rs in per_dataset.values() for r in rs]
     for key in metrics:
         if not any(key in r for r in records):
-            raise ValueError(f"metric {key!r} is in no evaluation file; "
-                             f"available: {sorted({k for r in records for k in r})}")
+            raise UserError(f"metric {key!r} is in no evaluation file; "
+                            f"available: {sorted({k for r in records for k in r})}")
 
     header = ["Dataset", *methods]
     rows = [[d, *(_cell(results[m].get(d, []), metrics, stats[statistic], show_n)
@@ -247,7 +248,7 @@ def summarize(run_dirs, *, cross: bool = False, plcc: str = "logistic",
     `missing`: the metric keys that no evaluation file has.
     """
     if plcc not in PLCC_KEYS:
-        raise ValueError(f"plcc must be one of {tuple(PLCC_KEYS)}, got {plcc!r}")
+        raise UserError(f"plcc must be one of {tuple(PLCC_KEYS)}, got {plcc!r}")
     plcc_key = PLCC_KEYS[plcc]
     if cross:
         include, exclude, key = CROSS_SPLIT, (), _cross_name
@@ -320,7 +321,7 @@ def format_table(summary: dict, *, statistic: str = "median", published=(),
     splits; `published` (`published.PublishedResult`s) add reference rows below ours, marked
     `[published]`, with their sources under the table."""
     if statistic not in STATISTICS:
-        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+        raise UserError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     columns = summary["columns"]
     kind = "Cross-dataset" if summary["table"] == "cross" else "Within-dataset"
     what = ("median over splits" if statistic == "median"
@@ -372,18 +373,18 @@ def paper_tables(run_dirs, *, statistic: str = "both", plcc: str = "logistic",
     """
     statistics = STATISTICS if statistic == "both" else (statistic,)
     if statistic != "both" and statistic not in STATISTICS:
-        raise ValueError(f"statistic must be one of {(*STATISTICS, 'both')}, got {statistic!r}")
+        raise UserError(f"statistic must be one of {(*STATISTICS, 'both')}, got {statistic!r}")
     run_dirs = list(run_dirs)
     if not run_dirs:
-        raise ValueError("paper_tables needs at least one run directory, got none")
+        raise UserError("paper_tables needs at least one run directory, got none")
     refs = tuple(published_lib.PUBLISHED) if published else ()
     summaries = [summarize(run_dirs, plcc=plcc, include=include, exclude=exclude, ddof=ddof)]
     if cross:
         summaries.append(summarize(run_dirs, cross=True, plcc=plcc, ddof=ddof))
     if not any(s["rows"] for s in summaries):
-        raise ValueError("no evaluation results (eval/*.json) found in "
-                         f"{[str(d) for d in run_dirs]}"
-                         + ("" if cross else f" (split `{CROSS_SPLIT}` needs --cross)"))
+        raise UserError("no evaluation results (eval/*.json) found in "
+                        f"{[str(d) for d in run_dirs]}"
+                        + ("" if cross else f" (split `{CROSS_SPLIT}` needs --cross)"))
     parts = []
     for summary in summaries:
         if not summary["rows"]:

@@ -16,15 +16,17 @@ consecutive devices, each a sub-mesh `(K / mesh.model, mesh.model)`, and trains 
 side by side, one thread per sub-mesh, each thread taking the next unfinished point. A point's
 arrays and jitted steps live on its sub-mesh only (the trainer and the evaluator place
 everything with shardings of the mesh they are given; eager arrays go to the sub-mesh's first
-device), so its results are those of the same point run alone. One process only: with several
-processes every trainer feeds, checkpoints and synchronises as part of all of them, so there a
-sweep runs its points one at a time on the whole mesh, or as one job per slice, each over its
-part of the grid (`part="I/N"`: points I, I + N, ...) in the shared workdir.
+device), so its results are those of the same point run alone. The points save their
+checkpoints synchronously (Orbax keys an asynchronous save's signals by one process-wide
+operation id, which saves started at once from several threads would share), and follow one
+preemption notice, the sweep's: a SIGTERM saves every point and stops. One process only: with
+several processes every trainer feeds, checkpoints and synchronises as part of all of them, so
+there a sweep runs its points one at a time on the whole mesh, or as one job per slice, each
+over its part of the grid (`part="I/N"`: points I, I + N, ...) in the shared workdir.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import threading
 import time
@@ -36,15 +38,13 @@ import ml_collections
 from etils import epath
 
 from mmpiqa_jax import config as config_lib
-from mmpiqa_jax.evaluate.sweep_report import (
-    SPLIT_SEED_KEY,
-    comparison_table,
-    plot_sweep,
-    read_evals,
-    seed_aggregates,
-)
+from mmpiqa_jax import files
+from mmpiqa_jax.errors import UserError
+from mmpiqa_jax.evaluate.sweep_report import (SPLIT_SEED_KEY, comparison_table, plot_sweep,
+                                              read_evals, seed_aggregates)
 from mmpiqa_jax.train import run as run_lib
 from mmpiqa_jax.train import sharding
+from mmpiqa_jax.train.trainer import Preemption
 
 __all__ = [
     "POINT_FILE",
@@ -104,58 +104,38 @@ def plan(config: ml_collections.ConfigDict, workdir) -> list[Point]:
     for name, run_config in config_lib.expand_sweep(config):
         folder = _UNSAFE.sub("_", name)
         if folder in folders:
-            raise ValueError(f"sweep points {folders[folder]!r} and {name!r} share the folder "
-                             f"{folder!r}; make the swept values differ in letters or digits")
+            raise UserError(f"sweep points {folders[folder]!r} and {name!r} share the folder "
+                            f"{folder!r}; make the swept values differ in letters or digits")
         folders[folder] = name
         values = {k: config_lib.get_key(run_config, k) for k in keys}
-        points.append(Point(name, run_config, epath.Path(str(workdir)) / folder, values))
+        points.append(Point(name, run_config, files.as_path(workdir) / folder, values))
     return points
 
 
 def _plain(config: ml_collections.ConfigDict) -> dict:
     """The config as JSON would give it back (tuples become lists), for comparing."""
-    return json.loads(json.dumps(config.to_dict(), default=str))
-
-
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
+    return files.json_ready(config.to_dict())
 
 
 def _check_same_config(point: Point) -> None:
     path = point.workdir / POINT_FILE
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))["config"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a sweep point record ({e}); remove it to rerun the point")
-    old, new = _flat(saved), _flat(_plain(point.config))
+        saved = files.read_json(path)["config"]
+    except (UserError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a sweep point record ({e}); remove it to rerun the point")
+    old, new = config_lib.flatten(saved), config_lib.flatten(_plain(point.config))
     diff = [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
             for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
     if diff:
-        raise ValueError(f"{point.workdir} finished with another config ({'; '.join(diff[:6])}); "
-                         "use a new --workdir, or remove the point's folder to rerun it")
-
-
-def _write_json(path: epath.Path, record: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # write then rename: never half a record
-    tmp.write_text(json.dumps(record, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def _json_default(value):
-    return value.item() if hasattr(value, "item") else str(value)
+        raise UserError(f"{point.workdir} finished with another config ({'; '.join(diff[:6])}); "
+                        "use a new --workdir, or remove the point's folder to rerun it")
 
 
 def parse_part(part: str) -> tuple[int, int]:
     """`"I/N"` -> (I, N): the I-th of N interleaved parts of the grid (points I, I + N, ...)."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(part))
     if not match or not int(match[1]) < int(match[2]):
-        raise ValueError(f"--part={part!r} must be I/N with 0 <= I < N, e.g. 0/4")
+        raise UserError(f"--part={part!r} must be I/N with 0 <= I < N, e.g. 0/4")
     return int(match[1]), int(match[2])
 
 
@@ -177,25 +157,25 @@ def sub_meshes(points: list[Point], devices_per_run: int, devices=None) -> list:
     devices = jax.devices() if devices is None else list(devices)
     k, n = devices_per_run, len(devices)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"--devices-per-run={k!r} must be an integer >= 1")
+        raise UserError(f"--devices-per-run={k!r} must be an integer >= 1")
     if k > n or n % k:
-        raise ValueError(f"--devices-per-run={k} must divide the {n} devices")
+        raise UserError(f"--devices-per-run={k} must divide the {n} devices")
     if jax.process_count() > 1 and k < n:
-        raise ValueError(f"--devices-per-run={k} < {n} devices on {jax.process_count()} "
-                         "processes: packed sweeps run on one process only; run the points "
-                         "one at a time (no --devices-per-run), or one sweep per slice")
+        raise UserError(f"--devices-per-run={k} < {n} devices on {jax.process_count()} "
+                        "processes: packed sweeps run on one process only; run the points "
+                        "one at a time (no --devices-per-run), or one sweep per slice")
     models = {p.config.mesh.model for p in points}
     for point in points:
         data, model = point.config.mesh.data, point.config.mesh.model
         if model < 1 or k % model:
-            raise ValueError(f"{point.name}: mesh.model={model} must divide "
-                             f"--devices-per-run={k}")
+            raise UserError(f"{point.name}: mesh.model={model} must divide "
+                            f"--devices-per-run={k}")
         if data not in (-1, k // model):
-            raise ValueError(f"{point.name}: mesh.data={data} x mesh.model={model} != "
-                             f"--devices-per-run={k}; set mesh.data=-1 or {k // model}")
+            raise UserError(f"{point.name}: mesh.data={data} x mesh.model={model} != "
+                            f"--devices-per-run={k}; set mesh.data=-1 or {k // model}")
     if len(models) > 1:
-        raise ValueError(f"the points' mesh.model differ ({sorted(models)}); a packed sweep "
-                         "lays every sub-mesh out the same way")
+        raise UserError(f"the points' mesh.model differ ({sorted(models)}); a packed sweep "
+                        "lays every sub-mesh out the same way")
     (model,) = models or {1}
     return [sharding.make_mesh(k // model, model, devices=devices[i:i + k])
             for i in range(0, n, k)]
@@ -213,7 +193,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir, *,
       workdir: the sweep's folder; each point trains in a subfolder.
       train_fn: `(config, workdir) -> result`, empty when training stopped early (the sweep
         stops there too; packed, no further point starts); default
-        `train.run.train_and_evaluate`. Packed, it is called with `mesh=` (the point's sub-mesh).
+        `train.run.train_and_evaluate`. Packed, it is called with `mesh=` (the point's sub-mesh)
+        and `preemption=` (the sweep's).
       log: where progress lines go.
       devices_per_run: K: the points run side by side, each on a sub-mesh of K devices
         (`sub_meshes`); None: one after another on `config.mesh`.
@@ -224,7 +205,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir, *,
       the points, with their evaluations read.
     """
     train_fn = train_fn or run_lib.train_and_evaluate
-    workdir = epath.Path(str(workdir))  # gs://bucket/sweep stays a URL
+    workdir = files.as_path(workdir)
     points = plan(config, workdir)
     writer = jax.process_index() == 0  # every process trains; one writes the records
     pending = []
@@ -257,10 +238,15 @@ def run_sweep(config: ml_collections.ConfigDict, workdir, *,
 
 
 def _train_point(point: Point, train_fn, writer: bool, kwargs: dict, run: dict | None = None):
-    """Trains one point and writes its record; False when training stopped early."""
+    """Trains one point and writes its record; False when training stopped early. Packed
+    (`run` given), its checkpoints are saved synchronously (see the module docstring)."""
     point.workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    result = train_fn(point.config, str(point.workdir), **kwargs)
+    config = point.config
+    if run is not None:
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.async_checkpointing = False
+    result = train_fn(config, str(point.workdir), **kwargs)
     if not result:  # the trainer stopped before num_steps (preempted): resume next time
         return False
     if writer:
@@ -268,7 +254,7 @@ def _train_point(point: Point, train_fn, writer: bool, kwargs: dict, run: dict |
                   "result": result}
         if run is not None:  # packed: where and when it ran (wall-clock seconds since epoch)
             record["run"] = {**run, "started": started, "finished": time.time()}
-        _write_json(point.workdir / POINT_FILE, record)
+        files.write_json(point.workdir / POINT_FILE, record)
     return True
 
 
@@ -278,12 +264,12 @@ def _run_packed(pending, total: int, meshes, train_fn, writer: bool, log) -> Non
     Threads, not processes: fake CPU devices cannot be split between processes, and every
     piece of per-run JAX state used here is thread-local (`jax.set_mesh`,
     `jax.default_device`) or owned by the run (its Orbax manager, iterators, log writer).
-    Signal handlers (the trainer's SIGTERM flag) are installed on the main thread only.
     The first error is raised once every thread has finished its point.
     """
     queue, lock = list(pending), threading.Lock()
     errors: list[BaseException] = []
     stop = threading.Event()  # a point stopped early or failed: start no other
+    preemption = Preemption(multi=False)
 
     def worker(g: int, mesh) -> None:
         ids = [int(d.id) for d in mesh.devices.flat]
@@ -296,7 +282,8 @@ def _run_packed(pending, total: int, meshes, train_fn, writer: bool, log) -> Non
             try:
                 # Eager arrays (outside jit) on this sub-mesh too, not on device 0.
                 with jax.default_device(mesh.devices.flat[0]):
-                    done = _train_point(point, train_fn, writer, {"mesh": mesh},
+                    done = _train_point(point, train_fn, writer,
+                                        {"mesh": mesh, "preemption": preemption},
                                         {"group": g, "devices": ids})
             except BaseException as e:  # pylint: disable=broad-except  # re-raised below
                 with lock:
@@ -311,9 +298,10 @@ def _run_packed(pending, total: int, meshes, train_fn, writer: bool, log) -> Non
 
     threads = [threading.Thread(target=worker, args=(g, mesh), name=f"sweep-group{g}")
                for g, mesh in enumerate(meshes[:len(pending)])]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with preemption:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     if errors:
         raise errors[0]

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.models.layers import (ACTIVATIONS, LayerNorm, Transformer, check_remat,
                                       replace_tokens)
 
@@ -47,25 +48,25 @@ class CLIPConfig:
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:
-            raise ValueError(f"CLIPConfig.dtype {self.dtype!r} is not one of {sorted(_DTYPES)}")
+            raise UserError(f"CLIPConfig.dtype {self.dtype!r} is not one of {sorted(_DTYPES)}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"CLIPConfig.activation {self.activation!r} is not one of "
-                             f"{sorted(ACTIVATIONS)}")
+            raise UserError(f"CLIPConfig.activation {self.activation!r} is not one of "
+                            f"{sorted(ACTIVATIONS)}")
         for tower in ("vision", "text"):
             # Stored explicitly, so that configs of the same architecture compare equal.
             if getattr(self, f"{tower}_mlp_width") is None:
                 object.__setattr__(self, f"{tower}_mlp_width", 4 * getattr(self, f"{tower}_width"))
             if getattr(self, f"{tower}_mlp_width") < 1:
-                raise ValueError(f"{tower}_mlp_width must be >= 1, got "
-                                 f"{getattr(self, f'{tower}_mlp_width')}")
+                raise UserError(f"{tower}_mlp_width must be >= 1, got "
+                                f"{getattr(self, f'{tower}_mlp_width')}")
         for tower in ("vision", "text"):
             width, heads = getattr(self, f"{tower}_width"), getattr(self, f"{tower}_heads")
             if heads < 1 or width % heads:
-                raise ValueError(f"{tower}_width {width} does not split into {tower}_heads "
-                                 f"{heads}")
+                raise UserError(f"{tower}_width {width} does not split into {tower}_heads "
+                                f"{heads}")
         if self.image_resolution % self.vision_patch_size:
-            raise ValueError(f"image_resolution {self.image_resolution} is not a multiple of "
-                             f"vision_patch_size {self.vision_patch_size}")
+            raise UserError(f"image_resolution {self.image_resolution} is not a multiple of "
+                            f"vision_patch_size {self.vision_patch_size}")
 
     @property
     def compute_dtype(self):
@@ -78,7 +79,7 @@ class CLIPConfig:
     def from_dict(cls, d: Mapping) -> CLIPConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(d) - fields):
-            raise ValueError(f"unknown CLIPConfig keys {unknown}; expected {sorted(fields)}")
+            raise UserError(f"unknown CLIPConfig keys {unknown}; expected {sorted(fields)}")
         return cls(**d)
 
 
@@ -104,7 +105,7 @@ def get_variant(name: str) -> CLIPConfig:
     try:
         return VARIANTS[name]
     except KeyError:
-        raise ValueError(f"unknown CLIP variant {name!r}; known: {', '.join(VARIANTS)}") from None
+        raise UserError(f"unknown CLIP variant {name!r}; known: {', '.join(VARIANTS)}") from None
 
 
 def _normal(stddev: float):
@@ -135,8 +136,8 @@ class VisionTransformer(nnx.Module):
     def __call__(self, pixels: jax.Array, visual_prompts: jax.Array | None = None) -> jax.Array:
         """Tokens after `ln_post`, [B, 1 + patches (+ prompts), width]: class, patches, prompts."""
         if pixels.ndim != 4 or pixels.shape[1:] != (self.resolution, self.resolution, 3):
-            raise ValueError(f"pixels must be [B, {self.resolution}, {self.resolution}, 3] (NHWC), "
-                             f"got shape {tuple(pixels.shape)}")
+            raise UserError(f"pixels must be [B, {self.resolution}, {self.resolution}, 3] (NHWC), "
+                            f"got shape {tuple(pixels.shape)}")
         x = self.conv1(pixels.astype(self.dtype))
         x = x.reshape(x.shape[0], -1, x.shape[-1])  # row-major patches, as torch's flatten
         cls = jnp.broadcast_to(self.class_embedding[...].astype(self.dtype),
@@ -212,11 +213,11 @@ class CLIP(nnx.Module):
         if visual_prompts is not None:
             expected = (self.config.vision_width,)
             if visual_prompts.ndim != 3 or visual_prompts.shape[2:] != expected:
-                raise ValueError(f"visual_prompts must be [depth, num_prompts, {expected[0]}], got "
-                                 f"shape {tuple(visual_prompts.shape)}")
+                raise UserError(f"visual_prompts must be [depth, num_prompts, {expected[0]}], got "
+                                f"shape {tuple(visual_prompts.shape)}")
             if visual_prompts.shape[0] > self.config.vision_layers:
-                raise ValueError(f"visual prompt depth {visual_prompts.shape[0]} exceeds the "
-                                 f"{self.config.vision_layers} vision layers")
+                raise UserError(f"visual prompt depth {visual_prompts.shape[0]} exceeds the "
+                                f"{self.config.vision_layers} vision layers")
             if visual_prompts.shape[0] == 0 or visual_prompts.shape[1] == 0:
                 visual_prompts = None
         tokens = self.visual(pixels, visual_prompts)
@@ -234,8 +235,8 @@ class CLIP(nnx.Module):
         """
         token_ids = jnp.asarray(token_ids)
         if token_ids.ndim != 2 or not jnp.issubdtype(token_ids.dtype, jnp.integer):
-            raise ValueError(f"token_ids must be integer [N, L], got {token_ids.dtype} "
-                             f"{tuple(token_ids.shape)}")
+            raise UserError(f"token_ids must be integer [N, L], got {token_ids.dtype} "
+                            f"{tuple(token_ids.shape)}")
         # End-of-text has the highest id, so its position is the argmax (as OpenAI pools).
         return self.encode_text_embeddings(self.token_embedding(token_ids),
                                            jnp.argmax(token_ids, axis=-1))
@@ -252,22 +253,22 @@ class CLIP(nnx.Module):
         """
         dtype, config = self.config.compute_dtype, self.config
         if embeddings.ndim != 3 or embeddings.shape[2] != config.text_width:
-            raise ValueError(f"embeddings must be [N, L, {config.text_width}], got shape "
-                             f"{tuple(embeddings.shape)}")
+            raise UserError(f"embeddings must be [N, L, {config.text_width}], got shape "
+                            f"{tuple(embeddings.shape)}")
         length = embeddings.shape[1]
         if length > config.context_length:
-            raise ValueError(f"text length {length} exceeds context_length {config.context_length}")
+            raise UserError(f"text length {length} exceeds context_length {config.context_length}")
         if eot_positions.shape != embeddings.shape[:1]:
-            raise ValueError(f"eot_positions must be [{embeddings.shape[0]}], got shape "
-                             f"{tuple(eot_positions.shape)}")
+            raise UserError(f"eot_positions must be [{embeddings.shape[0]}], got shape "
+                            f"{tuple(eot_positions.shape)}")
         if deep_prompts is not None:
             if deep_prompts.ndim != 3 or deep_prompts.shape[2] != config.text_width:
-                raise ValueError(f"deep_prompts must be [depth, n_ctx, {config.text_width}], got "
-                                 f"shape {tuple(deep_prompts.shape)}")
+                raise UserError(f"deep_prompts must be [depth, n_ctx, {config.text_width}], got "
+                                f"shape {tuple(deep_prompts.shape)}")
             if not 0 <= prompt_start <= length - deep_prompts.shape[1]:
                 end = prompt_start + deep_prompts.shape[1]
-                raise ValueError(f"deep prompts at [{prompt_start}, {end}) do not fit a text of "
-                                 f"length {length}")
+                raise UserError(f"deep prompts at [{prompt_start}, {end}) do not fit a text of "
+                                f"length {length}")
         x = embeddings.astype(dtype) + self.positional_embedding[:length].astype(dtype)
         x = self.transformer(x, causal=True, deep_prompts=deep_prompts, prompt_start=prompt_start)
         tokens = self.ln_final(x)
@@ -292,7 +293,7 @@ class CLIP(nnx.Module):
         lengths, groups = np.asarray(plan.prefix_lengths), np.asarray(plan.groups)
         n_prefix, n_suffix = prefix.shape[1], suffix.shape[1]
         if deep_prompts is not None and prompt_start + deep_prompts.shape[1] > lengths.min():
-            raise ValueError("deep prompts must lie inside every shared prefix")
+            raise UserError("deep prompts must lie inside every shared prefix")
         positions = np.minimum(lengths[groups][:, None] + np.arange(n_suffix),
                                self.config.context_length - 1)
         pos = self.positional_embedding[...].astype(dtype)
@@ -358,5 +359,5 @@ def trim_to_longest(token_ids: np.ndarray) -> np.ndarray:
     """
     token_ids = np.asarray(token_ids)
     if token_ids.ndim != 2 or token_ids.shape[0] == 0:
-        raise ValueError(f"token_ids must be [N, L] with N >= 1, got shape {token_ids.shape}")
+        raise UserError(f"token_ids must be [N, L] with N >= 1, got shape {token_ids.shape}")
     return token_ids[:, :int(token_ids.argmax(axis=-1).max()) + 1]

@@ -12,12 +12,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mmpiqa_jax import labels
+from mmpiqa_jax.errors import UserError
 
 
 class FusionLayer(nnx.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: int, *, dtype, rngs: nnx.Rngs):
         if width % heads:
-            raise ValueError(f"fusion_width {width} is not divisible by fusion_heads {heads}")
+            raise UserError(f"fusion_width {width} is not divisible by fusion_heads {heads}")
         attn = lambda: nnx.MultiHeadAttention(heads, width, dtype=dtype, decode=False,
                                               keep_rngs=False, rngs=rngs)
         self.ln_q = nnx.LayerNorm(width, rngs=rngs)
@@ -42,7 +43,7 @@ class FusionEncoder(nnx.Module):
     def __init__(self, text_dim: int, image_dim: int, *, width: int, layers: int, heads: int,
                  mlp_ratio: int = 4, dtype=jnp.float32, rngs: nnx.Rngs):
         if layers < 1:
-            raise ValueError(f"fusion_layers must be >= 1, got {layers}")
+            raise UserError(f"fusion_layers must be >= 1, got {layers}")
         self.text_in = nnx.Linear(text_dim, width, dtype=dtype, rngs=rngs)
         self.image_in = nnx.Linear(image_dim, width, dtype=dtype, rngs=rngs)
         self.layers = nnx.List([FusionLayer(width, heads, mlp_ratio, dtype=dtype, rngs=rngs)

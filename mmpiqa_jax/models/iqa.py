@@ -17,6 +17,7 @@ features stay those of the parameters; for evaluation after a refresh (once per 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -24,10 +25,11 @@ import numpy as np
 from flax import nnx
 
 from mmpiqa_jax import labels
+from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.models import prompts as prompts_lib
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig, get_variant
-from mmpiqa_jax.models.preprocess import clip_normalize
 from mmpiqa_jax.models.fusion import FusionEncoder
+from mmpiqa_jax.models.preprocess import clip_normalize
 
 _QUALITY_LEVELS = np.arange(1, labels.NUM_QUALITIES + 1, dtype=np.float32)
 
@@ -52,8 +54,8 @@ def _normalize(x: jax.Array) -> jax.Array:
 
 def _crops_to_images(crops: jax.Array) -> tuple[jax.Array, int, int]:
     if crops.ndim != 5 or crops.shape[-1] != 3:
-        raise ValueError(f"crops must be [B, C, H, W, 3] (C crops per image), "
-                         f"got shape {tuple(crops.shape)}")
+        raise UserError(f"crops must be [B, C, H, W, 3] (C crops per image), "
+                        f"got shape {tuple(crops.shape)}")
     b, c = crops.shape[:2]
     return crops.reshape(b * c, *crops.shape[2:]), b, c
 
@@ -103,14 +105,15 @@ class _TextCached(nnx.Module):
 class MPIQE(_TextCached):
     """CLIP with deep visual prompts, dual text prompt banks, and a fusion encoder for quality."""
 
-    def __init__(self, clip: CLIP, *, num_visual_prompts: int = 8, visual_prompt_depth: int = 12,
-                 num_text_context: int = 4, text_context_init: str = "a photo of a",
-                 text_prompt_depth: int = 1, fusion_layers: int = 2, fusion_width: int = 256,
-                 fusion_heads: int = 4, fusion_mlp_ratio: int = 4,
-                 scene_activation: str = "softmax", rngs: nnx.Rngs):
+    def __init__(self, clip: CLIP, *, num_visual_prompts: int, visual_prompt_depth: int,
+                 num_text_context: int, text_context_init: str, text_prompt_depth: int,
+                 fusion_layers: int, fusion_width: int, fusion_heads: int, fusion_mlp_ratio: int,
+                 scene_activation: str, rngs: nnx.Rngs):
+        """The keywords are the `model` section of a config (configs/common.py documents
+        them)."""
         if scene_activation not in ("softmax", "sigmoid"):
-            raise ValueError(f"scene_activation must be 'softmax' or 'sigmoid', "
-                             f"got {scene_activation!r}")
+            raise UserError(f"scene_activation must be 'softmax' or 'sigmoid', "
+                            f"got {scene_activation!r}")
         config = clip.config
         self.clip = clip
         self.scene_activation = scene_activation
@@ -167,15 +170,14 @@ class LIQE(_TextCached):
     uniform (zero logits): those prompts say nothing of either (train with their losses at 0).
     """
 
-    def __init__(self, clip: CLIP, *, num_text_context: int = 0,
-                 text_context_init: str = "a photo of a", text_prompt_depth: int = 1,
-                 liqe_prompts: str = "joint", rngs: nnx.Rngs):
+    def __init__(self, clip: CLIP, *, num_text_context: int, text_context_init: str,
+                 text_prompt_depth: int, liqe_prompts: str, rngs: nnx.Rngs):
         if liqe_prompts not in LIQE_PROMPTS:
-            raise ValueError(f"model.liqe_prompts must be one of {LIQE_PROMPTS}, "
-                             f"got {liqe_prompts!r}")
+            raise UserError(f"model.liqe_prompts must be one of {LIQE_PROMPTS}, "
+                            f"got {liqe_prompts!r}")
         if liqe_prompts == "quality" and num_text_context:
-            raise ValueError("model.liqe_prompts='quality' takes LIQE's fixed prompts: "
-                             f"model.num_text_context must be 0, got {num_text_context}")
+            raise UserError("model.liqe_prompts='quality' takes LIQE's fixed prompts: "
+                            f"model.num_text_context must be 0, got {num_text_context}")
         self.clip = clip
         self.joint = liqe_prompts == "joint"
         texts = (prompts_lib.liqe_texts(with_context=num_text_context > 0) if self.joint
@@ -213,16 +215,8 @@ class LIQE(_TextCached):
 
 
 MODELS = {"mpiqe": MPIQE, "liqe": LIQE}
-
-# The config keys each model takes, besides `name`, `variant`, `clip_checkpoint` and `dtype`.
-_MODEL_KEYS = {
-    "mpiqe": ("num_visual_prompts", "visual_prompt_depth", "num_text_context", "text_context_init",
-              "text_prompt_depth", "fusion_layers", "fusion_width", "fusion_heads",
-              "fusion_mlp_ratio", "scene_activation"),
-    "liqe": ("num_text_context", "text_context_init", "text_prompt_depth"),
-}
-# Keys a config may leave out (configs written before the key existed), with their defaults.
-_OPTIONAL_KEYS = {"mpiqe": {}, "liqe": {"liqe_prompts": "joint"}}
+# The `model` section's keys of the CLIP itself; the others are the model class's keywords.
+CLIP_KEYS = ("name", "variant", "clip_checkpoint", "dtype", "scan_layers", "remat")
 
 
 def build_model(config, rngs: nnx.Rngs, *,
@@ -232,20 +226,20 @@ def build_model(config, rngs: nnx.Rngs, *,
     `clip`: a built CLIP (pretrained weights: `checkpoints.pretrained.load_pretrained_clip`);
     a `CLIPConfig`, randomly initialised (`checkpoints.pretrained.clip_config` gives the one a
     checkpoint holds); None, a random initialisation of `config.variant` in `config.dtype`.
+    The section's other keys are the model class's keywords, all of them.
     """
     if config.name not in MODELS:
-        raise ValueError(f"unknown model.name {config.name!r}; known: {sorted(MODELS)}")
-    kwargs = {}
-    for key in _MODEL_KEYS[config.name]:
-        if key not in config:
-            raise KeyError(f"model config lacks key model.{key} needed by {config.name!r}")
-        kwargs[key] = config[key]
-    for key, default in _OPTIONAL_KEYS[config.name].items():
-        kwargs[key] = config.get(key, default)
+        raise UserError(f"unknown model.name {config.name!r}; known: {sorted(MODELS)}")
+    cls = MODELS[config.name]
+    kwargs = {k: v for k, v in config.items() if k not in CLIP_KEYS}
+    try:
+        inspect.signature(cls).bind(None, rngs=rngs, **kwargs)
+    except TypeError as e:  # e.g. "got an unexpected keyword argument 'fusion_width'"
+        raise UserError(f"the model section of the config does not fit {cls.__name__}: "
+                        f"{e}") from None
     if clip is None:
         clip = dataclasses.replace(get_variant(config.variant), dtype=config.dtype)
     if isinstance(clip, CLIPConfig):
         clip = CLIP(clip, rngs=rngs)
-    # Execution keys a config leaves out keep `set_block_execution`'s defaults.
-    clip.set_block_execution(**{k: config[k] for k in ("scan_layers", "remat") if k in config})
-    return MODELS[config.name](clip, rngs=rngs, **kwargs)
+    clip.set_block_execution(scan_layers=config.scan_layers, remat=config.remat)
+    return cls(clip, rngs=rngs, **kwargs)

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mmpiqa_jax.errors import UserError
+
 # What `Transformer.run_blocks` passes from block to block (an array, or a pytree of arrays).
 Carry = TypeVar("Carry")
 
@@ -50,7 +52,7 @@ class MultiheadAttention(nnx.Module):
 
     def __init__(self, width: int, heads: int, *, proj_std: float, dtype, rngs: nnx.Rngs):
         if width % heads:
-            raise ValueError(f"width {width} is not divisible by heads {heads}")
+            raise UserError(f"width {width} is not divisible by heads {heads}")
         self.heads = heads
         self.in_proj = nnx.Linear(width, 3 * width, dtype=dtype, kernel_init=_normal(width**-0.5),
                                   rngs=rngs)
@@ -91,7 +93,7 @@ class MLP(nnx.Module):
     def __init__(self, width: int, *, proj_std: float, dtype, rngs: nnx.Rngs,
                  hidden: int | None = None, activation: str = "quick_gelu"):
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
+            raise UserError(f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
         hidden = hidden or 4 * width
         self.activation = activation
         self.c_fc = nnx.Linear(width, hidden, dtype=dtype,
@@ -186,10 +188,10 @@ class Transformer(nnx.Module):
         layers = self.layers
         depth = 0 if deep_prompts is None else deep_prompts.shape[0]
         if depth > layers - 1:
-            raise ValueError(f"{depth} deep prompt layers given for a {layers}-layer "
-                             f"transformer; at most {layers - 1} (layers 1..)")
+            raise UserError(f"{depth} deep prompt layers given for a {layers}-layer "
+                            f"transformer; at most {layers - 1} (layers 1..)")
         if depth and insert_prompts is None:
-            raise ValueError("deep_prompts given without insert_prompts")
+            raise UserError("deep_prompts given without insert_prompts")
         if self.remat != "none":
             # Inside a scan XLA cannot merge the recomputation with the forward pass; unrolled,
             # it could, unless prevented.
@@ -242,7 +244,7 @@ REMAT_POLICIES = {
 
 def check_remat(remat: str) -> str:
     if remat not in REMAT_POLICIES:
-        raise ValueError(f"unknown remat policy {remat!r}; known: {sorted(REMAT_POLICIES)}")
+        raise UserError(f"unknown remat policy {remat!r}; known: {sorted(REMAT_POLICIES)}")
     return remat
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from mmpiqa_jax import labels
+from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.models.clip_model import (CLIP, CLIPConfig, SharedPrefixPlan, init_visual_prompts,
                                           trim_to_longest)
 from mmpiqa_jax.tokenizer import tokenize
@@ -41,8 +42,8 @@ def init_context(key: jax.Array, token_embedding: jax.Array, num_context: int, w
     if phrase:
         ids = phrase_token_ids(phrase)
         if len(ids) > num_context:
-            raise ValueError(f"text_context_init {phrase!r} has {len(ids)} tokens, more than "
-                             f"num_text_context={num_context}")
+            raise UserError(f"text_context_init {phrase!r} has {len(ids)} tokens, more than "
+                            f"num_text_context={num_context}")
         if len(ids):
             words = jnp.asarray(token_embedding)[jnp.asarray(ids)].astype(jnp.float32)
             ctx = ctx.at[num_context - len(ids):].set(words)
@@ -95,10 +96,10 @@ class PromptBank(nnx.Module):
                  init_phrase: str = "", share_prefixes: bool = True, rngs: nnx.Rngs):
         config: CLIPConfig = clip.config
         if num_context < 0:
-            raise ValueError(f"num_text_context must be >= 0, got {num_context}")
+            raise UserError(f"num_text_context must be >= 0, got {num_context}")
         if num_context and not 1 <= depth <= config.text_layers:
-            raise ValueError(f"text_prompt_depth must be in [1, {config.text_layers}] "
-                             f"(text layers), got {depth}")
+            raise UserError(f"text_prompt_depth must be in [1, {config.text_layers}] "
+                            f"(text layers), got {depth}")
         prefix = " ".join([_PLACEHOLDER] * num_context)
         ids = tokenize([f"{prefix} {t}" if num_context else t for t in texts],
                        context_length=config.context_length)
@@ -202,10 +203,10 @@ class VisualPrompts(nnx.Module):
 
     def __init__(self, config: CLIPConfig, *, depth: int, num_prompts: int, rngs: nnx.Rngs):
         if not 0 <= depth <= config.vision_layers:
-            raise ValueError(f"visual_prompt_depth must be in [0, {config.vision_layers}] "
-                             f"(vision layers), got {depth}")
+            raise UserError(f"visual_prompt_depth must be in [0, {config.vision_layers}] "
+                            f"(vision layers), got {depth}")
         if num_prompts < 0:
-            raise ValueError(f"num_visual_prompts must be >= 0, got {num_prompts}")
+            raise UserError(f"num_visual_prompts must be >= 0, got {num_prompts}")
         if depth and num_prompts:
             self.tokens = nnx.Param(init_visual_prompts(rngs.params(), config, depth, num_prompts))
         else:

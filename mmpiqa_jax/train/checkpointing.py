@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import re
-import threading
 from typing import Any
 
 import jax
@@ -37,19 +36,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from mmpiqa_jax import config as config_lib
+from mmpiqa_jax import files
+from mmpiqa_jax.checkpoints import CheckpointError
+from mmpiqa_jax.errors import MissingFileError
+
 PARAMS, OPT_STATE, TRAIN, META, DATA = "params", "opt_state", "train", "meta", "data"
 BACKBONE_DIR = "backbone"  # beside the checkpoints folder: the frozen state, written once
-# Orbax keys a save's signals and temporary-directory barriers by one process-wide operation id
-# (`OperationIdGenerator`, a class attribute), which each save advances. Saves started at once
-# from several threads (a packed sweep's runs) took each other's ids: a commit waited for
-# signals sent under another id until the barrier timed out, or a temporary directory was
-# removed under another save. Only the start of a save (up to its handing the writes to the
-# background) runs under this lock; the writes themselves still overlap.
-_SAVE_START_LOCK = threading.Lock()
 _SAVED_BY = re.compile(r"process_\d+-of-(\d+)\.json")
-# Config sections that define the model (and so the checkpoint's contents); everything else
-# (steps, logging, learning rates, data) may change between a run and its resumption.
-MODEL_KEYS = ("model",)
+# The config keys that decide what a run is: its model (and so the checkpoint's contents), and
+# which images it trains on, picks its checkpoint on and is tested on. Everything else (steps,
+# logging, learning rates) may change between a run and its resumption.
+IDENTITY_KEYS = ("model", "data.batch_sizes", "data.split", "data.split_seed", "data.val_part")
 BEST_METRIC = "srcc"
 
 
@@ -63,7 +61,7 @@ class _NoMetricsWarningFilter(logging.Filter):
 logging.getLogger("absl").addFilter(_NoMetricsWarningFilter())
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
     """A workdir's checkpoint was written for a different model or config."""
 
 
@@ -126,14 +124,19 @@ class IteratorRestore(ocp.args.CheckpointArgs):
 # What a checkpoint must agree with.
 
 
-def model_config(config, keys=MODEL_KEYS) -> dict:
-    """The model-defining part of a config, as plain JSON-able data."""
+def run_identity(config, datasets: dict | None = None) -> dict:
+    """The `IDENTITY_KEYS` of `config` that it has (as plain JSON data, by dotted key), and
+    `datasets`: e.g. each training dataset's image count, which decides its split too."""
     out = {}
-    for key in keys:
-        if key in config:
-            value = config[key]
-            out[key] = value.to_dict() if hasattr(value, "to_dict") else value
-    return json.loads(json.dumps(out, sort_keys=True, default=repr))
+    for key in IDENTITY_KEYS:
+        node = config
+        for part in key.split("."):
+            node = node[part] if node is not None and part in node else None
+        if node is not None:
+            out[key] = node.to_dict() if hasattr(node, "to_dict") else node
+    if datasets:
+        out["datasets"] = dict(datasets)
+    return files.json_ready(out)
 
 
 def fingerprint(model_cfg: dict) -> str:
@@ -145,16 +148,6 @@ def leaf_shapes(tree) -> dict[str, str]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {jax.tree_util.keystr(p): f"{x.dtype}[{','.join(map(str, np.shape(x)))}]"
             for p, x in leaves}
-
-
-def _flat(d: dict, prefix="") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _diff(saved: dict, current: dict, what: str, limit: int = 8) -> list[str]:
@@ -173,17 +166,6 @@ def _diff(saved: dict, current: dict, what: str, limit: int = 8) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def as_path(path) -> epath.Path:
-    """`path` as an `epath.Path`: local paths as given, URLs (gs://bucket/run) unchanged
-    (pathlib would make `gs://bucket/run` into `gs:/bucket/run`)."""
-    return path if isinstance(path, epath.Path) else epath.Path(os.fspath(path))
-
-
-def is_remote(path) -> bool:
-    """Whether `path` is a URL (gs://, s3://, ...) rather than a local path."""
-    return "://" in os.fspath(path)
 
 
 def _best_value(metrics) -> float:
@@ -227,15 +209,13 @@ class Checkpointer:
         """`model_cfg` (see `model_config`) is stored with every step and checked on restore.
         `backbone_dir`: where the frozen state is written once (default: `backbone/` beside
         `directory`)."""
-        if keep < 1:
-            raise ValueError(f"keep_checkpoints={keep} must be >= 1")
         directory = os.fspath(directory)
         # Orbax writes only to absolute paths; a relative workdir is the usual case on the command
         # line. URLs (gs://...) are absolute already and pass unchanged.
-        self.directory = as_path(directory if is_remote(directory)
+        self.directory = files.as_path(directory if files.is_remote(directory)
                                  else os.path.abspath(directory))
         self.model_cfg = model_cfg
-        self.backbone_dir = (as_path(backbone_dir) if backbone_dir is not None
+        self.backbone_dir = (files.as_path(backbone_dir) if backbone_dir is not None
                              else self.directory.parent / BACKBONE_DIR)
         self._frozen_ref = None  # the reference of the frozen state written or restored
         policy = ocp.checkpoint_managers
@@ -302,9 +282,7 @@ class Checkpointer:
             # >= as Orbax ranks a later step above an equal earlier one.
             if _best_value(metrics) >= self._best[1]:
                 self._best = (step, _best_value(metrics))
-        with _SAVE_START_LOCK:
-            self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
-                              force=True)
+        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
     def _frozen_reference(self, frozen) -> dict | None:
         """The reference of the frozen state, written to `backbone_dir` if this run has not
@@ -317,7 +295,7 @@ class Checkpointer:
             if ref is None:
                 # Synchronous and collective: every process writes its shards, then the
                 # checksums are read back from storage.
-                with _SAVE_START_LOCK, ocp.StandardCheckpointer() as writer:
+                with ocp.StandardCheckpointer() as writer:
                     writer.save(self.backbone_dir, frozen, force=True)
                     writer.wait_until_finished()
                 ref = {"path": os.fspath(self.backbone_dir),
@@ -327,7 +305,7 @@ class Checkpointer:
 
     def restore_frozen(self, ref: dict, abstract_frozen):
         """The frozen state of `ref` (a step's `meta["frozen"]`), after checking its files."""
-        path = as_path(ref["path"])
+        path = files.as_path(ref["path"])
         if not path.exists():
             raise CheckpointMismatchError(
                 f"the frozen state {path} that the checkpoints in {self.directory} refer to is "
@@ -353,9 +331,13 @@ class Checkpointer:
         """Raises `CheckpointMismatchError` naming every config key and state leaf that differs."""
         meta = self.read_meta(step)
         problems = []
-        if (self.model_cfg is not None and meta.get("model_config") is not None
+        saved = meta.get("model_config")
+        if (self.model_cfg is not None and saved is not None
                 and meta.get("config_fingerprint") != fingerprint(self.model_cfg)):
-            problems += _diff(_flat(meta["model_config"]), _flat(self.model_cfg), "config key")
+            # What the config names is compared (evaluation names no dataset sizes).
+            saved = {k: v for k, v in saved.items() if k in self.model_cfg}
+            problems += _diff(config_lib.flatten(saved), config_lib.flatten(self.model_cfg),
+                              "config key")
         problems += _diff(meta["state_shapes"], leaf_shapes(abstract_state), "state leaf")
         if problems:
             raise CheckpointMismatchError(
@@ -375,7 +357,7 @@ class Checkpointer:
         """
         step = self.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+            raise MissingFileError(f"no checkpoint in {self.directory}")
         step_dir = self.directory / str(step)
         if not (step_dir / PARAMS).exists() and (step_dir / "state").exists():
             raise CheckpointMismatchError(

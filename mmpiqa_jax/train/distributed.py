@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import jax
 
+from mmpiqa_jax.errors import UserError
+
 ENV_COORDINATOR, ENV_NUM, ENV_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 # jax's SLURM detection (jax._src.clusters.slurm_cluster) needs all of these.
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
@@ -41,7 +43,7 @@ def _env_int(name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"${name}={value!r} must be an integer") from None
+        raise UserError(f"${name}={value!r} must be an integer") from None
 
 
 def _slurm_tasks() -> int:
@@ -97,12 +99,12 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if given:
         missing = [k for k in explicit if k not in given]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"multi-process start-up: {', '.join(given)} given without {', '.join(missing)} "
                 f"(flags or ${ENV_COORDINATOR}, ${ENV_NUM}, ${ENV_ID})")
         n, i = explicit["--num-processes"], explicit["--process-id"]
         if n < 1 or not 0 <= i < n:
-            raise ValueError(f"--num-processes={n} and --process-id={i}: need 0 <= id < N")
+            raise UserError(f"--num-processes={n} and --process-id={i}: need 0 <= id < N")
         _use_gloo_on_cpu()
         jax.distributed.initialize(coordinator_address=explicit["--coordinator"],
                                    num_processes=n, process_id=i,

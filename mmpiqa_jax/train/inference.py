@@ -1,167 +1,216 @@
-"""A trained state as a scorer: the evaluator's prediction function, and models loaded from runs.
+"""Models that score: one `Scorer` for evaluation, `mmpiqa score`, `eval`, export and the API.
 
-    evaluator = make_evaluator(task, config, mesh)
-    metrics = evaluator.evaluate(inference_params(task, state, mesh), dataset, "test")
-    model, config = load_for_inference(workdir)        # an nnx model for `mmpiqa score`
-    save_for_inference(config, model, workdir)         # a model from elsewhere, as a workdir
+    scorer, config = load_scorer("runs/mpiqe")     # a workdir, checkpoints/N in it, or a model
+    scores = scorer(crops)                          # uint8 [B, C, s, s, 3] -> numpy [B]
+    model, config = load_model("runs/mpiqe")        # the nnx model itself (export)
+    save_model(model, config, "liqe_mix/")          # a model folder: parameters and config only
+
+A model is read from a training workdir (its best checkpoint, or `checkpoints/N`), or from a
+model folder: any CLIP checkpoint that carries the model's other parameters and its config as
+extras (`save_model`, which `mmpiqa convert` writes for LIQE's released files; or a Hugging
+Face folder `mmpiqa export --to hf` wrote). A plain CLIP checkpoint is no model to score.
 """
 from __future__ import annotations
 
-import json
+import functools
 import math
-from typing import NamedTuple
 
 import jax
 import ml_collections
+import numpy as np
 from etils import epath
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
-from mmpiqa_jax.evaluate.evaluator import Evaluator, PredictFn, Predictions
-from mmpiqa_jax.train import checkpointing, sharding, trainer
+from mmpiqa_jax import files
+from mmpiqa_jax.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from mmpiqa_jax.errors import MissingFileError, UserError
+from mmpiqa_jax.evaluate.evaluator import Evaluator
+from mmpiqa_jax.models import iqa
+from mmpiqa_jax.train import sharding, trainer
 from mmpiqa_jax.train.task import IQATask
 
-
-class InferenceParams(NamedTuple):
-    """What scoring reads: the parameters evaluated (EMA if kept) and the frozen state with a
-    text cache computed from them."""
-    params: object
-    frozen: object
+CONFIG_KEY = "config"  # the training config, in a model folder's extra config
+CLIP_PREFIX = "clip"   # the model's CLIP; its other parameters are the folder's extras
 
 
-def with_fresh_text_cache(task: IQATask, params, frozen):
-    """`frozen` with the text cache recomputed from `params` (pure; jit it).
-
-    Evaluation reads text features from the cache, so they are computed once per
-    evaluation even when the text path trains.
-    """
-    model = nnx.merge(task.graphdef, params, frozen)
-    model.refresh_text_cache()
-    return task.setup.split(model)[1]
+@functools.partial(jax.jit, static_argnums=0)
+def _with_text_cache(graphdef, states):
+    """The model's whole state, its text features computed from its parameters (once)."""
+    model = nnx.merge(graphdef, *states)
+    if hasattr(model, "refresh_text_cache"):
+        model.refresh_text_cache()
+    return nnx.state(model)
 
 
-_fresh_text_cache = jax.jit(with_fresh_text_cache, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, state, batch: dict) -> dict:
+    """`batch` with its `pixels` [B, C, s, s, 3] replaced by their `score` [B], every entry
+    replicated, so that each process holds the whole batch's."""
+    model = nnx.merge(graphdef, state)
+    cached = {"use_text_cache": True} if hasattr(model, "text_cache") else {}
+    out = {k: v for k, v in batch.items() if k != "pixels"}
+    out["score"] = model(batch["pixels"], **cached)["score"]
+    return jax.lax.with_sharding_constraint(out, P())
 
 
-def _inference_params(task: IQATask, state) -> InferenceParams:
-    params = task.inference_params(state)
-    return InferenceParams(params, _fresh_text_cache(task, params, state.frozen))
+class Scorer:
+    """Quality scores [B] of crops [B, C, s, s, 3] (uint8 RGB, or CLIP-normalised float): one
+    jitted forward over `mesh`, the batch split over its devices, the text features computed
+    once, when the scorer is made."""
 
-
-def inference_params(task: IQATask, state, mesh) -> InferenceParams:
-    """The state's parameters to evaluate, with the text features computed once for them."""
-    with jax.set_mesh(mesh):
-        return _inference_params(task, state)
-
-
-def predict(task: IQATask, p: InferenceParams, pixels) -> jax.Array:
-    """Quality scores [B] in [1, 5] of crops [B, C, H, W, 3] (pure; `p` from `inference_params`)."""
-    model = nnx.merge(task.graphdef, p.params, p.frozen)
-    return model(pixels, use_text_cache=True)["score"]
-
-
-def model_of(task: IQATask, state):
-    """The nnx model of a state, with the parameters evaluated and a fresh text cache."""
-    p = _inference_params(task, state)
-    return nnx.merge(task.graphdef, p.params, p.frozen)
-
-
-def make_predict_fn(task: IQATask, mesh,
-                    strategy: sharding.Strategy = sharding.DEFAULT_STRATEGY) -> PredictFn:
-    """`predict_fn(InferenceParams, local batch) -> Predictions` of the whole global batch.
-
-    Each process passes its own batch; they are assembled into one array sharded over the
-    strategy's data axes, scored by one jitted function per shape, and the scores come back
-    replicated, so every process gets all of them. They stay on the device until the evaluator
-    reads them.
-    """
-    jitted = jax.jit(lambda p, batch: Predictions(
-        predict(task, p, batch["pixels"]), batch["index"], batch["valid"]),
-        out_shardings=sharding.replicated(mesh))
-
-    def predict_fn(p: InferenceParams, local: dict) -> Predictions:
-        local = {k: local[k] for k in ("pixels", "index", "valid")}
+    def __init__(self, graphdef: nnx.GraphDef, states, mesh):
+        """`states`: the model's states (e.g. trainable and frozen), placed on `mesh` already."""
+        self.graphdef, self.mesh = graphdef, mesh
         with jax.set_mesh(mesh):
-            out = jitted(p, sharding.global_batch(mesh, local, strategy))
-        # Replicated: this process's first shard holds every value (no host transfer yet).
-        return Predictions(*(x.addressable_data(0) for x in out))
+            self.state = _with_text_cache(graphdef, tuple(states))
 
-    return predict_fn
+    @classmethod
+    def of(cls, model: nnx.Module, mesh=None) -> Scorer:
+        """The scorer of a model in memory, replicated on `mesh` (default: every device)."""
+        mesh = mesh or sharding.make_mesh()
+        graphdef, state = nnx.split(model)
+        return cls(graphdef, [jax.device_put(state, sharding.replicated(mesh))], mesh)
+
+    @classmethod
+    def of_state(cls, task: IQATask, state: trainer.TrainState, mesh) -> Scorer:
+        """The scorer of a training state as it is laid out: the parameters evaluated (the
+        moving average, if kept) with the frozen ones."""
+        return cls(task.graphdef, [task.inference_params(state), state.frozen], mesh)
+
+    def predict(self, local_batch: dict) -> dict:
+        """`{"score": [N], ...the batch's other entries}` of the whole global batch (N = the
+        local size x processes), each process passing its own part; device arrays."""
+        with jax.set_mesh(self.mesh):
+            out = _forward(self.graphdef, self.state,
+                           sharding.global_batch(self.mesh, local_batch))
+        return {k: v.addressable_data(0) for k, v in out.items()}
+
+    def __call__(self, crops) -> np.ndarray:
+        """Scores of `crops`, which every process passes alike (all read the same files)."""
+        crops = np.asarray(crops)
+        n, unit = len(crops), self.mesh.size
+        padded = np.concatenate([crops, np.repeat(crops[-1:], -n % unit, 0)])
+        with jax.set_mesh(self.mesh):
+            pixels = sharding.from_host(padded, sharding.batch_sharding(self.mesh))
+            out = _forward(self.graphdef, self.state, {"pixels": pixels})
+        return np.asarray(out["score"].addressable_data(0))[:n]
 
 
-def make_evaluator(task: IQATask, config, mesh) -> Evaluator:
-    """The evaluator of `config.eval` / `config.data`'s crops over `mesh`."""
-    # The global eval batch must split evenly over the data-parallel devices and the processes.
-    strategy = sharding.strategy_of(config)
-    unit = math.lcm(sharding.data_parallel_size(mesh, strategy), jax.process_count())
+def make_evaluator(config, mesh) -> Evaluator:
+    """The evaluator of `config.eval` / `config.data`'s crops over `mesh`: its batch per
+    process rounded up so that the global batch splits evenly over the devices."""
+    unit = math.lcm(mesh.size, jax.process_count())
     local_batch = -(-config.eval.batch_size // unit) * unit // jax.process_count()
     d = config.data
-    return Evaluator(make_predict_fn(task, mesh, strategy), batch_size=local_batch,
-                     crop_mode=d.eval_crop_mode, num_crops=d.eval_crops, crop_size=d.crop_size)
+    return Evaluator(batch_size=local_batch, crop_mode=d.eval_crop_mode,
+                     num_crops=d.eval_crops, crop_size=d.crop_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a model is read from.
+
+
+def _workdir_and_step(path: epath.Path) -> tuple[epath.Path, int | None] | None:
+    """(workdir, step or None for the best) when `path` is a training workdir, its
+    `checkpoints/` or one checkpoint in it; None otherwise."""
+    step = None
+    if path.name.isdigit() and path.parent.name == trainer.CHECKPOINT_DIR:
+        path, step = path.parent.parent, int(path.name)
+    elif path.name == trainer.CHECKPOINT_DIR:
+        path = path.parent
+    if (path / trainer.CHECKPOINT_DIR).is_dir() and (path / trainer.CONFIG_NAME).is_file():
+        return path, step
+    return None
+
+
+def run_folder(path) -> epath.Path:
+    """Where the evaluations of `path` are written: the workdir of a checkpoint, else `path`."""
+    found = _workdir_and_step(files.as_path(path))
+    return files.as_path(path) if found is None else found[0]
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
     """The config a run in `workdir` was trained with (its `config.json`)."""
-    path = checkpointing.as_path(workdir) / trainer.CONFIG_NAME
+    path = files.as_path(workdir) / trainer.CONFIG_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {workdir} is not a training workdir "
-                                "(run mmpiqa train --workdir there first)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+        raise MissingFileError(f"{path} not found: {workdir} is not a training workdir "
+                               "(run mmpiqa train --workdir there first)")
+    return ml_collections.ConfigDict(files.read_json(path))
 
 
-def load_for_inference(workdir_or_checkpoint):
-    """`(model, config)`: the nnx model of a run's best checkpoint, ready to score crops.
+def is_run(path) -> bool:
+    """Whether `path` is a training workdir, its `checkpoints/` or one checkpoint in it."""
+    return _workdir_and_step(files.as_path(path)) is not None
 
-    Accepts the workdir or its `checkpoints/` folder. The model takes crops
-    `[B, C, s, s, 3]` with s = `config.data.crop_size`, uint8 RGB or CLIP-normalised float;
-    call it with `use_text_cache=True`.
-    """
-    path = checkpointing.as_path(workdir_or_checkpoint)
-    if path.name == trainer.CHECKPOINT_DIR and not (path / trainer.CONFIG_NAME).exists():
-        path = path.parent
-    config = read_config(path)
-    task = IQATask(config)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
-    state = trainer.load_state(task, config, path, which="best", mesh=mesh)
-    with jax.set_mesh(mesh):
-        model = model_of(task, state)
+
+def _from_model_folder(path) -> tuple[nnx.Module, ml_collections.ConfigDict]:
+    what = ("give a training workdir, a checkpoint in one (WORKDIR/checkpoints/N), or a model "
+            "folder mmpiqa convert wrote")
+    folder = files.as_path(path)
+    if not folder.exists():
+        raise MissingFileError(f"{path}: no such file or folder ({what})")
+    if folder.is_dir() and not (folder / trainer.CONFIG_NAME).exists():
+        raise MissingFileError(f"{path}: no config.json in it, so neither a training workdir "
+                               f"nor a model folder ({what})")
+    checkpoint = load_checkpoint(path)
+    if CONFIG_KEY not in checkpoint.extra_config:
+        raise UserError(
+            f"{path} is a CLIP checkpoint, not a quality model: it holds no prompts, heads or "
+            "training config. Train from it (--set model.clip_checkpoint=...), or give a "
+            "training workdir, a checkpoint in one, or a model folder (mmpiqa convert of a "
+            "released LIQE model writes one)")
+    config = ml_collections.ConfigDict(checkpoint.extra_config[CONFIG_KEY])
+    model = iqa.build_model(config.model, nnx.Rngs(config.seed), clip=checkpoint.clip)
+    params = nnx.state(model, nnx.Param)
+    flat = nnx.to_flat_state(params)
+    names = {"/".join(map(str, p)): v for p, v in flat if p[0] != CLIP_PREFIX}
+    extras = checkpoint.extra_params
+    if set(names) != set(extras):
+        raise CheckpointError(f"{path}: its parameters {sorted(extras)} are not those of the "
+                              f"{config.model.name} model its config describes "
+                              f"({sorted(names)})")
+    for name, variable in names.items():
+        if tuple(extras[name].shape) != tuple(variable.shape):
+            raise CheckpointError(f"{path}: {name} has shape {extras[name].shape}, the model's "
+                                  f"is {variable.shape}")
+        variable.value = jax.numpy.asarray(extras[name], variable.dtype)
+    nnx.update(model, nnx.from_flat_state(flat))
     return model, config
 
 
-def save_for_inference(config, model, workdir, *, overwrite: bool = False) -> epath.Path:
-    """Writes `model` (built from `config.model`, e.g. with converted weights) as a workdir:
-    `config.json` and the step-0 state of `config`'s training setup (fresh optimiser), saved
-    as the trainer saves. `load_for_inference`, `mmpiqa score` and `mmpiqa eval` read it.
-
-    Refuses a workdir that holds checkpoints unless `overwrite`, which replaces them once the
-    new checkpoint is written in full (a save that fails leaves them as they were).
-    """
-    workdir = checkpointing.as_path(workdir)
-    directory = workdir / trainer.CHECKPOINT_DIR
-    staging, old = (workdir / (trainer.CHECKPOINT_DIR + suffix) for suffix in (".new", ".old"))
-    if old.exists():   # an earlier save stopped between its two renames
-        if directory.exists():
-            old.rmtree()
-        else:
-            old.rename(directory)
-    if directory.exists() and any(directory.iterdir()) and not overwrite:
-        raise FileExistsError(f"{directory} already holds checkpoints; pass overwrite "
-                              "(--overwrite) to replace them")
-    if staging.exists():   # an earlier save that did not finish
-        staging.rmtree()
+def load_scorer(path, mesh=None) -> tuple[Scorer, ml_collections.ConfigDict]:
+    """The `Scorer` and config of a training workdir (its best checkpoint), one checkpoint of it
+    (`WORKDIR/checkpoints/N`), or a model folder. A workdir's state is restored as it trained,
+    sharded over `mesh` (default: its `config.mesh`)."""
+    found = _workdir_and_step(files.as_path(path))
+    if found is None:
+        model, config = _from_model_folder(path)
+        return Scorer.of(model, mesh), config
+    workdir, step = found
+    config = read_config(workdir)
     task = IQATask(config)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
-    rng = jax.random.key(config.seed)
-    with jax.set_mesh(mesh):
-        _, shardings = trainer.abstract_state(task, mesh, rng, sharding.strategy_of(config))
-        state = jax.device_put(task.setup.init_state(model, rng), shardings)
-        with checkpointing.Checkpointer(staging, async_save=False,
-                                        model_cfg=checkpointing.model_config(config)) as ckpt:
-            ckpt.save(0, state)
-            ckpt.wait()
-    if directory.exists():
-        directory.rename(old)
-    staging.rename(directory)
-    if old.exists():
-        old.rmtree()
-    trainer.write_config(config, workdir)
-    return workdir
+    mesh = mesh or sharding.make_mesh(config.mesh.data, config.mesh.model)
+    state = trainer.load_state(task, config, workdir, step=step, mesh=mesh)
+    return Scorer.of_state(task, state, mesh), config
+
+
+def load_model(path) -> tuple[nnx.Module, ml_collections.ConfigDict]:
+    """The nnx model and config of what `load_scorer` reads, with fresh text features."""
+    scorer, config = load_scorer(path)
+    return nnx.merge(scorer.graphdef, scorer.state), config
+
+
+def extras_of(model: nnx.Module, config) -> tuple[dict[str, np.ndarray], dict]:
+    """The extras a checkpoint of `model`'s CLIP carries to hold the whole model: its other
+    parameters by path, and `config`."""
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    extras = {"/".join(map(str, p)): np.asarray(v.value) for p, v in flat
+              if p[0] != CLIP_PREFIX}
+    return extras, {CONFIG_KEY: config.to_dict()}
+
+
+def save_model(model: nnx.Module, config, out, *, overwrite: bool = False) -> str:
+    """Writes `model` (built from `config.model`) as a model folder: the project's checkpoint of
+    its CLIP, with `extras_of` the model. Returns the folder's path."""
+    return save_checkpoint(out, model.clip, *extras_of(model, config), overwrite=overwrite)

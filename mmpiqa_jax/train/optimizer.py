@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.train import param_groups as pg
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -29,10 +30,10 @@ def make_schedule(config, *, peak: float, num_steps: int, steps_per_epoch: int) 
     `T_max` (back up, with period 2 T_max), as LIQE's schedule does.
     """
     if config.schedule not in SCHEDULES:
-        raise ValueError(f"unknown optimizer.schedule {config.schedule!r}; known: {SCHEDULES}")
+        raise UserError(f"unknown optimizer.schedule {config.schedule!r}; known: {SCHEDULES}")
     warmup = int(config.warmup_steps)
     if warmup < 0:
-        raise ValueError(f"optimizer.warmup_steps must be >= 0, got {warmup}")
+        raise UserError(f"optimizer.warmup_steps must be >= 0, got {warmup}")
     floor = peak * config.min_lr_ratio
     if config.schedule == "constant":
         main = optax.constant_schedule(peak)
@@ -57,7 +58,7 @@ def _base(config, learning_rate) -> optax.GradientTransformation:
         # Decoupled decay as in AdamW, before the learning rate scales the update.
         return optax.chain(optax.add_decayed_weights(config.weight_decay),
                            optax.sgd(learning_rate, momentum=config.momentum or None))
-    raise ValueError(f"unknown optimizer.name {config.name!r}; known: {OPTIMIZERS}")
+    raise UserError(f"unknown optimizer.name {config.name!r}; known: {OPTIMIZERS}")
 
 
 def make_optimizer(config, groups: Sequence[pg.Group], trainable: nnx.State, *,
@@ -73,10 +74,10 @@ def make_optimizer(config, groups: Sequence[pg.Group], trainable: nnx.State, *,
                       steps_per_epoch=steps_per_epoch))
                   for i, g in enumerate(groups) if g.trainable}
     if not transforms:
-        raise ValueError("optimizer.param_groups freezes every parameter: nothing to train")
+        raise UserError("optimizer.param_groups freezes every parameter: nothing to train")
     tx = optax.multi_transform(transforms, pg.labels_tree(trainable, groups))
     if config.clip_norm < 0:
-        raise ValueError(f"optimizer.clip_norm must be >= 0, got {config.clip_norm}")
+        raise UserError(f"optimizer.clip_norm must be >= 0, got {config.clip_norm}")
     if config.clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), tx)
     return tx

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from flax import nnx
 
+from mmpiqa_jax.errors import UserError
+
 PRESETS: dict[str, tuple[tuple[str, float | None], ...]] = {
     # MP-IQE's default: prompts, fusion encoder and heads train; CLIP is frozen.
     "prompt": ((r"clip/.*", None), (r"(prompts|fusion)/.*", 1.0)),
@@ -39,25 +41,25 @@ def resolve(spec) -> tuple[Group, ...]:
     """Groups from a preset name or from `(regex, lr multiplier or None)` pairs."""
     if isinstance(spec, str):
         if spec not in PRESETS:
-            raise ValueError(f"unknown optimizer.param_groups preset {spec!r}; "
-                             f"known: {sorted(PRESETS)}")
+            raise UserError(f"unknown optimizer.param_groups preset {spec!r}; "
+                            f"known: {sorted(PRESETS)}")
         spec = PRESETS[spec]
     groups = []
     for item in spec:
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
-            raise ValueError(f"param group {item!r} is not a (regex, lr multiplier or None) pair")
+            raise UserError(f"param group {item!r} is not a (regex, lr multiplier or None) pair")
         regex, mult = item
         try:
             re.compile(regex)
         except re.error as e:
-            raise ValueError(f"param group regex {regex!r} is invalid: {e}") from None
+            raise UserError(f"param group regex {regex!r} is invalid: {e}") from None
         if mult is not None and (isinstance(mult, bool) or not isinstance(mult, (int, float))
                                  or mult < 0):
-            raise ValueError(f"param group {regex!r}: lr multiplier must be a number >= 0 or None, "
-                             f"got {mult!r}")
+            raise UserError(f"param group {regex!r}: lr multiplier must be a number >= 0 or None, "
+                            f"got {mult!r}")
         groups.append(Group(regex, None if mult is None else float(mult)))
     if not groups:
-        raise ValueError("optimizer.param_groups is empty")
+        raise UserError("optimizer.param_groups is empty")
     return tuple(groups)
 
 
@@ -74,8 +76,8 @@ class GroupMatcher:
         if len(hits) != 1:
             which = "no group" if not hits else "several groups " + ", ".join(
                 repr(self.groups[i].regex) for i in hits)
-            raise ValueError(f"parameter {name!r} matches {which}; each parameter must match "
-                             f"exactly one of {[g.regex for g in self.groups]}")
+            raise UserError(f"parameter {name!r} matches {which}; each parameter must match "
+                            f"exactly one of {[g.regex for g in self.groups]}")
         return hits[0]
 
     def group(self, path: Sequence) -> Group:

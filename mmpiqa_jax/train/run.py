@@ -17,6 +17,7 @@ import logging
 
 import jax
 
+from mmpiqa_jax import files
 from mmpiqa_jax.checkpoints import pretrained
 from mmpiqa_jax.data import datasets as datasets_lib
 from mmpiqa_jax.evaluate import evaluator as evaluator_lib
@@ -44,26 +45,23 @@ def without_unlabelled_tasks(config, datasets: list[datasets_lib.Dataset]):
     return config
 
 
-def _test(workdir, task, config, mesh, evaluator, datasets, parts) -> dict:
-    """Evaluates the best checkpoint of `workdir` on `parts` of `datasets` and, whole, on
-    `config.eval.datasets`; writes `eval/` (process 0)."""
-    best = trainer.load_state(task, config, workdir, which="best", mesh=mesh)
+def _test(workdir, scorer, config, evaluator, datasets, parts) -> dict:
+    """Evaluates `scorer` on `parts` of `datasets` and, whole, on `config.eval.datasets`;
+    writes `workdir/eval/` (process 0)."""
     whole = [datasets_lib.open_dataset(name, config, split=False)
              for name in datasets_lib.cross_datasets(config)]
-    return evaluator_lib.evaluate_datasets(workdir, evaluator,
-                                           inference.inference_params(task, best, mesh),
-                                           datasets, parts, whole=whole,
-                                           writer=jax.process_index() == 0)
+    return evaluator_lib.evaluate_datasets(workdir, evaluator, scorer.predict, datasets, parts,
+                                           whole=whole, writer=jax.process_index() == 0)
 
 
-def train_and_evaluate(config, workdir, *, hooks=(), mesh=None) -> dict:
+def train_and_evaluate(config, workdir, *, hooks=(), mesh=None, preemption=None) -> dict:
     """Trains (resuming from `workdir` if it holds a checkpoint), then tests the best checkpoint.
 
     Returns `{"<dataset>-<split>": compute_metrics dict}` of every test evaluation, also
-    written to `<workdir>/eval/`. `hooks` are passed to `trainer.train` (e.g. a `StopTraining`
-    raiser; a stopped run returns `{}` without testing).
+    written to `<workdir>/eval/`. `hooks` and `preemption` are passed to `trainer.train` (e.g.
+    a `StopTraining` raiser; a stopped run returns `{}` without testing).
     """
-    workdir = checkpointing.as_path(workdir)
+    workdir = files.as_path(workdir)
     if not (workdir / trainer.CONFIG_NAME).exists():  # a fresh run: no silent random CLIP
         pretrained.clip_weights_path(config.model)
     datasets = datasets_lib.training_datasets(config)
@@ -71,38 +69,39 @@ def train_and_evaluate(config, workdir, *, hooks=(), mesh=None) -> dict:
     config = without_unlabelled_tasks(config, datasets)
     task = IQATask(config)
     mesh = mesh or sharding.make_mesh(config.mesh.data, config.mesh.model)
-    evaluator = inference.make_evaluator(task, config, mesh)
+    evaluator = inference.make_evaluator(config, mesh)
     eval_fn = None  # no validation part: nothing selects a checkpoint, the last one is tested
     if config.data.val_part:
         validate = evaluator_lib.validation_fn(evaluator, datasets, config.data.val_part)
-        eval_fn = lambda state: validate(inference.inference_params(task, state, mesh))
+        eval_fn = lambda state: validate(inference.Scorer.of_state(task, state, mesh).predict)
+    sizes = {d.name: len(d.table["quality"]) for d in datasets}
     state = trainer.train(task, config, workdir,
                           train_iter=datasets_lib.train_iterator(config, datasets),
-                          eval_fn=eval_fn, mesh=mesh, hooks=hooks)
+                          eval_fn=eval_fn, mesh=mesh, hooks=hooks, preemption=preemption,
+                          identity=checkpointing.run_identity(config, sizes))
     if int(state.step.addressable_data(0)) < config.num_steps:
         return {}  # stopped early, like a preemption: the next run resumes
     del state  # the best checkpoint is tested, not the last state
-    return _test(workdir, task, config, mesh, evaluator, datasets, ("test",))
+    scorer, _ = inference.load_scorer(workdir, mesh)
+    return _test(workdir, scorer, config, evaluator, datasets, ("test",))
 
 
 def evaluate_workdir(workdir, dataset: str | None = None, split: str | None = None) -> dict:
-    """Evaluates the best checkpoint of `workdir` and writes `eval/` files.
+    """Evaluates the best checkpoint of `workdir` (or a checkpoint in it, or a model folder) and
+    writes `eval/` files there.
 
     Without `dataset`: the `split` part (default `test`) of every training dataset, and every
     `eval.datasets` whole. With `dataset`: that dataset only, on `split` (default `test` for a
     training dataset, the whole dataset `all` for any other).
     """
-    config = inference.read_config(workdir)
-    task = IQATask(config)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
-    evaluator = inference.make_evaluator(task, config, mesh)
+    scorer, config = inference.load_scorer(workdir)
+    evaluator = inference.make_evaluator(config, scorer.mesh)
+    workdir = inference.run_folder(workdir)
     if dataset is None:
         datasets = [datasets_lib.open_dataset(name, config) for name in config.data.batch_sizes]
-        return _test(workdir, task, config, mesh, evaluator, datasets, (split or "test",))
+        return _test(workdir, scorer, config, evaluator, datasets, (split or "test",))
     trained = dataset in config.data.batch_sizes
     d = datasets_lib.open_dataset(dataset, config, split=trained)
     part = split or ("test" if trained else datasets_lib.WHOLE)
-    state = trainer.load_state(task, config, workdir, which="best", mesh=mesh)
-    params = inference.inference_params(task, state, mesh)
     return {f"{datasets_lib.file_name(dataset)}-{part}": evaluator_lib.write_results(
-        workdir, evaluator, params, d, part, writer=jax.process_index() == 0)}
+        workdir, evaluator, scorer.predict, d, part, writer=jax.process_index() == 0)}

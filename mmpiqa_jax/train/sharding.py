@@ -28,6 +28,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mmpiqa_jax.errors import UserError
+
 DATA, MODEL = "data", "model"
 REPLICATE, FSDP, FSDP_TP = "replicate", "fsdp", "fsdp_tp"
 STRATEGIES = (REPLICATE, FSDP, FSDP_TP)
@@ -56,9 +58,9 @@ class Strategy:
 
     def __post_init__(self):
         if self.name not in STRATEGIES:
-            raise ValueError(f"sharding.strategy={self.name!r} is not one of {STRATEGIES}")
+            raise UserError(f"sharding.strategy={self.name!r} is not one of {STRATEGIES}")
         if not isinstance(self.min_size, (int, np.integer)) or self.min_size < 0:
-            raise ValueError(f"sharding.min_size={self.min_size!r} must be an integer >= 0")
+            raise UserError(f"sharding.min_size={self.min_size!r} must be an integer >= 0")
 
     @property
     def data_axes(self) -> tuple[str, ...]:
@@ -80,11 +82,11 @@ def make_mesh(data: int = -1, model: int = 1, devices=None) -> jax.sharding.Mesh
     devices = jax.devices() if devices is None else list(devices)
     n = len(devices)
     if model < 1 or n % model:
-        raise ValueError(f"mesh.model={model} must be >= 1 and divide the {n} devices")
+        raise UserError(f"mesh.model={model} must be >= 1 and divide the {n} devices")
     if data == -1:
         data = n // model
     if data * model != n:
-        raise ValueError(f"mesh.data={data} x mesh.model={model} != {n} devices")
+        raise UserError(f"mesh.data={data} x mesh.model={model} != {n} devices")
     # Auto axes: the partitioner propagates shardings through the model code, which stays
     # free of sharding annotations.
     auto = (jax.sharding.AxisType.Auto,) * 2

@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from mmpiqa_jax import losses
+from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import optimizer as optimizer_lib
 from mmpiqa_jax.train import param_groups as pg
@@ -73,7 +74,7 @@ def training_setup(config, model, *, num_active_tasks: int = 0) -> TrainingSetup
                                       steps_per_epoch=int(config.steps_per_epoch))
     ema_decay = float(config.optimizer.ema_decay)
     if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"optimizer.ema_decay={ema_decay} must be in [0, 1)")
+        raise UserError(f"optimizer.ema_decay={ema_decay} must be in [0, 1)")
     dwa = (losses.DynamicWeightAverage(num_active_tasks, float(config.loss.dwa_temperature))
            if config.loss.dwa and num_active_tasks else None)
     return TrainingSetup(groups=groups, graphdef=graphdef,

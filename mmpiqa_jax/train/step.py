@@ -14,6 +14,7 @@ import optax
 from flax import nnx
 
 from mmpiqa_jax import losses
+from mmpiqa_jax.errors import UserError
 
 # The task losses, in the order of `loss_weights` and `metrics["task_losses"]`.
 TASKS = ("quality", "distortion", "scene", "l1", "plcc")
@@ -26,7 +27,7 @@ def task_weights(loss_config) -> np.ndarray:
     for name in TASKS:
         w = float(loss_config[name])
         if not (np.isfinite(w) and w >= 0):
-            raise ValueError(f"loss.{name} must be a finite weight >= 0, got {loss_config[name]!r}")
+            raise UserError(f"loss.{name} must be a finite weight >= 0, got {loss_config[name]!r}")
         weights.append(w)
     return np.asarray(weights, np.float32)
 
@@ -74,9 +75,9 @@ def micro_batches(batch: dict, k: int) -> dict:
              for p, x in jax.tree_util.tree_flatten_with_path(batch)[0]}
     bad = {key: size for key, size in sizes.items() if size % k}
     if bad:
-        raise ValueError(f"batch size {bad} is not divisible by "
-                         f"optimizer.accumulation_steps={k}: config.batch_size (images per "
-                         "optimiser update) must be a multiple of the micro-batch count")
+        raise UserError(f"batch size {bad} is not divisible by "
+                        f"optimizer.accumulation_steps={k}: config.batch_size (images per "
+                        "optimiser update) must be a multiple of the micro-batch count")
     return jax.tree.map(
         lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)
 
@@ -103,7 +104,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
     """
     k = int(accumulation_steps)
     if k < 1:
-        raise ValueError(f"optimizer.accumulation_steps must be >= 1, got {k}")
+        raise UserError(f"optimizer.accumulation_steps must be >= 1, got {k}")
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def grads_of(trainable, frozen, batch, loss_weights):

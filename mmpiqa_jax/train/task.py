@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from mmpiqa_jax.checkpoints import pretrained
+from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.models import iqa
 from mmpiqa_jax.train import optimizer as optimizer_lib
 from mmpiqa_jax.train import sharding
@@ -34,14 +35,14 @@ def check_batch_sizes(config) -> None:
     """`batch_size` must be the sum of the per-dataset batch sizes of `data.batch_sizes`."""
     sizes = dict(config.data.batch_sizes)
     if not sizes:
-        raise ValueError("config.data.batch_sizes is empty: name at least one dataset to train on")
+        raise UserError("config.data.batch_sizes is empty: name at least one dataset to train on")
     bad = {k: v for k, v in sizes.items()
            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1}
     if bad:
-        raise ValueError(f"config.data.batch_sizes: {bad} must be integers >= 1 (images per step)")
+        raise UserError(f"config.data.batch_sizes: {bad} must be integers >= 1 (images per step)")
     if config.batch_size != sum(sizes.values()):
-        raise ValueError(f"config.batch_size={config.batch_size} must equal the sum of "
-                         f"config.data.batch_sizes {sizes} = {sum(sizes.values())}")
+        raise UserError(f"config.batch_size={config.batch_size} must equal the sum of "
+                        f"config.data.batch_sizes {sizes} = {sum(sizes.values())}")
 
 
 class IQATask:
@@ -53,19 +54,19 @@ class IQATask:
         self.clip_config = pretrained.clip_config(config.model)
         resolution = self.clip_config.image_resolution
         if config.data.crop_size != resolution:
-            raise ValueError(f"config.data.crop_size={config.data.crop_size} must equal the "
-                             f"image size of CLIP {config.model.variant!r} ({resolution})")
+            raise UserError(f"config.data.crop_size={config.data.crop_size} must equal the "
+                            f"image size of CLIP {config.model.variant!r} ({resolution})")
         self.config = config
         self.num_steps = int(config.num_steps)
         self.steps_per_epoch = int(config.steps_per_epoch)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"config.steps_per_epoch={self.steps_per_epoch} must be >= 1")
+            raise UserError(f"config.steps_per_epoch={self.steps_per_epoch} must be >= 1")
         self.base_weights = step_lib.task_weights(config.loss)
         # DWA balances only the tasks that count (weight > 0), as LIQE's three.
         self.active = np.flatnonzero(self.base_weights > 0)
         if not self.active.size:
             weights = dict(zip(TASKS, self.base_weights.tolist()))
-            raise ValueError(f"every loss weight of config.loss is 0 ({weights}): nothing to train")
+            raise UserError(f"every loss weight of config.loss is 0 ({weights}): nothing to train")
         # Shapes only: the graph definition and which parameters train, nothing allocated.
         abstract = nnx.eval_shape(lambda: iqa.build_model(config.model, nnx.Rngs(0),
                                                           clip=self.clip_config))
@@ -73,11 +74,11 @@ class IQATask:
                                               num_active_tasks=int(self.active.size))
         self.accumulation = int(config.optimizer.accumulation_steps)
         if self.accumulation < 1:
-            raise ValueError(f"optimizer.accumulation_steps={self.accumulation} must be >= 1")
+            raise UserError(f"optimizer.accumulation_steps={self.accumulation} must be >= 1")
         if config.batch_size % self.accumulation:
-            raise ValueError(f"config.batch_size={config.batch_size} (images per optimiser "
-                             "update) must be divisible by optimizer.accumulation_steps="
-                             f"{self.accumulation} (micro-batches per update)")
+            raise UserError(f"config.batch_size={config.batch_size} (images per optimiser "
+                            "update) must be divisible by optimizer.accumulation_steps="
+                            f"{self.accumulation} (micro-batches per update)")
         # The learning rate logged: the schedule of a group with multiplier 1.
         self._lr = optimizer_lib.make_schedule(config.optimizer,
                                                peak=config.optimizer.learning_rate,

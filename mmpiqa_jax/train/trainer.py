@@ -11,11 +11,10 @@ optimiser update, fed the whole `batch_size` batch.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 import signal
-import threading
 import time
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -23,15 +22,17 @@ import flax.struct
 import jax
 import numpy as np
 
+from mmpiqa_jax import files
 from mmpiqa_jax.data import pipeline
 from mmpiqa_jax.data.prefetch import DevicePrefetch
+from mmpiqa_jax.errors import MissingFileError, UserError
 from mmpiqa_jax.train import checkpointing, progress, sharding
 
 CONFIG_NAME = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 # Integer config keys every training config has, and their lower bounds.
 REQUIRED_KEYS = {"num_steps": 1, "batch_size": 1, "log_every": 1, "eval_every": 1,
-                 "checkpoint_every": 1}
+                 "checkpoint_every": 1, "keep_checkpoints": 1}
 # Step metrics that flag the step rather than measure it; either spelling is accepted.
 FLAG_KEYS = ("finite", "nonfinite")
 DEVICE_PREFETCH = 2  # global batches put on the device ahead of the step
@@ -69,8 +70,9 @@ class TrainTask(Protocol):
     # (not on resume), to put outside weights (e.g. OpenAI CLIP) into the sharded state.
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss or a gradient became NaN/Inf; the run stopped without saving that state."""
+class NonFiniteLossError(UserError):
+    """The loss or a gradient became NaN/Inf (a learning rate too high, bad labels); the run
+    stopped without saving that state."""
 
     def __init__(self, step: int, metrics: dict, last_checkpoint: int | None):
         self.step, self.metrics, self.last_checkpoint = step, metrics, last_checkpoint
@@ -88,13 +90,16 @@ class StopTraining(Exception):
 class Preemption:
     """Whether the run is being preempted: SIGTERM (one process), or Orbax's preemption sync
     point (several processes: jax's preemption service catches SIGTERM and picks one step for
-    all of them). While active, a single process's first SIGTERM only sets a flag."""
+    all of them). Within `with`, a single process's first SIGTERM only sets a flag; the signal
+    handler can be installed from the main thread only."""
 
-    def __init__(self, ckpt: checkpointing.Checkpointer, *, multi: bool | None = None):
-        """multi: several processes (default: whether jax.process_count() > 1)."""
+    def __init__(self, ckpt: checkpointing.Checkpointer | None = None, *,
+                 multi: bool | None = None):
+        """ckpt: asked for Orbax's sync point; multi: several processes (default: whether
+        jax.process_count() > 1)."""
         self.ckpt, self.signalled = ckpt, False
         self._multi = jax.process_count() > 1 if multi is None else multi
-        self._installed, self._previous = False, None
+        self._previous = None
 
     def _handle(self, signum, frame):  # pylint: disable=unused-argument
         if self.signalled:  # a second SIGTERM (e.g. a run stuck in a step): die as asked
@@ -104,21 +109,20 @@ class Preemption:
 
     def __enter__(self):
         # Several processes: SIGTERM is jax's preemption notifier's; a handler here would
-        # replace it. Signals can be handled on the main thread only.
-        if not self._multi and threading.current_thread() is threading.main_thread():
+        # replace it.
+        if not self._multi:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
-            self._installed = True
         return self
 
     def __exit__(self, *exc):
-        if self._installed:
-            signal.signal(signal.SIGTERM,
-                          signal.SIG_DFL if self._previous is None else self._previous)
-            self._installed = False
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
     def reached(self, step: int) -> bool:
         """True at the step to save and stop at (the same step on every process)."""
-        return self.signalled or (self._multi and self.ckpt.reached_preemption(step))
+        return self.signalled or (self._multi and self.ckpt is not None
+                                  and self.ckpt.reached_preemption(step))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,18 +132,15 @@ def check_config(config) -> None:
     """Clear errors for missing or invalid driver keys in `config`."""
     for key, low in REQUIRED_KEYS.items():
         if key not in config:
-            raise KeyError(f"training config lacks the key {key!r}")
+            raise UserError(f"training config lacks the key {key!r}")
         value = config[key]
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise ValueError(f"config.{key}={value!r} must be an integer >= {low}")
+            raise UserError(f"config.{key}={value!r} must be an integer >= {low}")
     if "seed" not in config or not isinstance(config.seed, (int, np.integer)):
-        raise KeyError(f"training config needs an integer 'seed', got {config.get('seed')!r}")
+        raise UserError(f"training config needs an integer 'seed', got {config.get('seed')!r}")
     if "mesh" not in config or "data" not in config.mesh or "model" not in config.mesh:
-        raise KeyError("training config lacks 'mesh.data' and 'mesh.model' "
+        raise UserError("training config lacks 'mesh.data' and 'mesh.model' "
                        "(use data=-1, model=1 for plain data parallelism)")
-    keep = config.get("keep_checkpoints", 3)
-    if not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"config.keep_checkpoints={keep!r} must be an integer >= 1")
     sharding.strategy_of(config)  # raises on an unknown sharding.strategy
 
 
@@ -149,24 +150,18 @@ def check_batch_fits(batch_size: int, data_size: int, num_processes: int) -> Non
     batch sizes that do."""
     multiple = math.lcm(data_size, num_processes)
     if batch_size % multiple:
-        raise ValueError(f"config.batch_size={batch_size} does not fit the mesh: it must divide "
-                         f"by the data-parallel devices ({data_size}) and the process count "
-                         f"({num_processes}); {pipeline.nearest_multiples(batch_size, multiple)} "
-                         "(scale data.batch_sizes to match; per-dataset sizes need not divide)")
-
-
-def _config_dict(config) -> dict:
-    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        raise UserError(f"config.batch_size={batch_size} does not fit the mesh: it must divide "
+                        f"by the data-parallel devices ({data_size}) and the process count "
+                        f"({num_processes}); {pipeline.nearest_multiples(batch_size, multiple)} "
+                        "(scale data.batch_sizes to match; per-dataset sizes need not divide)")
 
 
 def write_config(config, workdir) -> None:
-    """Writes `config` as the workdir's `config.json` (atomically)."""
-    workdir = checkpointing.as_path(workdir)
+    """Writes `config` as the workdir's `config.json` (whole or not at all)."""
+    workdir = files.as_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_config_dict(config), indent=2, sort_keys=True, default=repr)
-    tmp = workdir / (CONFIG_NAME + ".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(workdir / CONFIG_NAME)
+    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    files.write_json(workdir / CONFIG_NAME, config, sort_keys=True)
 
 
 def _is_finite(metrics: dict) -> bool:
@@ -189,11 +184,11 @@ def _check_batch(local: dict, global_size: int, step: int) -> None:
              for path, v in jax.tree_util.tree_flatten_with_path(local)[0]}
     bad = {k: s for k, s in sizes.items() if s is None}
     if bad:
-        raise ValueError(f"batch at step {step}: entries {sorted(bad)} have no batch dimension")
+        raise UserError(f"batch at step {step}: entries {sorted(bad)} have no batch dimension")
     want = global_size // jax.process_count()
     wrong = {k: s for k, s in sizes.items() if s != want}
     if wrong:
-        raise ValueError(
+        raise UserError(
             f"batch at step {step}: each of {jax.process_count()} processes must feed "
             f"batch_size / processes = {want} examples, got {wrong}")
 
@@ -212,24 +207,25 @@ def abstract_state(task: TrainTask, mesh, rng=None,
     return sharding.with_shardings(shapes, shardings), shardings
 
 
-def load_state(task: TrainTask, config, workdir, *, which: str = "best", mesh=None,
+def load_state(task: TrainTask, config, workdir, *, step: int | None = None, mesh=None,
                optimizer: bool = False) -> TrainState:
-    """The `best` (by validation SRCC; latest if no evaluation ran) or `latest` state of a run.
+    """The state of `step` of a run, by default its best (by validation SRCC; the latest if no
+    evaluation ran).
 
     For evaluation and scoring: restores into sharded arrays on `mesh` (default `config.mesh`),
     after checking that the checkpoint matches `config`'s model; the optimiser state is not
     read (`opt_state` None) unless `optimizer`.
     """
-    if which not in ("best", "latest"):
-        raise ValueError(f"which={which!r} must be 'best' or 'latest'")
     mesh = mesh or sharding.make_mesh(config.mesh.data, config.mesh.model)
-    directory = checkpointing.as_path(workdir) / CHECKPOINT_DIR
+    directory = files.as_path(workdir) / CHECKPOINT_DIR
     with checkpointing.Checkpointer(directory, async_save=False,
-                                    model_cfg=checkpointing.model_config(config)) as ckpt:
-        step = ckpt.best_step() if which == "best" else None
-        step = ckpt.latest_step() if step is None else step
+                                    model_cfg=checkpointing.run_identity(config)) as ckpt:
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {directory}: train a model there first")
+            step = ckpt.best_step()
+        if step is None:
+            step = ckpt.latest_step()
+        if step is None:
+            raise MissingFileError(f"no checkpoint in {directory}: train a model there first")
         with jax.set_mesh(mesh):
             target = abstract_state(task, mesh, strategy=sharding.strategy_of(config))[0]
             state, _ = ckpt.restore(target, step=step, optimizer=optimizer)
@@ -238,7 +234,8 @@ def load_state(task: TrainTask, config, workdir, *, which: str = "best", mesh=No
 
 def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
           eval_fn: Callable[[TrainState], dict] | None = None, mesh=None,
-          hooks: Sequence[Callable[[int], None]] = ()) -> TrainState:
+          hooks: Sequence[Callable[[int], None]] = (), preemption: Preemption | None = None,
+          identity: dict | None = None) -> TrainState:
     """Trains `task` to `config.num_steps`, resuming from `workdir`'s latest checkpoint if any.
 
     train_iter yields this process's share of each batch (a dict of arrays with leading size
@@ -247,12 +244,14 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
     process. mesh defaults to `config.mesh`. Each hook is called with the step number after
     that step's logging and checkpointing; raising `StopTraining` ends the run there (no extra
     checkpoint). A preemption (SIGTERM, or Orbax's `reached_preemption`) saves the step it
-    arrives at, exactly resumable, and ends the run there.
+    arrives at, exactly resumable, and ends the run there; `preemption` is the notice to
+    follow, entered by its owner (default: the run's own, entered here). `identity` is what
+    the run is, compared on resume (default `checkpointing.run_identity(config)`).
     Returns the final state (its step is below `num_steps` when the run stopped early).
     """
     check_config(config)
     _check_iterator(train_iter)
-    workdir = checkpointing.as_path(workdir)
+    workdir = files.as_path(workdir)
     main_process = jax.process_index() == 0
     if mesh is None:
         mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
@@ -261,9 +260,9 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
                      jax.process_count())
 
     ckpt = checkpointing.Checkpointer(
-        workdir / CHECKPOINT_DIR, keep=config.get("keep_checkpoints", 3),
-        async_save=config.get("async_checkpointing", True),
-        model_cfg=checkpointing.model_config(config))
+        workdir / CHECKPOINT_DIR, keep=config.keep_checkpoints,
+        async_save=config.async_checkpointing,
+        model_cfg=identity or checkpointing.run_identity(config))
     writer = None
     # The mesh is also made the ambient one, so that model code may constrain activations with
     # bare PartitionSpecs (jax.lax.with_sharding_constraint).
@@ -291,12 +290,12 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
                               out_shardings=(state_shardings, sharding.replicated(mesh)),
                               donate_argnums=0)
             feed = _device_feed(train_iter, mesh, config, start, strategy)
-            try:
-                with Preemption(ckpt) as preemption:
-                    state = _loop(state, step_fn, start, config, feed, eval_fn, hooks,
-                                  ckpt, writer, preemption)
-            finally:
-                feed.close()
+            with contextlib.ExitStack() as stack:
+                stack.callback(feed.close)
+                if preemption is None:
+                    preemption = stack.enter_context(Preemption(ckpt))
+                state = _loop(state, step_fn, start, config, feed, eval_fn, hooks, ckpt,
+                              writer, preemption)
         finally:
             # Whatever ended the run, let started saves finish: they hold finite states only.
             ckpt.wait()

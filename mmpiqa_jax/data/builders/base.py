@@ -23,6 +23,7 @@ from PIL import Image
 from mmpiqa_jax import labels
 from mmpiqa_jax.data import transforms
 from mmpiqa_jax.data.features import deterministic_serialization, iqa_features
+from mmpiqa_jax.errors import MissingFileError, UserError
 
 NAN = float("nan")
 
@@ -46,7 +47,7 @@ class Score:
     def quality(self, mos: float, where: str) -> float:
         """Quality in [0, 1] of a raw score; raises naming `where` when out of range."""
         if not self.clip and not self.low <= mos <= self.high:
-            raise ValueError(
+            raise UserError(
                 f"{where}: score {mos} in {self.column!r} is outside its nominal range "
                 f"[{self.low:g}, {self.high:g}]")
         span = self.high - self.low
@@ -131,7 +132,7 @@ class Folder:
         """The first candidate file that exists; raises listing them all when none does."""
         path = self.first(*candidates)
         if path is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no {what} in {self.root}: expected one of {', '.join(candidates)}")
         return path
 
@@ -139,7 +140,7 @@ class Folder:
         """The image at `relative` and its name as found on disk; raises naming the row."""
         path = self.find(relative)
         if path is None or not path.is_file():
-            raise FileNotFoundError(f"{where}: image {self.root / relative} not found")
+            raise MissingFileError(f"{where}: image {self.root / relative} not found")
         return path, self.relative(path)
 
     def relative(self, path: pathlib.Path) -> str:
@@ -164,13 +165,13 @@ def location(path: pathlib.Path, row: int, kind: str = "row") -> str:
 def number(value: Any, where: str, column: str) -> float:
     """A finite float from a cell; raises naming the row and column when missing or malformed."""
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise ValueError(f"{where}: missing value in {column!r}")
+        raise UserError(f"{where}: missing value in {column!r}")
     try:
         result = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: {value!r} in {column!r} is not a number") from None
+        raise UserError(f"{where}: {value!r} in {column!r} is not a number") from None
     if not math.isfinite(result):
-        raise ValueError(f"{where}: missing value in {column!r} ({value!r})")
+        raise UserError(f"{where}: missing value in {column!r} ({value!r})")
     return result
 
 
@@ -178,7 +179,7 @@ def integer(value: Any, where: str, column: str) -> int:
     """An integer from a cell (spreadsheets store 3 as 3.0); raises when not integral."""
     result = number(value, where, column)
     if not result.is_integer():
-        raise ValueError(f"{where}: {value!r} in {column!r} is not an integer")
+        raise UserError(f"{where}: {value!r} in {column!r} is not an integer")
     return int(result)
 
 
@@ -187,7 +188,7 @@ def text(value: Any, where: str, column: str) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if value is None or not str(value).strip():
-        raise ValueError(f"{where}: missing value in {column!r}")
+        raise UserError(f"{where}: missing value in {column!r}")
     return str(value).strip()
 
 
@@ -196,7 +197,7 @@ def read_lines(path: pathlib.Path) -> list[tuple[int, str]]:
     try:
         content = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read score file {path}: {error}") from error
+        raise UserError(f"cannot read score file {path}: {error}") from error
     return [(n, line.strip()) for n, line in enumerate(content.splitlines(), 1) if line.strip()]
 
 
@@ -205,11 +206,11 @@ def read_delimited(path: pathlib.Path, delimiters: str = ",") -> list[tuple[int,
     `delimiters` found in the first line."""
     lines = read_lines(path)
     if not lines:
-        raise ValueError(f"score file {path} is empty")
+        raise UserError(f"score file {path} is empty")
     delimiter = next((d for d in delimiters if d in lines[0][1]), None)
     if delimiter is None:
-        raise ValueError(f"{location(path, lines[0][0])}: header is not separated by any of "
-                         f"{list(delimiters)}: {lines[0][1]!r}")
+        raise UserError(f"{location(path, lines[0][0])}: header is not separated by any of "
+                        f"{list(delimiters)}: {lines[0][1]!r}")
     numbers = [n for n, _ in lines]
     rows = csv.reader([line for _, line in lines], delimiter=delimiter)
     return [(n, [cell.strip() for cell in row]) for n, row in zip(numbers, rows)]
@@ -226,7 +227,7 @@ def read_sheet(path: pathlib.Path, sheet: str | None = None) -> list[tuple[int, 
         else:
             rows = _xlsx_rows(path, sheet)
     except Exception as error:  # the readers raise many kinds on a broken file
-        raise ValueError(f"cannot read score file {path}: {error}") from error
+        raise UserError(f"cannot read score file {path}: {error}") from error
     return [(n, list(row)) for n, row in rows
             if any(cell is not None and str(cell).strip() for cell in row)]
 
@@ -235,7 +236,7 @@ def _xlsx_rows(path: pathlib.Path, sheet: str | None) -> list[tuple[int, tuple]]
     book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
         if sheet is not None and sheet not in book.sheetnames:
-            raise ValueError(f"no sheet {sheet!r}; it has {book.sheetnames}")
+            raise UserError(f"no sheet {sheet!r}; it has {book.sheetnames}")
         worksheet = book[sheet] if sheet is not None else book.worksheets[0]
         return list(enumerate(worksheet.iter_rows(values_only=True), 1))
     finally:
@@ -245,7 +246,7 @@ def _xlsx_rows(path: pathlib.Path, sheet: str | None) -> list[tuple[int, tuple]]
 def _xls_rows(path: pathlib.Path, sheet: str | None) -> list[tuple[int, tuple]]:
     book = xlrd.open_workbook(path)
     if sheet is not None and sheet not in book.sheet_names():
-        raise ValueError(f"no sheet {sheet!r}; it has {book.sheet_names()}")
+        raise UserError(f"no sheet {sheet!r}; it has {book.sheet_names()}")
     worksheet = book.sheet_by_name(sheet) if sheet is not None else book.sheet_by_index(0)
     # xlrd gives "" for an empty cell; None keeps empty cells alike across formats.
     return [(r + 1, tuple(None if v == "" else v for v in worksheet.row_values(r)))
@@ -264,7 +265,7 @@ def table(rows: Sequence[tuple[int, Sequence[Any]]], columns: Sequence[str],
         if all(c.lower() in names for c in columns):
             break
     else:
-        raise ValueError(f"score file {path} has no header row with the columns {list(columns)}")
+        raise UserError(f"score file {path} has no header row with the columns {list(columns)}")
     positions = {c: names.index(c.lower()) for c in (*columns, *optional) if c.lower() in names}
     return [(n, {c: (row[p] if p < len(row) else None) for c, p in positions.items()})
             for n, row in rows[i + 1:]]
@@ -275,11 +276,11 @@ def load_mat(path: pathlib.Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
     try:
         content = scipy.io.loadmat(path, squeeze_me=True)
     except Exception as error:  # scipy raises several kinds on a broken file
-        raise ValueError(f"cannot read score file {path}: {error}") from error
+        raise UserError(f"cannot read score file {path}: {error}") from error
     missing = [key for key in keys if key not in content]
     if missing:
         found = sorted(k for k in content if not k.startswith("__"))
-        raise ValueError(f"score file {path} has no key {missing[0]!r}; it has {found}")
+        raise UserError(f"score file {path} has no key {missing[0]!r}; it has {found}")
     return {key: np.atleast_1d(content[key]).ravel() for key in keys}
 
 
@@ -300,9 +301,9 @@ def encode_image(path: pathlib.Path, short_side: int | None = None) -> bytes:
             too_large = short_side is not None and min(image.size) > short_side
             if image.format in ("PNG", "JPEG") and image.mode == "RGB" and not too_large:
                 return path.read_bytes()
-            rgb = image.convert("RGB")
-    except OSError as error:
-        raise ValueError(f"cannot decode image {path}: {error}") from error
+            rgb = transforms.to_rgb(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise UserError(f"cannot decode image {path}: {error}") from error
     if too_large:
         rgb = rgb.resize(resized(rgb.size, short_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
@@ -395,7 +396,7 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
             guess = ("a truncated score file or a partial download?" if records < published
                      else "rows added to the score file, or another copy mixed in?")
             name = self.name + (f"/{self.builder_config.name}" if self.builder_config else "")
-            raise ValueError(
+            raise UserError(
                 f"{self.name}: found {records:,} images in {score_file}, the published dataset "
                 f"has {published:,}; {guess} Build it anyway with: mmpiqa prepare {name} "
                 f"--manual-dir DIR --allow-partial")
@@ -425,7 +426,7 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
     @staticmethod
     def _examples(records: list[Record], score: Score) -> list[tuple[Record, float]]:
         if not records:
-            raise ValueError(f"score file {score.file} lists no images")
+            raise UserError(f"score file {score.file} lists no images")
         return [(record, score.quality(record.mos, record.where)) for record in records]
 
 
@@ -433,6 +434,6 @@ def _check_unique(records: Iterable[Record]) -> None:
     seen: dict[str, str] = {}
     for record in records:
         if record.name in seen:
-            raise ValueError(f"{record.where}: image {record.name} is listed twice "
-                             f"(also at {seen[record.name]})")
+            raise UserError(f"{record.where}: image {record.name} is listed twice "
+                            f"(also at {seen[record.name]})")
         seen[record.name] = record.where

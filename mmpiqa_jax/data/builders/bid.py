@@ -3,6 +3,7 @@ from typing import Any
 
 from mmpiqa_jax.data.builders import base
 from mmpiqa_jax.data.features import FULL_SPLIT
+from mmpiqa_jax.errors import UserError
 
 # Copies ship the grades as .xlsx or as .xls; columns are positional: image number, MOS, then
 # the individual grades.
@@ -38,7 +39,7 @@ class Bid(base.IqaBuilder):
         start = next((i for i, (_, row) in enumerate(rows) if any(map(_is_number, row[:2]))),
                      None)
         if start is None:
-            raise ValueError(f"score file {path} has no row with an image number and a MOS")
+            raise UserError(f"score file {path} has no row with an image number and a MOS")
         records = []
         for n, row in rows[start:]:
             where = base.location(path, n)

@@ -1,6 +1,7 @@
 """`csiq`: CSIQ, 866 images of 30 references x 6 distortion types (Larson & Chandler 2010)."""
 from mmpiqa_jax.data.builders import base
 from mmpiqa_jax.data.features import FULL_SPLIT
+from mmpiqa_jax.errors import UserError
 
 # The score file, in order of preference: copies name the spreadsheet differently, and some
 # loaders read a text export of the same sheet.
@@ -55,8 +56,8 @@ class Csiq(base.IqaBuilder):
             image = base.text(row["image"], where, "image")
             kind = base.text(row["dst_type"], where, "dst_type").lower()
             if kind not in TYPES:
-                raise ValueError(f"{where}: unknown 'dst_type' {kind!r}; expected one of "
-                                 f"{list(TYPES)}")
+                raise UserError(f"{where}: unknown 'dst_type' {kind!r}; expected one of "
+                                f"{list(TYPES)}")
             level = base.integer(row["dst_lev"], where, "dst_lev")
             std = base.number(row["dmos_std"], where, "dmos_std") if "dmos_std" in row else base.NAN
             parsed.append((where, image, kind, level, base.number(row["dmos"], where, "dmos"), std))

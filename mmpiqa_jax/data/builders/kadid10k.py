@@ -4,6 +4,7 @@ import re
 
 from mmpiqa_jax.data.builders import base
 from mmpiqa_jax.data.features import FULL_SPLIT
+from mmpiqa_jax.errors import UserError
 
 SCORE_FILE = "dmos.csv"
 
@@ -71,17 +72,17 @@ class Kadid10k(base.IqaBuilder):
             name = base.text(row["dist_img"], where, "dist_img")
             match = _NAME.match(name)
             if not match:
-                raise ValueError(
+                raise UserError(
                     f"{where}: {name!r} in 'dist_img' is not I<ref>_<type>_<level>.png")
             ref, kind, level = (int(g) for g in match.groups())
             if kind not in TYPES:
-                raise ValueError(f"{where}: distortion type {kind} of {name!r} is not 1 - 25")
+                raise UserError(f"{where}: distortion type {kind} of {name!r} is not 1 - 25")
             ref_name = base.text(row["ref_img"], where, "ref_img")
             if ref_name.lower() != f"i{ref:02d}.png":
-                raise ValueError(f"{where}: 'ref_img' {ref_name!r} does not match {name!r}")
+                raise UserError(f"{where}: 'ref_img' {ref_name!r} does not match {name!r}")
             var = base.number(row["var"], where, "var")
             if var < 0:
-                raise ValueError(f"{where}: negative variance {var} in 'var'")
+                raise UserError(f"{where}: negative variance {var} in 'var'")
             image, stored = folder.image(f"images/{name}", where)
             type_name, _ = TYPES[kind]
             records.append(base.Record(

@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 
 from mmpiqa_jax.data.builders import base
 from mmpiqa_jax.data.features import FULL_SPLIT
+from mmpiqa_jax.errors import MissingFileError, UserError
 
 SETS_FILE = "koniq10k_distributions_sets.csv"
 SCORES_FILE = "koniq10k_scores_and_distributions.csv"
@@ -91,14 +92,14 @@ class Koniq10k(base.IqaBuilder):
         config = self.builder_config
         images = config.folder
         if config.scale not in SCALES:
-            raise ValueError(f"koniq10k config {config.name}: scale {config.scale!r} is not one "
-                             f"of {list(SCALES)}")
+            raise UserError(f"koniq10k config {config.name}: scale {config.scale!r} is not one "
+                            f"of {list(SCALES)}")
         if folder.find(images) is None:
             others = [c for c in self.BUILDER_CONFIGS
                       if c.scale == config.scale and folder.find(c.folder) is not None]
             hint = (f"; it holds {others[0].folder}/: build koniq10k/{others[0].name}"
                     if others else "")
-            raise FileNotFoundError(f"no image folder {images}/ in {folder.root}{hint}")
+            raise MissingFileError(f"no image folder {images}/ in {folder.root}{hint}")
         folder.require(SETS_FILE, SCORES_FILE)  # raises naming both when neither is there
         sets_path, scores_path = folder.first(SETS_FILE), folder.first(SCORES_FILE)
         zscore = config.scale == "zscore"
@@ -162,8 +163,8 @@ def _by_image(rows: list[_Row]) -> dict[str, _Row]:
     found: dict[str, _Row] = {}
     for row in rows:
         if row.image in found:
-            raise ValueError(f"{row.where}: image {row.image} is listed twice "
-                             f"(also at {found[row.image].where})")
+            raise UserError(f"{row.where}: image {row.image} is listed twice "
+                            f"(also at {found[row.image].where})")
         found[row.image] = row
     return found
 
@@ -177,15 +178,15 @@ def _join(sets: list[_Row], sets_by_image: dict[str, _Row], sets_path: pathlib.P
         missing = [row for row in rows if row.image not in others]
         if missing:
             more = f" (and {len(missing) - 1:,} more)" if len(missing) > 1 else ""
-            raise ValueError(f"{missing[0].where}: image {missing[0].image} is not in {other}"
-                             f"{more}; {this.name} and {other.name} must list the same images")
+            raise UserError(f"{missing[0].where}: image {missing[0].image} is not in {other}"
+                            f"{more}; {this.name} and {other.name} must list the same images")
 
 
 def _split(row: _Row) -> str:
     """The tfds split of a sets-file row, from its `set` column."""
     written = base.text(row.values["set"], row.where, "set")
     if written not in SETS:
-        raise ValueError(f"{row.where}: 'set' is {written!r}, expected one of {list(SETS)}")
+        raise UserError(f"{row.where}: 'set' is {written!r}, expected one of {list(SETS)}")
     return SETS[written]
 
 
@@ -194,8 +195,8 @@ def _rating_mean_std(row: _Row) -> tuple[float, float]:
     weights = [base.number(row.values[c], row.where, c) for c in RATINGS]
     total = sum(weights)
     if any(w < 0 for w in weights) or total <= 0:
-        raise ValueError(f"{row.where}: the rating distribution c1..c5 {weights} is not a "
-                         f"distribution (negative or all zero)")
+        raise UserError(f"{row.where}: the rating distribution c1..c5 {weights} is not a "
+                        f"distribution (negative or all zero)")
     mean = sum(level * w for level, w in enumerate(weights, 1)) / total
     variance = sum(w * (level - mean) ** 2 for level, w in enumerate(weights, 1)) / total
     return mean, math.sqrt(variance)

@@ -2,6 +2,7 @@
 (Ghadiyaram & Bovik 2016)."""
 from mmpiqa_jax.data.builders import base
 from mmpiqa_jax.data.features import FULL_SPLIT
+from mmpiqa_jax.errors import UserError
 
 NAMES_FILE = "Data/AllImages_release.mat"
 MOS_FILE = "Data/AllMOS_release.mat"
@@ -39,12 +40,12 @@ class LiveChallenge(base.IqaBuilder):
         mos = base.load_mat(mos_path, ["AllMOS_release"])["AllMOS_release"]
         std = base.load_mat(std_path, ["AllStdDev_release"])["AllStdDev_release"]
         if not len(names) == len(mos) == len(std):
-            raise ValueError(f"the CLIVE .mat files disagree in length: {names_path} has "
-                             f"{len(names)} names, {mos_path} {len(mos)} scores, "
-                             f"{std_path} {len(std)} stds")
+            raise UserError(f"the CLIVE .mat files disagree in length: {names_path} has "
+                            f"{len(names)} names, {mos_path} {len(mos)} scores, "
+                            f"{std_path} {len(std)} stds")
         if len(names) <= TRAINING_ENTRIES:
-            raise ValueError(f"{names_path} has {len(names)} entries: no more than the "
-                             f"{TRAINING_ENTRIES} training images")
+            raise UserError(f"{names_path} has {len(names)} entries: no more than the "
+                            f"{TRAINING_ENTRIES} training images")
         records = []
         for index in range(TRAINING_ENTRIES, len(names)):
             where = base.location(mos_path, index + 1, "entry")

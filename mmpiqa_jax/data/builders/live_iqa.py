@@ -6,6 +6,7 @@ import tensorflow_datasets as tfds
 from mmpiqa_jax import labels
 from mmpiqa_jax.data.builders import base
 from mmpiqa_jax.data.features import FULL_SPLIT
+from mmpiqa_jax.errors import MissingFileError, UserError
 
 REFNAMES_FILE = "refnames_all.mat"
 
@@ -78,7 +79,7 @@ class LiveIqa(base.IqaBuilder):
             other = next(c for c in self.BUILDER_CONFIGS if c.name != config.name)
             hint = (f"; it holds {other.score_file}: build live_iqa/{other.name}"
                     if folder.first(other.score_file) else "")
-            raise FileNotFoundError(f"no {config.score_file} in {folder.root}{hint}")
+            raise MissingFileError(f"no {config.score_file} in {folder.root}{hint}")
         keys = ["orgs", config.column] + ([config.std_column] if config.std_column else [])
         arrays = base.load_mat(path, keys)
         refnames_path = folder.require(REFNAMES_FILE)
@@ -87,15 +88,15 @@ class LiveIqa(base.IqaBuilder):
         lengths[(refnames_path, "refnames_all")] = len(refnames)
         for (file, key), length in lengths.items():
             if length != ENTRIES:
-                raise ValueError(f"{file}: {key!r} has {length} entries; LIVE Release 2 has "
-                                 f"{ENTRIES}, in the order {[f for f, _, _ in FOLDERS]}")
+                raise UserError(f"{file}: {key!r} has {length} entries; LIVE Release 2 has "
+                                f"{ENTRIES}, in the order {[f for f, _, _ in FOLDERS]}")
 
         entries = []  # (where, folder, image number, dmos, std, reference name)
         for index, (directory, k) in enumerate(entry_images()):
             where = base.location(path, index + 1, "entry")
             org = base.integer(arrays["orgs"][index], where, "orgs")
             if org not in (0, 1):
-                raise ValueError(f"{where}: 'orgs' is {org}, expected 0 or 1")
+                raise UserError(f"{where}: 'orgs' is {org}, expected 0 or 1")
             if org:  # a copy of the reference, not a distorted image
                 continue
             dmos = base.number(arrays[config.column][index], where, config.column)

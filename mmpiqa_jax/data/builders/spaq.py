@@ -3,6 +3,7 @@ from PIL import Image
 
 from mmpiqa_jax.data.builders import base
 from mmpiqa_jax.data.features import FULL_SPLIT
+from mmpiqa_jax.errors import UserError
 
 SCORE_FILE = "Annotations/MOS and Image attribute scores.xlsx"
 # The photographs are up to 4000 x 3000; like the SPAQ paper's own experiments, images are
@@ -58,7 +59,7 @@ def _size(path, where: str) -> list[int]:
         with Image.open(path) as image:
             width, height = image.size
     except OSError as error:
-        raise ValueError(f"{where}: cannot read image {path}: {error}") from error
+        raise UserError(f"{where}: cannot read image {path}: {error}") from error
     return [height, width]
 
 

@@ -32,6 +32,7 @@ from skimage.metrics import structural_similarity
 
 from mmpiqa_jax import labels
 from mmpiqa_jax.data.features import FULL_SPLIT, deterministic_serialization, iqa_features
+from mmpiqa_jax.errors import UserError
 
 IMAGE_SIZE = (384, 288)  # width, height
 LEVELS = 5
@@ -222,7 +223,7 @@ def _by_name(items, names, what):
     table = {item.name: item for item in items}
     unknown = [n for n in names if n not in table]
     if unknown:
-        raise ValueError(f"synthetic_iqa: unknown {what} {unknown}; known: {sorted(table)}")
+        raise UserError(f"synthetic_iqa: unknown {what} {unknown}; known: {sorted(table)}")
     return tuple(table[n] for n in names)
 
 
@@ -230,7 +231,7 @@ def distort(image: np.ndarray, distortion: Distortion, level: int,
             seed: tuple[int, ...]) -> np.ndarray:
     """`image` (uint8 RGB) distorted at `level` (1-based), with randomness from `seed` only."""
     if not 1 <= level <= len(distortion.strengths):
-        raise ValueError(f"synthetic_iqa: level {level} out of 1..{len(distortion.strengths)}")
+        raise UserError(f"synthetic_iqa: level {level} out of 1..{len(distortion.strengths)}")
     rng = np.random.default_rng([_SEED, *seed])
     return distortion.apply(image, distortion.strengths[level - 1], rng)
 

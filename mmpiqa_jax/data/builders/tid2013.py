@@ -3,6 +3,7 @@ import re
 
 from mmpiqa_jax.data.builders import base
 from mmpiqa_jax.data.features import FULL_SPLIT
+from mmpiqa_jax.errors import UserError
 
 SCORE_FILE = "mos_with_names.txt"
 STD_FILE = "mos_std.txt"
@@ -73,14 +74,14 @@ class Tid2013(base.IqaBuilder):
             where = base.location(path, n, "line")
             fields = line.split()
             if len(fields) != 2:
-                raise ValueError(f"{where}: expected `MOS name`, got {line!r}")
+                raise UserError(f"{where}: expected `MOS name`, got {line!r}")
             mos = base.number(fields[0], where, "MOS")
             match = _NAME.match(fields[1])
             if not match:
-                raise ValueError(f"{where}: {fields[1]!r} is not i<ref>_<type>_<level>.bmp")
+                raise UserError(f"{where}: {fields[1]!r} is not i<ref>_<type>_<level>.bmp")
             ref, kind, level = (int(g) for g in match.groups())
             if kind not in TYPES:
-                raise ValueError(f"{where}: distortion type {kind} of {fields[1]!r} is not 1 - 24")
+                raise UserError(f"{where}: distortion type {kind} of {fields[1]!r} is not 1 - 24")
             image, name = folder.image(f"distorted_images/{fields[1]}", where)
             type_name, _ = TYPES[kind]
             records.append(base.Record(
@@ -98,7 +99,7 @@ class Tid2013(base.IqaBuilder):
             return [base.NAN] * count
         lines = base.read_lines(path)
         if len(lines) != count:
-            raise ValueError(f"{path} has {len(lines)} values but {SCORE_FILE} has {count} lines")
+            raise UserError(f"{path} has {len(lines)} values but {SCORE_FILE} has {count} lines")
         return [base.number(line, base.location(path, n, "line"), "std") for n, line in lines]
 
 

@@ -1,0 +1,113 @@
+"""Files written whole or not at all, paths that may be URLs, and values made JSON-ready.
+
+    write_text(path, text)                  # written beside, then renamed over the old file
+    write_json(path, record)                # the same, numpy values and NaN made JSON-ready
+    with replacing(folder) as staging:      # what is written into `staging` replaces the
+        ...                                 # folder's entries of the same names, at the end
+
+A reader, or a run killed half-way, never sees half a file, and a write that fails leaves the
+earlier file or folder as it was. Paths go through `etils.epath`, so `gs://bucket/run` works
+too (there a rename is a copy, not atomic).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterator
+
+import numpy as np
+from etils import epath
+
+from mmpiqa_jax.errors import UserError
+
+
+def as_path(path) -> epath.Path:
+    """`path` as an `epath.Path`; a URL stays one (pathlib would make gs://b/r into gs:/b/r)."""
+    return path if isinstance(path, epath.Path) else epath.Path(os.fspath(path))
+
+
+def is_remote(path) -> bool:
+    """Whether `path` is a URL (gs://, s3://, ...) rather than a local path."""
+    return "://" in os.fspath(path)
+
+
+def json_ready(value):
+    """`value` with numpy scalars and arrays as Python values, tuples as lists, non-finite floats
+    as None (JSON has no NaN) and anything else JSON cannot hold as its `repr`."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
+def read_json(path):
+    """The JSON in `path`; a file that is not JSON is a `UserError` naming it."""
+    try:
+        return json.loads(as_path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Writes `data` to a file beside `path`, then renames it over `path`."""
+    path = as_path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, value, **kwargs) -> None:
+    """`value` (made `json_ready`) as indented JSON, written as `write_text` does."""
+    write_text(path, json.dumps(json_ready(value), indent=2, **kwargs) + "\n")
+
+
+@contextlib.contextmanager
+def replacing(folder, *, last: str | None = None, stale: tuple[str, ...] = ()
+              ) -> Iterator[epath.Path]:
+    """A staging folder inside `folder`; once the block has run, each entry written into it
+    replaces the entry of its name in `folder` (folders first, then files, `last` at the very
+    end), and the names in `stale` that the block did not write are removed. Other entries of
+    `folder` are kept. If the block raises, `folder` is left as it was."""
+    folder = as_path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f".staging-{os.getpid()}"
+    if staging.exists():
+        staging.rmtree()
+    staging.mkdir()
+    try:
+        yield staging
+        entries = sorted(staging.iterdir(),
+                         key=lambda p: (p.name == last, not p.is_dir(), p.name))
+        for entry in entries:
+            target = folder / entry.name
+            if target.is_dir():
+                old = folder / f".old-{entry.name}-{os.getpid()}"
+                target.rename(old)
+                entry.rename(target)
+                old.rmtree()
+            else:
+                entry.replace(target)
+        written = {p.name for p in entries}
+        for name in stale:
+            if name not in written and (folder / name).exists():
+                (folder / name).unlink()
+    finally:
+        if staging.exists():
+            staging.rmtree()
