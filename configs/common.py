@@ -38,14 +38,9 @@ def base_config(model: str = "mpiqe") -> ml_collections.ConfigDict:
     c.async_checkpointing = True      # write checkpoints in the background while training goes on
     c.method = ""                     # name in results tables; "" = the workdir's folder name
 
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1                  # -1: all devices on the data axis
-    c.mesh.model = 1                  # second mesh axis: more data parallelism (replicate,
-                                      # fsdp) or tensor parallelism (fsdp_tp)
-
-    # How parameters, Adam moments and EMA are laid out (mmpiqa_jax/train/sharding.py):
-    # "replicate" (whole on every chip), "fsdp" (split over data x model, gathered per block),
-    # "fsdp_tp" (fsdp over data, tensor parallel on model).
+    # How parameters, Adam moments and EMA are laid out over the devices (the batch is always
+    # split over all of them; mmpiqa_jax/train/sharding.py): "replicate" (whole on every chip) or
+    # "fsdp" (split, gathered per block).
     c.sharding = ml_collections.ConfigDict()
     c.sharding.strategy = "replicate"
     c.sharding.min_size = 2**16       # tensors with fewer elements stay whole

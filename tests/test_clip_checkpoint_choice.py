@@ -47,7 +47,7 @@ def test_empty_checkpoint_with_b32_raises_naming_the_key_convert_and_random():
 
 
 def test_training_b32_without_checkpoint_stops_before_any_batch_or_step(tmp_path):
-    config = b32_config("num_steps=1", "mesh.data=1", "mesh.model=1")
+    config = b32_config("num_steps=1")
     task = IQATask(config)  # builds (restores and evaluation build the task the same way)
     with pytest.raises(ValueError, match=MESSAGE):
         task.load_pretrained(None)

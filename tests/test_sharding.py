@@ -1,6 +1,6 @@
-"""Sharding strategies: the rules by parameter path, and the same runs on 8 fake CPU devices
-(replicate, fsdp and fsdp_tp on 4 x 2; 8 x 1) giving one device's losses: the toy task, a tiny
-MP-IQE and a tiny LIQE."""
+"""Sharding strategies: the rules by parameter path and shape, and the same runs on 8 fake CPU
+devices (replicate and fsdp) giving one device's losses: the toy task, a tiny MP-IQE and a tiny
+LIQE."""
 import json
 import os
 import subprocess
@@ -11,46 +11,33 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.train import sharding
 
 REPO = Path(__file__).resolve().parents[1]
-MESH = {"data": 4, "model": 2}
 
 
 def spec(path, shape, name, min_size=0):
-    return sharding.leaf_spec(path, shape, MESH, sharding.Strategy(name, min_size))
+    return sharding.leaf_spec(path, shape, 8, sharding.Strategy(name, min_size))
 
 
-def test_fsdp_tp_splits_heads_and_mlp_on_model_and_the_rest_on_data():
-    block = "params/clip/visual/transformer/resblocks/3/"
-    # Row-parallel out-projection: its input rows (heads x head width) split by whole heads.
-    assert spec(block + "attn/out_proj/kernel/value", (768, 768), "fsdp_tp") == P("model", "data")
-    assert spec(block + "mlp/c_fc/kernel/value", (768, 3072), "fsdp_tp") == P("data", "model")
-    assert spec(block + "mlp/c_fc/bias/value", (3072,), "fsdp_tp") == P("model")
-    assert spec(block + "mlp/c_proj/kernel/value", (3072, 768), "fsdp_tp") == P("model", "data")
-    # The fused q|k|v projection has no whole-head split on model: FSDP only.
-    assert spec(block + "attn/in_proj/kernel/value", (768, 2304), "fsdp_tp") == P(None, "data")
-    # An Adam moment of the same parameter: the same layout.
-    assert (spec("opt_state/1/0/mu/clip/visual/transformer/resblocks/3/mlp/c_fc/kernel/value",
-                 (768, 3072), "fsdp_tp") == P("data", "model"))
-
-
-def test_fsdp_splits_over_every_data_like_axis_and_keeps_small_and_layer_axes_whole():
+def test_fsdp_splits_large_tensors_and_keeps_small_and_layer_axes_whole():
     assert spec("params/token_embedding/embedding/value", (49408, 512), "fsdp") == P(
-        ("data", "model"), None)
+        "data", None)
     assert spec("params/x/kernel/value", (6, 10), "fsdp") == P(None, None)  # none divides by 8
     assert spec("params/ln/scale/value", (768,), "fsdp", min_size=2**16) == P(None)
     # Stacked blocks (a leading layer axis, no block index): the layer axis is never split.
     assert spec("params/visual/transformer/resblocks/mlp/c_fc/kernel/value", (16, 768, 3072),
-                "fsdp") == P(None, None, ("data", "model"))
+                "fsdp") == P(None, None, "data")
+    # An Adam moment of a parameter: the same layout.
+    assert spec("opt_state/1/0/mu/clip/visual/transformer/resblocks/mlp/c_fc/kernel/value",
+                (16, 768, 3072), "fsdp") == P(None, None, "data")
     assert spec("params/token_embedding/embedding/value", (49408, 512), "replicate") == P(
         None, None)
-    assert sharding.Strategy("fsdp").data_axes == ("data", "model")
-    assert sharding.Strategy("fsdp_tp").data_axes == ("data",)
 
 
 def test_unknown_strategy_is_named():
-    with pytest.raises(ValueError, match=r"sharding.strategy='zero3' is not one of"):
+    with pytest.raises(UserError, match=r"sharding.strategy='zero3' is not one of"):
         sharding.Strategy("zero3")
 
 
@@ -65,17 +52,15 @@ from mmpiqa_jax.train.trainer import train
 
 assert jax.device_count() == 8, jax.devices()
 out = {{}}
-for data, model, strategy in [(8, 1, "replicate"), (4, 2, "fsdp"), (4, 2, "fsdp_tp"),
-                              (1, 1, "replicate")]:
-    n = data * model
-    mesh = sharding.make_mesh(data, model, devices=jax.devices()[:n])
-    config = toy_config(num_steps=5, checkpoint_every=5, mesh={{"data": data, "model": model}},
-                        sharding={{"strategy": strategy}})
-    workdir = f"{workdir}/mesh{{data}}x{{model}}{{strategy}}"
+for n, strategy in [(8, "replicate"), (8, "fsdp"), (1, "replicate")]:
+    mesh = sharding.make_mesh(jax.devices()[:n])
+    config = toy_config(num_steps=5, checkpoint_every=5,
+                        sharding={{"strategy": strategy, "min_size": 2**16}})
+    workdir = f"{workdir}/mesh{{n}}{{strategy}}"
     state = train(ToyTask(5), config, workdir, train_iter=ToyIterator(config.batch_size), mesh=mesh)
     kernel = state.params["mid"]["kernel"].value
     mu = state.opt_state[1][0].mu["mid"]["kernel"].value
-    out[f"{{data}}x{{model}} {{strategy}}"] = {{
+    out[f"{{n}} {{strategy}}"] = {{
         "losses": [json.loads(l)["loss"] for l in open(workdir + "/train_log.jsonl")],
         "kernel_spec": str(kernel.sharding.spec),
         "kernel_shard": list(kernel.addressable_shards[0].data.shape),
@@ -88,7 +73,8 @@ print("RESULT", json.dumps(out))
 
 def run_on_8_cpu_devices(script: str, timeout: int) -> dict:
     """Runs `script` in a process with 8 fake CPU devices; the JSON it prints after `RESULT `."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+    # The runs compared are made under the same flags: XLA's optimisations can be off.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -102,20 +88,19 @@ def test_strategies_agree_and_parameters_are_sharded(tmp_path):
     out = run_on_8_cpu_devices(SCRIPT.format(tests=str(REPO / "tests"), workdir=str(tmp_path)),
                                timeout=240)
 
-    want = out["1x1 replicate"]["losses"]
+    want = out["1 replicate"]["losses"]
     assert len(want) == 5
-    for run in ("8x1 replicate", "4x2 fsdp", "4x2 fsdp_tp"):
+    for run in ("8 replicate", "8 fsdp"):
         np.testing.assert_allclose(out[run]["losses"], want, rtol=1e-5, err_msg=run)
 
-    # fsdp: the 256x256 kernel and its Adam moment split 8 ways over data x model; the bias
-    # (256 elements, under min_size) whole. fsdp_tp: no TP rule for this path, FSDP over data.
-    fsdp = out["4x2 fsdp"]
-    assert "data" in fsdp["kernel_spec"] and "model" in fsdp["kernel_spec"]
+    # fsdp: the 256x256 kernel and its Adam moment split 8 ways; the bias (256 elements, under
+    # min_size) whole.
+    fsdp = out["8 fsdp"]
+    assert "data" in fsdp["kernel_spec"]
     assert fsdp["kernel_shard"] in ([32, 256], [256, 32])
     assert fsdp["mu_spec"] == fsdp["kernel_spec"]
-    assert "data" not in fsdp["bias_spec"] and "model" not in fsdp["bias_spec"]
-    assert out["4x2 fsdp_tp"]["kernel_shard"] in ([64, 256], [256, 64])
-    assert out["8x1 replicate"]["kernel_shard"] == [256, 256]
+    assert "data" not in fsdp["bias_spec"]
+    assert out["8 replicate"]["kernel_shard"] == [256, 256]
 
 
 # The same on the real model: a tiny MP-IQE and a tiny LIQE (IQATask, DWA off, fixed random
@@ -149,22 +134,19 @@ class Batches:
 
 out = {{}}
 for model_name in ("mpiqe", "liqe"):
-    for data, model, strategy in [(1, 1, "replicate"), (4, 2, "replicate"), (4, 2, "fsdp"),
-                                  (4, 2, "fsdp_tp")]:
-        mesh = sharding.make_mesh(data, model, devices=jax.devices()[:data * model])
+    for n, strategy in [(1, "replicate"), (8, "replicate"), (8, "fsdp")]:
+        mesh = sharding.make_mesh(jax.devices()[:n])
         config = config_lib.load_config(f"configs/tiny.py:model={{model_name}}", [
             "num_steps=5", "log_every=1", "checkpoint_every=5", "optimizer.warmup_steps=1",
-            f"mesh.data={{data}}", f"mesh.model={{model}}", f"sharding.strategy={{strategy}}",
-            "sharding.min_size=256"])
-        run = f"{{model_name}} {{data}}x{{model}} {{strategy}}"
+            f"sharding.strategy={{strategy}}", "sharding.min_size=256"])
+        run = f"{{model_name}} {{n}} {{strategy}}"
         workdir = f"{workdir}/" + run.replace(" ", "_")
         state = train(IQATask(config), config, workdir, train_iter=Batches(config.batch_size),
                       mesh=mesh)
         specs = [str(x.sharding.spec) for x in jax.tree.leaves(state) if hasattr(x, "sharding")]
         out[run] = {{
             "losses": [json.loads(l)["loss"] for l in open(workdir + "/train_log.jsonl")],
-            "split_over_data": sum("data" in s for s in specs),
-            "split_over_model": sum("model" in s for s in specs)}}
+            "split": sum("data" in s for s in specs)}}
 print("RESULT", json.dumps(out))
 """
 
@@ -174,14 +156,11 @@ def test_mpiqe_and_liqe_agree_under_every_strategy(tmp_path):
     out = run_on_8_cpu_devices(IQA_SCRIPT.format(tools=str(REPO / "tools"),
                                                  workdir=str(tmp_path)), timeout=900)
     for model in ("mpiqe", "liqe"):
-        want = out[f"{model} 1x1 replicate"]["losses"]
+        want = out[f"{model} 1 replicate"]["losses"]
         assert len(want) == 5 and len(set(want)) == 5  # five different batches, a moving model
-        for strategy in ("replicate", "fsdp", "fsdp_tp"):
-            run = f"{model} 4x2 {strategy}"
+        for strategy in ("replicate", "fsdp"):
+            run = f"{model} 8 {strategy}"
             np.testing.assert_allclose(out[run]["losses"], want, rtol=1e-5, err_msg=run)
-        # What each strategy splits: nothing; everything large over data x model; TP on model.
-        assert out[f"{model} 4x2 replicate"]["split_over_data"] == 0
-        assert out[f"{model} 4x2 replicate"]["split_over_model"] == 0
-        assert out[f"{model} 4x2 fsdp"]["split_over_data"] > 0
-        tp = out[f"{model} 4x2 fsdp_tp"]
-        assert tp["split_over_model"] > 0 and tp["split_over_data"] > 0
+        # What each strategy splits: nothing; every large tensor.
+        assert out[f"{model} 8 replicate"]["split"] == 0
+        assert out[f"{model} 8 fsdp"]["split"] > 0

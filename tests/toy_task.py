@@ -116,7 +116,7 @@ def toy_config(**overrides) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict({
         "num_steps": 12, "batch_size": 16, "seed": 0, "log_every": 1, "eval_every": 4,
         "checkpoint_every": 4, "keep_checkpoints": 3, "async_checkpointing": True,
-        "mesh": {"data": -1, "model": 1}, "sharding": {"strategy": "replicate", "min_size": 2**16},
+        "sharding": {"strategy": "replicate", "min_size": 2**16},
         "model": {"hidden": 256},
     })
     config.update(overrides)

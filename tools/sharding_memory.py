@@ -3,7 +3,7 @@ crops) under each sharding strategy on fake CPU devices and prints XLA's per-dev
 arguments (state + batch), outputs, temporaries. Nothing is allocated: state and batch are
 abstract, so a ViT-L/14 fits a laptop.
 
-    python tools/sharding_memory.py [--variant ViT-L/14] [--devices 8] [--model-axis 2]
+    python tools/sharding_memory.py [--variant ViT-L/14] [--devices 8]
 
 The process sets XLA_FLAGS itself (before JAX starts) to get `--devices` CPU devices.
 """
@@ -18,9 +18,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="ViT-L/14")
     parser.add_argument("--devices", type=int, default=8)
-    parser.add_argument("--model-axis", type=int, default=2,
-                        help="the model axis of fsdp_tp's mesh (replicate, fsdp: data only)")
-    parser.add_argument("--strategies", default="replicate,fsdp,fsdp_tp")
+    parser.add_argument("--strategies", default="replicate,fsdp")
     args = parser.parse_args()
     os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -36,19 +34,18 @@ def main() -> None:
 
     rows = {}
     for name in args.strategies.split(","):
-        model = args.model_axis if name == sharding.FSDP_TP else 1
         config = config_lib.load_config(
             f"configs/liqe.py:variant={args.variant},checkpoint=random",
-            [f"sharding.strategy={name}", f"mesh.model={model}"])
+            [f"sharding.strategy={name}"])
         config.data.crop_size = {"ViT-L/14@336px": 336}.get(args.variant, 224)
         task = IQATask(config)
         strategy = sharding.strategy_of(config)
-        mesh = sharding.make_mesh(-1, model, devices=jax.devices()[:args.devices])
+        mesh = sharding.make_mesh(jax.devices()[:args.devices])
         with jax.set_mesh(mesh):
             state, shardings = trainer.abstract_state(task, mesh, jax.random.key(0), strategy)
             host = random_batch(np.random.default_rng(0), config.batch_size,
                                 config.data.crops_per_image, config.data.crop_size)
-            batch_sharding = sharding.batch_sharding(mesh, strategy)
+            batch_sharding = sharding.batch_sharding(mesh)
             batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
                      for k, v in host.items()}
             step = jax.jit(task.train_step, in_shardings=(shardings, batch_sharding),

@@ -24,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="list the points and whether each is done; train nothing")
     parser.add_argument("--devices-per-run", type=int, default=None, metavar="K",
-                        help="run the points side by side, each on its own sub-mesh of K "
-                             "devices (K must divide the device count, mesh.model divide K; "
-                             "one process); default: one after another on the whole mesh")
+                        help="run the points side by side, each on its own K devices (K must "
+                             "divide the device count; one process); default: one after another "
+                             "on every device")
     parser.add_argument("--part", default=None, metavar="I/N",
                         help="train only points I, I+N, I+2N, ... of the grid: one job per "
                              "pod slice, each with its own part (all jobs share --workdir)")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     points = sweep.plan(config, args.workdir)
     mine = sweep.part_of(points, args.part)
     if args.devices_per_run is not None:  # its errors before anything trains
-        sweep.sub_meshes([p for p in mine if not p.done], args.devices_per_run)
+        sweep.sub_meshes(args.devices_per_run)
     if args.dry_run:
         for p in mine:
             print(f"{'done   ' if p.done else 'pending'}  {p.workdir}")

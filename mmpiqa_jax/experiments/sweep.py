@@ -12,7 +12,7 @@ resumes from its workdir. The table shows each point's SRCC / PLCC; a grid over
 `data.split_seed` (the ten-split protocol) is also aggregated over seeds: median, mean, std.
 
 Packed: `run_sweep(config, workdir, devices_per_run=K)` splits `jax.devices()` into groups of K
-consecutive devices, each a sub-mesh `(K / mesh.model, mesh.model)`, and trains that many points
+consecutive devices, each a mesh of its own, and trains that many points
 side by side, one thread per sub-mesh, each thread taking the next unfinished point. A point's
 arrays and jitted steps live on its sub-mesh only (the trainer and the evaluator place
 everything with shardings of the mesh they are given; eager arrays go to the sub-mesh's first
@@ -147,13 +147,10 @@ def part_of(points: list[Point], part: str | None) -> list[Point]:
     return points[i::n]
 
 
-def sub_meshes(points: list[Point], devices_per_run: int, devices=None) -> list:
+def sub_meshes(devices_per_run: int, devices=None) -> list:
     """`len(devices) / devices_per_run` meshes over consecutive groups of `devices_per_run`
-    devices (default `jax.devices()`), each `(devices_per_run / mesh.model, mesh.model)`.
-
-    Raises ValueError when the groups do not tile the devices, when a point's `mesh` does not
-    fit one group, or when the run has several processes.
-    """
+    devices (default `jax.devices()`); an error when the groups do not tile the devices, or
+    when the run has several processes."""
     devices = jax.devices() if devices is None else list(devices)
     k, n = devices_per_run, len(devices)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
@@ -164,21 +161,7 @@ def sub_meshes(points: list[Point], devices_per_run: int, devices=None) -> list:
         raise UserError(f"--devices-per-run={k} < {n} devices on {jax.process_count()} "
                         "processes: packed sweeps run on one process only; run the points "
                         "one at a time (no --devices-per-run), or one sweep per slice")
-    models = {p.config.mesh.model for p in points}
-    for point in points:
-        data, model = point.config.mesh.data, point.config.mesh.model
-        if model < 1 or k % model:
-            raise UserError(f"{point.name}: mesh.model={model} must divide "
-                            f"--devices-per-run={k}")
-        if data not in (-1, k // model):
-            raise UserError(f"{point.name}: mesh.data={data} x mesh.model={model} != "
-                            f"--devices-per-run={k}; set mesh.data=-1 or {k // model}")
-    if len(models) > 1:
-        raise UserError(f"the points' mesh.model differ ({sorted(models)}); a packed sweep "
-                        "lays every sub-mesh out the same way")
-    (model,) = models or {1}
-    return [sharding.make_mesh(k // model, model, devices=devices[i:i + k])
-            for i in range(0, n, k)]
+    return [sharding.make_mesh(devices[i:i + k]) for i in range(0, n, k)]
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir, *,
@@ -225,7 +208,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir, *,
                 log(f"{point.name}: training stopped early; run the sweep again to resume it")
                 break
     else:
-        meshes = sub_meshes([p for _, p in pending], devices_per_run, devices)
+        meshes = sub_meshes(devices_per_run, devices)
         _run_packed(pending, len(points), meshes, train_fn, writer, log)
     for point in points:
         point.evals = read_evals(point.workdir)

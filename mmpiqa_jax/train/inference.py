@@ -182,7 +182,7 @@ def _from_model_folder(path) -> tuple[nnx.Module, ml_collections.ConfigDict]:
 def load_scorer(path, mesh=None) -> tuple[Scorer, ml_collections.ConfigDict]:
     """The `Scorer` and config of a training workdir (its best checkpoint), one checkpoint of it
     (`WORKDIR/checkpoints/N`), or a model folder. A workdir's state is restored as it trained,
-    sharded over `mesh` (default: its `config.mesh`)."""
+    sharded over `mesh` (default: every device)."""
     found = _workdir_and_step(files.as_path(path))
     if found is None:
         model, config = _from_model_folder(path)
@@ -190,7 +190,7 @@ def load_scorer(path, mesh=None) -> tuple[Scorer, ml_collections.ConfigDict]:
     workdir, step = found
     config = read_config(workdir)
     task = IQATask(config)
-    mesh = mesh or sharding.make_mesh(config.mesh.data, config.mesh.model)
+    mesh = mesh or sharding.make_mesh()
     state = trainer.load_state(task, config, workdir, step=step, mesh=mesh)
     return Scorer.of_state(task, state, mesh), config
 

@@ -68,7 +68,7 @@ def train_and_evaluate(config, workdir, *, hooks=(), mesh=None, preemption=None)
     datasets_lib.cross_datasets(config)  # fails early on a bad list
     config = without_unlabelled_tasks(config, datasets)
     task = IQATask(config)
-    mesh = mesh or sharding.make_mesh(config.mesh.data, config.mesh.model)
+    mesh = mesh or sharding.make_mesh()
     evaluator = inference.make_evaluator(config, mesh)
     eval_fn = None  # no validation part: nothing selects a checkpoint, the last one is tested
     if config.data.val_part:

@@ -1,21 +1,17 @@
 """Device mesh and sharding strategies: one code path from one CPU to a multi-host pod.
 
-The mesh has two axes, `data` and `model`. `sharding.strategy` decides what they carry:
+The mesh has one axis, `data`, over every device (a packed sweep's points: over theirs), and the
+batch is split over it. `sharding.strategy` decides how the state is laid out:
 
-    replicate  parameters, Adam moments and EMA whole on every chip; the batch split over
-               data x model (every device is a data-parallel replica).
-    fsdp       the same batch split; every large tensor (parameter, moment, EMA) split over
-               data x model along its largest divisible dimension and all-gathered by XLA
-               where a block uses it (ZeRO-3 / FSDP).
-    fsdp_tp    tensor parallel on `model` (attention's out-projection row-parallel, so its input
-               is split by whole heads; the MLP column- then row-parallel), FSDP over `data` on
-               another dimension; the batch split over `data` only.
+    replicate  parameters, Adam moments and EMA whole on every chip.
+    fsdp       every tensor of at least `sharding.min_size` elements split over the devices along
+               its largest divisible dimension, all-gathered by XLA where a block uses it
+               (ZeRO-3 / FSDP).
 
-Rules are keyed on the parameter's path (`.../attn/out_proj/kernel`), so a moment or an EMA
-copy, whose path ends the same, is laid out as its parameter. Tensors smaller than
-`sharding.min_size` elements stay replicated: splitting them costs more in collectives than it
-saves in memory. The model code carries no sharding annotations; XLA's partitioner propagates
-these layouts and inserts the collectives.
+Layouts are decided by the leaf's path and shape, so a moment or an EMA copy, whose path ends
+as its parameter's, is laid out the same. Smaller tensors stay replicated: splitting them costs
+more in collectives than it saves in memory. The model code carries no sharding annotations;
+XLA's partitioner propagates these layouts and inserts the collectives.
 """
 from __future__ import annotations
 
@@ -30,22 +26,9 @@ from jax.sharding import PartitionSpec as P
 
 from mmpiqa_jax.errors import UserError
 
-DATA, MODEL = "data", "model"
-REPLICATE, FSDP, FSDP_TP = "replicate", "fsdp", "fsdp_tp"
-STRATEGIES = (REPLICATE, FSDP, FSDP_TP)
-MIN_SIZE = 2**16
-
-# fsdp_tp: the `model` split of a leaf's TRAILING dimensions, by path suffix (the kernels are
-# [in, out]). The fused in_proj [W, 3W] (columns q | k | v) has no contiguous split into whole
-# heads of each of q, k and v, so it is FSDP-only. The partitioner then does not keep attention
-# fully head-parallel: XLA logs "involuntary full rematerialization" on its reshapes and some
-# activations are replicated (tools/sharding_memory.py: fsdp_tp's temporaries exceed fsdp's).
-TP_RULES = (
-    (r"(^|/)attn/out_proj/kernel(/value)?$", (MODEL, None)),   # row-parallel
-    (r"(^|/)mlp/c_fc/kernel(/value)?$", (None, MODEL)),        # column-parallel
-    (r"(^|/)mlp/c_fc/bias(/value)?$", (MODEL,)),
-    (r"(^|/)mlp/c_proj/kernel(/value)?$", (MODEL, None)),      # row-parallel
-)
+DATA = "data"
+REPLICATE, FSDP = "replicate", "fsdp"
+STRATEGIES = (REPLICATE, FSDP)
 # A stacked leaf's leading axis is the layer axis that a scan slices: never split it.
 _STACKED = re.compile(r"resblocks/(?!\d)")
 
@@ -54,7 +37,7 @@ _STACKED = re.compile(r"resblocks/(?!\d)")
 class Strategy:
     """`config.sharding`: the strategy's name and the size below which tensors stay whole."""
     name: str = REPLICATE
-    min_size: int = MIN_SIZE
+    min_size: int = 2**16
 
     def __post_init__(self):
         if self.name not in STRATEGIES:
@@ -62,40 +45,19 @@ class Strategy:
         if not isinstance(self.min_size, (int, np.integer)) or self.min_size < 0:
             raise UserError(f"sharding.min_size={self.min_size!r} must be an integer >= 0")
 
-    @property
-    def data_axes(self) -> tuple[str, ...]:
-        """The mesh axes the batch is split over: every axis that is not tensor parallel."""
-        return (DATA,) if self.name == FSDP_TP else (DATA, MODEL)
-
-
-DEFAULT_STRATEGY = Strategy()
-
 
 def strategy_of(config) -> Strategy:
-    """The `Strategy` of a training config (no `sharding` section, as older configs: replicate)."""
-    section = config.get("sharding", None) or {}
-    return Strategy(section.get("strategy", REPLICATE), section.get("min_size", MIN_SIZE))
+    """The `Strategy` of a training config."""
+    return Strategy(config.sharding.strategy, config.sharding.min_size)
 
 
-def make_mesh(data: int = -1, model: int = 1, devices=None) -> jax.sharding.Mesh:
-    """A `(data, model)` mesh; `data=-1` takes every device left after `model`."""
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A one-axis `data` mesh over `devices` (default: every device of every process)."""
     devices = jax.devices() if devices is None else list(devices)
-    n = len(devices)
-    if model < 1 or n % model:
-        raise UserError(f"mesh.model={model} must be >= 1 and divide the {n} devices")
-    if data == -1:
-        data = n // model
-    if data * model != n:
-        raise UserError(f"mesh.data={data} x mesh.model={model} != {n} devices")
-    # Auto axes: the partitioner propagates shardings through the model code, which stays
+    # An Auto axis: the partitioner propagates shardings through the model code, which stays
     # free of sharding annotations.
-    auto = (jax.sharding.AxisType.Auto,) * 2
-    return jax.make_mesh((data, model), (DATA, MODEL), axis_types=auto, devices=devices)
-
-
-def data_parallel_size(mesh, strategy: Strategy = DEFAULT_STRATEGY) -> int:
-    """How many ways the batch is split: the product of the strategy's data axes."""
-    return int(np.prod([mesh.shape[a] for a in strategy.data_axes]))
+    return jax.make_mesh((len(devices),), (DATA,), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=devices)
 
 
 def path_str(path) -> str:
@@ -103,37 +65,26 @@ def path_str(path) -> str:
     return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
-def leaf_spec(path: str, shape, mesh_shape, strategy: Strategy) -> P:
+def leaf_spec(path: str, shape, num_devices: int, strategy: Strategy) -> P:
     """The PartitionSpec of one leaf of shape `shape` at `path` under `strategy`."""
     spec = [None] * len(shape)
-    if strategy.name == REPLICATE or int(np.prod(shape, dtype=np.int64)) < strategy.min_size:
+    if (strategy.name == REPLICATE or num_devices == 1
+            or int(np.prod(shape, dtype=np.int64)) < strategy.min_size):
         return P(*spec)
-    if strategy.name == FSDP_TP and mesh_shape[MODEL] > 1:
-        for pattern, trailing in TP_RULES:
-            if re.search(pattern, path) and len(shape) >= len(trailing):
-                lead = len(shape) - len(trailing)
-                for d, axis in enumerate(trailing):
-                    if axis and shape[lead + d] % mesh_shape[axis] == 0:
-                        spec[lead + d] = axis
-                break
-    axes = strategy.data_axes
-    size = int(np.prod([mesh_shape[a] for a in axes]))
-    if size > 1:
-        stacked = _STACKED.search(path) is not None
-        free = [d for d in range(len(shape)) if spec[d] is None and not (stacked and d == 0)]
-        for dim in sorted(free, key=lambda d: -shape[d]):
-            if shape[dim] % size == 0:
-                spec[dim] = axes if len(axes) > 1 else axes[0]
-                break
+    stacked = _STACKED.search(path) is not None
+    free = [d for d in range(len(shape)) if not (stacked and d == 0)]
+    for dim in sorted(free, key=lambda d: -shape[d]):
+        if shape[dim] % num_devices == 0:
+            spec[dim] = DATA
+            break
     return P(*spec)
 
 
-def tree_shardings(mesh, abstract_tree, strategy: Strategy = DEFAULT_STRATEGY):
+def tree_shardings(mesh, abstract_tree, strategy: Strategy = Strategy()):
     """NamedShardings of a pytree of arrays or `ShapeDtypeStruct`s under `strategy`."""
-    shape = dict(mesh.shape)
     return jax.tree_util.tree_map_with_path(
-        lambda p, x: NamedSharding(mesh, leaf_spec(path_str(p), np.shape(x), shape, strategy)),
-        abstract_tree)
+        lambda p, x: NamedSharding(mesh, leaf_spec(path_str(p), np.shape(x), mesh.size,
+                                                   strategy)), abstract_tree)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,22 +134,22 @@ def log_layout(abstract_tree, shardings, strategy: Strategy) -> LayoutSummary:
     return summary
 
 
-def batch_sharding(mesh, strategy: Strategy = DEFAULT_STRATEGY) -> NamedSharding:
-    """Leading (batch) dimension over the strategy's data axes, the rest replicated."""
-    return NamedSharding(mesh, P(strategy.data_axes))
+def batch_sharding(mesh) -> NamedSharding:
+    """Leading (batch) dimension over the devices, the rest replicated."""
+    return NamedSharding(mesh, P(DATA))
 
 
 def replicated(mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def global_batch(mesh, local_batch: dict, strategy: Strategy = DEFAULT_STRATEGY) -> dict:
-    """Assemble each process's share of the batch into global arrays split over the data axes.
+def global_batch(mesh, local_batch: dict) -> dict:
+    """Assemble each process's share of the batch into global arrays split over the devices.
 
     Every process passes only the examples it read (its shard of the data); the global batch
     size is the local one times the number of processes.
     """
-    sharding = batch_sharding(mesh, strategy)
+    sharding = batch_sharding(mesh)
 
     def put(x):
         x = np.asarray(x)

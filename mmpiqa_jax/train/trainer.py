@@ -138,16 +138,12 @@ def check_config(config) -> None:
             raise UserError(f"config.{key}={value!r} must be an integer >= {low}")
     if "seed" not in config or not isinstance(config.seed, (int, np.integer)):
         raise UserError(f"training config needs an integer 'seed', got {config.get('seed')!r}")
-    if "mesh" not in config or "data" not in config.mesh or "model" not in config.mesh:
-        raise UserError("training config lacks 'mesh.data' and 'mesh.model' "
-                       "(use data=-1, model=1 for plain data parallelism)")
     sharding.strategy_of(config)  # raises on an unknown sharding.strategy
 
 
 def check_batch_fits(batch_size: int, data_size: int, num_processes: int) -> None:
-    """The global batch must split evenly over the `data_size` data-parallel devices
-    (`sharding.data_parallel_size`) and the processes; if not, the error names the nearest
-    batch sizes that do."""
+    """The global batch must split evenly over the `data_size` devices and the processes; if
+    not, the error names the nearest batch sizes that do."""
     multiple = math.lcm(data_size, num_processes)
     if batch_size % multiple:
         raise UserError(f"config.batch_size={batch_size} does not fit the mesh: it must divide "
@@ -194,7 +190,7 @@ def _check_batch(local: dict, global_size: int, step: int) -> None:
 
 
 def abstract_state(task: TrainTask, mesh, rng=None,
-                   strategy: sharding.Strategy = sharding.DEFAULT_STRATEGY):
+                   strategy: sharding.Strategy = sharding.Strategy()):
     """The state's shapes carrying their shardings, and the shardings: the target of a restore.
 
     Parameters are born sharded from these: `jax.eval_shape` the init, derive the shardings
@@ -212,11 +208,11 @@ def load_state(task: TrainTask, config, workdir, *, step: int | None = None, mes
     """The state of `step` of a run, by default its best (by validation SRCC; the latest if no
     evaluation ran).
 
-    For evaluation and scoring: restores into sharded arrays on `mesh` (default `config.mesh`),
+    For evaluation and scoring: restores into sharded arrays on `mesh` (default: every device),
     after checking that the checkpoint matches `config`'s model; the optimiser state is not
     read (`opt_state` None) unless `optimizer`.
     """
-    mesh = mesh or sharding.make_mesh(config.mesh.data, config.mesh.model)
+    mesh = mesh or sharding.make_mesh()
     directory = files.as_path(workdir) / CHECKPOINT_DIR
     with checkpointing.Checkpointer(directory, async_save=False,
                                     model_cfg=checkpointing.run_identity(config)) as ckpt:
@@ -241,7 +237,7 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
     train_iter yields this process's share of each batch (a dict of arrays with leading size
     `batch_size / process_count`) and has JSON `get_state()`/`set_state()`. eval_fn(state)
     returns metrics holding `srcc`; it runs every `eval_every` steps and at the end, on every
-    process. mesh defaults to `config.mesh`. Each hook is called with the step number after
+    process. mesh defaults to every device. Each hook is called with the step number after
     that step's logging and checkpointing; raising `StopTraining` ends the run there (no extra
     checkpoint). A preemption (SIGTERM, or Orbax's `reached_preemption`) saves the step it
     arrives at, exactly resumable, and ends the run there; `preemption` is the notice to
@@ -253,11 +249,9 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
     _check_iterator(train_iter)
     workdir = files.as_path(workdir)
     main_process = jax.process_index() == 0
-    if mesh is None:
-        mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+    mesh = mesh or sharding.make_mesh()
     strategy = sharding.strategy_of(config)
-    check_batch_fits(config.batch_size, sharding.data_parallel_size(mesh, strategy),
-                     jax.process_count())
+    check_batch_fits(config.batch_size, mesh.size, jax.process_count())
 
     ckpt = checkpointing.Checkpointer(
         workdir / CHECKPOINT_DIR, keep=config.keep_checkpoints,
@@ -285,11 +279,10 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
             writer = progress.MetricsWriter(workdir, num_steps=config.num_steps,
                                             start_step=start, enabled=main_process)
             step_fn = jax.jit(task.train_step,
-                              in_shardings=(state_shardings,
-                                            sharding.batch_sharding(mesh, strategy)),
+                              in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                               out_shardings=(state_shardings, sharding.replicated(mesh)),
                               donate_argnums=0)
-            feed = _device_feed(train_iter, mesh, config, start, strategy)
+            feed = _device_feed(train_iter, mesh, config, start)
             with contextlib.ExitStack() as stack:
                 stack.callback(feed.close)
                 if preemption is None:
@@ -316,8 +309,7 @@ def _fetch_finite(pending: list, last_saved: int | None) -> dict[str, float]:
     return {k: float(v) for k, v in host.items() if k not in FLAG_KEYS and np.ndim(v) == 0}
 
 
-def _device_feed(train_iter, mesh, config, start: int,
-                 strategy: sharding.Strategy) -> DevicePrefetch:
+def _device_feed(train_iter, mesh, config, start: int) -> DevicePrefetch:
     """`train_iter`'s batches as global device arrays, assembled by a thread ahead of the
     step; its `get_state` is the position after the batches taken, so a save at any step is
     exact."""
@@ -327,7 +319,7 @@ def _device_feed(train_iter, mesh, config, start: int,
         if not checked:
             _check_batch(local, config.batch_size, start + 1)
             checked.append(True)
-        return sharding.global_batch(mesh, local, strategy)
+        return sharding.global_batch(mesh, local)
 
     return DevicePrefetch(train_iter, put, size=DEVICE_PREFETCH, limit=config.num_steps - start)
 
