@@ -5,16 +5,21 @@
     with replacing(folder) as staging:      # what is written into `staging` replaces the
         ...                                 # folder's entries of the same names, at the end
 
+    with one_writer(workdir): ...           # refused while another process writes there
+
 A reader, or a run killed half-way, never sees half a file, and a write that fails leaves the
 earlier file or folder as it was. Paths go through `etils.epath`, so `gs://bucket/run` works
-too (there a rename is a copy, not atomic).
+too (there a rename is a copy, not atomic, and the lock is advisory: see `one_writer`).
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
+import socket
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -64,9 +69,24 @@ def write_bytes(path, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         tmp.replace(path)
+    except OSError as e:  # epath's errors do not always name the file
+        raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from e
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_writable(folder) -> None:
+    """Creates `folder` if needed and writes a probe file there: a read-only or full disk is an
+    `OSError` naming the path now, before the work whose results go there."""
+    folder = as_path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), os.fspath(folder)) from e
 
 
 def write_text(path, text: str) -> None:
@@ -111,3 +131,80 @@ def replacing(folder, *, last: str | None = None, stale: tuple[str, ...] = ()
     finally:
         if staging.exists():
             staging.rmtree()
+
+
+LOCK_NAME = "lock.json"
+
+
+def _started(pid: int) -> str | None:
+    """When process `pid` started (Linux: clock ticks after boot), which tells a reused pid."""
+    try:
+        return open(f"/proc/{pid}/stat", encoding="ascii").read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(holder: dict) -> bool | None:
+    """Whether the lock's holder still runs; None where this host cannot tell (another host)."""
+    if holder.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return holder.get("started") in (None, _started(holder["pid"]))
+
+
+def _create(path: epath.Path, record: dict) -> bool:
+    """Writes `record` to `path` unless it exists: atomically on a local disk; on object
+    stores (gs://) only checked first, so two runs started in the same instant may both win."""
+    text = json.dumps(record, indent=1)
+    if is_remote(path):
+        if path.exists():
+            return False
+        path.write_text(text)
+        return True
+    try:
+        fd = os.open(os.fspath(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return True
+
+
+@contextlib.contextmanager
+def one_writer(folder) -> Iterator[None]:
+    """Holds `folder/lock.json` (this process, host and start time) while the block runs.
+
+    Another live holder is a `UserError` naming it. A holder that is gone (a killed process on
+    this host) is replaced, with a warning; one on another host cannot be checked from here,
+    so the error says to remove the file if that process is gone.
+    """
+    folder = as_path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "started": _started(os.getpid()),
+          "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    while not _create(path, me):
+        try:
+            holder = json.loads(path.read_text())
+        except (OSError, ValueError):  # written half by a process killed in between: stale
+            holder = {}
+        if holder and _alive(holder) is not False:
+            where = f"process {holder.get('pid')} on {holder.get('host')}"
+            raise UserError(f"{folder} is in use by {where} (since {holder.get('since')}): one "
+                            "workdir has one writer. Wait for it to end, or use another "
+                            f"--workdir; if that process is gone, remove {path}")
+        logging.warning("%s: taking over the lock of %s, which no longer runs", folder, holder)
+        path.unlink()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()) == me:
+                path.unlink()

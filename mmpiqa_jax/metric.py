@@ -40,7 +40,7 @@ def _as_uint8(array: np.ndarray, what: str) -> np.ndarray:
         raise UserError(f"{what}: images must be uint8, uint16 or float in [0, 1], got "
                         f"{array.dtype}")
     if not np.isfinite(array).all():
-        raise UserError(f"{what}: {np.size(array) - np.isfinite(array).sum()} pixels are NaN "
+        raise UserError(f"{what}: {np.size(array) - np.isfinite(array).sum()} values are NaN "
                         "or infinite")
     lo, hi = float(array.min()), float(array.max())
     if lo < 0.0 or hi > 1.0:

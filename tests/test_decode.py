@@ -184,3 +184,32 @@ def test_mirrored_crops_are_windows_of_the_flipped_image():
         flipped = image[:, ::-1]
         want = np.stack([flipped[t:t + 224, l:l + 224] for t, l in pos])
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("greyscale", [True, False])
+def test_16_bit_pngs_keep_their_high_byte_as_opencv_and_scikit_image_read_them(greyscale,
+                                                                                 tmp_path):
+    """Pillow's own conversion of 16-bit grey (mode I;16) clips it to white; the pixels must
+    be what OpenCV and scikit-image read, for scoring and for the stored datasets alike."""
+    cv2 = pytest.importorskip("cv2")
+    from skimage.util import img_as_ubyte
+
+    from mmpiqa_jax.data.builders import base
+    from mmpiqa_jax.data.features import iqa_features
+
+    h, w = 24, 40
+    wide = np.random.default_rng(1).integers(0, 65536, (h, w) if greyscale else (h, w, 3),
+                                             dtype=np.uint16)
+    buffer = io.BytesIO()
+    png.Writer(w, h, greyscale=greyscale, bitdepth=16).write(buffer, wide.reshape(h, -1).tolist())
+    data = buffer.getvalue()
+    want = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
+                        cv2.COLOR_BGR2RGB)
+    expected = img_as_ubyte(wide)
+    np.testing.assert_array_equal(want, expected[..., None].repeat(3, -1) if greyscale
+                                  else expected)
+    assert want.std() > 40  # not clipped: as varied as the 16-bit values
+    np.testing.assert_array_equal(T.decode_array(data), want)
+    (tmp_path / "wide.png").write_bytes(data)
+    stored = iqa_features()["image"].decode_example_np(base.encode_image(tmp_path / "wide.png"))
+    np.testing.assert_array_equal(stored, want)

@@ -70,7 +70,10 @@ class RecordedCheckpointer:
     def wait(self):
         pass
 
-    def close(self):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
         pass
 
 
@@ -90,7 +93,7 @@ class RecordedSummaryWriter:
         pass
 
 
-def test_orbax_gets_the_url_unchanged(monkeypatch):
+def test_orbax_gets_the_url_unchanged(gcs, monkeypatch):  # pylint: disable=unused-argument
     seen = []
 
     class Manager:

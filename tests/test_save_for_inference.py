@@ -74,3 +74,27 @@ def test_a_clip_checkpoint_is_named_as_such(tmp_path):
     save_checkpoint(tmp_path / "clip", clip)
     with pytest.raises(inference.UserError, match="is a CLIP checkpoint, not a quality model"):
         inference.load_scorer(tmp_path / "clip")
+
+
+def test_a_workdir_exported_to_hugging_face_is_a_model_and_replaced_only_whole(workdir, tmp_path,
+                                                                              monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    import safetensors.numpy
+
+    from mmpiqa_jax.cli.main import main
+
+    model, _ = inference.load_model(workdir)
+    out = tmp_path / "hf"
+    assert main(["export", str(workdir), "--to", "hf", "--out", str(out)]) == 0
+    _assert_same(inference.load_model(out)[0], model)  # prompts and heads ride along
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def fails_half_way(tensors, filename, metadata=None):   # a full disk, a killed job
+        with open(filename, "wb") as f:
+            f.write(b"\0" * 100)
+        raise OSError(28, "No space left on device", filename)
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", fails_half_way)
+    assert main(["export", str(workdir), "--to", "hf", "--out", str(out)]) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    transformers.CLIPModel.from_pretrained(out)  # still whole

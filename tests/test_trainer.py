@@ -1,5 +1,6 @@
 """The training driver on the toy task: exact resume, best/last-N checkpoints, NaN stop, errors."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from mmpiqa_jax.checkpoints import CheckpointError
 from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.train import checkpointing, trainer
 from mmpiqa_jax.train.trainer import NonFiniteLossError, StopTraining, load_state, train
@@ -234,15 +236,25 @@ def test_resume_with_another_process_count_names_both_counts(tmp_path):
               train_iter=ToyIterator(config.batch_size))
 
 
-def test_checkpoint_of_the_earlier_layout_is_named(tmp_path):
-    config = toy_config(num_steps=2, checkpoint_every=2)
-    train(ToyTask(config.num_steps), config, tmp_path, train_iter=ToyIterator(config.batch_size))
-    step = tmp_path / "checkpoints" / "2"
-    (step / "params").rename(step / "state")  # what a step of the earlier layout holds
-    with pytest.raises(checkpointing.CheckpointMismatchError, match="layout of earlier versions"):
-        load_state(ToyTask(config.num_steps), config, tmp_path)
-
-
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_one_before(tmp_path, reference, caplog):
+    want_log, want_params = reference
+    run(tmp_path)  # 12 steps, saved at 4, 8 and 12
+    params = tmp_path / "checkpoints" / "12" / "params"
+    victim = max((p for p in params.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[:victim.stat().st_size // 2])  # a write cut short
+    with caplog.at_level(logging.WARNING):
+        state = run(tmp_path)  # resumes from 8, says why, and trains 9 to 12 again
+    assert f"{tmp_path / 'checkpoints' / '12'} cannot be read" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "12", "12.damaged", "4", "8"]
+    assert_logs_equal(read_log(tmp_path), want_log)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), want_params)
+    # Nothing readable at all: one error naming every step and why.
+    for step in (4, 8, 12):
+        (tmp_path / "checkpoints" / str(step) / "params").rename(
+            tmp_path / "checkpoints" / str(step) / "gone")
+    with pytest.raises(CheckpointError, match=r"can be read: step 12: .*; step 8: .*; step 4"):
+        load_state(ToyTask(12), toy_config(), tmp_path)
 
 
 def _small_state(step: int, value: float) -> trainer.TrainState:
@@ -286,3 +298,30 @@ def test_checkpointers_in_threads_save_side_by_side(tmp_path, monkeypatch):
             state, _ = ckpt.restore(abstract, optimizer=False)
         assert int(state.step) == steps
         np.testing.assert_array_equal(state.params["w"], np.full((64, 64), i + steps, np.float32))
+
+
+HOLD_LOCK = """
+import sys, time
+from mmpiqa_jax import files
+with files.one_writer(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_one_workdir_has_one_writer_and_a_dead_writers_lock_is_taken_over(tmp_path, caplog):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(UserError, match=rf"{tmp_path} is in use by process {holder.pid} on "
+                                            r".* one workdir has one writer"):
+            run(tmp_path)
+        assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "config.json").exists()
+    finally:
+        holder.kill()  # SIGKILL: its lock stays behind, stale
+        holder.wait()
+    with caplog.at_level(logging.WARNING):
+        run(tmp_path, toy_config(num_steps=2, checkpoint_every=2))
+    assert "taking over the lock of {'host'" in caplog.text and f"'pid': {holder.pid}" in caplog.text
+    assert ckpt_steps(tmp_path) == [2] and not (tmp_path / "lock.json").exists()

@@ -48,8 +48,18 @@ def build_parser(commands=None):
     return parser
 
 
+def _quiet_teardown(unraisable) -> None:
+    """When a write fails (a full disk), Orbax's writer coroutines outlive their event loop and
+    Python reports each as an unraisable 'Event loop is closed'; the failure itself is reported
+    once, as an error. Every other unraisable exception is reported as usual."""
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+        sys.__unraisablehook__(unraisable)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    sys.unraisablehook = _quiet_teardown
     commands = _available()
     # Import only the module of the command asked for (plus all of them for --help).
     if argv and argv[0] in commands:

@@ -5,6 +5,7 @@ A name may carry a builder config, `synthetic_iqa/small`. Prepared data live und
 own `~/tensorflow_datasets`, whose datasets need TensorFlow to read).
 """
 import importlib
+import logging
 import os
 from typing import Any
 
@@ -84,6 +85,8 @@ def prepare(name: str, manual_dir: str | None = None, data_dir: str | None = Non
     about 15 times faster, 3 bytes a pixel on disk (`transforms.stored_bytes`).
     """
     base, _ = _split_name(name)
+    if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise UserError(f"--data-dir {data_dir} is a file, not a folder")
     # Only the builders of published datasets check their count (and take the switches).
     checks = hasattr(builder_class(name), "PUBLISHED_RECORDS")
     variant = {"liqe_resize": bool(liqe_resize), "uncompressed": bool(uncompressed)}
@@ -103,8 +106,15 @@ def prepare(name: str, manual_dir: str | None = None, data_dir: str | None = Non
     if manual_dir is None and base not in EMBEDDED:
         raise UserError(f"dataset {name!r} is built from a folder you download: "
                         f"{_prepare_hint(name, data_dir)}\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    if manual_dir is not None and not os.path.isdir(manual_dir):
-        raise MissingFileError(f"dataset {name!r}: manual dir {manual_dir} does not exist")
+    if manual_dir is not None and not (os.path.isdir(manual_dir) and os.listdir(manual_dir)):
+        what = "is empty" if os.path.isdir(manual_dir) else "is not a folder"
+        raise MissingFileError(f"dataset {name!r}: --manual-dir {manual_dir} {what}; it must "
+                               f"hold the download:\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    if builder.is_prepared():
+        if manual_dir is not None:
+            logging.warning("%s is already prepared in %s; nothing was read from %s (remove "
+                            "that folder to build it again)", name, builder.data_dir, manual_dir)
+        return builder
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     builder.download_and_prepare(download_config=config)
     return builder

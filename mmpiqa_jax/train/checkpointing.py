@@ -22,6 +22,7 @@ directories. A process killed mid-save therefore leaves the previous step as the
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -51,18 +52,45 @@ IDENTITY_KEYS = ("model", "data.batch_sizes", "data.split", "data.split_seed", "
 BEST_METRIC = "srcc"
 
 
-class _NoMetricsWarningFilter(logging.Filter):
-    # Orbax warns on every save without metrics once best tracking is on; here that is the
-    # normal case (only evaluated steps carry metrics).
+class _ExpectedWarningsFilter(logging.Filter):
+    """Orbax warns on every save without metrics once best tracking is on (here the normal
+    case: only evaluated steps carry metrics), and of every option a read-only manager sets;
+    and it logs, with their tracebacks, the errors of its background threads, which reach the
+    caller again (`_storage_errors`)."""
+    EXPECTED = ("did not provide metrics", "read_only=True, setting", "directory is read only",
+                "raised an exception", "in background save thread")
+
     def filter(self, record):
-        return "did not provide metrics" not in record.getMessage()
+        return not any(text in record.getMessage() for text in self.EXPECTED)
 
 
-logging.getLogger("absl").addFilter(_NoMetricsWarningFilter())
+logging.getLogger("absl").addFilter(_ExpectedWarningsFilter())
 
 
 class CheckpointMismatchError(CheckpointError):
     """A workdir's checkpoint was written for a different model or config."""
+
+
+# How a full disk, a read-only folder or a missing one reads in Orbax's and TensorStore's errors.
+_STORAGE_ERRORS = ("No space left on device", "Read-only file system", "Permission denied",
+                   "No such file or directory", "RESOURCE_EXHAUSTED", "PERMISSION_DENIED")
+
+
+@contextlib.contextmanager
+def _storage_errors(path):
+    """A write to `path` that fails for want of space or permission becomes one
+    `CheckpointError` naming the path; any other error stays as it is."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as e:  # Orbax re-raises its threads' errors as ValueError and the like
+        reason = next((r for r in _STORAGE_ERRORS if r in str(e)), None)
+        if reason is None and isinstance(e, OSError):
+            reason = e.strerror or str(e)
+        if reason is None:
+            raise
+        raise CheckpointError(f"cannot write the checkpoint to {path}: {reason}") from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,19 +233,24 @@ class Checkpointer:
     """
 
     def __init__(self, directory, *, keep: int = 3, async_save: bool = True,
-                 model_cfg: dict | None = None, backbone_dir=None):
-        """`model_cfg` (see `model_config`) is stored with every step and checked on restore.
+                 model_cfg: dict | None = None, backbone_dir=None, read_only: bool = False):
+        """`model_cfg` (see `run_identity`) is stored with every step and checked on restore.
         `backbone_dir`: where the frozen state is written once (default: `backbone/` beside
-        `directory`)."""
+        `directory`). `read_only`: evaluation and export, which save nothing."""
         directory = os.fspath(directory)
         # Orbax writes only to absolute paths; a relative workdir is the usual case on the command
         # line. URLs (gs://...) are absolute already and pass unchanged.
         self.directory = files.as_path(directory if files.is_remote(directory)
-                                 else os.path.abspath(directory))
+                                       else os.path.abspath(directory))
         self.model_cfg = model_cfg
         self.backbone_dir = (files.as_path(backbone_dir) if backbone_dir is not None
                              else self.directory.parent / BACKBONE_DIR)
         self._frozen_ref = None  # the reference of the frozen state written or restored
+        if not read_only and self.directory.is_dir():
+            # What a save killed half-way left (Orbax's own clean-up runs in a thread that its
+            # close() does not wait for, which a process ending soon after would interrupt).
+            for path in self.directory.glob("*.orbax-checkpoint-tmp*"):
+                path.rmtree()
         policy = ocp.checkpoint_managers
         options = ocp.CheckpointManagerOptions(
             # best_fn makes the manager record metrics and answer best_step(); which steps
@@ -230,7 +263,7 @@ class Checkpointer:
                              keep_checkpoints_without_metrics=False),
             ]),
             enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,
+            read_only=read_only,
         )
         self.manager = ocp.CheckpointManager(
             self.directory, options=options,
@@ -282,7 +315,9 @@ class Checkpointer:
             # >= as Orbax ranks a later step above an equal earlier one.
             if _best_value(metrics) >= self._best[1]:
                 self._best = (step, _best_value(metrics))
-        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        with _storage_errors(self.directory):
+            self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
+                              force=True)
 
     def _frozen_reference(self, frozen) -> dict | None:
         """The reference of the frozen state, written to `backbone_dir` if this run has not
@@ -295,7 +330,7 @@ class Checkpointer:
             if ref is None:
                 # Synchronous and collective: every process writes its shards, then the
                 # checksums are read back from storage.
-                with ocp.StandardCheckpointer() as writer:
+                with _storage_errors(self.backbone_dir), ocp.StandardCheckpointer() as writer:
                     writer.save(self.backbone_dir, frozen, force=True)
                     writer.wait_until_finished()
                 ref = {"path": os.fspath(self.backbone_dir),
@@ -346,24 +381,43 @@ class Checkpointer:
                 + "\n  ".join(problems))
         return meta
 
-    def restore(self, abstract_state, *, step: int | None = None, data_iter=None,
-                optimizer: bool = True):
-        """Restores `step` (default: latest) into `abstract_state`'s shapes and shardings.
+    def restore(self, abstract_state, *, steps=None, data_iter=None, optimizer: bool = True,
+                set_aside_damaged: bool = False):
+        """Restores the first of `steps` (default: every step, newest first) that can be read,
+        into `abstract_state`'s shapes and shardings. Returns `(state, meta)`.
 
         `abstract_state` is a tree of `jax.ShapeDtypeStruct`s carrying `sharding`, so every
         array lands directly in its place on the mesh; the frozen part comes from the run's
         `backbone/` (checksums checked). `optimizer=False` (evaluation, export) leaves the
-        optimiser state out: it is not read, and `opt_state` is None. Returns `(state, meta)`.
+        optimiser state out: it is not read, and `opt_state` is None. A step that cannot be read
+        (a file cut short or damaged) is skipped with a warning that names it and why, and with
+        `set_aside_damaged` (resuming) renamed `<step>.damaged`, so that the run can save that
+        step again; a step that does not match the config is an error.
         """
-        step = self.latest_step() if step is None else step
-        if step is None:
+        steps = sorted(self.all_steps(), reverse=True) if steps is None else list(steps)
+        if not steps:
             raise MissingFileError(f"no checkpoint in {self.directory}")
-        step_dir = self.directory / str(step)
-        if not (step_dir / PARAMS).exists() and (step_dir / "state").exists():
-            raise CheckpointMismatchError(
-                f"the checkpoint {step_dir} has the layout of earlier versions (one 'state' item "
-                "with the frozen backbone inside), which this version does not read: train in "
-                "a new workdir")
+        damaged = []
+        for step in steps:
+            try:
+                restored = self._restore(step, abstract_state, data_iter, optimizer)
+            except CheckpointMismatchError:
+                raise
+            except Exception as e:  # pylint: disable=broad-except  # TensorStore, JSON, missing items
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                damaged.append((step, reason))
+                logging.warning("checkpoint %s cannot be read (%s); trying the one before",
+                                self.directory / str(step), reason)
+                continue
+            if set_aside_damaged and damaged:
+                for bad, _ in damaged:
+                    (self.directory / str(bad)).rename(self.directory / f"{bad}.damaged")
+                self.manager.reload()
+            return restored
+        raise CheckpointError(f"no checkpoint in {self.directory} can be read: "
+                              + "; ".join(f"step {s}: {r}" for s, r in damaged))
+
+    def _restore(self, step: int, abstract_state, data_iter, optimizer: bool):
         meta = self.check(step, abstract_state)
         items = {PARAMS: ocp.args.StandardRestore(abstract_state.params),
                  TRAIN: ocp.args.StandardRestore(_train_item(abstract_state))}
@@ -390,7 +444,8 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until every started save is finalised (renamed into place)."""
-        self.manager.wait_until_finished()
+        with _storage_errors(self.directory):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()

@@ -174,7 +174,7 @@ def _from_model_folder(path) -> tuple[nnx.Module, ml_collections.ConfigDict]:
         if tuple(extras[name].shape) != tuple(variable.shape):
             raise CheckpointError(f"{path}: {name} has shape {extras[name].shape}, the model's "
                                   f"is {variable.shape}")
-        variable.value = jax.numpy.asarray(extras[name], variable.dtype)
+        variable.set_value(jax.numpy.asarray(extras[name], variable.dtype))
     nnx.update(model, nnx.from_flat_state(flat))
     return model, config
 
@@ -205,7 +205,7 @@ def extras_of(model: nnx.Module, config) -> tuple[dict[str, np.ndarray], dict]:
     """The extras a checkpoint of `model`'s CLIP carries to hold the whole model: its other
     parameters by path, and `config`."""
     flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
-    extras = {"/".join(map(str, p)): np.asarray(v.value) for p, v in flat
+    extras = {"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in flat
               if p[0] != CLIP_PREFIX}
     return extras, {CONFIG_KEY: config.to_dict()}
 

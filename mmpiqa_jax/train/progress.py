@@ -12,21 +12,17 @@ from __future__ import annotations
 import json
 
 import tqdm
-from etils import epath
+
+from mmpiqa_jax import files
 
 LOG_NAME = "train_log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_PREFIX = "val_"
 
 
-def _path(path) -> epath.Path:
-    # epath: gs://bucket/run/... stays a URL (pathlib would drop a slash); local paths as given.
-    return path if isinstance(path, epath.Path) else epath.Path(str(path))
-
-
 def truncate_log(path, last_step: int) -> None:
     """Drops the records of `path` with `step > last_step`, written after the restored step."""
-    path = _path(path)
+    path = files.as_path(path)
     if not path.exists():
         return
     keep = []
@@ -40,9 +36,7 @@ def truncate_log(path, last_step: int) -> None:
             break
         if record.get("step", 0) <= last_step:
             keep.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    tmp.replace(path)
+    files.write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _tag(key: str) -> str:
@@ -58,13 +52,13 @@ class MetricsWriter:
         self.enabled = enabled
         if not enabled:
             return
-        workdir = _path(workdir)
+        workdir = files.as_path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / LOG_NAME
         truncate_log(self.log_path, start_step)
         # Object stores (gs://) cannot append: there the whole log is rewritten per record.
         self._lines = None
-        if "://" in str(workdir):
+        if files.is_remote(workdir):
             self._lines = self.log_path.read_text() if self.log_path.exists() else ""
             self._log = None
         else:
@@ -90,8 +84,11 @@ class MetricsWriter:
             self._lines += json.dumps(record) + "\n"
             self.log_path.write_text(self._lines)
         else:
-            self._log.write(json.dumps(record) + "\n")
-            self._log.flush()  # a killed run keeps every line it logged
+            try:
+                self._log.write(json.dumps(record) + "\n")
+                self._log.flush()  # a killed run keeps every line it logged
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(self.log_path)) from e
         for key, value in metrics.items():
             self._tb.add_scalar(_tag(key), float(value), step)
         self._tb.flush()
@@ -99,6 +96,12 @@ class MetricsWriter:
         if "images_per_sec" in metrics:
             postfix["img/s"] = f"{metrics['images_per_sec']:.1f}"
         self._bar.set_postfix(postfix, refresh=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def close(self) -> None:
         if self.enabled:

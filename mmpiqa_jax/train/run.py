@@ -97,6 +97,8 @@ def evaluate_workdir(workdir, dataset: str | None = None, split: str | None = No
     scorer, config = inference.load_scorer(workdir)
     evaluator = inference.make_evaluator(config, scorer.mesh)
     workdir = inference.run_folder(workdir)
+    if jax.process_index() == 0:  # before the work, not after it
+        files.check_writable(workdir / "eval")
     if dataset is None:
         datasets = [datasets_lib.open_dataset(name, config) for name in config.data.batch_sizes]
         return _test(workdir, scorer, config, evaluator, datasets, (split or "test",))

@@ -214,17 +214,18 @@ def load_state(task: TrainTask, config, workdir, *, step: int | None = None, mes
     """
     mesh = mesh or sharding.make_mesh()
     directory = files.as_path(workdir) / CHECKPOINT_DIR
-    with checkpointing.Checkpointer(directory, async_save=False,
+    with checkpointing.Checkpointer(directory, async_save=False, read_only=True,
                                     model_cfg=checkpointing.run_identity(config)) as ckpt:
-        if step is None:
-            step = ckpt.best_step()
-        if step is None:
-            step = ckpt.latest_step()
-        if step is None:
+        steps = sorted(ckpt.all_steps(), reverse=True)
+        if not steps:
             raise MissingFileError(f"no checkpoint in {directory}: train a model there first")
+        if step is not None:
+            steps = [step]
+        elif ckpt.best_step() is not None:  # the best first, the newest if it cannot be read
+            steps.insert(0, steps.pop(steps.index(ckpt.best_step())))
         with jax.set_mesh(mesh):
             target = abstract_state(task, mesh, strategy=sharding.strategy_of(config))[0]
-            state, _ = ckpt.restore(target, step=step, optimizer=optimizer)
+            state, _ = ckpt.restore(target, steps=steps, optimizer=optimizer)
     return state
 
 
@@ -253,48 +254,43 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
     strategy = sharding.strategy_of(config)
     check_batch_fits(config.batch_size, mesh.size, jax.process_count())
 
-    ckpt = checkpointing.Checkpointer(
-        workdir / CHECKPOINT_DIR, keep=config.keep_checkpoints,
-        async_save=config.async_checkpointing,
-        model_cfg=identity or checkpointing.run_identity(config))
-    writer = None
-    # The mesh is also made the ambient one, so that model code may constrain activations with
-    # bare PartitionSpecs (jax.lax.with_sharding_constraint).
-    with jax.set_mesh(mesh):
-        try:
-            # Born sharded: shapes and shardings first, then the state restored or created
-            # in place.
-            rng = jax.random.key(config.seed)
-            abstract, state_shardings = abstract_state(task, mesh, rng, strategy)
-            sharding.log_layout(abstract, state_shardings, strategy)
-            if ckpt.latest_step() is not None:
-                state, _ = ckpt.restore(abstract, data_iter=train_iter)
-            else:
-                state = jax.jit(task.init_state, out_shardings=state_shardings)(rng)
-                if hasattr(task, "load_pretrained"):
-                    state = task.load_pretrained(state)
-            if main_process:  # only now: a mismatched run must not overwrite the old config
-                write_config(config, workdir)
-            start = int(jax.device_get(state.step))
-            writer = progress.MetricsWriter(workdir, num_steps=config.num_steps,
-                                            start_step=start, enabled=main_process)
-            step_fn = jax.jit(task.train_step,
-                              in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                              out_shardings=(state_shardings, sharding.replicated(mesh)),
-                              donate_argnums=0)
-            feed = _device_feed(train_iter, mesh, config, start)
-            with contextlib.ExitStack() as stack:
-                stack.callback(feed.close)
-                if preemption is None:
-                    preemption = stack.enter_context(Preemption(ckpt))
-                state = _loop(state, step_fn, start, config, feed, eval_fn, hooks, ckpt,
-                              writer, preemption)
-        finally:
-            # Whatever ended the run, let started saves finish: they hold finite states only.
-            ckpt.wait()
-            ckpt.close()
-            if writer is not None:
-                writer.close()
+    with contextlib.ExitStack() as stack:
+        if main_process:  # one writer per workdir: process 0 holds the lock for all
+            stack.enter_context(files.one_writer(workdir))
+        ckpt = stack.enter_context(checkpointing.Checkpointer(
+            workdir / CHECKPOINT_DIR, keep=config.keep_checkpoints,
+            async_save=config.async_checkpointing,
+            model_cfg=identity or checkpointing.run_identity(config)))
+        # Whatever ends the run, started saves finish first: they hold finite states only.
+        stack.callback(ckpt.wait)
+        # The mesh is also the ambient one: model code may constrain activations with bare
+        # PartitionSpecs.
+        stack.enter_context(jax.set_mesh(mesh))
+        # Born sharded: shapes and shardings first, then the state restored or created in place.
+        rng = jax.random.key(config.seed)
+        abstract, state_shardings = abstract_state(task, mesh, rng, strategy)
+        sharding.log_layout(abstract, state_shardings, strategy)
+        if ckpt.latest_step() is not None:
+            state, _ = ckpt.restore(abstract, data_iter=train_iter, set_aside_damaged=True)
+        else:
+            state = jax.jit(task.init_state, out_shardings=state_shardings)(rng)
+            if hasattr(task, "load_pretrained"):
+                state = task.load_pretrained(state)
+        if main_process:  # only now: a mismatched run must not overwrite the old config
+            write_config(config, workdir)
+        start = int(jax.device_get(state.step))
+        writer = stack.enter_context(progress.MetricsWriter(
+            workdir, num_steps=config.num_steps, start_step=start, enabled=main_process))
+        step_fn = jax.jit(task.train_step,
+                          in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                          out_shardings=(state_shardings, sharding.replicated(mesh)),
+                          donate_argnums=0)
+        feed = _device_feed(train_iter, mesh, config, start)
+        stack.callback(feed.close)
+        if preemption is None:
+            preemption = stack.enter_context(Preemption(ckpt))
+        state = _loop(state, step_fn, start, config, feed, eval_fn, hooks, ckpt, writer,
+                      preemption)
     return state
 
 

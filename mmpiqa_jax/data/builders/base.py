@@ -290,16 +290,18 @@ def load_mat(path: pathlib.Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
 def encode_image(path: pathlib.Path, short_side: int | None = None) -> bytes:
     """Encoded RGB image bytes that tfds stores as they are (no TensorFlow needed).
 
-    An RGB PNG or JPEG is stored as its own bytes. Any other format or mode (BMP, TIFF, grey,
-    palette, CMYK) is converted to RGB and re-encoded as PNG, which is lossless, so that the
-    stored pixels are the published ones. With `short_side`, larger images are first shrunk
+    An RGB JPEG or 8-bit RGB PNG is stored as its own bytes. Any other format or mode (BMP,
+    TIFF, grey, palette, CMYK, 16-bit: its high byte, `transforms.to_rgb`) is converted to RGB
+    and re-encoded as PNG, which is lossless, so that the stored pixels are the published ones. With `short_side`, larger images are first shrunk
     (Lanczos) so that their shorter side is `short_side`, and stored as PNG.
     """
     try:
         with Image.open(path) as image:
             image.load()  # decodes fully: a truncated file fails here, naming the image
             too_large = short_side is not None and min(image.size) > short_side
-            if image.format in ("PNG", "JPEG") and image.mode == "RGB" and not too_large:
+            as_published = (image.format == "JPEG" and image.mode == "RGB"
+                            or transforms.is_rgb8_png(path.read_bytes()))
+            if as_published and not too_large:
                 return path.read_bytes()
             rgb = transforms.to_rgb(image)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
