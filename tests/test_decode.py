@@ -149,7 +149,7 @@ def test_threads_of_one_process_decode_with_pillow(synthetic_small_spec, libspng
     spec = pipeline.DataSpec(synthetic_small_spec.source, np.arange(8), batch_size=4)
     batches = list(pipeline.eval_iterator(spec, batch_size=4, crop_mode="center",
                                           num_workers=workers, num_threads=threads,
-                                          normalize=False, shard=grain.sharding.NoSharding()))
+                                          shard=grain.sharding.NoSharding()))
     if workers == 0:  # the worker's calls are in its own process
         assert bool(libspng_calls) is libspng
     pngs = [T.is_rgb8_png(synthetic_small_spec.source[i]["image"]) for i in range(8)]

@@ -9,6 +9,8 @@ from mmpiqa_jax.data import pipeline as P
 from mmpiqa_jax.data import registry, splits
 from mmpiqa_jax.data import transforms as T
 
+from pipeline_checks import assert_labels, is_window
+
 NAME = "synthetic_iqa/small"   # 4 references + 4 x 4 x 5 distorted = 84 images of 320 x 240
 ONE = grain.sharding.NoSharding()
 
@@ -49,7 +51,7 @@ def test_registry_errors(tmp_path, data_dir):
 def test_train_batch_shapes_dtypes_and_quotas(spec, table):
     split, it = _train(spec, table)
     batch = next(it)
-    want = {"pixels": ((5, 3, 224, 224, 3), np.float32), "quality": ((5,), np.float32),
+    want = {"pixels": ((5, 3, 224, 224, 3), np.uint8), "quality": ((5,), np.float32),
             "mos": ((5,), np.float32), "distortion_class": ((5,), np.int32),
             "scenes": ((5, 9), np.float32), "scene_mask": ((5,), np.float32),
             "dataset_id": ((5,), np.int32), "ref_id": ((5,), np.int32), "index": ((5,), np.int32)}
@@ -60,15 +62,8 @@ def test_train_batch_shapes_dtypes_and_quotas(spec, table):
         assert np.isin(batch["index"][3:], split["test"]).all()
         batch = next(it)
     # Labels are the example's; scenes only where the dataset has them.
-    i = batch["index"]
-    np.testing.assert_allclose(batch["quality"], table["quality"][i])
-    np.testing.assert_array_equal(batch["distortion_class"], table["distortion_class"][i])
-    np.testing.assert_array_equal(batch["scenes"][:3], spec.scenes[i[:3]])
+    assert_labels(batch, table, [spec.scenes, None])
     assert batch["scene_mask"].tolist() == [1, 1, 1, 0, 0]
-    assert (batch["scenes"][3:] == 0).all()
-    # CLIP normalisation: values of (x / 255 - mean) / std for x in [0, 255].
-    lo, hi = (0 - T.CLIP_MEAN) / T.CLIP_STD, (1 - T.CLIP_MEAN) / T.CLIP_STD
-    assert (batch["pixels"] >= lo.min() - 1e-5).all() and (batch["pixels"] <= hi.max() + 1e-5).all()
 
 
 def test_resume_from_saved_state_continues_with_next_batch(spec, table):
@@ -110,7 +105,7 @@ def test_process_shards_are_disjoint_and_cover(spec):
     shards = [grain.sharding.ShardOptions(i, 2) for i in range(2)]
     seen = []
     for shard in shards:
-        batches = list(P.eval_dataset(spec, batch_size=16, crop_mode="center", shard=shard))
+        batches = list(P.eval_iterator(spec, batch_size=16, crop_mode="center", shard=shard))
         assert len(batches) == 3   # 42 each, padded to 48: both processes step together
         seen.append(np.concatenate([b["index"][b["valid"]] for b in batches]))
     assert not set(seen[0]) & set(seen[1])
@@ -122,7 +117,7 @@ def test_process_shards_are_disjoint_and_cover(spec):
     assert not set(firsts[0]) & set(firsts[1])
     with pytest.raises(ValueError, match=r"\[3\]\) does not divide by the 2 processes; the "
                        "nearest sizes that do: 2 or 4"):
-        P.train_dataset([P.DataSpec(spec.source, None, 3)], seed=0, shard=shards[0])
+        P.train_iterator([P.DataSpec(spec.source, None, 3)], seed=0, shard=shards[0])
 
 
 def test_process_quotas_keep_global_sizes():
@@ -180,7 +175,7 @@ def test_eval_liqe_crops_in_dataset_order(spec):
     image = np.asarray(T.decode_rgb(spec.source[5]["image"]))
     pos = T.liqe_test_positions(*image.shape[:2])
     assert len(pos) == 15
-    np.testing.assert_array_equal(batches[0]["pixels"][5], T.normalize(T.take_crops(image, pos)))
+    np.testing.assert_array_equal(batches[0]["pixels"][5], T.take_crops(image, pos))
     for mode in ("center", "full"):
         b = next(P.eval_iterator(spec, batch_size=4, crop_mode=mode, shard=ONE))
         assert b["pixels"].shape == (4, 1, 224, 224, 3)
@@ -240,15 +235,6 @@ def test_random_rot90_turns_each_crop_on_its_own():
     assert set(turns) == {0, 1, 2, 3}   # each crop draws its own turn
 
 
-def _is_window(image: np.ndarray, crop: np.ndarray) -> bool:
-    """Whether `crop` equals some window of `image` (candidates from its top-left pixel)."""
-    size = crop.shape[0]
-    for y, x in zip(*np.nonzero(np.all(image == crop[0, 0], axis=-1))):
-        if np.array_equal(image[y:y + size, x:x + size], crop):
-            return True
-    return False
-
-
 def test_train_crops_with_rot90_are_turned_windows(spec, table):
     """With `rot90`, every training crop is a window of the image, turned by some multiple of 90
     degrees, and not all of them by 0."""
@@ -256,9 +242,9 @@ def test_train_crops_with_rot90_are_turned_windows(spec, table):
     batch = next(it)
     unturned = []
     for index, crops in zip(batch["index"], batch["pixels"]):
-        image = T.normalize(np.asarray(T.decode_rgb(spec.source[int(index)]["image"])))
+        image = np.asarray(T.decode_rgb(spec.source[int(index)]["image"]))
         for crop in crops:
-            turns = [k for k in range(4) if _is_window(image, np.rot90(crop, -k))]
+            turns = [k for k in range(4) if is_window(image, np.rot90(crop, -k))]
             assert turns, "a crop is no turned window of its image"
             unturned.append(0 in turns)
     assert not all(unturned)
@@ -277,7 +263,7 @@ class _OneImage:
 
 
 def test_pyiqa_eval_crops_in_batches_need_the_full_count():
-    full = P._EvalMap(_OneImage((480, 320)), "pyiqa", 15, T.CROP, normalize=False).map((0, True))
+    full = P._EvalMap(_OneImage((480, 320)), "pyiqa", 15, T.CROP).map((0, True))
     assert full["pixels"].shape == (15, T.CROP, T.CROP, 3)
     with pytest.raises(ValueError, match=r"toy: example 0: 'pyiqa' crops give 6 crops .*300x256"):
         P._EvalMap(_OneImage((300, 256)), "pyiqa", 15, T.CROP).map((0, True))

@@ -1,5 +1,5 @@
-"""The per-example pipeline against the batch-level one it replaced (`tools/legacy_pipeline.py`),
-uint8 crops normalised in the model, the device prefetch, and the element spec."""
+"""The per-example pipeline's batches against the images and the table (and LIQE's own test-time
+crops), uint8 crops normalised in the model, the device prefetch, and the element spec."""
 import sys
 import threading
 import time
@@ -20,9 +20,9 @@ from mmpiqa_jax.data.builders import synthetic_iqa
 from mmpiqa_jax.data.prefetch import DevicePrefetch
 from mmpiqa_jax.models import iqa, preprocess
 
+from pipeline_checks import assert_labels, is_window
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-import legacy_pipeline as legacy  # noqa: E402  pylint: disable=wrong-import-position
 
 NAME = "synthetic_iqa/small"
 ONE = grain.sharding.NoSharding()
@@ -63,43 +63,68 @@ def test_scenes_come_from_the_builder_metadata(spec):
 @pytest.mark.parametrize("kw", [{}, {"rot90": True, "crop_mode": "random", "crop_size": 64},
                                 {"crops_per_image": 1, "flip": False}])
 @pytest.mark.parametrize("shard", [ONE, grain.sharding.ShardOptions(1, 2)])
-def test_train_batches_are_the_batch_level_pipelines(spec, kw, shard):
-    """25 steps (past epoch ends of both datasets): same examples, crops, flips and labels."""
-    old = legacy.train_iterator(_specs(spec), seed=3, shard=shard, **kw)
-    new = P.train_iterator(_specs(spec), seed=3, shard=shard, num_threads=3, **kw)
+def test_train_batches_hold_each_examples_crops_and_labels(spec, kw, shard):
+    """25 steps (past epoch ends of both datasets): each dataset's count per step, examples of
+    its part and shard, the table's labels, and every crop a window of the image (after LIQE's
+    resize; turned with `rot90`) or, for all crops of an example alike, of its mirror."""
+    specs = _specs(spec)
+    table = splits.read_labels(spec.source)
+    size, crops = kw.get("crop_size", T.CROP), kw.get("crops_per_image", 3)
+    turns = range(4) if kw.get("rot90") else [0]
+    it = P.train_iterator(specs, seed=3, shard=shard, num_threads=3, **kw)
+    sides_seen = set()
     for _ in range(25):
-        _assert_same(next(new), next(old))
+        batch = next(it)
+        local = [s.batch_size // shard.shard_count for s in specs]
+        assert batch["dataset_id"].tolist() == [0] * local[0] + [1] * local[1]
+        assert batch["pixels"].dtype == np.uint8
+        assert batch["pixels"].shape == (sum(local), crops, size, size, 3)
+        for d, s in enumerate(specs):
+            mine = P.shard_indices(s.all_indices(), shard)
+            assert np.isin(batch["index"][batch["dataset_id"] == d], mine).all()
+        assert_labels(batch, table, [s.scenes for s in specs])
+        for index, example in zip(batch["index"], batch["pixels"]):
+            image = np.asarray(T.liqe_resize(T.decode_rgb(spec.source[int(index)]["image"]),
+                                             crop=size))
+            sides = tuple(all(any(is_window(view, np.rot90(c, -k)) for k in turns)
+                              for c in example) for view in (image, image[:, ::-1]))
+            assert any(sides), f"example {index}: a crop is no window of the image or mirror"
+            sides_seen.add(sides)
+    # Mirrored images (windows of the mirror only) where flipping, none where not.
+    assert ((False, True) in sides_seen) == kw.get("flip", True)
 
 
 @pytest.mark.parametrize("mode", ["liqe", "center", "full"])
-def test_eval_batches_are_the_batch_level_pipelines(spec, mode):
+def test_eval_batches_hold_each_examples_crops_and_labels(spec, mode):
+    """Every example of the shard once, in order, with its own crops (`transforms.eval_crops`
+    of the decoded record, and for `liqe` LIQE's own test-time code: `unfold` into the stride
+    grid) and the table's labels; padding rows after, not valid."""
+    pytest.importorskip("torchvision")
+    sys.path.insert(0, str(REPO / "tools"))
+    from benchmark_pipeline import LiqeDataset  # pylint: disable=import-outside-toplevel
+
+    table = splits.read_labels(spec.source)
+    liqe = LiqeDataset(spec.source, 15, test=True)
     for shard in (ONE, grain.sharding.ShardOptions(1, 2)):
-        old = list(legacy.eval_iterator(spec, batch_size=16, crop_mode=mode, shard=shard))
-        new = list(P.eval_iterator(spec, batch_size=16, crop_mode=mode, shard=shard))
-        assert len(new) == len(old)
-        for a, b in zip(new, old):
-            _assert_same(a, b)
-
-
-def test_uint8_batches_are_the_float_ones_before_normalisation(spec):
-    floats = P.train_iterator(_specs(spec), seed=0, shard=ONE)
-    raw = P.train_iterator(_specs(spec), seed=0, shard=ONE, normalize=False)
-    for _ in range(3):
-        f, u = next(floats), next(raw)
-        assert u["pixels"].dtype == np.uint8 and u["pixels"].shape == f["pixels"].shape
-        np.testing.assert_array_equal(T.normalize(u["pixels"]), f["pixels"])
-        np.testing.assert_array_equal(u["index"], f["index"])
-    f = next(P.eval_iterator(spec, batch_size=8, shard=ONE))
-    u = next(P.eval_iterator(spec, batch_size=8, shard=ONE, normalize=False))
-    assert u["pixels"].dtype == np.uint8
-    np.testing.assert_array_equal(T.normalize(u["pixels"]), f["pixels"])
+        batches = list(P.eval_iterator(spec, batch_size=16, crop_mode=mode, shard=shard))
+        mine = P.shard_indices(spec.all_indices(), shard)
+        valid = np.concatenate([b["valid"] for b in batches])
+        assert valid.tolist() == [True] * len(mine) + [False] * (len(valid) - len(mine))
+        rows = {k: np.concatenate([b[k] for b in batches])[:len(mine)] for k in batches[0]}
+        np.testing.assert_array_equal(rows["index"], mine)
+        assert_labels(rows, table, [spec.scenes])
+        for index, pixels in zip(mine, rows["pixels"]):
+            image = T.decode_rgb(spec.source[int(index)]["image"])
+            np.testing.assert_array_equal(pixels, T.eval_crops(image, mode, 15))
+            if mode == "liqe":
+                theirs = liqe[int(index)]["I"].numpy().transpose(0, 2, 3, 1)
+                np.testing.assert_allclose(T.normalize(pixels), theirs, atol=2e-6)
 
 
 def test_two_workers_give_the_same_batches_and_resume(spec):
     want = [next(it) for it in [P.train_iterator(_specs(spec), seed=5, shard=ONE)]
             for _ in range(4)]
-    it = P.train_iterator(_specs(spec), seed=5, shard=ONE, num_workers=2, num_threads=1,
-                          normalize=True)
+    it = P.train_iterator(_specs(spec), seed=5, shard=ONE, num_workers=2, num_threads=1)
     got = [next(it), next(it)]
     state = it.get_state()
     it.close()

@@ -82,8 +82,7 @@ def test_tfds_decodes_the_uncompressed_records_to_the_same_pixels(prepared):
 def test_pipeline_pixels_are_those_of_the_published_files(prepared):
     _, dirs = prepared
     specs = {v: P.open_spec("bid", batch_size=2, data_dir=d) for v, d in dirs.items()}
-    its = {v: P.train_iterator([s], seed=0, shard=ONE, normalize=False)
-           for v, s in specs.items()}
+    its = {v: P.train_iterator([s], seed=0, shard=ONE) for v, s in specs.items()}
     for _ in range(6):   # three epochs of the four images, flips and crops drawn anew
         want = next(its[False, False])
         for variant in VARIANTS[1:]:
@@ -91,8 +90,8 @@ def test_pipeline_pixels_are_those_of_the_published_files(prepared):
             np.testing.assert_array_equal(got["index"], want["index"])
             np.testing.assert_array_equal(got["pixels"], want["pixels"], err_msg=str(variant))
     for mode in ("liqe", "center"):
-        want, *rest = (next(P.eval_iterator(specs[v], batch_size=4, crop_mode=mode, shard=ONE,
-                                            normalize=False)) for v in VARIANTS)
+        want, *rest = (next(P.eval_iterator(specs[v], batch_size=4, crop_mode=mode, shard=ONE))
+                       for v in VARIANTS)
         for variant, got in zip(VARIANTS[1:], rest):
             np.testing.assert_array_equal(got["pixels"], want["pixels"], err_msg=str(variant))
 

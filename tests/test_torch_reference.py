@@ -1,7 +1,9 @@
-"""The benchmark's PyTorch reference (`tools/torch_reference.py`) computes what our models compute:
-same loss (to 1e-4), scores and gradient norm on the same weights and batch, tiny config, for
-MP-IQE (VPT-deep, dual context banks with deep context, fusion) and LIQE (495 prompts at 77 tokens
-and trimmed); and the check fails when the reference's weights differ."""
+"""The benchmark's PyTorch reference (`tools/torch_reference.py`: `mmpiqa_jax.pytorch`'s models on
+open_clip's CLIP) computes what our models compute: same loss (to 1e-4), scores and gradient norm
+on the same weights and batch, tiny config, for MP-IQE (VPT-deep, dual context banks with deep
+context, fusion) and LIQE (495 prompts at 77 tokens and trimmed); the tower functions it runs on
+open_clip's CLIP are open_clip's own encoders; and the check fails when the reference's weights
+differ."""
 import os
 import sys
 
@@ -11,13 +13,16 @@ import pytest
 from flax import nnx
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("open_clip")
+open_clip_tokenize = pytest.importorskip("open_clip").tokenize
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 import torch_reference as tr  # noqa: E402  pylint: disable=wrong-import-position
 
 from mmpiqa_jax import config as config_lib  # noqa: E402
+from mmpiqa_jax.checkpoints.torch_export import torch_export  # noqa: E402
 from mmpiqa_jax.models import iqa  # noqa: E402
+from mmpiqa_jax.models.clip_model import get_variant  # noqa: E402
+from mmpiqa_jax.pytorch import model as torch_model  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -51,7 +56,7 @@ def liqe():
 @pytest.mark.parametrize("name", ["mpiqe", "liqe"])
 def test_reference_matches(name, request, batch):
     config, model = request.getfixturevalue(name)
-    result = tr.compare(model, config.model.to_dict(), config.optimizer.param_groups, batch)
+    result = tr.compare(model, config.optimizer.param_groups, batch)
     assert tr.check(result) == []
     jax_loss, torch_loss = result["loss"]
     assert abs(jax_loss - torch_loss) < 1e-4
@@ -81,7 +86,7 @@ def test_first_timed_steps_agree(name, request, batch):
 
     config, model = request.getfixturevalue(name)
     mode = config.optimizer.param_groups
-    ref = tr.from_export(tr.export_jax(model), config.model.to_dict(), mode=mode)
+    ref = tr.reference(*torch_export(model), mode=mode)
     opt = tr.make_optimizer(ref, config.optimizer.to_dict())
     torch_loss, torch_norm = tr.make_train_step(ref, opt, clip_norm=1.0)(tr.torch_batch(batch))
 
@@ -101,13 +106,29 @@ def test_first_timed_steps_agree(name, request, batch):
     assert tr.check({**result, "loss": (result["loss"][0] + 1e-3, result["loss"][1])})
 
 
+def test_tower_functions_are_open_clips_encoders():
+    """On open_clip's CLIP (its own random weights), `image_tokens`' class token through
+    `visual.proj` is its `encode_image`, `encode_text_embeddings` its `encode_text`."""
+    torch.manual_seed(0)
+    clip = tr.build_clip(get_variant("tiny").to_dict()).eval()
+    pixels = torch.randn(3, 3, 32, 32)
+    ids = open_clip_tokenize(["a photo.", "a blurry photo of a cat.", "X X noise."])
+    with torch.no_grad():
+        image = torch_model.image_tokens(clip.visual, pixels)[:, 0] @ clip.visual.proj
+        text = torch_model.encode_text_embeddings(clip, clip.token_embedding(ids),
+                                                  ids.argmax(dim=-1))
+        torch.testing.assert_close(image, clip.encode_image(pixels), rtol=0, atol=1e-6)
+        torch.testing.assert_close(text, clip.encode_text(ids), rtol=0, atol=1e-6)
+    assert image.std() > 0.1 and text.std() > 0.1
+
+
 def test_liqe_trimmed_text_is_exact(liqe, batch):
     """The trimmed text tower (what the JAX model runs) equals LIQE's 77-token one in torch too."""
     config, model = liqe
-    exported = tr.export_jax(model)
-    full = tr.from_export(exported, config.model.to_dict(), mode="full")
-    trimmed = tr.from_export(exported, config.model.to_dict(), mode="full", text_length="trimmed")
-    assert full.token_ids.shape[1] == 77 and trimmed.token_ids.shape[1] < 30
+    exported = torch_export(model)
+    full = tr.reference(*exported, mode="full")
+    trimmed = tr.reference(*exported, mode="full", text_length="trimmed")
+    assert full.joint.token_ids.shape[1] == 77 and trimmed.joint.token_ids.shape[1] < 30
     with torch.no_grad():
         np.testing.assert_allclose(full.text_features().numpy(), trimmed.text_features().numpy(),
                                    atol=1e-5)
@@ -116,17 +137,17 @@ def test_liqe_trimmed_text_is_exact(liqe, batch):
 def test_check_catches_a_wrong_weight(mpiqe, batch):
     """A reference with one visual prompt changed no longer passes the check."""
     config, model = mpiqe
-    ref = tr.from_export(tr.export_jax(model), config.model.to_dict(), mode="prompt")
+    ref = tr.reference(*torch_export(model), mode="prompt")
     with torch.no_grad():  # random, not a constant shift (LayerNorm would remove that)
         ref.visual_prompts[1, 0] += 0.1 * torch.randn(ref.visual_prompts.shape[-1])
-    result = tr.compare(model, config.model.to_dict(), "prompt", batch, ref=ref)
+    result = tr.compare(model, "prompt", batch, ref=ref)
     assert tr.check(result), result
 
 
 def test_reference_train_step_lowers_the_loss(mpiqe, batch):
     """The timed torch step trains only the trainable set, and a few steps lower the loss."""
     config, model = mpiqe
-    ref = tr.from_export(tr.export_jax(model), config.model.to_dict(), mode="prompt")
+    ref = tr.reference(*torch_export(model), mode="prompt")
     frozen = {n: p.detach().clone() for n, p in ref.named_parameters() if not p.requires_grad}
     opt = tr.make_optimizer(ref, {**config.optimizer.to_dict(), "learning_rate": 1e-2})
     step = tr.make_train_step(ref, opt, clip_norm=1.0)

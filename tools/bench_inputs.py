@@ -1,5 +1,4 @@
-"""The fixed synthetic batch, loss weights and weight export that the benchmark and the reference
-check share.
+"""The fixed synthetic batch and loss weights that the benchmark and the reference check share.
 
 Free of torch, so that the JAX side of `tools/benchmark.py` runs (and is measured) without it.
 """
@@ -24,19 +23,3 @@ def random_batch(rng: np.random.Generator, images: int, crops: int, resolution: 
 
 
 LOSS_WEIGHTS = np.asarray([1.0, 1.0, 1.0, 0.0, 0.0], np.float32)  # step.TASKS order
-
-
-def export_jax(model) -> dict:
-    """{"clip_config": CLIPConfig dict, "clip": OpenAI state dict, "extras": {nnx path: array}}:
-    an MP-IQE or LIQE model's weights as `torch_reference.from_export` takes them."""
-    from flax import nnx
-
-    from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict
-
-    extras = {}
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        name = "/".join(map(str, path))
-        if not name.startswith("clip/"):
-            extras[name] = np.asarray(var.get_value(), np.float32)
-    return {"clip_config": model.clip.config.to_dict(), "clip": to_openai_state_dict(model.clip),
-            "extras": extras}

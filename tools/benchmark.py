@@ -6,39 +6,17 @@
     python tools/benchmark.py --tiny     # CLIP `tiny`: checks this script (minutes on 2 cores)
     python tools/benchmark.py --report-only docs/benchmarks.json   # re-render docs/benchmarks.md
 
-What runs (CLIP ViT-B/32 at 224, random weights from a fixed seed, the configs' defaults):
-  0. the reference check: on the same weights and a fixed batch, `tools/torch_reference.py` must
-     give the JAX loss to 1e-4 (and the scores, and the gradient norm), for MP-IQE and LIQE, or
-     the benchmark stops before timing anything (not in `--quick`); and in every float32 plan
-     the first timed steps of each JAX/torch pair must report the same loss and gradient norm,
-     or no timing is reported;
-  1. training images/s (images of `crops_per_image` = 3 crops), MP-IQE (`prompt` groups, visual
-     prompt depth 12) and LIQE (`full` groups); JAX's jitted, donated `make_train_step` with the
-     config's optax optimiser (both from `train.state.training_setup`, as `mmpiqa train` builds
-     them) against the reference's forward, losses, backward, clip, AdamW;
-  2. inference images/s with 15 crops per image (LIQE's protocol) and with one crop;
-  3. achieved FLOP/s of the JAX train step (model FLOPs: XLA's cost analysis of the step lowered
-     with the blocks unrolled and nothing recomputed,
-     `train.cost.step_model_flops`; / median step time) as a
-     percentage of the measured peak (a large fp32 matmul timed with jax, same run);
-  4. peak memory: the resident-set high-water mark (VmHWM) of the process over the timed steps,
-     reset just before them (`/proc/self/clear_refs`), each measurement in its own process, and
-     the same less the process's RSS with its libraries loaded and no model yet;
-  5. MP-IQE step time against `visual_prompt_depth` 0, 3, 6, 9, 12.
-Every figure is the median of several timed runs after warm-up. Each (framework, model) runs in
-a fresh worker process (this script with `--worker`), one after another, so the two frameworks
-never share a thread pool or a heap; MP-IQE's worker, after its headline depth's figures, times
-the other depths of the sweep (step time only) in the same process; torch uses as many threads
-as there are cores, XLA's CPU client its own pool of one thread per core (intra-op) as it does by
-default.
-
-The reference runs the text tower as the original PyTorch codes do (all prompts at 77 tokens,
-every step; LIQE: 495 prompts). The JAX models run it at the longest prompt's length (exact under
-the causal mask) and, for inference, from the text-feature cache. A "torch, trimmed" row gives the
-reference the first of these savings too, to separate framework from algorithm.
-
-The run's figures are saved as JSON first (`docs/benchmarks.json` for the full run) and the
-report is rendered from that file (`bench.report.render`); the parts live in `tools/bench/`.
+CLIP ViT-B/32 at 224, random weights from a fixed seed, the configs' defaults. Before any timing
+(but in `--quick`) `tools/torch_reference.py` must give the JAX loss (to 1e-4), scores and
+gradient norm on the same weights, and in every float32 plan the first timed steps of each pair
+the same loss, or nothing is reported. Each (framework, model) then runs in a fresh worker
+process (`--worker`): training images/s (`train.state.training_setup`'s jitted step against the
+reference's forward, losses, backward, clip and AdamW), inference images/s at 15 crops and 1,
+the JAX step's achieved FLOP/s against a measured matmul peak, peak memory over the timed steps,
+and MP-IQE's step against visual prompt depth; medians after warm-up. The reference runs every
+prompt at 77 tokens as the original codes do ("torch, trimmed": at the longest prompt's length,
+as JAX). The figures are saved as JSON and the report, which states the method, is rendered
+from it (`bench.report`).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Input pipeline throughput, records to device arrays: the per-example pipeline against the
-batch-level one it replaced and against a PyTorch DataLoader running LIQE's preprocessing.
+"""Input pipeline throughput, records to device arrays: the per-example pipeline against a PyTorch
+DataLoader running LIQE's preprocessing.
 
 Writes two temporary tfds datasets (array_record, as `mmpiqa prepare` writes real ones) from
 scikit-image's photographs varied by seeded noise: 512 x 384 PNGs (KADID-10k-like) and
@@ -7,10 +7,7 @@ scikit-image's photographs varied by seeded noise: 512 x 384 PNGs (KADID-10k-lik
 stores it (the same pixels as BMP, `transforms.stored_bytes`). Each is read with LIQE's 3 random
 training crops (batch 16, random flip) and with its 15 test crops (batch 16), by
 
-  today     `tools/legacy_pipeline.py`: the pipeline before (batches as the unit of work,
-            float32 crops, config defaults then: 0 workers, 2 threads), batches put on the
-            device in the loop;
-  new       `pipeline.train_iterator` / `eval_iterator`: per-example work in `host_workers()`
+  grain     `pipeline.train_iterator` / `eval_iterator`: per-example work in `host_workers()`
             processes (2 threads each), uint8 crops, `DevicePrefetch` putting batches on the
             device from a thread;
   torch     a `torch.utils.data.DataLoader` with one worker per core running LIQE's own
@@ -20,13 +17,9 @@ training crops (batch 16, random flip) and with its 15 test crops (batch 16), by
 
 Figures: images/s (wall) and images per CPU-second of the whole process tree (the process and
 its workers), which is the per-core rate when the cores are busy and is not changed by other
-load on a shared machine. Scaling lines run the new pipeline with 1 and 2 workers.
+load on a shared machine. Scaling lines run the grain pipeline with 1 and 2 workers.
 
-    python tools/benchmark_pipeline.py [--quick] [--decoders /tmp/x]
-
-`--decoders DIR` (a `pip install --target DIR opencv-python-headless simplejpeg imagecodecs`)
-also times decoders against pillow and `transforms.decode_array` on the same files (CPU time of
-one thread) and says whether their pixels are pillow's.
+    python tools/benchmark_pipeline.py [--quick]
 """
 import argparse
 import datetime
@@ -47,12 +40,12 @@ REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402  pylint: disable=wrong-import-position
-import legacy_pipeline  # noqa: E402  pylint: disable=wrong-import-position
 from mmpiqa_jax.data import pipeline  # noqa: E402  pylint: disable=wrong-import-position
 from mmpiqa_jax.data import transforms as T  # noqa: E402  pylint: disable=wrong-import-position
 from mmpiqa_jax.data.builders import synthetic_iqa  # noqa: E402  pylint: disable=wrong-import-position
 from mmpiqa_jax.data.features import FULL_SPLIT, iqa_features  # noqa: E402  pylint: disable=wrong-import-position
 from mmpiqa_jax.data.prefetch import DevicePrefetch  # noqa: E402  pylint: disable=wrong-import-position
+from mmpiqa_jax.evaluate.report import markdown_table  # noqa: E402  pylint: disable=wrong-import-position
 from mmpiqa_jax.train import sharding  # noqa: E402  pylint: disable=wrong-import-position
 
 ONE = grain.sharding.NoSharding()
@@ -163,7 +156,11 @@ class _Endless:
 def torch_iterator(source, crops: int, test: bool, workers: int):
     import torch  # pylint: disable=import-outside-toplevel
     torch.set_num_threads(1)
-    loader = torch.utils.data.DataLoader(LiqeDataset(source, crops, test), batch_size=BATCH,
+    dataset = LiqeDataset(source, crops, test)
+    # One item read here first: workers forked from this process (JAX's and grain's threads
+    # running) before it had decoded an image crashed on their first decode (SIGSEGV).
+    dataset[0]  # pylint: disable=pointless-statement
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH,
                                          shuffle=not test, num_workers=workers,
                                          persistent_workers=workers > 0, prefetch_factor=2)
     return _Endless(loader)
@@ -202,7 +199,8 @@ def measure(make, batches: int, warmup: int = 2) -> dict:
 
 
 class _PutInLoop:
-    """Today's loop: next host batch, then its global arrays, in the caller's thread."""
+    """The torch loader's loop: next host batch, then its global arrays, in the caller's
+    thread."""
 
     def __init__(self, it, mesh):
         self.it, self.mesh = it, mesh
@@ -225,7 +223,7 @@ class _Closing(DevicePrefetch):
 
 
 def methods(sources: dict, mode: str, mesh, workers: int):
-    """name -> a function making an iterator of device batches, and `new(source, workers)`.
+    """name -> a function making an iterator of device batches, and `ours(source, workers)`.
 
     sources: "published" (the images as the datasets ship them) and "uncompressed" records.
     """
@@ -237,77 +235,20 @@ def methods(sources: dict, mode: str, mesh, workers: int):
         return pipeline.DataSpec(source, np.tile(np.arange(len(source)), 50),
                                  batch_size=BATCH, name="bench")
 
-    def new(source, w):
+    def ours(source, w):
         if test:
             return lambda: _Closing(pipeline.eval_iterator(
-                spec(source), batch_size=BATCH, shard=ONE, normalize=False, num_workers=w,
-                num_threads=2), put)
+                spec(source), batch_size=BATCH, shard=ONE, num_workers=w, num_threads=2), put)
         return lambda: _Closing(pipeline.train_iterator(
-            [spec(source)], seed=0, crops_per_image=crops, shard=ONE, normalize=False,
-            num_workers=w, num_threads=2), put)
-
-    def today(source):
-        if test:
-            return lambda: _PutInLoop(legacy_pipeline.eval_iterator(
-                spec(source), batch_size=BATCH, shard=ONE), mesh)
-        return lambda: _PutInLoop(legacy_pipeline.train_iterator(
-            [spec(source)], seed=0, crops_per_image=crops, shard=ONE), mesh)
+            [spec(source)], seed=0, crops_per_image=crops, shard=ONE, num_workers=w,
+            num_threads=2), put)
 
     cores = pipeline.host_cores()
     published, bmp = sources["published"], sources["uncompressed"]
-    return {"today": today(published),
-            f"new ({workers} workers)": new(published, workers),
-            "today, uncompressed": today(bmp),
-            f"new, uncompressed ({workers} workers)": new(bmp, workers),
+    return {f"grain ({workers} workers)": ours(published, workers),
+            f"grain, uncompressed ({workers} workers)": ours(bmp, workers),
             f"torch ({cores} workers)": lambda: _PutInLoop(
-                torch_iterator(published, crops, test, cores), mesh)}, new
-
-
-# ------------------------------------------------------------------------------------------------
-# Decoders.
-
-def decoders(path: str, sources: dict, repeats: int) -> None:
-    """Decode time per image of pillow, `transforms.decode_array` (libspng for 8-bit RGB PNGs),
-    OpenCV, simplejpeg and imagecodecs (those installed in `path`) on the benchmark's files,
-    and whether each gives pillow's pixels exactly."""
-    sys.path.insert(0, path)
-    candidates = {"pillow": lambda b: np.asarray(T.decode_rgb(b)),
-                  "decode_array": T.decode_array}
-    try:
-        import cv2  # pylint: disable=import-outside-toplevel
-        cv2.setNumThreads(1)
-        candidates["opencv"] = lambda b: cv2.cvtColor(
-            cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    except ImportError as e:
-        print(f"  opencv: not importable ({e})")
-    try:
-        import simplejpeg  # pylint: disable=import-outside-toplevel
-        candidates["simplejpeg"] = lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB")
-    except ImportError as e:
-        print(f"  simplejpeg: not importable ({e})")
-    try:
-        import imagecodecs  # pylint: disable=import-outside-toplevel
-        candidates["imagecodecs"] = imagecodecs.imread
-    except ImportError as e:
-        print(f"  imagecodecs: not importable ({e})")
-    print("\nDecoders: ms per image (one thread), pixels equal to pillow's")
-    for case, stored in sources.items():
-        source, bmp = stored["published"], stored["uncompressed"]
-        blobs = [source[i]["image"] for i in range(min(16, len(source)))]
-        reference = [candidates["pillow"](b) for b in blobs]
-        bmp_blobs = [bmp[i]["image"] for i in range(len(blobs))]
-        for name, fn in [*candidates.items(), ("pillow, BMP", candidates["pillow"])]:
-            if name == "simplejpeg" and CASES[case][1] != "JPEG":
-                continue
-            files = bmp_blobs if name.endswith("BMP") else blobs
-            start = time.process_time()
-            for _ in range(repeats):
-                out = [fn(b) for b in files]
-            ms = (time.process_time() - start) / (repeats * len(blobs)) * 1e3
-            same = all(np.array_equal(a, b) for a, b in zip(out, reference))
-            diff = max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(out, reference))
-            print(f"  {case:6s} {CASES[case][1]:4s} {name:12s} {ms:7.2f} ms   "
-                  f"{'identical' if same else f'differs (max |diff| {diff})'}")
+                torch_iterator(published, crops, test, cores), mesh)}, ours
 
 
 def main() -> None:
@@ -315,8 +256,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="KADID-like only, fewer batches (well under 2 minutes)")
     parser.add_argument("--batches", type=int, default=0, help="timed batches (0: by --quick)")
-    parser.add_argument("--decoders", default="",
-                        help="folder with cv2 / simplejpeg / imagecodecs installed")
     args = parser.parse_args()
     batches = args.batches or (6 if args.quick else 15)
     cases = ["kadid"] if args.quick else ["kadid", "koniq"]
@@ -340,36 +279,30 @@ def main() -> None:
                    for c in cases}
         for case in cases:
             for mode in ("train", "test"):
-                table, new = methods(sources[case], mode, mesh, workers)
+                table, ours = methods(sources[case], mode, mesh, workers)
                 for name, make in table.items():
                     show(case, mode, name, measure(make, batches))
                 if case == "kadid" and mode == "train":
                     for stored in ("published", "uncompressed"):
                         for w in (1, 2):
                             show(case, mode, f"scaling: {stored}, {w} workers",
-                                 measure(new(sources[case][stored], w), batches))
-        print("\n| images | crops | pipeline | images/s | images per CPU-second |")
-        print("|---|---|---|---:|---:|")
-        for case, mode, name, r in rows:
-            what = "512x384 PNG" if case == "kadid" else "1024x768 JPEG"
-            n = 3 if mode == "train" else 15
-            print(f"| {what} | {n} ({mode}) | {name} | {r['images_per_s']:.1f} | "
-                  f"{r['images_per_cpu_s']:.1f} |")
+                                 measure(ours(sources[case][stored], w), batches))
+        print()
+        print(markdown_table(
+            ("images", "crops", "pipeline", "images/s", "images per CPU-second"),
+            [("512x384 PNG" if case == "kadid" else "1024x768 JPEG",
+              f"{3 if mode == 'train' else 15} ({mode})", name, f"{r['images_per_s']:.1f}",
+              f"{r['images_per_cpu_s']:.1f}") for case, mode, name, r in rows], align="lllrr"))
         goal = {name: r for case, mode, name, r in rows if case == "kadid" and mode == "train"}
-        today_r, torch_r = goal["today"], next(r for n, r in goal.items() if n.startswith("torch"))
-        print("\nGoals (KADID-like, 3 training crops): >= 150 images per CPU-second, >= 2x "
-              "today's, ahead of the torch loader per CPU-second")
-        for label, prefix in (("published records", "new ("),
-                              ("uncompressed records", "new, uncompressed (")):
-            new_r = next(r for n, r in goal.items() if n.startswith(prefix))
-            per_core = new_r["images_per_cpu_s"]
-            print(f"  new pipeline, {label}: {per_core:.0f} images per CPU-second "
+        torch_r = next(r for n, r in goal.items() if n.startswith("torch"))
+        print("\nGoals (KADID-like, 3 training crops): >= 150 images per CPU-second, ahead of the "
+              "torch loader per CPU-second")
+        for label, prefix in (("published records", "grain ("),
+                              ("uncompressed records", "grain, uncompressed (")):
+            per_core = next(r for n, r in goal.items() if n.startswith(prefix))["images_per_cpu_s"]
+            print(f"  grain pipeline, {label}: {per_core:.0f} images per CPU-second "
                   f"(>= 150: {per_core >= 150}); "
-                  f"{per_core / today_r['images_per_cpu_s']:.2f}x today's per CPU-s, "
-                  f"{new_r['images_per_s'] / today_r['images_per_s']:.2f}x wall (>= 2x); "
                   f"{per_core / torch_r['images_per_cpu_s']:.2f}x the torch loader per CPU-s")
-        if args.decoders:
-            decoders(args.decoders, sources, repeats=2 if args.quick else 5)
 
 
 if __name__ == "__main__":

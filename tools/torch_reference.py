@@ -1,363 +1,78 @@
-"""A PyTorch reference of MP-IQE and LIQE on open_clip's `CLIP`, for `tools/benchmark.py` and its
-test.
+"""The PyTorch reference of MP-IQE and LIQE for `tools/benchmark.py` and its test:
+`mmpiqa_jax.pytorch`'s models on open_clip's `CLIP`, with torch losses, AdamW and train step.
 
-Never imported by `mmpiqa_jax`. The models follow `mmpiqa_jax/models/` operation for operation
-(VPT-deep visual prompts, the scene / distortion context banks, the fusion encoder, LIQE's 495-way
-softmax with marginals), so that on the same weights they give the same loss; the losses are ports
-of `mmpiqa_jax.losses`. The text tower runs the way the original PyTorch codes run it
-(`text_length="full"`): every prompt at 77 tokens, every step (LIQE's `clip.encode_text` on the
-495 prompts; CoOp / MaPLe's prompt learner). `text_length="trimmed"` runs it on the longest
-prompt's length instead (the saving the JAX models make), to separate framework from algorithm.
-
-Weights come from the JAX model: `export_jax(model)` gives CLIP's OpenAI-layout state dict (the
-project's own converter, `to_openai_state_dict`) plus the model's other parameters under their NNX
-paths; `from_export(...)` loads the first into open_clip's `CLIP` with `load_state_dict(strict)` and
-maps the second in `_load_extras`.
+Never imported by `mmpiqa_jax`. The weights are those of `checkpoints.torch_export` (CLIP in
+OpenAI's layout, loaded strictly into open_clip's `CLIP`, so JAX is checked against an
+independent CLIP); the prompts are tokenised again by open_clip. The text tower runs the way the
+original PyTorch codes run it (`text_length="full"`): every prompt at 77 tokens, every step
+(LIQE's `clip.encode_text` on the 495 prompts; CoOp / MaPLe's prompt learner).
+`text_length="trimmed"` runs it on the longest prompt's length instead (the saving the JAX
+models make), to separate framework from algorithm.
 """
 from __future__ import annotations
 
+import copy
 import math
+import os
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from mmpiqa_jax import labels
+from mmpiqa_jax.pytorch import model as torch_model
 
-from bench_inputs import LOSS_WEIGHTS, export_jax, random_batch  # noqa: F401 (this module's API)
+from bench_inputs import LOSS_WEIGHTS, random_batch  # noqa: F401 (this module's API)
 
 EPS = 1e-8  # LIQE's `esp`, as mmpiqa_jax.losses.EPS
 PLACEHOLDER = "X"  # mmpiqa_jax.models.prompts._PLACEHOLDER: one token per context vector
-QUALITY_LEVELS = torch.arange(1, labels.NUM_QUALITIES + 1, dtype=torch.float32)
+# What trains under a param-group preset: (model, preset) -> parameter name -> bool.
+TRAINABLE = {("mpiqe", "prompt"): lambda name: not name.startswith("clip."),
+             ("liqe", "full"): lambda name: name != "clip.logit_scale"}
 
 
-# ----------------------------------------------------------------------------------------------
-# Weights: JAX model -> numpy -> torch.
-
-def build_clip(clip_config: dict, state_dict: dict | None = None) -> open_clip.model.CLIP:
-    """open_clip's `CLIP` (QuickGELU, as OpenAI's) of the architecture `clip_config`."""
-    c = clip_config
+def build_clip(c: dict) -> open_clip.model.CLIP:
+    """open_clip's `CLIP` of a `CLIPConfig` dict, randomly initialised."""
     vision = open_clip.model.CLIPVisionCfg(
         layers=c["vision_layers"], width=c["vision_width"],
         head_width=c["vision_width"] // c["vision_heads"], patch_size=c["vision_patch_size"],
-        image_size=c["image_resolution"])
+        image_size=c["image_resolution"], mlp_ratio=c["vision_mlp_width"] / c["vision_width"])
     text = open_clip.model.CLIPTextCfg(
         context_length=c["context_length"], vocab_size=c["vocab_size"], width=c["text_width"],
-        heads=c["text_heads"], layers=c["text_layers"])
-    clip = open_clip.model.CLIP(c["embed_dim"], vision, text, quick_gelu=True)
-    if state_dict is not None:
-        clip.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32).copy())
-                              for k, v in state_dict.items()}, strict=True)
-    return clip
+        heads=c["text_heads"], layers=c["text_layers"],
+        mlp_ratio=c["text_mlp_width"] / c["text_width"])
+    return open_clip.model.CLIP(c["embed_dim"], vision, text,
+                                quick_gelu=c["activation"] == "quick_gelu")
 
 
-def _linear_from_flax(linear: nn.Linear, kernel, bias) -> None:
-    """Flax kernel [in, out] (or [in, H, D] / [H, D, out] for attention) into torch [out, in]."""
-    kernel = np.asarray(kernel)
-    in_features = linear.in_features
-    with torch.no_grad():
-        linear.weight.copy_(torch.from_numpy(kernel.reshape(in_features, -1).T.copy()))
-        linear.bias.copy_(torch.from_numpy(np.asarray(bias).reshape(-1).copy()))
-
-
-def _layernorm_from_flax(ln: nn.LayerNorm, scale, bias) -> None:
-    with torch.no_grad():
-        ln.weight.copy_(torch.from_numpy(np.array(scale, np.float32)))
-        ln.bias.copy_(torch.from_numpy(np.array(bias, np.float32)))
-
-
-# ----------------------------------------------------------------------------------------------
-# Text prompts.
-
-def scene_texts() -> list[str]:
-    return [f"{s.replace('_', ' ')}." for s in labels.SCENES]
-
-
-def distortion_texts() -> list[str]:
-    return [f"{d}." for d in labels.DISTORTIONS]
-
-
-def liqe_texts() -> list[str]:
-    return [labels.LIQE_TEMPLATE.format(scene=s, distortion=d, quality=q)
-            for q in labels.QUALITIES for s in labels.SCENES for d in labels.DISTORTIONS]
-
-
-def tokenize(texts, *, context_length: int, trimmed: bool) -> torch.Tensor:
-    """open_clip's (OpenAI's) tokenizer; `trimmed` cuts to the longest prompt's end-of-text."""
-    ids = open_clip.tokenize(list(texts), context_length=context_length)
-    if trimmed:
-        ids = ids[:, :int(ids.argmax(dim=-1).max()) + 1]
-    return ids
-
-
-def _normalize(x):
-    return x / x.norm(dim=-1, keepdim=True)
-
-
-def _causal_mask(length: int) -> torch.Tensor:
-    return torch.full((length, length), float("-inf")).triu(1)
-
-
-def encode_text_embeddings(clip, embeddings, eot, *, deep_ctx=None, num_ctx: int = 0):
-    """CoOp / MaPLe text encoder: embeddings [N, L, W] (context already in), deep context replaces
-    positions 1 .. num_ctx at the inputs of layers 1 .. len(deep_ctx)."""
-    length = embeddings.shape[1]
-    x = embeddings + clip.positional_embedding[:length]
-    mask = _causal_mask(length).to(x.dtype)
-    for i, block in enumerate(clip.transformer.resblocks):
-        if deep_ctx is not None and 1 <= i <= deep_ctx.shape[0]:
-            ctx = deep_ctx[i - 1].expand(x.shape[0], -1, -1)
-            x = torch.cat([x[:, :1], ctx, x[:, 1 + num_ctx:]], dim=1)
-        x = block(x, attn_mask=mask)
-    x = clip.ln_final(x)
-    return x[torch.arange(x.shape[0]), eot] @ clip.text_projection
-
-
-class PromptBank(nn.Module):
-    """`[SOS] ctx_1 .. ctx_n <text> [EOS]` with n learnable context vectors (CoOp), optional deep
-    ctx."""
-
-    def __init__(self, texts, *, context_length: int, num_context: int, trimmed: bool,
-                 width: int, depth: int = 1):
-        super().__init__()
-        prefix = " ".join([PLACEHOLDER] * num_context)
-        texts = [f"{prefix} {t}" if num_context else t for t in texts]
-        ids = tokenize(texts, context_length=context_length, trimmed=trimmed)
-        self.register_buffer("token_ids", ids, persistent=False)
-        self.register_buffer("eot", ids.argmax(dim=-1), persistent=False)
-        self.num_context = num_context
-        self.ctx = nn.Parameter(torch.zeros(num_context, width)) if num_context else None
-        self.deep_ctx = (nn.Parameter(torch.zeros(depth - 1, num_context, width))
-                         if num_context and depth > 1 else None)
-
-    def forward(self, clip):
-        emb = clip.token_embedding(self.token_ids)
-        if self.ctx is not None:
-            ctx = self.ctx.expand(emb.shape[0], -1, -1)
-            emb = torch.cat([emb[:, :1], ctx, emb[:, 1 + self.num_context:]], dim=1)
-        return encode_text_embeddings(clip, emb, self.eot, deep_ctx=self.deep_ctx,
-                                      num_ctx=self.num_context)
-
-
-# ----------------------------------------------------------------------------------------------
-# The fusion encoder (flax's MultiHeadAttention, LayerNorm eps 1e-6, tanh-approximated GELU).
-
-class Attention(nn.Module):
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.query, self.key, self.value, self.out = (nn.Linear(width, width) for _ in range(4))
-
-    def forward(self, xq, xkv):
-        split = lambda t: t.reshape(*t.shape[:2], self.heads, -1).transpose(1, 2)
-        out = F.scaled_dot_product_attention(split(self.query(xq)), split(self.key(xkv)),
-                                             split(self.value(xkv)))
-        return self.out(out.transpose(1, 2).reshape(*xq.shape[:2], -1))
-
-    def load_flax(self, p: dict) -> None:
-        for name in ("query", "key", "value", "out"):
-            _linear_from_flax(getattr(self, name), p[f"{name}/kernel"], p[f"{name}/bias"])
-
-
-class FusionLayer(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: int):
-        super().__init__()
-        ln = lambda: nn.LayerNorm(width, eps=1e-6)
-        self.ln_q, self.ln_kv, self.ln_1, self.ln_2 = ln(), ln(), ln(), ln()
-        self.cross_attn = Attention(width, heads)
-        self.self_attn = Attention(width, heads)
-        self.mlp_in = nn.Linear(width, mlp_ratio * width)
-        self.mlp_out = nn.Linear(mlp_ratio * width, width)
-
-    def forward(self, queries, image_tokens):
-        kv = self.ln_kv(image_tokens)
-        x = queries + self.cross_attn(self.ln_q(queries), kv)
-        h = self.ln_1(x)
-        x = x + self.self_attn(h, h)
-        return x + self.mlp_out(F.gelu(self.mlp_in(self.ln_2(x)), approximate="tanh"))
-
-
-class FusionEncoder(nn.Module):
-    def __init__(self, text_dim, image_dim, *, width, layers, heads, mlp_ratio):
-        super().__init__()
-        self.text_in = nn.Linear(text_dim, width)
-        self.image_in = nn.Linear(image_dim, width)
-        self.layers = nn.ModuleList([FusionLayer(width, heads, mlp_ratio) for _ in range(layers)])
-        self.ln_out = nn.LayerNorm(width, eps=1e-6)
-        self.head = nn.Linear(width, labels.NUM_QUALITIES)
-
-    def forward(self, text_features, image_tokens):
-        kv = self.image_in(image_tokens)
-        q = self.text_in(text_features)
-        x = q.expand(kv.shape[0], *q.shape)
-        for layer in self.layers:
-            x = layer(x, kv)
-        return self.head(self.ln_out(x).mean(dim=1))
-
-    def load_flax(self, p: dict) -> None:
-        for name in ("text_in", "image_in", "head"):
-            _linear_from_flax(getattr(self, name), p[f"{name}/kernel"], p[f"{name}/bias"])
-        _layernorm_from_flax(self.ln_out, p["ln_out/scale"], p["ln_out/bias"])
-        for i, layer in enumerate(self.layers):
-            sub = lambda pre: {k[len(pre):]: v for k, v in p.items() if k.startswith(pre)}
-            lp = sub(f"layers/{i}/")
-            for name in ("ln_q", "ln_kv", "ln_1", "ln_2"):
-                _layernorm_from_flax(getattr(layer, name), lp[f"{name}/scale"], lp[f"{name}/bias"])
-            layer.cross_attn.load_flax({k[len("cross_attn/"):]: v for k, v in lp.items()
-                                        if k.startswith("cross_attn/")})
-            layer.self_attn.load_flax({k[len("self_attn/"):]: v for k, v in lp.items()
-                                       if k.startswith("self_attn/")})
-            for name in ("mlp_in", "mlp_out"):
-                _linear_from_flax(getattr(layer, name), lp[f"{name}/kernel"], lp[f"{name}/bias"])
-
-
-# ----------------------------------------------------------------------------------------------
-# The models. Input: crops [B, C, 3, H, W] (NCHW, CLIP-normalised).
-
-def _quality_outputs(quality_logits):
-    probs = quality_logits.softmax(dim=-1)
-    return {"quality_logits": quality_logits, "quality_probs": probs,
-            "score": probs @ QUALITY_LEVELS.to(probs.dtype)}
-
-
-def _mean_over_crops(x, b, c):
-    return x.reshape(b, c, *x.shape[1:]).mean(dim=1)
-
-
-class MPIQE(nn.Module):
-    def __init__(self, clip, *, num_visual_prompts, visual_prompt_depth, num_text_context,
-                 text_prompt_depth, fusion_layers, fusion_width, fusion_heads, fusion_mlp_ratio,
-                 scene_activation, text_length: str = "full", **unused):
-        super().__init__()
-        self.clip = clip
-        width = clip.visual.conv1.out_channels
-        self.depth = visual_prompt_depth if num_visual_prompts else 0
-        self.visual_prompts = (nn.Parameter(torch.zeros(self.depth, num_visual_prompts, width))
-                               if self.depth else None)
-        ctx_len, text_width = clip.positional_embedding.shape
-        bank = lambda texts: PromptBank(texts, context_length=ctx_len, num_context=num_text_context,
-                                        trimmed=text_length == "trimmed", width=text_width,
-                                        depth=text_prompt_depth)
-        self.scene = bank(scene_texts())
-        self.distortion = bank(distortion_texts())
-        self.fusion = FusionEncoder(clip.text_projection.shape[1], width, width=fusion_width,
-                                    layers=fusion_layers, heads=fusion_heads,
-                                    mlp_ratio=fusion_mlp_ratio)
-        self.scene_activation = scene_activation
-
-    def load_extras(self, extras: dict) -> None:
-        t = lambda k: torch.from_numpy(np.asarray(extras[k], np.float32).copy())
-        with torch.no_grad():
-            if self.visual_prompts is not None:
-                self.visual_prompts.copy_(t("prompts/visual/tokens"))
-            for name, bank in (("scene", self.scene), ("distortion", self.distortion)):
-                if bank.ctx is not None:
-                    bank.ctx.copy_(t(f"prompts/{name}/ctx"))
-                if bank.deep_ctx is not None:
-                    bank.deep_ctx.copy_(t(f"prompts/{name}/deep_ctx"))
-        self.fusion.load_flax({k[len("fusion/"):]: v for k, v in extras.items()
-                               if k.startswith("fusion/")})
-
-    def trainable_names(self, mode: str):
-        if mode != "prompt":
-            raise ValueError(f"the MP-IQE reference implements the 'prompt' groups, not {mode!r}")
-        return lambda name: not name.startswith("clip.")
-
-    def encode_image(self, pixels):
-        """(features [N, D], tokens after ln_post [N, 1 + patches + P, W]), VPT-deep."""
-        v = self.clip.visual
-        x = v.conv1(pixels)
-        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-        cls = v.class_embedding.expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding
-        n = x.shape[1]
-        if self.depth:
-            x = torch.cat([x, self.visual_prompts[0].expand(x.shape[0], -1, -1)], dim=1)
-        x = v.ln_pre(x)
-        for i, block in enumerate(v.transformer.resblocks):
-            if 1 <= i < self.depth:
-                x = torch.cat([x[:, :n], self.visual_prompts[i].expand(x.shape[0], -1, -1)], dim=1)
-            x = block(x)
-        tokens = v.ln_post(x)
-        return tokens[:, 0] @ v.proj, tokens
-
-    def text_features(self):
-        return _normalize(torch.cat([self.scene(self.clip), self.distortion(self.clip)], dim=0))
-
-    def forward(self, crops):
-        b, c = crops.shape[:2]
-        image, tokens = self.encode_image(crops.flatten(0, 1))
-        text = self.text_features()
-        sims = self.clip.logit_scale.exp() * _normalize(image) @ text.T
-        quality = self.fusion(text, tokens)
-        n_s = labels.NUM_SCENES
-        scene, distortion, quality = (_mean_over_crops(x, b, c)
-                                      for x in (sims[:, :n_s], sims[:, n_s:], quality))
-        if self.scene_activation == "softmax":
-            scene_probs = scene.softmax(dim=-1)
-        else:
-            scene_probs = torch.sigmoid(scene - scene.mean(dim=-1, keepdim=True))
-        return {**_quality_outputs(quality), "scene_logits": scene, "scene_probs": scene_probs,
-                "distortion_logits": distortion, "distortion_probs": distortion.softmax(dim=-1)}
-
-
-class LIQE(nn.Module):
-    """LIQE's code: `clip.encode_text` over all 495 prompts (77 tokens) every call."""
-
-    def __init__(self, clip, *, num_text_context=0, text_length: str = "full", **unused):
-        super().__init__()
-        if num_text_context:
-            raise ValueError("the LIQE reference implements LIQE's fixed template (ctx=0)")
-        self.clip = clip
-        ids = tokenize(liqe_texts(), context_length=clip.positional_embedding.shape[0],
-                       trimmed=text_length == "trimmed")
-        self.register_buffer("token_ids", ids, persistent=False)
-        self.register_buffer("eot", ids.argmax(dim=-1), persistent=False)
-
-    def load_extras(self, extras: dict) -> None:
-        if extras:
-            raise ValueError(f"LIQE has no parameters besides CLIP, got {sorted(extras)}")
-
-    def trainable_names(self, mode: str):
-        if mode != "full":
-            raise ValueError(f"the LIQE reference implements the 'full' groups, not {mode!r}")
-        return lambda name: name != "clip.logit_scale"
-
-    def text_features(self):
-        # open_clip's encode_text slices its 77 x 77 mask; a trimmed length needs its own.
-        if self.token_ids.shape[1] == self.clip.positional_embedding.shape[0]:
-            return _normalize(self.clip.encode_text(self.token_ids))
-        emb = self.clip.token_embedding(self.token_ids)
-        return _normalize(encode_text_embeddings(self.clip, emb, self.eot))
-
-    def forward(self, crops):
-        b, c = crops.shape[:2]
-        image = _normalize(self.clip.encode_image(crops.flatten(0, 1)))
-        text = self.text_features()
-        logits = _mean_over_crops(self.clip.logit_scale.exp() * image @ text.T, b, c)
-        joint = logits.reshape(b, labels.NUM_QUALITIES, labels.NUM_SCENES, labels.NUM_DISTORTIONS)
-        scene, distortion = joint.logsumexp(dim=(1, 3)), joint.logsumexp(dim=(1, 2))
-        return {**_quality_outputs(joint.logsumexp(dim=(2, 3))), "logits": logits,
-                "probs": logits.softmax(dim=-1), "scene_logits": scene,
-                "scene_probs": scene.softmax(dim=-1), "distortion_logits": distortion,
-                "distortion_probs": distortion.softmax(dim=-1)}
-
-
-MODELS = {"mpiqe": MPIQE, "liqe": LIQE}
-
-
-def from_export(exported: dict, model_config: dict, *, mode: str, text_length: str = "full"):
-    """The reference model of `model_config` (the `model` config section as a dict) holding the
-    exported weights, with `requires_grad` set for the param-group preset `mode`."""
-    clip = build_clip(exported["clip_config"], exported["clip"])
-    model = MODELS[model_config["name"]](clip, text_length=text_length, **model_config)
-    model.load_extras(exported["extras"])
-    trains = model.trainable_names(mode)
+def reference(config: dict, tensors: dict, *, mode: str, text_length: str = "full"):
+    """`torch_export`'s (config, tensors) as `mmpiqa_jax.pytorch`'s model on open_clip's CLIP,
+    prompts tokenised by open_clip (77 tokens, or trimmed), `requires_grad` set for `mode`."""
+    if (config["model"], mode) not in TRAINABLE:
+        raise ValueError(f"the reference trains {config['model']} with {mode!r}: not implemented")
+    config = copy.deepcopy(config)
+    for bank in config["prompts"].values():
+        n = bank["num_context"]
+        texts = [f"{' '.join([PLACEHOLDER] * n)} {t}" if n else t for t in bank["texts"]]
+        ids = open_clip.tokenize(texts, context_length=config["clip"]["context_length"])
+        if text_length == "trimmed":
+            ids = ids[:, :int(ids.argmax(dim=-1).max()) + 1]
+        bank["token_ids"] = ids.tolist()
+    model = torch_model.MODELS[config["model"]](config, clip=build_clip(config["clip"]))
+    model.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in tensors.items()},
+                          strict=True)
+    trains = TRAINABLE[config["model"], mode]
     for name, p in model.named_parameters():
         p.requires_grad_(trains(name))
     return model
+
+
+def load(folder, **kw):
+    """`reference` of the folder `checkpoints.torch_export.export_torch` wrote."""
+    from safetensors.numpy import load_file
+
+    return reference(torch_model.read_config(folder),
+                     load_file(os.path.join(folder, torch_model.WEIGHTS_NAME)), **kw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -490,12 +205,14 @@ def torch_side(ref, batch: dict) -> dict:
             "trainable": sum(p.numel() for p in params)}
 
 
-def compare(jax_model, model_config: dict, mode: str, batch: dict, ref=None) -> dict:
+def compare(jax_model, mode: str, batch: dict, ref=None) -> dict:
     """Both sides on the same weights and batch: {"loss": (jax, torch), "task_losses": (..),
     "score_max_abs_diff": float, "grad_norm": (..), "trainable": (..)}. `ref` defaults to
-    `from_export(export_jax(jax_model), ...)`."""
+    `reference(*torch_export(jax_model), mode=mode)`."""
     if ref is None:
-        ref = from_export(export_jax(jax_model), model_config, mode=mode)
+        from mmpiqa_jax.checkpoints.torch_export import torch_export
+
+        ref = reference(*torch_export(jax_model), mode=mode)
     j, t = jax_side(jax_model, mode, batch), torch_side(ref, batch)
     out = {k: (j[k], t[k]) for k in ("loss", "task_losses", "grad_norm", "trainable")}
     out["score_max_abs_diff"] = float(np.max(np.abs(j["score"] - t["score"])))

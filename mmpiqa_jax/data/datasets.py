@@ -114,6 +114,6 @@ def train_iterator(config, datasets: list[Dataset]):
     workers = pipeline.host_workers() if d.num_workers < 0 else d.num_workers
     return pipeline.train_iterator(specs, seed=config.seed, crops_per_image=d.crops_per_image,
                                    crop_size=d.crop_size, crop_mode=d.train_crop_mode,
-                                   flip=d.random_flip, rot90=d.random_rot90, normalize=False,
+                                   flip=d.random_flip, rot90=d.random_rot90,
                                    num_workers=workers, num_threads=d.num_threads,
                                    worker_buffer_size=d.worker_buffer_size or None)

@@ -13,9 +13,9 @@ Decode, resize, crops and flips run per example and examples are batched after t
 workers, `num_threads` threads each read one example at a time and this process batches them;
 with `num_workers` processes (`mp_prefetch`; `host_workers()` is what a config's -1 means),
 each worker builds whole batches, `num_threads` at a time, so that only batches cross the
-process boundary; batch k is the same either way. With
-`normalize=False` the crops stay uint8 and the model normalises them inside the jitted
-computation (`models.preprocess`): a quarter of the bytes to copy and to move to the device.
+process boundary; batch k is the same either way. Crops stay uint8: the model normalises them
+inside the jitted computation (`models.preprocess`), a quarter of the bytes of float32 to copy
+and to move to the device.
 
 Multi-host: each process reads only its shard, `indices[process_index::process_count]`
 (`grain.sharding.ShardByJaxProcess` by default; pass `shard=grain.sharding.ShardOptions(...)`
@@ -27,8 +27,7 @@ The iterators' `get_state()` is a small JSON-serialisable dict; `set_state` on a
 built with the same arguments (workers included) continues with exactly the next batch.
 
 Batches (numpy):
-  pixels            uint8 [B, crops, 224, 224, 3] raw RGB with `normalize=False` (what training
-                    and evaluation use), else float32 CLIP-normalised (the functions' default)
+  pixels            uint8 [B, crops, 224, 224, 3] RGB
   quality, mos      float32 [B]           (quality in [0, 1], higher is better)
   distortion_class  int32 [B]             (-1 where unknown)
   scenes            float32 [B, 9]        multi-hot, with scene_mask float32 [B] (0 where unknown)
@@ -188,19 +187,14 @@ class _Example:
         return image, self.labels(int(index), record)
 
 
-def _pixels(crops: np.ndarray, normalize: bool) -> np.ndarray:
-    return T.normalize(crops) if normalize else np.ascontiguousarray(crops)
-
-
 class _TrainMap(grain.transforms.RandomMap):
     """index -> {pixels [crops, s, s, 3], labels}: flip, LIQE resize, random crops, and (with
     `rot90`) each crop turned by a random multiple of 90 degrees."""
 
     def __init__(self, example: _Example, crops: int, crop_size: int, crop_mode: str, flip: bool,
-                 rot90: bool = False, normalize: bool = True):
+                 rot90: bool = False):
         self.example, self.crops, self.size, self.mode, self.flip, self.rot90 = (
             example, crops, crop_size, crop_mode, flip, rot90)
-        self.normalize = normalize
 
     def random_map(self, index, rng: np.random.Generator):
         image, out = self.example.read(index)
@@ -211,7 +205,7 @@ class _TrainMap(grain.transforms.RandomMap):
         crops = T.take_crops(image, pos, self.size, mirror=mirror)
         if self.rot90:
             crops = T.random_rot90(crops, rng)
-        out["pixels"] = _pixels(crops, self.normalize)
+        out["pixels"] = np.ascontiguousarray(crops)
         return out
 
 
@@ -224,10 +218,8 @@ def _width_height(image) -> str:
 class _EvalMap(grain.transforms.Map):
     """(index, valid) -> {pixels [crops, s, s, 3], labels, valid}: deterministic crops."""
 
-    def __init__(self, example: _Example, crop_mode: str, num_crops: int, crop_size: int,
-                 normalize: bool = True):
+    def __init__(self, example: _Example, crop_mode: str, num_crops: int, crop_size: int):
         self.example, self.mode, self.num, self.size = example, crop_mode, num_crops, crop_size
-        self.normalize = normalize
 
     def map(self, element):
         index, valid = element
@@ -242,7 +234,7 @@ class _EvalMap(grain.transforms.Map):
                             f"{len(crops)} crops of its {_width_height(image)} image, "
                             f"not {self.num}; "
                             "score such images with `mmpiqa score`, which batches by count")
-        out["pixels"] = _pixels(crops, self.normalize)
+        out["pixels"] = np.ascontiguousarray(crops)
         out["valid"] = np.bool_(valid)
         return out
 
@@ -357,72 +349,6 @@ class _StepOrder(grain.MapDataset):
         return f"_StepOrder(sizes={self._sizes})"
 
 
-def train_examples(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
-                   crop_size: int = T.CROP, crop_mode: str = "grid", flip: bool = True,
-                   rot90: bool = False, normalize: bool = True,
-                   shard: grain.sharding.ShardOptions | None = None, libspng: bool = True
-                   ) -> tuple[grain.MapDataset, int]:
-    """The infinite MapDataset of single training examples in batch order, and this process's
-    batch size B: examples `[k * B, (k + 1) * B)` are batch k (see `train_dataset`). libspng:
-    see `_Example` (the same pixels either way)."""
-    if not specs:
-        raise UserError("train_dataset: no datasets given")
-    if crop_mode not in ("grid", "random"):
-        raise UserError(f"unknown train crop mode {crop_mode!r}; expected 'grid' or 'random'")
-    shard = _shard_options(shard, drop_remainder=True)
-    count = shard.shard_count
-    # Sizes that divide by the process count keep the plain shards; otherwise each process gets
-    # per-dataset quotas that still add up to the global per-dataset sizes (`process_quotas`).
-    even = all(spec.batch_size % count == 0 for spec in specs)
-    quotas = None if even else process_quotas([s.batch_size for s in specs], count,
-                                              shard.shard_index)
-    per_dataset, sizes = [], []
-    for d, spec in enumerate(specs):
-        name = spec.name or f"dataset {d}"
-        if quotas is None:
-            local = spec.batch_size // count
-            indices = shard_indices(spec.all_indices(), shard)
-        else:
-            local = quotas[d].count
-            if not local:  # the other processes read this dataset's part of every step
-                continue
-            indices = quota_indices(spec.all_indices(), quotas[d])
-        if local < 1 or len(indices) < 1:
-            raise UserError(f"{name}: nothing to read (batch size {local} per process, "
-                            f"{len(indices)} examples in shard {shard.shard_index})")
-        # The per-example randomness is that of the example's position in its dataset's
-        # stream (seed + position), whoever reads it: threads and workers change nothing.
-        ds = (grain.MapDataset.source(indices)
-              .shuffle(seed=_seed(seed, d, 0))          # a new order every epoch (seed + epoch)
-              .repeat(None)
-              .random_map(_TrainMap(_Example(spec, d, libspng), crops_per_image, crop_size,
-                                    crop_mode, flip, rot90, normalize), seed=_seed(seed, d, 1)))
-        per_dataset.append(ds)
-        sizes.append(local)
-    # All are (practically) infinite; cut them to one number of steps.
-    batch = sum(sizes)
-    steps = min(min(len(ds) // b for ds, b in zip(per_dataset, sizes)), sys.maxsize // batch)
-    return _StepOrder(per_dataset, sizes, steps), batch
-
-
-def train_dataset(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
-                  crop_size: int = T.CROP, crop_mode: str = "grid", flip: bool = True,
-                  rot90: bool = False, normalize: bool = True,
-                  shard: grain.sharding.ShardOptions | None = None) -> grain.MapDataset:
-    """The infinite MapDataset of training steps (element k = batch k), see the module doc.
-
-    crop_mode: `grid` draws crops among LIQE's stride-grid positions, as LIQE's training does;
-      `random` anywhere.
-    flip: a random horizontal flip of each image (LIQE's); rot90: each crop also turned by a
-      random multiple of 90 degrees, so that with `flip` crops take all 8 orientations.
-    normalize: CLIP-normalised float32 pixels; False: uint8.
-    """
-    examples, batch = train_examples(specs, seed=seed, crops_per_image=crops_per_image,
-                                     crop_size=crop_size, crop_mode=crop_mode, flip=flip,
-                                     rot90=rot90, normalize=normalize, shard=shard)
-    return examples.batch(batch, drop_remainder=True)
-
-
 def _iterator(examples: grain.MapDataset, batch_size: int, *, num_workers: int,
               num_threads: int, prefetch: int, worker_buffer_size: int | None = None,
               batch_fn: Callable | None = None, drop_remainder: bool = True):
@@ -456,33 +382,71 @@ def _iterator(examples: grain.MapDataset, batch_size: int, *, num_workers: int,
 
 def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
                    crop_size: int = T.CROP, crop_mode: str = "grid", flip: bool = True,
-                   rot90: bool = False, normalize: bool = True,
-                   shard: grain.sharding.ShardOptions | None = None,
+                   rot90: bool = False, shard: grain.sharding.ShardOptions | None = None,
                    num_workers: int = 0, num_threads: int = 2, prefetch: int = 2,
                    worker_buffer_size: int | None = None) -> grain.DatasetIterator:
-    """Iterator over training batches (those of `train_dataset`).
+    """Iterator over the infinite training batches, see the module doc.
 
+    crop_mode: `grid` draws crops among LIQE's stride-grid positions, as LIQE's training does;
+      `random` anywhere.
+    flip: a random horizontal flip of each image (LIQE's); rot90: each crop also turned by a
+      random multiple of 90 degrees, so that with `flip` crops take all 8 orientations.
     Each example is read, cropped and flipped by one of `num_threads` threads of one of
     `num_workers` processes (0: this process's threads); batches are assembled here,
     `prefetch` ahead. `worker_buffer_size`: examples each worker keeps ready (None:
     `worker_buffer`). The batches do not depend on any of these.
     """
-    examples, batch = train_examples(specs, seed=seed, crops_per_image=crops_per_image,
-                                     crop_size=crop_size, crop_mode=crop_mode, flip=flip,
-                                     rot90=rot90, normalize=normalize, shard=shard,
-                                     libspng=_libspng_fits(num_workers, num_threads))
-    return _iterator(examples, batch, num_workers=num_workers, num_threads=num_threads,
-                     prefetch=prefetch, worker_buffer_size=worker_buffer_size)
+    if not specs:
+        raise UserError("train_iterator: no datasets given")
+    if crop_mode not in ("grid", "random"):
+        raise UserError(f"unknown train crop mode {crop_mode!r}; expected 'grid' or 'random'")
+    libspng = _libspng_fits(num_workers, num_threads)
+    shard = _shard_options(shard, drop_remainder=True)
+    count = shard.shard_count
+    # Sizes that divide by the process count keep the plain shards; otherwise each process gets
+    # per-dataset quotas that still add up to the global per-dataset sizes (`process_quotas`).
+    even = all(spec.batch_size % count == 0 for spec in specs)
+    quotas = None if even else process_quotas([s.batch_size for s in specs], count,
+                                              shard.shard_index)
+    per_dataset, sizes = [], []
+    for d, spec in enumerate(specs):
+        name = spec.name or f"dataset {d}"
+        if quotas is None:
+            local = spec.batch_size // count
+            indices = shard_indices(spec.all_indices(), shard)
+        else:
+            local = quotas[d].count
+            if not local:  # the other processes read this dataset's part of every step
+                continue
+            indices = quota_indices(spec.all_indices(), quotas[d])
+        if local < 1 or len(indices) < 1:
+            raise UserError(f"{name}: nothing to read (batch size {local} per process, "
+                            f"{len(indices)} examples in shard {shard.shard_index})")
+        # The per-example randomness is that of the example's position in its dataset's
+        # stream (seed + position), whoever reads it: threads and workers change nothing.
+        ds = (grain.MapDataset.source(indices)
+              .shuffle(seed=_seed(seed, d, 0))          # a new order every epoch (seed + epoch)
+              .repeat(None)
+              .random_map(_TrainMap(_Example(spec, d, libspng), crops_per_image, crop_size,
+                                    crop_mode, flip, rot90), seed=_seed(seed, d, 1)))
+        per_dataset.append(ds)
+        sizes.append(local)
+    # All are (practically) infinite; cut them to one number of steps.
+    batch = sum(sizes)
+    steps = min(min(len(ds) // b for ds, b in zip(per_dataset, sizes)), sys.maxsize // batch)
+    return _iterator(_StepOrder(per_dataset, sizes, steps), batch, num_workers=num_workers,
+                     num_threads=num_threads, prefetch=prefetch,
+                     worker_buffer_size=worker_buffer_size)
 
 
-def train_element_spec(config, normalize: bool = False) -> dict:
+def train_element_spec(config) -> dict:
     """Shapes and dtypes of one GLOBAL training batch as `train_iterator` makes it from
-    `config.data` (uint8 pixels unless `normalize`): {key: jax.ShapeDtypeStruct}."""
+    `config.data`: {key: jax.ShapeDtypeStruct}."""
     import jax  # pylint: disable=import-outside-toplevel
     d = config.data
     b = int(sum(d.batch_sizes.values()))
     pixels = (b, int(d.crops_per_image), int(d.crop_size), int(d.crop_size), 3)
-    shapes = {"pixels": (pixels, np.float32 if normalize else np.uint8),
+    shapes = {"pixels": (pixels, np.uint8),
               "quality": ((b,), np.float32), "mos": ((b,), np.float32),
               "distortion_class": ((b,), np.int32), "scenes": ((b, labels.NUM_SCENES), np.float32),
               "scene_mask": ((b,), np.float32), "dataset_id": ((b,), np.int32),
@@ -493,12 +457,24 @@ def train_element_spec(config, normalize: bool = False) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Evaluation.
 
-def eval_examples(spec: DataSpec, *, crop_mode: str = "liqe", num_crops: int = 15,
-                  crop_size: int = T.CROP, dataset_id: int = 0, normalize: bool = True,
-                  shard: grain.sharding.ShardOptions | None = None,
-                  libspng: bool = True) -> grain.MapDataset:
-    """The single examples of `eval_dataset`, in order, padding included (`valid` False).
-    libspng: see `_Example` (the same pixels either way)."""
+def _padded_batch(items: Sequence[dict], size: int) -> dict:
+    pad = [dict(items[-1], valid=np.bool_(False))] * (size - len(items))
+    items = list(items) + pad
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+
+def eval_iterator(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", num_crops: int = 15,
+                  crop_size: int = T.CROP, dataset_id: int = 0,
+                  shard: grain.sharding.ShardOptions | None = None, num_workers: int = 0,
+                  num_threads: int = 2, prefetch: int = 2,
+                  worker_buffer_size: int | None = None) -> grain.DatasetIterator:
+    """Batches of every example of this process's shard once, in dataset order, read per example
+    as `train_iterator` reads.
+
+    crop_mode: `liqe` (LIQE's `num_crops` grid crops), `center` (one) or `full` (the whole image
+    resized to 224, one). Every process gets the same number of batches: shards are padded to
+    equal length and the last batch to `batch_size`, with `valid` False on padding.
+    """
     if crop_mode not in CROP_MODES:
         raise UserError(f"unknown eval crop mode {crop_mode!r}; expected one of {CROP_MODES}")
     shard = _shard_options(shard, drop_remainder=False)
@@ -509,39 +485,8 @@ def eval_examples(spec: DataSpec, *, crop_mode: str = "liqe", num_crops: int = 1
     length = -(-len(everything) // shard.shard_count)  # the longest shard
     elements = [(int(i), True) for i in mine]
     elements += [(int(everything[0]), False)] * (length - len(mine))
-    return grain.MapDataset.source(elements).map(
-        _EvalMap(_Example(spec, dataset_id, libspng), crop_mode, num_crops, crop_size, normalize))
-
-
-def eval_dataset(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", num_crops: int = 15,
-                 crop_size: int = T.CROP, dataset_id: int = 0, normalize: bool = True,
-                 shard: grain.sharding.ShardOptions | None = None) -> grain.MapDataset:
-    """Batches of every example of this process's shard once, in dataset order.
-
-    crop_mode: `liqe` (LIQE's `num_crops` grid crops), `center` (one) or `full` (the whole image
-    resized to 224, one). Every process gets the same number of batches: shards are padded to
-    equal length and the last batch to `batch_size`, with `valid` False on padding.
-    """
-    ds = eval_examples(spec, crop_mode=crop_mode, num_crops=num_crops, crop_size=crop_size,
-                       dataset_id=dataset_id, normalize=normalize, shard=shard)
-    return ds.batch(batch_size, batch_fn=functools.partial(_padded_batch, size=batch_size))
-
-
-def _padded_batch(items: Sequence[dict], size: int) -> dict:
-    pad = [dict(items[-1], valid=np.bool_(False))] * (size - len(items))
-    items = list(items) + pad
-    return {k: np.stack([it[k] for it in items]) for k in items[0]}
-
-
-def eval_iterator(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", num_crops: int = 15,
-                  crop_size: int = T.CROP, dataset_id: int = 0, normalize: bool = True,
-                  shard: grain.sharding.ShardOptions | None = None, num_workers: int = 0,
-                  num_threads: int = 2, prefetch: int = 2,
-                  worker_buffer_size: int | None = None) -> grain.DatasetIterator:
-    """Iterator over `eval_dataset`'s batches, read per example as `train_iterator` reads."""
-    ds = eval_examples(spec, crop_mode=crop_mode, num_crops=num_crops, crop_size=crop_size,
-                       dataset_id=dataset_id, normalize=normalize, shard=shard,
-                       libspng=_libspng_fits(num_workers, num_threads))
+    example = _Example(spec, dataset_id, _libspng_fits(num_workers, num_threads))
+    ds = grain.MapDataset.source(elements).map(_EvalMap(example, crop_mode, num_crops, crop_size))
     return _iterator(ds, batch_size, num_workers=num_workers, num_threads=num_threads,
                      prefetch=prefetch, worker_buffer_size=worker_buffer_size,
                      batch_fn=functools.partial(_padded_batch, size=batch_size),

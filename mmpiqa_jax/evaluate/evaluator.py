@@ -39,7 +39,7 @@ class Evaluator:
         """`(indices, scores)` of every example of `spec`, in the order of `spec.indices`."""
         out = [predict({k: batch[k] for k in _KEYS}) for batch in pipeline.eval_iterator(
             spec, batch_size=self.batch_size, crop_mode=self.crop_mode,
-            num_crops=self.num_crops, crop_size=self.crop_size, normalize=False,
+            num_crops=self.num_crops, crop_size=self.crop_size,
             num_threads=pipeline.host_cores())]
         score, index, valid = (np.concatenate([np.asarray(o[k]) for o in out])
                                for k in ("score", "index", "valid"))

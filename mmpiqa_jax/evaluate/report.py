@@ -21,7 +21,7 @@ from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 
 __all__ = ["eval_paths", "markdown_table", "results_table", "write_comparison", "write_eval"]
-_ALIGN = {"l": " --- ", "r": " ---: ", "c": " :---: "}
+_ALIGN = {"l": " --- ", "r": " ---: ", "c": " :---: ", "-": "---"}
 
 # Dataset and split names become file names; keep them to one safe path component.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -35,8 +35,8 @@ def _check_name(kind: str, value: str) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence], align: str = "") -> str:
-    """A Markdown table; `align` has a letter per column (l, r or c: left, right, centred),
-    by default the first column left and the others right."""
+    """A Markdown table; `align` has a letter per column (l, r or c: left, right, centred; -:
+    a bare `---` rule), by default the first column left and the others right."""
     align = align or "l" + "r" * (len(header) - 1)
     lines = ["| " + " | ".join(map(str, header)) + " |",
              "|" + "|".join(_ALIGN[a] for a in align) + "|"]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 FORMAT = "mmpiqa_jax.torch"
 VERSION = 1
@@ -53,28 +54,66 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp.add_module("c_proj", nn.Linear(mlp_width, width))
         self.activation = ACTIVATIONS[activation]
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.ln_1(x)
-        x = x + self.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
+        x = x + self.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
         return x + self.mlp.c_proj(self.activation(self.mlp.c_fc(self.ln_2(x))))
 
 
-class Transformer(nn.Module):
-    """Blocks with deep prompts: `deep[j]` [n, W] replaces positions [start, start + n) at the
-    input of block j + 1."""
+# The towers' computations are functions of the modules, so that they run on this CLIP and on
+# open_clip's (the same module names), which the benchmark's reference uses.
 
+def run_blocks(transformer, x, *, attn_mask=None, deep: torch.Tensor | None = None,
+               start: int = 0) -> torch.Tensor:
+    """`transformer.resblocks` on x [N, L, W]; `deep[j]` [n, W] replaces positions
+    [start, start + n) at the input of block j + 1. Honours open_clip's `grad_checkpointing`."""
+    recompute = getattr(transformer, "grad_checkpointing", False) and torch.is_grad_enabled()
+    for i, block in enumerate(transformer.resblocks):
+        if deep is not None and 1 <= i <= deep.shape[0]:
+            p = deep[i - 1].expand(x.shape[0], -1, -1).to(x.dtype)
+            x = torch.cat([x[:, :start], p, x[:, start + p.shape[1]:]], dim=1)
+        if recompute:
+            x = checkpoint(block, x, attn_mask=attn_mask, use_reentrant=False)
+        else:
+            x = block(x, attn_mask=attn_mask)
+    return x
+
+
+def image_tokens(visual, pixels: torch.Tensor, prompts: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Tokens after ln_post [N, 1 + patches (+ P), W] of normalised pixels [N, 3, H, W];
+    `prompts` [depth, P, W]: row 0 appended before ln_pre, row i replaces them at block i."""
+    x = visual.conv1(pixels).flatten(2).transpose(1, 2)
+    x = torch.cat([visual.class_embedding.expand(x.shape[0], 1, -1).to(x.dtype), x], dim=1)
+    x = x + visual.positional_embedding.to(x.dtype)
+    n = x.shape[1]
+    if prompts is not None:
+        x = torch.cat([x, prompts[0].expand(x.shape[0], -1, -1).to(x.dtype)], dim=1)
+        prompts = prompts[1:]
+    return visual.ln_post(run_blocks(visual.transformer, visual.ln_pre(x), deep=prompts, start=n))
+
+
+def encode_text_embeddings(clip, emb: torch.Tensor, eot: torch.Tensor, *,
+                           deep: torch.Tensor | None = None) -> torch.Tensor:
+    """Features [N, D] of token embeddings [N, L, W] (context in place), pooled at `eot` [N];
+    `deep` [d, n, W] replaces positions 1 .. n at blocks 1 .. d."""
+    length = emb.shape[1]
+    mask = torch.full((length, length), float("-inf"), dtype=emb.dtype, device=emb.device).triu(1)
+    x = run_blocks(clip.transformer, emb + clip.positional_embedding[:length], attn_mask=mask,
+                   deep=deep, start=1)
+    x = clip.ln_final(x)
+    return x[torch.arange(x.shape[0]), eot] @ clip.text_projection
+
+
+class Transformer(nn.Module):
     def __init__(self, width: int, layers: int, heads: int, mlp_width: int, activation: str):
         super().__init__()
         self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads, mlp_width, activation)
                                         for _ in range(layers)])
 
-    def forward(self, x, *, mask=None, deep: torch.Tensor | None = None, start: int = 0):
-        for i, block in enumerate(self.resblocks):
-            if deep is not None and 1 <= i <= deep.shape[0]:
-                p = deep[i - 1].expand(x.shape[0], -1, -1).to(x.dtype)
-                x = torch.cat([x[:, :start], p, x[:, start + p.shape[1]:]], dim=1)
-            x = block(x, mask)
-        return x
+    def forward(self, x, *, attn_mask=None, deep: torch.Tensor | None = None, start: int = 0):
+        """See `run_blocks`."""
+        return run_blocks(self, x, attn_mask=attn_mask, deep=deep, start=start)
 
 
 class VisionTransformer(nn.Module):
@@ -92,16 +131,8 @@ class VisionTransformer(nn.Module):
         self.proj = nn.Parameter(torch.zeros(width, c["embed_dim"]))
 
     def forward(self, pixels: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
-        """Tokens after ln_post [N, 1 + patches (+ P), W] of normalised pixels [N, 3, H, W];
-        `prompts` [depth, P, W]: row 0 appended before ln_pre, row i replaces them at block i."""
-        x = self.conv1(pixels).flatten(2).transpose(1, 2)
-        x = torch.cat([self.class_embedding.expand(x.shape[0], 1, -1), x], dim=1)
-        x = x + self.positional_embedding
-        n = x.shape[1]
-        if prompts is not None:
-            x = torch.cat([x, prompts[0].expand(x.shape[0], -1, -1)], dim=1)
-            prompts = prompts[1:]
-        return self.ln_post(self.transformer(self.ln_pre(x), deep=prompts, start=n))
+        """See `image_tokens`."""
+        return image_tokens(self, pixels, prompts)
 
 
 class CLIP(nn.Module):
@@ -121,14 +152,8 @@ class CLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def encode_text_embeddings(self, emb, eot, *, deep=None) -> torch.Tensor:
-        """Features [N, D] of token embeddings [N, L, W] (context in place), pooled at `eot`;
-        `deep` [d, n, W] replaces positions 1 .. n at blocks 1 .. d."""
-        length = emb.shape[1]
-        mask = torch.full((length, length), float("-inf"), dtype=emb.dtype).triu(1)
-        x = self.transformer(emb + self.positional_embedding[:length], mask=mask, deep=deep,
-                             start=1)
-        x = self.ln_final(x)
-        return x[torch.arange(x.shape[0]), eot] @ self.text_projection
+        """See `encode_text_embeddings`."""
+        return encode_text_embeddings(self, emb, eot, deep=deep)
 
 
 class PromptBank(nn.Module):
@@ -144,13 +169,13 @@ class PromptBank(nn.Module):
         self.deep_ctx = (nn.Parameter(torch.zeros(depth - 1, num_context, width))
                          if num_context and depth > 1 else None)
 
-    def forward(self, clip: CLIP) -> torch.Tensor:
-        """Projected text features [N, D], not normalised."""
+    def forward(self, clip) -> torch.Tensor:
+        """Projected text features [N, D], not normalised (this module's CLIP or open_clip's)."""
         emb = clip.token_embedding(self.token_ids)
         if self.ctx is not None:
             ctx = self.ctx.expand(emb.shape[0], -1, -1)
             emb = torch.cat([emb[:, :1], ctx, emb[:, 1 + self.num_context:]], dim=1)
-        return clip.encode_text_embeddings(emb, self.eot, deep=self.deep_ctx)
+        return encode_text_embeddings(clip, emb, self.eot, deep=self.deep_ctx)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,12 +239,14 @@ def _normalize(x):
 
 
 class _IQAModel(nn.Module):
-    """What MP-IQE and LIQE share: the labels, normalisation of uint8 crops, quality outputs."""
+    """What MP-IQE and LIQE share: the labels, normalisation of uint8 crops, quality outputs.
 
-    def __init__(self, config: dict):
+    `clip`: a CLIP of the config's architecture to use (open_clip's too); None: a new one."""
+
+    def __init__(self, config: dict, clip: nn.Module | None = None):
         super().__init__()
         self.config = config
-        self.clip = CLIP(config["clip"])
+        self.clip = CLIP(config["clip"]) if clip is None else clip
         lab = config["labels"]
         self.scenes, self.distortions = list(lab["scenes"]), list(lab["distortions"])
         self.qualities = list(lab["qualities"])
@@ -230,7 +257,7 @@ class _IQAModel(nn.Module):
 
     def _images(self, crops: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """crops [B, C, 3, H, W] -> normalised images [B * C, 3, H, W], B, C."""
-        size = self.clip.config["image_resolution"]
+        size = self.config["clip"]["image_resolution"]
         if crops.ndim != 5 or tuple(crops.shape[2:]) != (3, size, size):
             raise ValueError(f"crops must be [B, C, 3, {size}, {size}] (NCHW), got shape "
                              f"{tuple(crops.shape)}")
@@ -257,18 +284,18 @@ def _mean_over_crops(x, b, c):
 class MPIQE(_IQAModel):
     """CLIP with VPT-deep visual prompts, scene and distortion context banks, a fusion encoder."""
 
-    def __init__(self, config: dict):
-        super().__init__(config)
-        m, clip = config["mpiqe"], self.clip
-        width = clip.config["vision_width"]
+    def __init__(self, config: dict, clip: nn.Module | None = None):
+        super().__init__(config, clip)
+        m, c = config["mpiqe"], config["clip"]
+        width = c["vision_width"]
         depth = m["visual_prompt_depth"] if m["num_visual_prompts"] else 0
         self.visual_prompts = (nn.Parameter(torch.zeros(depth, m["num_visual_prompts"], width))
                                if depth else None)
         p = config["prompts"]
         bank = lambda name: PromptBank(p[name]["token_ids"], num_context=p[name]["num_context"],
-                                       depth=p[name]["depth"], width=clip.config["text_width"])
+                                       depth=p[name]["depth"], width=c["text_width"])
         self.scene, self.distortion = bank("scene"), bank("distortion")
-        self.fusion = FusionEncoder(clip.config["embed_dim"], width, width=m["fusion_width"],
+        self.fusion = FusionEncoder(c["embed_dim"], width, width=m["fusion_width"],
                                     layers=m["fusion_layers"], heads=m["fusion_heads"],
                                     mlp_ratio=m["fusion_mlp_ratio"], levels=len(self.qualities))
         self.scene_activation = m["scene_activation"]
@@ -279,7 +306,7 @@ class MPIQE(_IQAModel):
     def forward(self, crops: torch.Tensor, text_features: torch.Tensor | None = None) -> dict:
         """`text_features`: those of `text_features()`, to compute them once for many calls."""
         pixels, b, c = self._images(crops)
-        tokens = self.clip.visual(pixels, self.visual_prompts)
+        tokens = image_tokens(self.clip.visual, pixels, self.visual_prompts)
         image = tokens[:, 0] @ self.clip.visual.proj
         text = self.text_features() if text_features is None else text_features
         sims = self.clip.logit_scale.exp() * _normalize(image) @ text.T
@@ -298,12 +325,12 @@ class MPIQE(_IQAModel):
 class LIQE(_IQAModel):
     """LIQE: one softmax over the (quality, scene, distortion) prompts, marginalised."""
 
-    def __init__(self, config: dict):
-        super().__init__(config)
+    def __init__(self, config: dict, clip: nn.Module | None = None):
+        super().__init__(config, clip)
         p = config["prompts"]["joint"]
         self.joint_prompts = config.get("liqe_prompts", "joint") == "joint"  # else quality only
         self.joint = PromptBank(p["token_ids"], num_context=p["num_context"], depth=p["depth"],
-                                width=self.clip.config["text_width"])
+                                width=config["clip"]["text_width"])
 
     def banks(self):
         return (self.joint,)
@@ -312,7 +339,7 @@ class LIQE(_IQAModel):
         """`text_features`: those of `text_features()`, to compute them once for many calls."""
         pixels, b, c = self._images(crops)
         v = self.clip.visual
-        image = _normalize(v(pixels)[:, 0] @ v.proj)
+        image = _normalize(image_tokens(v, pixels)[:, 0] @ v.proj)
         text = self.text_features() if text_features is None else text_features
         logits = _mean_over_crops(self.clip.logit_scale.exp() * image @ text.T, b, c)
         if not self.joint_prompts:  # "a photo with {q} quality": nothing of scene or distortion

@@ -1,7 +1,6 @@
 """The parts of `tools/benchmark.py` (JAX against the PyTorch reference):
 
-    plans         what a run measures (sizes, repeats, dtype) and each model's config
-    weights       the JAX models and the weights exported for the torch workers
+    plans         what a run measures (sizes, repeats, dtype), each model's config and weights
     timing        medians of timed runs, matmul peaks, the training timer and the depth sweep
     memory        /proc readings: resident set, its high-water mark and its reset
     check         the reference check (before timing) and the first-timed-step check

@@ -1,12 +1,9 @@
 """The reference check before any timing, and the check on each worker pair's first timed step."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-import bench_inputs
-from bench import plans, timing, weights
+from bench import plans, timing
 
 
 def worker_prepare(args, plan: plans.Plan) -> dict:
@@ -20,6 +17,7 @@ def worker_prepare(args, plan: plans.Plan) -> dict:
     import torch
 
     import torch_reference as tr
+    from mmpiqa_jax.checkpoints.torch_export import export_torch
 
     # The check is about correctness, so it runs in float32 at full matmul precision whatever the
     # plan times in (bf16 compute or TF32 matmuls on a GPU would swamp the 1e-4 tolerance).
@@ -28,25 +26,22 @@ def worker_prepare(args, plan: plans.Plan) -> dict:
     for name, depth in [("mpiqe", d) for d in plan.depths] + [("liqe", 0)]:
         config = plans.model_config(name, plan, depth)
         config.model.dtype = "float32"
-        model = weights.build_jax_model(config)
-        exported = bench_inputs.export_jax(model)
-        weights.save_export(exported, os.path.join(args.tmp, f"{name}_{depth}.npz"))
+        model = plans.build_jax_model(config)
+        folder = export_torch(model, plans.export_dir(args.tmp, name, depth))
         if depth in (0, max(plan.depths)) or name == "liqe":
             batch = tr.random_batch(np.random.default_rng(0), plan.check_images, 2,
                                     model.clip.config.image_resolution)
-            ref = tr.from_export(exported, config.model.to_dict(),
-                                 mode=config.optimizer.param_groups)
+            ref = tr.load(folder, mode=config.optimizer.param_groups)
             if name == "liqe":
                 # 495 prompts x 77 tokens keep ~20 GB of activations for the backward pass in
                 # float32; recomputing each block in the backward (same values) keeps the check
                 # within a small machine's memory.
                 ref.clip.set_grad_checkpointing(True)
             with jax.default_matmul_precision("highest"):
-                result = tr.compare(model, config.model.to_dict(), config.optimizer.param_groups,
-                                    batch, ref=ref)
+                result = tr.compare(model, config.optimizer.param_groups, batch, ref=ref)
             result["failures"] = tr.check(result)
             out["check"][f"{name}_{depth}"] = result
-        del model, exported
+        del model
     return out
 
 

@@ -1,14 +1,13 @@
 """The JAX worker: the project's bare train step on fixed weights and batch, then inference."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import numpy as np
 
 import bench_inputs
-from bench import memory, plans, timing, weights
+from bench import memory, plans, timing
 
 
 def jax_batch(resolution: int, images: int, crops: int) -> dict:
@@ -29,15 +28,15 @@ def jax_trainer(args, plan: plans.Plan, model_name: str, depth: int) -> dict:
     import jax
     import jax.numpy as jnp
 
+    from mmpiqa_jax.checkpoints.torch_export import export_torch
     from mmpiqa_jax.train import cost as cost_lib
     from mmpiqa_jax.train import state as state_lib
     from mmpiqa_jax.train import step as step_lib
 
     config = plans.model_config(model_name, plan, depth)
-    model = weights.build_jax_model(config)
+    model = plans.build_jax_model(config)
     if not plan.full_check:
-        weights.save_export(bench_inputs.export_jax(model),
-                            os.path.join(args.tmp, f"{model_name}_{depth}.npz"))
+        export_torch(model, plans.export_dir(args.tmp, model_name, depth))
     res = model.clip.config.image_resolution
     setup = state_lib.training_setup(config, model)  # num_active_tasks=0: the bare step
     state = setup.init_state(model, jax.random.key(0))

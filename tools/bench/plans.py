@@ -71,3 +71,23 @@ def model_config(name: str, plan: Plan, depth: int = 12):
     config.model.dtype = plan.dtype
     config.model.clip_checkpoint = "random"  # random weights on purpose (benchmark.py docstring)
     return config
+
+
+def build_jax_model(config, seed: int = 0):
+    """The config's model from a fixed seed, its fusion head made random (MP-IQE)."""
+    import jax
+    from flax import nnx
+
+    from mmpiqa_jax.models import iqa
+
+    model = iqa.build_model(config.model, nnx.Rngs(seed))
+    if config.model.name == "mpiqe":
+        # The fusion head starts at zero (score 3 everywhere); random, so that every loss bites.
+        kernel = model.fusion.head.kernel
+        kernel[...] = 0.1 * jax.random.normal(jax.random.key(seed + 1), kernel.shape)
+    return model
+
+
+def export_dir(tmp: str, name: str, depth: int) -> str:
+    """Where a model's weights are exported (`export_torch`) for the torch workers."""
+    return os.path.join(tmp, f"{name}_{depth}")

@@ -15,6 +15,7 @@ import platform
 import numpy as np
 
 from bench import plans
+from mmpiqa_jax.evaluate.report import markdown_table
 
 # The CPU targets of the project (2-core CPU): (what, threshold).
 TARGET_MPIQE_RATIO, TARGET_LIQE_RATIO, TARGET_PEAK_FRACTION, TARGET_QUICK_S = 1.2, 3.0, 0.5, 300
@@ -53,20 +54,36 @@ def _fmt(x, spec=".2f"):
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
 
 
+def _table(header: str, rows) -> str:
+    """A table of `header`'s " | "-separated names, its rule unaligned (`|---|`)."""
+    names = header.split(" | ")
+    return markdown_table(names, rows, align="-" * len(names))
+
+
+def _pairs(r: dict, top: int):
+    """(model, JAX result, torch result) of MP-IQE at depth `top`, then LIQE."""
+    return [(m, r[f"jax_{m}_{k}"], r[f"torch_{m}_{k}"]) for m, k in (("mpiqe", top), ("liqe", 0))]
+
+
+def _check_rows(checks: dict, scores: bool):
+    """Rows of a check table: model, losses and their difference, (max score difference,) grad
+    norms, trainable parameters, result."""
+    for key, c in checks.items():
+        (jl, tl), (jg, tg) = c["loss"], c["grad_norm"]
+        yield [_label(key), f"{jl:.6f}", f"{tl:.6f}", f"{abs(jl - tl):.1e}",
+               *([f"{c['score_max_abs_diff']:.1e}"] if scores else []), f"{jg:.5g}", f"{tg:.5g}",
+               f"{c['trainable'][0]:,}", "pass" if not c["failures"] else "FAIL"]
+
+
 def _achieved_rows(r: dict, top: int, *, scale: float, step_digits: int, percent_digits: int,
-                   peak_of) -> list[str]:
+                   peak_of):
     """The achieved-FLOP/s table's rows, MP-IQE at depth `top` then LIQE: model, model FLOPs,
     step seconds, achieved FLOP/s / `scale`, the cells `peak_of(result)` adds, % of its peak."""
-    rows = []
-    for m, key in (("mpiqe", top), ("liqe", 0)):
-        j = r[f"jax_{m}_{key}"]
+    for m, j, _ in _pairs(r, top):
         achieved = j["flops"] / j["train_s"]
         peak, peak_cells = peak_of(j)
-        cells = [m, f"{j['flops']:.4g}", f"{j['train_s']:.{step_digits}f}",
-                 f"{achieved / scale:.1f}", *peak_cells,
-                 f"{100 * achieved / peak:.{percent_digits}f}%"]
-        rows.append("| " + " | ".join(cells) + " |")
-    return rows
+        yield [m, f"{j['flops']:.4g}", f"{j['train_s']:.{step_digits}f}", f"{achieved / scale:.1f}",
+               *peak_cells, f"{100 * achieved / peak:.{percent_digits}f}%"]
 
 
 def render(saved: dict) -> str:
@@ -103,40 +120,26 @@ def render(saved: dict) -> str:
     if prep["check"]:
         L.append(f"Before any timing: float32 at full matmul precision, the same weights, a fixed "
                  f"batch of {plan.check_images} images x 2 crops (`torch_reference.compare`).\n")
-        L.append("| model | loss JAX | loss torch | abs diff | max score diff | grad norm JAX | "
-                 "grad norm torch | trainable params | result |")
-        L.append("|---|---|---|---|---|---|---|---|---|")
-        for key, c in prep["check"].items():
-            (jl, tl), (jg, tg) = c["loss"], c["grad_norm"]
-            L.append(f"| {_label(key)} | {jl:.6f} | {tl:.6f} | {abs(jl - tl):.1e} | "
-                     f"{c['score_max_abs_diff']:.1e} | {jg:.5g} | {tg:.5g} | "
-                     f"{c['trainable'][0]:,} | "
-                     f"{'pass' if not c['failures'] else 'FAIL'} |")
+        L.append(_table("model | loss JAX | loss torch | abs diff | max score diff | grad norm JAX "
+                        "| grad norm torch | trainable params | result",
+                        _check_rows(prep["check"], scores=True)))
         L.append("")
     if first:
         L.append(f"The first timed step of each worker pair: the same exported weights and batch "
                  f"({plan.images} images x {plan.crops} crops), loss and gradient norm before the "
                  "update; a failure discards every timing.\n")
-        L.append("| model | loss JAX | loss torch | abs diff | grad norm JAX | grad norm torch | "
-                 "trainable params | result |")
-        L.append("|---|---|---|---|---|---|---|---|")
-        for key, c in first.items():
-            (jl, tl), (jg, tg) = c["loss"], c["grad_norm"]
-            L.append(f"| {_label(key)} | {jl:.6f} | {tl:.6f} | {abs(jl - tl):.1e} | {jg:.5g} | "
-                     f"{tg:.5g} | {c['trainable'][0]:,} | "
-                     f"{'pass' if not c['failures'] else 'FAIL'} |")
+        L.append(_table("model | loss JAX | loss torch | abs diff | grad norm JAX | grad norm "
+                        "torch | trainable params | result", _check_rows(first, scores=False)))
         L.append("")
     L.append("## Training (images/s; an image is " + f"{plan.crops} crops)\n")
-    L.append("| model | JAX | torch (77-token text, as the original codes) | ratio | torch, "
-             "trimmed text | ratio |")
-    L.append("|---|---|---|---|---|---|")
-    for m in ("mpiqe", "liqe"):
-        key = top if m == "mpiqe" else 0
-        j, t = r[f"jax_{m}_{key}"], r[f"torch_{m}_{key}"]
+    rows = []
+    for m, j, t in _pairs(r, top):
         tt = r.get(f"torch_trim_{m}")
-        label = f"MP-IQE (prompt, depth {top})" if m == "mpiqe" else "LIQE (full)"
-        L.append(f"| {label} | {ips(j):.3f} | {ips(t):.3f} | **{ips(j) / ips(t):.2f}x** | "
-                 + (f"{ips(tt):.3f} | {ips(j) / ips(tt):.2f}x |" if tt else "not run | |"))
+        rows.append([f"MP-IQE (prompt, depth {top})" if m == "mpiqe" else "LIQE (full)",
+                     f"{ips(j):.3f}", f"{ips(t):.3f}", f"**{ips(j) / ips(t):.2f}x**",
+                     *([f"{ips(tt):.3f}", f"{ips(j) / ips(tt):.2f}x"] if tt else ["not run", ""])])
+    L.append(_table("model | JAX | torch (77-token text, as the original codes) | ratio | torch, "
+                    "trimmed text | ratio", rows))
     if r["torch_liqe_0"].get("text_recomputed"):
         gib = r["torch_liqe_0"].get("text_backward_gib")
         size = f" (~{gib:.0f} GiB in float32, estimated)" if gib else ""
@@ -152,21 +155,18 @@ def render(saved: dict) -> str:
                  f"LIQE's code does: {text_s:.2f} s here, timed apart and added to each crop "
                  f"setting's time for the rest of the call. JAX's models use their text-feature "
                  f"cache.\n")
-    L.append("| model | crops | JAX | torch | ratio |")
-    L.append("|---|---|---|---|---|")
-    for m, key in (("mpiqe", top), ("liqe", 0)):
-        j, t = r[f"jax_{m}_{key}"], r[f"torch_{m}_{key}"]
-        for e, c in (("eval15", plan.eval_crops), ("eval1", 1)):
-            L.append(f"| {'MP-IQE' if m == 'mpiqe' else 'LIQE'} | {c} | {j[e + '_ips']:.3f} | "
-                     f"{t[e + '_ips']:.3f} | {j[e + '_ips'] / t[e + '_ips']:.2f}x |")
+    L.append(_table("model | crops | JAX | torch | ratio", [
+        ["MP-IQE" if m == "mpiqe" else "LIQE", c, f"{j[e + '_ips']:.3f}", f"{t[e + '_ips']:.3f}",
+         f"{j[e + '_ips'] / t[e + '_ips']:.2f}x"]
+        for m, j, t in _pairs(r, top) for e, c in (("eval15", plan.eval_crops), ("eval1", 1))]))
     L.append("")
     if device:
         L.append("## Achieved FLOP/s of the JAX train step\n")
-        L.append("| model | model FLOPs / step (XLA) | step (s) | achieved TFLOP/s | peak "
-                 "TFLOP/s | % of peak |")
-        L.append("|---|---|---|---|---|---|")
-        L += _achieved_rows(r, top, scale=1e12, step_digits=4, percent_digits=1, peak_of=lambda j: (
-            j["accel_peak"], [f"{j['accel_peak'] / 1e12:.0f} ({j['accel_peak_source']})"]))
+        L.append(_table("model | model FLOPs / step (XLA) | step (s) | achieved TFLOP/s | peak "
+                        "TFLOP/s | % of peak", _achieved_rows(
+                            r, top, scale=1e12, step_digits=4, percent_digits=1,
+                            peak_of=lambda j: (j["accel_peak"], [
+                                f"{j['accel_peak'] / 1e12:.0f} ({j['accel_peak_source']})"]))))
     else:
         peak, n = prep["matmul_peak"], prep.get("matmul_n", plan.matmul_n)
         L.append(f"## Achieved FLOP/s of the JAX train step (peak: {peak / 1e9:.1f} GFLOP/s, "
@@ -175,24 +175,19 @@ def render(saved: dict) -> str:
                  "and nothing recomputed; the compiled step runs them as a `lax.scan` with "
                  "rematerialisation (`model.scan_layers`, `model.remat`), whose recomputed FLOPs "
                  "are not counted.\n")
-        L.append("| model | model FLOPs / step (XLA) | step (s) | achieved GFLOP/s | % of matmul "
-                 "peak |")
-        L.append("|---|---|---|---|---|")
-        L += _achieved_rows(r, top, scale=1e9, step_digits=3, percent_digits=0,
-                            peak_of=lambda j: (peak, []))
+        L.append(_table("model | model FLOPs / step (XLA) | step (s) | achieved GFLOP/s | % of "
+                        "matmul peak", _achieved_rows(r, top, scale=1e9, step_digits=3,
+                                                      percent_digits=0,
+                                                      peak_of=lambda j: (peak, []))))
     L.append("")
     L.append("## Peak memory during the training step (MiB)\n")
     if device:
         L.append("Device memory: JAX `memory_stats()['peak_bytes_in_use']`, torch "
                  "`max_memory_allocated()`.\n")
-        L.append("| model | JAX | torch | ratio |")
-        L.append("|---|---|---|---|")
-        for m, key in (("mpiqe", top), ("liqe", 0)):
-            j, t = r[f"jax_{m}_{key}"], r[f"torch_{m}_{key}"]
-            L.append(f"| {m} | {_fmt(j.get('device_peak_mib'), '.0f')} | "
-                     f"{_fmt(t.get('device_peak_mib'), '.0f')} | "
-                     f"{_fmt(j.get('device_peak_mib', np.nan) / t.get('device_peak_mib', np.nan))}"
-                     " |")
+        L.append(_table("model | JAX | torch | ratio", [
+            [m, _fmt(j.get("device_peak_mib"), ".0f"), _fmt(t.get("device_peak_mib"), ".0f"),
+             _fmt(j.get("device_peak_mib", np.nan) / t.get("device_peak_mib", np.nan))]
+            for m, j, t in _pairs(r, top)]))
     else:
         L.append("Resident-set high-water mark of the worker process over the timed steps (VmHWM, "
                  "reset right before them, so model load and compilation do not count), and the "
@@ -200,24 +195,19 @@ def render(saved: dict) -> str:
                  "existed (`libs`): JAX's and torch's own libraries differ in size, the model's "
                  "memory is what lies above them. XLA's own buffer plan for the step "
                  "(`memory_analysis().temp_size_in_bytes`) is given for JAX.\n")
-        L.append("| model | JAX peak | JAX libs | JAX above libs | XLA temp | torch peak | torch "
-                 "libs | torch above libs | ratio above libs |")
-        L.append("|---|---|---|---|---|---|---|---|---|")
-        for m, key in (("mpiqe", top), ("liqe", 0)):
-            j, t = r[f"jax_{m}_{key}"], r[f"torch_{m}_{key}"]
+        rows = []
+        for m, j, t in _pairs(r, top):
             ja, ta = j["peak_rss_mib"] - j["rss_libs_mib"], t["peak_rss_mib"] - t["rss_libs_mib"]
-            L.append(f"| {m} | {j['peak_rss_mib']:.0f} | {j['rss_libs_mib']:.0f} | {ja:.0f} | "
-                     f"{j['xla_temp_mib']:.0f} | {t['peak_rss_mib']:.0f} | "
-                     f"{t['rss_libs_mib']:.0f} | "
-                     f"{ta:.0f} | **{ja / ta:.2f}** |")
+            rows.append([m, *(f"{x:.0f}" for x in (j["peak_rss_mib"], j["rss_libs_mib"], ja,
+                                                   j["xla_temp_mib"], t["peak_rss_mib"],
+                                                   t["rss_libs_mib"], ta)), f"**{ja / ta:.2f}**"])
+        L.append(_table("model | JAX peak | JAX libs | JAX above libs | XLA temp | torch peak | "
+                        "torch libs | torch above libs | ratio above libs", rows))
     L.append("")
     L.append("## MP-IQE training step against visual prompt depth\n")
-    L.append("| depth | JAX step (s) | torch step (s) | ratio |")
-    L.append("|---|---|---|---|")
-    for d in plan.depths:
-        j, t = r[f"jax_mpiqe_{d}"], r[f"torch_mpiqe_{d}"]
-        L.append(f"| {d} | {j['train_s']:.3f} | {t['train_s']:.3f} | "
-                 f"{t['train_s'] / j['train_s']:.2f}x |")
+    L.append(_table("depth | JAX step (s) | torch step (s) | ratio", [
+        [d, f"{j['train_s']:.3f}", f"{t['train_s']:.3f}", f"{t['train_s'] / j['train_s']:.2f}x"]
+        for d, j, t in ((d, r[f"jax_mpiqe_{d}"], r[f"torch_mpiqe_{d}"]) for d in plan.depths)]))
     L.append("")
     if not device:
         L += targets(plan, name, prep, r, run)
@@ -237,25 +227,20 @@ def targets(plan: plans.Plan, name: str, prep: dict, r: dict, run: dict) -> list
     top = max(plan.depths)
     ips = lambda m: plan.images / m["train_s"]
     L = ["## Against the targets (CPU)\n", "| target | measured | |", "|---|---|---|"]
-    for m, label, goal in (("mpiqe", "MP-IQE", TARGET_MPIQE_RATIO),
-                           ("liqe", "LIQE", TARGET_LIQE_RATIO)):
-        key = top if m == "mpiqe" else 0
-        ratio = ips(r[f"jax_{m}_{key}"]) / ips(r[f"torch_{m}_{key}"])
-        trim = r.get(f"torch_trim_{m}")
-        extra = (f" ({ips(r[f'jax_{m}_{key}']) / ips(trim):.2f}x against the reference with "
-                 "trimmed text)" if trim else "")
+    pairs = list(zip(_pairs(r, top), ("MP-IQE", "LIQE")))
+    for ((m, j, t), label), goal in zip(pairs, (TARGET_MPIQE_RATIO, TARGET_LIQE_RATIO)):
+        ratio, trim = ips(j) / ips(t), r.get(f"torch_trim_{m}")
+        extra = (f" ({ips(j) / ips(trim):.2f}x against the reference with trimmed text)"
+                 if trim else "")
         L.append(f"| {label} train step >= {goal:g}x the reference's images/s | "
-                 f"{ratio:.2f}x{extra} "
-                 f"| {_met(ratio >= goal)} |")
+                 f"{ratio:.2f}x{extra} | {_met(ratio >= goal)} |")
     peak = prep["matmul_peak"]
-    frac = {m: r[f"jax_{m}_{k}"]["flops"] / r[f"jax_{m}_{k}"]["train_s"] / peak
-            for m, k in (("mpiqe", top), ("liqe", 0))}
+    frac = {m: j["flops"] / j["train_s"] / peak for (m, j, _), _ in pairs}
     L.append(f"| train step >= {100 * TARGET_PEAK_FRACTION:.0f}% of the measured matmul peak | "
              f"MP-IQE {100 * frac['mpiqe']:.0f}%, LIQE {100 * frac['liqe']:.0f}% of this run's "
              f"{peak / 1e9:.1f} GFLOP/s | {_met(min(frac.values()) >= TARGET_PEAK_FRACTION)} |")
     mem, ok = [], True
-    for m, label, k in (("mpiqe", "MP-IQE", top), ("liqe", "LIQE", 0)):
-        j, t = r[f"jax_{m}_{k}"], r[f"torch_{m}_{k}"]
+    for (m, j, t), label in pairs:
         above = (j["peak_rss_mib"] - j["rss_libs_mib"]) / (t["peak_rss_mib"] - t["rss_libs_mib"])
         mem.append(f"{label} {j['peak_rss_mib']:.0f} vs {t['peak_rss_mib']:.0f} MiB "
                    f"({above:.2f} above the libraries)")

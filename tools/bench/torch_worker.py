@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from bench import memory, plans, timing, weights
+from bench import memory, plans, timing
 
 
 def torch_trainer(args, plan: plans.Plan, model_name: str, depth: int, dev) -> dict:
@@ -17,17 +17,16 @@ def torch_trainer(args, plan: plans.Plan, model_name: str, depth: int, dev) -> d
 
     cuda = dev.type == "cuda"
     config = plans.model_config(model_name, plan, depth)
-    exported = weights.load_export(os.path.join(args.tmp, f"{model_name}_{depth}.npz"))
-    model = tr.from_export(exported, config.model.to_dict(), mode=config.optimizer.param_groups,
-                           text_length=args.text_length).to(dev)
-    del exported
+    model = tr.load(plans.export_dir(args.tmp, model_name, depth),
+                    mode=config.optimizer.param_groups, text_length=args.text_length).to(dev)
     # LIQE's 495 x 77 text tower keeps ~20 GB of activations for its backward in float32; where
     # that (plus weights, moments and the image tower) exceeds the free memory, torch recomputes
     # each text block in the backward instead (open_clip's grad checkpointing; same values).
     recompute, text_gib = False, None
     if model_name == "liqe" and not cuda:
         text = model.clip.transformer
-        text_gib = memory.text_backward_gib(*model.token_ids.shape, text.width, text.layers)
+        text_gib = memory.text_backward_gib(*model.joint.token_ids.shape, text.width,
+                                            text.layers)
         if text_gib + 4.0 > memory.mem_available_gib():
             model.clip.set_grad_checkpointing(True)
             recompute = True
@@ -100,21 +99,20 @@ def worker_torch(args, plan: plans.Plan) -> dict:
                 keep[:] = [result]
         return timing.median_time(run, warmup, repeats)[0]
 
-    text_s = 0.0
+    text_s, text = 0.0, []
     if args.model == "liqe":
         # LIQE's code runs its 495 x 77 text tower on every inference call, as slow as a train
         # step here. It is timed once and added to each crop setting's time for the rest of the
         # call (the same forward, given those text features): the call runs the two one after
         # the other, so the sum is its time, and the slow part is not run twice per figure.
-        text = []
         text_s = timed(model.text_features, plan.liqe_warmup, plan.liqe_repeats, keep=text)
-        model.text_features = lambda: text[0]
         out["text_s"] = text_s
     for key, crops in (("eval15", plan.eval_crops), ("eval1", 1)):
         images = plan.eval_images if crops > 1 else plan.eval_images * plan.eval_crops
         pixels = tr.torch_batch(tr.random_batch(np.random.default_rng(2), images, crops,
                                                 res))["pixels"].to(dev)
-        out[key + "_ips"] = images / (text_s + timed(lambda: model(pixels)["score"],
+        # LIQE given the text features timed above; MP-IQE's prompt learner runs every call.
+        out[key + "_ips"] = images / (text_s + timed(lambda: model(pixels, *text)["score"],
                                                      plan.warmup, plan.repeats))
     model = t = None  # freed before the sweep
     return out | {"sweep": timing.sweep(args, plan, sweep_trainer)}
