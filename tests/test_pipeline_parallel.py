@@ -39,7 +39,7 @@ def spec(synthetic_small_spec):
 
 
 def _specs(spec):
-    split = splits.random_split(splits.read_labels(spec.source)["ref_id"], "80/20", seed=0)
+    split = splits.random_split(splits.read_labels(spec.source)["ref_id"], (0.8, 0.2), seed=0)
     return [P.DataSpec(spec.source, split["train"], 4, spec.scenes, "a"),
             P.DataSpec(spec.source, split["test"], 2, None, "b")]
 
