@@ -26,8 +26,8 @@ from mmpiqa_jax.checkpoints.hf import hf_to_openai, openai_to_hf  # noqa: E402
 from mmpiqa_jax.checkpoints.load import read_clip_config  # noqa: E402
 from mmpiqa_jax.checkpoints.open_clip_arch import (OPEN_CLIP_CONFIGS, config_from_open_clip,  # noqa: E402
                                                    resolve_arch)
-from mmpiqa_jax.checkpoints.openai_layout import check_state_dict  # noqa: E402
-from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict  # noqa: E402
+from mmpiqa_jax.checkpoints.clip_conversion import (check_state_dict,  # noqa: E402
+                                                   to_openai_state_dict)
 from mmpiqa_jax.models.clip_model import VARIANTS  # noqa: E402
 
 TOLERANCE = 1e-4  # max |diff| relative to the feature norm

@@ -1,12 +1,14 @@
 """OpenAI-layout state dicts <-> the Flax `CLIP`: one table of renames and transposes.
 
 The model's parameter names mirror OpenAI's `clip/model.py`, so the table is short; it is read
-one way by `from_openai_state_dict` and the other by `to_openai_state_dict`. `infer_config`
+one way by `from_openai_state_dict` and the other by `to_openai_state_dict`, and with the
+model's abstract shapes it gives every OpenAI key's shape (`check_state_dict`). `infer_config`
 reads the architecture from the tensors' shapes where a file states none.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -14,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mmpiqa_jax.checkpoints.errors import CheckpointError
-from mmpiqa_jax.checkpoints.openai_layout import NON_PARAMETER_KEYS, check_state_dict
+from mmpiqa_jax.checkpoints.errors import CheckpointError, check_shapes
+from mmpiqa_jax.checkpoints.openai_layout import NON_PARAMETER_KEYS
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
 # Each row: OpenAI key, NNX path, axis permutation from the torch
@@ -82,6 +84,37 @@ def conversion_table(config: CLIPConfig) -> list[Row]:
             rows += [Row(f"{prefix}.resblocks.{i}.{key}", (*path, "resblocks", *sub), perm, i)
                      for key, sub, perm in _BLOCK_ROWS]
     return rows
+
+
+def _abstract(config: CLIPConfig):
+    """(graphdef, {NNX path: abstract variable}) of a CLIP with `config`; nothing allocated."""
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))))
+    return graphdef, dict(nnx.to_flat_state(abstract))
+
+
+@functools.lru_cache(maxsize=16)
+def expected_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter of a CLIP with `config` and its shape, in OpenAI layout."""
+    # Every layer's block has the same shapes: a model of one layer per tower tells them, and
+    # traces in a fraction of the time.
+    variables = _abstract(dataclasses.replace(config, vision_layers=1, text_layers=1))[1]
+    shapes = {}
+    for row in conversion_table(config):
+        shape = variables[row.path].shape[row.layer is not None:]  # a block's: one layer
+        shapes[row.key] = tuple(shape[i] for i in np.argsort(row.perm)) if row.perm else shape
+    return shapes
+
+
+def check_state_dict(state_dict: Mapping[str, np.ndarray], config: CLIPConfig, *, source: str,
+                     names: Mapping[str, str] | None = None) -> None:
+    """Raise `CheckpointError` unless `state_dict` holds exactly the parameters of `config`.
+
+    `names` maps OpenAI keys to the names the tensors have in the file (Hugging Face's), so that
+    the message names the tensor as the user will find it.
+    """
+    check_shapes(expected_shapes(config), {k: tuple(np.shape(v)) for k, v in state_dict.items()},
+                 source=source, what="not a CLIP state dict of the expected architecture",
+                 names=names)
 
 
 def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPConfig:
@@ -151,8 +184,7 @@ def from_openai_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str 
     check_state_dict(state_dict, config, source=source)
 
     # Allocate nothing random: build the model abstractly, then fill in the converted arrays.
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))))
-    variables = dict(nnx.to_flat_state(abstract))
+    graphdef, variables = _abstract(config)
     values = {}  # path -> the converted array (a stacked path: one numpy array filled by layer)
     for row in conversion_table(config):
         value = np.asarray(state_dict[row.key], np.float32)

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from mmpiqa_jax import files
-from mmpiqa_jax.checkpoints.clip_conversion import infer_config, to_openai_state_dict
+from mmpiqa_jax.checkpoints.clip_conversion import (check_state_dict, infer_config,
+                                                   to_openai_state_dict)
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.checkpoints.hf import hf_config_for, openai_to_hf
-from mmpiqa_jax.checkpoints.openai_layout import check_state_dict
 
 EXTRA_WEIGHTS = "mmpiqa_extra.safetensors"
 EXTRA_CONFIG = "mmpiqa_config.json"

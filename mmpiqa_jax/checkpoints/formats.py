@@ -23,12 +23,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mmpiqa_jax.checkpoints.clip_conversion import infer_config, to_openai_state_dict
+from mmpiqa_jax.checkpoints.clip_conversion import (check_state_dict, infer_config,
+                                                   to_openai_state_dict)
 from mmpiqa_jax.checkpoints.errors import CheckpointError, listing
 from mmpiqa_jax.checkpoints.hf import config_from_hf, hf_to_openai
 from mmpiqa_jax.checkpoints.open_clip_arch import config_from_open_clip
-from mmpiqa_jax.checkpoints.openai_layout import (check_state_dict, clean_state_dict,
-                                                  looks_like_openai)
+from mmpiqa_jax.checkpoints.openai_layout import clean_state_dict, looks_like_openai
 from mmpiqa_jax.checkpoints.project import PROJECT_FORMAT
 from mmpiqa_jax.checkpoints.project import load_checkpoint as load_project_checkpoint
 from mmpiqa_jax.checkpoints.project import read_config as read_project_config

@@ -26,10 +26,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from mmpiqa_jax import files
-from mmpiqa_jax.checkpoints.clip_conversion import infer_config
+from mmpiqa_jax.checkpoints.clip_conversion import check_state_dict, infer_config
 from mmpiqa_jax.checkpoints.errors import CheckpointError, listing
-from mmpiqa_jax.checkpoints.openai_layout import (check_state_dict, clean_state_dict,
-                                                  looks_like_openai)
+from mmpiqa_jax.checkpoints.openai_layout import clean_state_dict, looks_like_openai
 from mmpiqa_jax.checkpoints.torch_files import is_torchscript, load_pickle, require_torch
 from mmpiqa_jax.errors import MissingFileError
 from mmpiqa_jax.models.clip_model import CLIPConfig
