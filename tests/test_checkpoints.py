@@ -449,15 +449,21 @@ def test_error_project_checkpoint_config_disagrees(hf_tiny_folder, tmp_path):
     config_path = os.path.join(folder, "config.json")
     with open(config_path) as f:
         meta = json.load(f)
-    meta["clip"]["vision_layers"] = 2
-    meta["clip"]["text_width"] = 64
+    for key, value, match in (
+            ("clip", dict(meta["clip"], vision_layers=2),  # the file's blocks: 3 stacked
+             r"tensor clip/visual/transformer/resblocks/\S+ has shape \(3, .*expected \(2, "),
+            ("extra_params", {"ghost": {"shape": [2], "dtype": "float32"}},
+             r"do not match config.json; missing keys \(1\): extra/ghost")):
+        with open(config_path, "w") as f:
+            json.dump(dict(meta, **{key: value}), f)
+        with pytest.raises(CheckpointError, match=match) as e:
+            load_clip(folder)
+        assert folder in str(e.value)
+    meta["version"] = 1  # blocks stored one subtree each: read by no released code
     with open(config_path, "w") as f:
         json.dump(meta, f)
-    with pytest.raises(CheckpointError) as e:
+    with pytest.raises(CheckpointError, match="checkpoint version 1, this code reads version 2"):
         load_clip(folder)
-    message = str(e.value)
-    assert (folder in message and "unexpected keys" in message
-            and "visual/transformer/resblocks/2" in message)
 
 
 # --- Any CLIP shape: the architecture read from the checkpoint -------------------------------

@@ -19,6 +19,7 @@ from mmpiqa_jax.checkpoints.clip_conversion import (check_state_dict, infer_conf
                                                    to_openai_state_dict)
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.checkpoints.hf import hf_config_for, openai_to_hf
+from mmpiqa_jax.checkpoints.project import check_extras
 
 EXTRA_WEIGHTS = "mmpiqa_extra.safetensors"
 EXTRA_CONFIG = "mmpiqa_config.json"
@@ -46,11 +47,7 @@ def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
     check_state_dict(state_dict, config, source="<export>")
     weights = {k: v.astype(np.float32) for k, v in openai_to_hf(state_dict).items()}
 
-    extras = {}
-    for name, value in (extra_params or {}).items():
-        if not isinstance(name, str) or not name:
-            raise CheckpointError(f"extra parameter names must be non-empty strings, got {name!r}")
-        extras[name] = np.asarray(value, order="C")
+    extras = check_extras(extra_params)
     meta = {"format": EXTRA_FORMAT, "version": 1, "clip": config.to_dict(),
             "extra_params": sorted(extras), "extra_config": dict(extra_config or {})}
     # Every file is written before any replaces an earlier export's (files.replacing).
