@@ -424,6 +424,17 @@ def test_error_truncated_safetensors(open_clip_tiny, tmp_path):
         assert str(path) in str(e.value)
 
 
+def test_error_config_json_named(tmp_path):
+    config = tmp_path / "config.json"
+    for text, match in (("{", "config.json: not valid JSON"),
+                        ("[1, 2]", "config.json: holds a JSON list, expected an object")):
+        config.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            load_clip(tmp_path)
+        with pytest.raises(ValueError, match=match):
+            resolve_arch(str(config))
+
+
 @pytest.mark.parametrize("zipped", [True, False])
 def test_error_truncated_torch_file(tmp_path, zipped):
     path = tmp_path / "model.pt"

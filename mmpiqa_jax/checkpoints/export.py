@@ -8,7 +8,6 @@ gives the ids.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 
@@ -70,11 +69,7 @@ def read_extras(folder: str) -> tuple[dict[str, np.ndarray], dict]:
     config_path = os.path.join(folder, EXTRA_CONFIG)
     if not os.path.isfile(config_path):
         return {}, {}
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{config_path}: unreadable ({e})") from None
+    meta = files.read_json(config_path, object_only=True)
     names = meta.get("extra_params", [])
     weights_path = os.path.join(folder, EXTRA_WEIGHTS)
     extras = {}

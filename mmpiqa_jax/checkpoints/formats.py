@@ -16,7 +16,6 @@ Formats (the names `read_state_dict` returns):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import struct
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from mmpiqa_jax.checkpoints.project import load_checkpoint as load_project_check
 from mmpiqa_jax.checkpoints.project import read_config as read_project_config
 from mmpiqa_jax.checkpoints.torch_files import (TensorShape, is_torchscript, load_pickle,
                                                 load_torchscript)
+from mmpiqa_jax.files import read_json
 from mmpiqa_jax.models.clip_model import CLIPConfig
 
 ACCEPTED = ("a Hugging Face CLIP folder (config.json + model.safetensors or pytorch_model.bin), "
@@ -109,14 +109,6 @@ def _read_tensor_file(path: str, *, shapes_only: bool = False) -> tuple[dict, st
     raise CheckpointError(f"{path}: is a folder, expected a weights file")
 
 
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable JSON ({e})") from None
-
-
 def _read_hf_weights(folder: str) -> dict:
     """All tensors of a Hugging Face folder, following a shard index if there is one."""
     for name in _HF_WEIGHTS:
@@ -125,7 +117,7 @@ def _read_hf_weights(folder: str) -> dict:
             continue
         if not name.endswith(".index.json"):
             return _read_tensor_file(path)[0]
-        weight_map = _read_json(path).get("weight_map")
+        weight_map = read_json(path, object_only=True).get("weight_map")
         if not isinstance(weight_map, Mapping):
             raise CheckpointError(f"{path}: shard index without a weight_map")
         tensors = {}
@@ -149,7 +141,7 @@ def _read_folder(folder: str, *, shapes_only: bool = False) -> Source:
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{folder}: a folder without config.json (found "
                               f"{listing(os.listdir(folder)) or 'nothing'}); accepted: {ACCEPTED}")
-    config_dict = _read_json(config_path)
+    config_dict = read_json(config_path, object_only=True)
     if config_dict.get("format") == PROJECT_FORMAT:
         if shapes_only:
             return Source({}, "mmpiqa", CLIPConfig.from_dict(read_project_config(folder)["clip"]))
@@ -200,7 +192,8 @@ def _open_clip_config_beside(path: str) -> CLIPConfig | None:
     config_path = os.path.join(os.path.dirname(os.path.abspath(path)), OPEN_CLIP_CONFIG)
     if not os.path.isfile(config_path):
         return None
-    return config_from_open_clip(_read_json(config_path), source=config_path)
+    return config_from_open_clip(read_json(config_path, object_only=True),
+                                 source=config_path)
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:

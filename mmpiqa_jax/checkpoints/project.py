@@ -87,11 +87,7 @@ def save_checkpoint(out_dir: str | os.PathLike, clip_model: CLIP,
 def read_config(folder: str) -> dict:
     """The checked `config.json` of a project checkpoint."""
     path = os.path.join(folder, CONFIG_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable project checkpoint config ({e})") from None
+    meta = files.read_json(path, object_only=True)
     if meta.get("format") != PROJECT_FORMAT:
         raise CheckpointError(f"{path}: not a project checkpoint (format {meta.get('format')!r})")
     if meta.get("version") != VERSION:
@@ -152,10 +148,5 @@ def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Che
 def is_project_checkpoint(path: str | os.PathLike) -> bool:
     """Whether `path` is a folder written by `save_checkpoint`."""
     config_path = os.path.join(os.fspath(path), CONFIG_FILE)
-    if not os.path.isfile(config_path):
-        return False
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            return json.load(f).get("format") == PROJECT_FORMAT
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
+    return (os.path.isfile(config_path)
+            and files.read_json(config_path, object_only=True).get("format") == PROJECT_FORMAT)
