@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from mmpiqa_jax.checkpoints.errors import CheckpointError, check_shapes
-from mmpiqa_jax.checkpoints.openai_layout import NON_PARAMETER_KEYS
+from mmpiqa_jax.checkpoints.openai_layout import NON_PARAMETER_KEYS, count_layers
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
 # Each row: OpenAI key, NNX path, axis permutation from the torch
@@ -135,10 +135,6 @@ def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPCo
                               f"{', '.join(missing)}")
     shape = lambda key: tuple(np.shape(state_dict[key]))
 
-    def count_layers(prefix: str) -> int:
-        return len({k.split(".")[len(prefix.split("."))] for k in state_dict
-                    if k.startswith(prefix + ".")})
-
     if len(shape("visual.conv1.weight")) != 4:
         raise CheckpointError(f"{source}: tensor visual.conv1.weight has shape "
                               f"{shape('visual.conv1.weight')}, expected [width, 3, patch, patch]")
@@ -153,7 +149,7 @@ def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPCo
     return CLIPConfig(
         embed_dim=shape("text_projection")[1],
         image_resolution=patch * grid,
-        vision_layers=count_layers("visual.transformer.resblocks"),
+        vision_layers=count_layers(state_dict, "visual.transformer.resblocks"),
         vision_width=vision_width,
         vision_patch_size=patch,
         vision_heads=max(1, vision_width // 64),
@@ -161,7 +157,7 @@ def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPCo
         vocab_size=shape("token_embedding.weight")[0],
         text_width=text_width,
         text_heads=max(1, text_width // 64),
-        text_layers=count_layers("transformer.resblocks"),
+        text_layers=count_layers(state_dict, "transformer.resblocks"),
         activation="quick_gelu",
         vision_mlp_width=mlp_width("visual.transformer", vision_width),
         text_mlp_width=mlp_width("transformer", text_width),

@@ -7,6 +7,7 @@ its shape for an architecture: `clip_conversion.expected_shapes`.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,6 +18,14 @@ from mmpiqa_jax.checkpoints.errors import CheckpointError
 # archives store the model's hyper-parameters as tensors, open_clip registers the causal mask.
 # Dropped knowingly; the architecture is inferred from the parameters' shapes instead.
 NON_PARAMETER_KEYS = frozenset({"input_resolution", "context_length", "vocab_size", "attn_mask"})
+
+
+def count_layers(keys, prefix: str) -> int:
+    """The blocks of `prefix` (e.g. `transformer.resblocks`) that `keys` name: the highest block
+    index + 1, so that a missing block is reported as missing keys."""
+    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    indices = {int(m.group(1)) for k in keys if (m := pattern.match(k))}
+    return max(indices) + 1 if indices else 0
 
 
 def clean_state_dict(obj, *, source: str) -> dict[str, np.ndarray]:
