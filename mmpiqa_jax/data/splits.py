@@ -240,9 +240,8 @@ def import_liqe(directory: str, db: str, names: Sequence[str], quality=None,
         if quality is not None:
             check_score_agreement(path, lines, np.array([r.score for r in rows]),
                                   np.asarray(quality)[idx])
-        for i, row in zip(idx, rows):
-            scenes[i, [labels.scene_index(s) for s in row.scenes]] = 1.0
-            classes[i] = labels.distortion_index(_liqe_class(db, row))
+        scenes[idx] = labels.scene_multi_hot([row.scenes for row in rows])
+        classes[idx] = [labels.distortion_index(_liqe_class(db, row)) for row in rows]
         split[part] = np.sort(idx)
     return ImportedSplit(split, scenes, classes)
 
