@@ -54,8 +54,9 @@ class Source:
     names: Mapping[str, str] | None = None  # OpenAI key -> name in the file, where they differ
 
 
-def _container(path: str) -> str:
-    """"folder", "safetensors", "zip" or "pickle", from the first bytes; else CheckpointError."""
+def container(path: str) -> str:
+    """"folder", "safetensors", "torchscript" or "pickle" (a `torch.save` file, zip or legacy),
+    from the first bytes; else CheckpointError."""
     if os.path.isdir(path):
         return "folder"
     if not os.path.isfile(path):
@@ -64,7 +65,7 @@ def _container(path: str) -> str:
     with open(path, "rb") as f:
         head = f.read(9)
     if head[:4] == b"PK\x03\x04":  # torch.save's zip format and TorchScript archives
-        return "zip"
+        return "torchscript" if is_torchscript(path) else "pickle"
     # safetensors: u64 header length, then JSON. Tested before pickles: the length's first byte
     # may be 0x80, a pickle's first byte; a pickle's ninth byte is never "{".
     if len(head) == 9 and head[8:9] == b"{":
@@ -99,13 +100,13 @@ def _read_safetensors(path: str, *, shapes_only: bool = False) -> dict[str, np.n
 
 def _read_tensor_file(path: str, *, shapes_only: bool = False) -> tuple[dict, str]:
     """(the file's tensors, how they were stored) for a single weights file."""
-    kind = _container(path)
+    kind = container(path)
     if kind == "safetensors":
-        return _read_safetensors(path, shapes_only=shapes_only), "safetensors"
-    if kind == "zip" and is_torchscript(path):
-        return load_torchscript(path, shapes_only=shapes_only), "torchscript"
-    if kind in ("zip", "pickle"):
-        return load_pickle(path, shapes_only=shapes_only), "pickle"
+        return _read_safetensors(path, shapes_only=shapes_only), kind
+    if kind == "torchscript":
+        return load_torchscript(path, shapes_only=shapes_only), kind
+    if kind == "pickle":
+        return load_pickle(path, shapes_only=shapes_only), kind
     raise CheckpointError(f"{path}: is a folder, expected a weights file")
 
 
@@ -161,7 +162,7 @@ def read_source(path: str | os.PathLike, *, shapes_only: bool = False) -> Source
     safetensors header, a torch zip file memory-mapped (its tensors as `TensorShape`s).
     """
     path = os.fspath(path)
-    if _container(path) == "folder":
+    if container(path) == "folder":
         return _read_folder(path, shapes_only=shapes_only)
     tensors, stored = _read_tensor_file(path, shapes_only=shapes_only)
     if stored == "pickle" and not isinstance(tensors, Mapping):

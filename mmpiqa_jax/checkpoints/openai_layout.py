@@ -39,9 +39,12 @@ def clean_state_dict(obj, *, source: str) -> dict[str, np.ndarray]:
     if not isinstance(obj, Mapping) or not obj:
         raise CheckpointError(f"{source}: expected a state dict (a mapping of names to tensors), "
                               f"found {type(obj).__name__}")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return {k: v for k, v in obj.items() if k not in NON_PARAMETER_KEYS}
+    return {k: v for k, v in strip_ddp_prefix(obj).items() if k not in NON_PARAMETER_KEYS}
+
+
+def strip_ddp_prefix(state_dict: Mapping) -> dict:
+    """`state_dict` without the `module.` that DistributedDataParallel puts before its keys."""
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
 def looks_like_openai(keys) -> bool:
