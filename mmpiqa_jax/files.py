@@ -54,12 +54,16 @@ def json_ready(value):
     return repr(value)
 
 
-def read_json(path):
-    """The JSON in `path`; a file that is not JSON is a `UserError` naming it."""
+def read_json(path, *, object_only: bool = False):
+    """The JSON in `path`; a file that is not JSON (with `object_only`, not a JSON object) is a
+    `UserError` naming it."""
     try:
-        return json.loads(as_path(path).read_text(encoding="utf-8"))
+        value = json.loads(as_path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
+    if object_only and not isinstance(value, dict):
+        raise UserError(f"{path}: holds a JSON {type(value).__name__}, expected an object")
+    return value
 
 
 def write_bytes(path, data: bytes) -> None:

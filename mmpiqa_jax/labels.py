@@ -1,4 +1,5 @@
 """The label vocabularies shared by data, prompts and heads (LIQE's, see method.md)."""
+import numpy as np
 
 from mmpiqa_jax.errors import UserError
 
@@ -45,3 +46,11 @@ def scene_index(name: str) -> int:
         return SCENES.index(name)
     except ValueError:
         raise UserError(f"unknown scene {name!r}; expected one of {SCENES}") from None
+
+
+def scene_multi_hot(scene_lists) -> np.ndarray:
+    """float32 [N, NUM_SCENES]: row i is 1 at each scene name of `scene_lists[i]`."""
+    table = np.zeros((len(scene_lists), NUM_SCENES), np.float32)
+    for row, scenes in zip(table, scene_lists):
+        row[[scene_index(s) for s in scenes]] = 1.0
+    return table

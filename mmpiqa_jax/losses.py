@@ -93,7 +93,7 @@ def categorical_fidelity(p: jax.Array, g: jax.Array, eps: float = EPS) -> jax.Ar
 
 
 def quality_fidelity_loss(scores, targets, dataset_ids, valid=None, *,
-                          reduction: str = "dataset", eps: float = EPS) -> jax.Array:
+                          eps: float = EPS) -> jax.Array:
     """LIQE's pairwise fidelity loss for quality, over pairs from the same dataset.
 
     For a pair (i, j): p = Phi((s_i - s_j) / sqrt(2)), the model's probability that i is better;
@@ -105,10 +105,9 @@ def quality_fidelity_loss(scores, targets, dataset_ids, valid=None, *,
       dataset_ids: [B] integer id of each example's dataset; pairs across datasets never count,
         since MOS scales of different datasets are not comparable.
       valid: optional [B] bool; False drops the example from every pair (padding).
-      reduction: "dataset" (LIQE's `loss_m4`): the mean over each dataset's pairs, then the mean
-        over datasets that have at least one pair. "pair": one mean over all pairs of the batch.
     Returns:
-      float32 scalar; 0 when no dataset has two valid examples.
+      float32 scalar, as LIQE's `loss_m4`: the mean over each dataset's pairs, then the mean over
+      datasets that have at least one pair; 0 when no dataset has two valid examples.
 
     Each unordered pair is counted once (i < j, LIQE's `triu_indices(offset=1)`). The per-pair loss
     is symmetric under swapping i and j (p -> 1 - p, g -> 1 - g), so counting ordered pairs twice
@@ -118,17 +117,15 @@ def quality_fidelity_loss(scores, targets, dataset_ids, valid=None, *,
     _check_vector(scores, "scores")
     _check_same_shape(scores, targets, "scores", "targets")
     _check_same_shape(scores, dataset_ids, "scores", "dataset_ids")
-    if reduction not in ("dataset", "pair"):
-        raise ValueError(f"reduction must be 'dataset' or 'pair', got {reduction!r}")
     valid = _valid_mask(valid, jnp.shape(scores)[0])
     return _quality_core(jnp.asarray(scores), jnp.asarray(targets), jnp.asarray(dataset_ids), valid,
-                         reduction, eps)
+                         eps)
 
 
 # Checks run in Python above; the arithmetic is one jitted function, since op-by-op dispatch of
 # its few dozen primitives costs seconds of compilation on first use.
-@functools.partial(jax.jit, static_argnums=(4, 5))
-def _quality_core(scores, targets, ids, valid, reduction, eps):
+@functools.partial(jax.jit, static_argnums=(4,))
+def _quality_core(scores, targets, ids, valid, eps):
     batch = scores.shape[0]
     # Zero out padding first so that garbage there cannot reach values or gradients.
     s = jnp.where(valid, _f32(scores), 0.0)
@@ -142,19 +139,15 @@ def _quality_core(scores, targets, ids, valid, reduction, eps):
     g = 0.5 * (jnp.sign(y[:, None] - y[None, :]) + 1.0)
     loss = binary_fidelity(p, g, eps)
 
-    if reduction == "pair":
-        weights = pairs.astype(jnp.float32)
-    else:
-        # Weight each pair by 1 / (pairs in its dataset): the weights of one dataset sum to 1, so
-        # the weighted mean is the mean over datasets of each dataset's mean, without a loop.
-        n = jnp.sum(same, axis=1).astype(jnp.float32)  # valid examples in row i's dataset
-        n_pairs = n * (n - 1.0) / 2.0
-        weights = jnp.where(pairs, 1.0 / jnp.maximum(n_pairs, 1.0)[:, None], 0.0)
+    # Weight each pair by 1 / (pairs in its dataset): the weights of one dataset sum to 1, so
+    # the weighted mean is the mean over datasets of each dataset's mean, without a loop.
+    n = jnp.sum(same, axis=1).astype(jnp.float32)  # valid examples in row i's dataset
+    n_pairs = n * (n - 1.0) / 2.0
+    weights = jnp.where(pairs, 1.0 / jnp.maximum(n_pairs, 1.0)[:, None], 0.0)
     return _weighted_mean(loss, weights)
 
 
-def distortion_fidelity_loss(probs, labels, valid=None, *, normalize_by_classes: bool = False,
-                             eps: float = EPS) -> jax.Array:
+def distortion_fidelity_loss(probs, labels, valid=None, *, eps: float = EPS) -> jax.Array:
     """Fidelity loss between predicted distortion probabilities and the one-hot label.
 
     Args:
@@ -162,10 +155,10 @@ def distortion_fidelity_loss(probs, labels, valid=None, *, normalize_by_classes:
       labels: [B] int class index; -1 = missing, masked out. Out-of-range labels raise when
         the values are concrete; under jit they count as missing.
       valid: optional [B] bool mask, and-ed with the label mask.
-      normalize_by_classes: divide each example's loss by K, as LIQE's `Fidelity_Loss_distortion`
-        does; it only rescales the task (DWA's loss ratios are unchanged).
     Returns:
       float32 scalar: the mean of `1 - sum_k sqrt(p_k g_k + eps)` over labelled examples; 0 if none.
+      (LIQE's `Fidelity_Loss_distortion` also divides by K: a constant scale, which DWA's loss
+      ratios do not see.)
     """
     if jnp.ndim(probs) != 2:
         raise ValueError(f"probs must be [B, K], got shape {jnp.shape(probs)}")
@@ -182,19 +175,16 @@ def distortion_fidelity_loss(probs, labels, valid=None, *, normalize_by_classes:
             raise ValueError(f"distortion label {int(bad[0])} out of range: expected -1 (missing) "
                              f"or 0..{num_classes - 1}")
     return _distortion_core(jnp.asarray(probs), jnp.asarray(labels), _valid_mask(valid, batch),
-                            normalize_by_classes, eps)
+                            eps)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _distortion_core(probs, labels, valid, normalize_by_classes, eps):
+@functools.partial(jax.jit, static_argnums=(3,))
+def _distortion_core(probs, labels, valid, eps):
     num_classes = probs.shape[1]
     mask = valid & (labels >= 0) & (labels < num_classes)
     p = jnp.where(mask[:, None], _f32(probs), 0.0)
     g = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-    loss = categorical_fidelity(p, g, eps)
-    if normalize_by_classes:
-        loss = loss / num_classes
-    return _weighted_mean(loss, mask.astype(jnp.float32))
+    return _weighted_mean(categorical_fidelity(p, g, eps), mask.astype(jnp.float32))
 
 
 def scene_fidelity_loss(probs, targets, mask=None, *, eps: float = EPS) -> jax.Array:

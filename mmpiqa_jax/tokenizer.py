@@ -1,8 +1,7 @@
 """CLIP's byte-pair tokenizer, giving exactly the ids of OpenAI's (and open_clip's) `tokenize`.
 
 The byte-pair encoding itself is transformers' `CLIPTokenizer` (Rust `tokenizers` backend), built
-either from a Hugging Face folder's own tokenizer files or from OpenAI's published BPE file shipped
-in `mmpiqa_jax/assets/`. The text cleaning is OpenAI's, done here in Python: the backend's
+from OpenAI's published BPE file shipped in `mmpiqa_jax/assets/`. The text cleaning is OpenAI's, done here in Python: the backend's
 normaliser (NFC, whitespace runs, lowercase) lacks `ftfy.fix_text` and the HTML unescaping, so
 curly quotes, ligatures, full-width forms and entities such as `&amp;` would tokenise differently.
 Accents are kept, as OpenAI keeps them.
@@ -23,15 +22,11 @@ DEFAULT_CONTEXT_LENGTH = 77
 START_OF_TEXT = "<|startoftext|>"
 END_OF_TEXT = "<|endoftext|>"
 
-_ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
-DEFAULT_BPE_PATH = os.path.join(_ASSETS, "bpe_simple_vocab_16e6.txt.gz")
+BPE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
+                        "bpe_simple_vocab_16e6.txt.gz")
 
 # OpenAI's vocabulary: 256 byte symbols, the same with '</w>', 48,894 merges, 2 special tokens.
 _NUM_MERGES = 49152 - 256 - 2
-_VOCAB_SIZE = 49408
-
-# The files a Hugging Face folder may hold for its tokenizer (either is enough).
-_HF_TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 
 
 def clean_text(text: str) -> str:
@@ -58,33 +53,21 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def _read_openai_bpe(path: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Vocabulary and merges from OpenAI's BPE file, ordered as OpenAI's `SimpleTokenizer` does."""
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            lines = f.read().split("\n")
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read the BPE vocabulary {path}: {e}") from e
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
     # Line 0 is a version header; OpenAI uses exactly the next _NUM_MERGES lines.
     merges = [tuple(line.split()) for line in lines[1:_NUM_MERGES + 1]]
-    if len(merges) != _NUM_MERGES or any(len(m) != 2 for m in merges):
-        raise ValueError(f"{path} is not OpenAI's BPE file: expected {_NUM_MERGES} merge pairs "
-                         f"after the header, found {len(merges)} lines or a malformed line")
     symbols = list(_bytes_to_unicode().values())
     vocab = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges),
              START_OF_TEXT, END_OF_TEXT]
     return {token: i for i, token in enumerate(vocab)}, merges
 
 
-def _is_hf_folder(path: str) -> bool:
-    return any(all(os.path.isfile(os.path.join(path, f)) for f in files)
-               for files in _HF_TOKENIZER_FILES)
-
-
 class Tokenizer:
     """OpenAI CLIP tokenisation around a transformers `CLIPTokenizer` that does the BPE."""
 
-    def __init__(self, backend: transformers.CLIPTokenizer, *, source: str):
+    def __init__(self, backend: transformers.CLIPTokenizer):
         self.backend = backend
-        self.source = source
         self.sot_token_id = backend.convert_tokens_to_ids(START_OF_TEXT)
         self.eot_token_id = backend.convert_tokens_to_ids(END_OF_TEXT)
         self.vocab_size = len(backend)
@@ -112,27 +95,11 @@ class Tokenizer:
         return result
 
 
-@functools.lru_cache(maxsize=8)
-def load_tokenizer(path: str | None = None) -> Tokenizer:
-    """The tokenizer of a Hugging Face folder when it has tokenizer files, else OpenAI's BPE.
-
-    `path` may be a Hugging Face folder, OpenAI's `bpe_simple_vocab_16e6.txt.gz`, or None for the
-    shipped copy of the latter. A folder without tokenizer files (e.g. holding an OpenAI or
-    open_clip checkpoint) also falls back to the shipped file. Cached per path.
-    """
-    if path is not None and os.path.isdir(path) and _is_hf_folder(path):
-        return Tokenizer(transformers.CLIPTokenizer.from_pretrained(path), source=path)
-    if path is not None and not os.path.isdir(path):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no tokenizer folder or BPE file at {path}")
-        bpe_path = path
-    else:
-        bpe_path = DEFAULT_BPE_PATH
-    vocab, merges = _read_openai_bpe(bpe_path)
-    backend = transformers.CLIPTokenizer(vocab=vocab, merges=merges)
-    if len(backend) != _VOCAB_SIZE:
-        raise ValueError(f"{bpe_path} gave {len(backend)} tokens, expected {_VOCAB_SIZE}")
-    return Tokenizer(backend, source=bpe_path)
+@functools.lru_cache(maxsize=None)
+def load_tokenizer() -> Tokenizer:
+    """OpenAI's tokenizer from the shipped BPE file, built once."""
+    vocab, merges = _read_openai_bpe(BPE_PATH)
+    return Tokenizer(transformers.CLIPTokenizer(vocab=vocab, merges=merges))
 
 
 def tokenize(texts: str | Sequence[str],

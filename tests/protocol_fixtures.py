@@ -232,17 +232,21 @@ def liqe_parts(images, seed: int = 0) -> dict[str, list]:
             for part in ("train", "val", "test")}
 
 
+def write_liqe_file(path: pathlib.Path, rows) -> None:
+    """One LIQE split file, a line per (image path, score, LIQE distortion name, scenes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["\t".join([name, str(float(score)), dist, *scenes, *["invalid"] * (3 - len(scenes))])
+             for name, score, dist, scenes in rows]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
 def write_liqe_files(database: pathlib.Path, name: str, images, split: int = 1) -> dict:
     """`<database>/<folder>/splits2/<split>/<db>_<part>_clip.txt`; returns {part: [paths]}."""
     _, folder, db, wild = DATASETS[name]
-    out = database / folder / "splits2" / str(split)
-    out.mkdir(parents=True, exist_ok=True)
     parts = liqe_parts(images, split - 1)
     for part, members in parts.items():
-        lines = []
-        for im in members:
-            dist = (LIQE_WILD_DISTORTION if wild else LIQE_DISTORTION)[im.kind]
-            scenes = list(im.scenes) + ["invalid"] * (3 - len(im.scenes))
-            lines.append("\t".join([im.path, f"{im.liqe_score:.6f}", dist, *scenes]))
-        (out / f"{db}_{part}_clip.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_liqe_file(database / folder / "splits2" / str(split) / f"{db}_{part}_clip.txt",
+                        [(im.path, im.liqe_score,
+                          (LIQE_WILD_DISTORTION if wild else LIQE_DISTORTION)[im.kind], im.scenes)
+                         for im in members])
     return {part: [im.path for im in members] for part, members in parts.items()}

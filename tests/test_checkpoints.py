@@ -26,8 +26,8 @@ from mmpiqa_jax.checkpoints.hf import hf_to_openai, openai_to_hf  # noqa: E402
 from mmpiqa_jax.checkpoints.load import read_clip_config  # noqa: E402
 from mmpiqa_jax.checkpoints.open_clip_arch import (OPEN_CLIP_CONFIGS, config_from_open_clip,  # noqa: E402
                                                    resolve_arch)
-from mmpiqa_jax.checkpoints.openai_layout import check_state_dict  # noqa: E402
-from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict  # noqa: E402
+from mmpiqa_jax.checkpoints.clip_conversion import (check_state_dict,  # noqa: E402
+                                                   to_openai_state_dict)
 from mmpiqa_jax.models.clip_model import VARIANTS  # noqa: E402
 
 TOLERANCE = 1e-4  # max |diff| relative to the feature norm
@@ -424,6 +424,17 @@ def test_error_truncated_safetensors(open_clip_tiny, tmp_path):
         assert str(path) in str(e.value)
 
 
+def test_error_config_json_named(tmp_path):
+    config = tmp_path / "config.json"
+    for text, match in (("{", "config.json: not valid JSON"),
+                        ("[1, 2]", "config.json: holds a JSON list, expected an object")):
+        config.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            load_clip(tmp_path)
+        with pytest.raises(ValueError, match=match):
+            resolve_arch(str(config))
+
+
 @pytest.mark.parametrize("zipped", [True, False])
 def test_error_truncated_torch_file(tmp_path, zipped):
     path = tmp_path / "model.pt"
@@ -449,15 +460,21 @@ def test_error_project_checkpoint_config_disagrees(hf_tiny_folder, tmp_path):
     config_path = os.path.join(folder, "config.json")
     with open(config_path) as f:
         meta = json.load(f)
-    meta["clip"]["vision_layers"] = 2
-    meta["clip"]["text_width"] = 64
+    for key, value, match in (
+            ("clip", dict(meta["clip"], vision_layers=2),  # the file's blocks: 3 stacked
+             r"tensor clip/visual/transformer/resblocks/\S+ has shape \(3, .*expected \(2, "),
+            ("extra_params", {"ghost": {"shape": [2], "dtype": "float32"}},
+             r"do not match config.json; missing keys \(1\): extra/ghost")):
+        with open(config_path, "w") as f:
+            json.dump(dict(meta, **{key: value}), f)
+        with pytest.raises(CheckpointError, match=match) as e:
+            load_clip(folder)
+        assert folder in str(e.value)
+    meta["version"] = 1  # blocks stored one subtree each: read by no released code
     with open(config_path, "w") as f:
         json.dump(meta, f)
-    with pytest.raises(CheckpointError) as e:
+    with pytest.raises(CheckpointError, match="checkpoint version 1, this code reads version 2"):
         load_clip(folder)
-    message = str(e.value)
-    assert (folder in message and "unexpected keys" in message
-            and "visual/transformer/resblocks/2" in message)
 
 
 # --- Any CLIP shape: the architecture read from the checkpoint -------------------------------

@@ -24,19 +24,16 @@ def pair_loss(s_i, s_j, y_i, y_j):
     return 1.0 - math.sqrt(p * g + EPS) - math.sqrt((1 - p) * (1 - g) + EPS)
 
 
-def reference_quality(scores, targets, ids, reduction="dataset"):
+def reference_quality(scores, targets, ids):
     """Loops over datasets and unordered pairs, as LIQE's `loss_m4`, skipping pairless datasets."""
-    per_dataset, all_pairs = [], []
+    per_dataset = []
     for d in sorted(set(ids)):
         idx = [k for k, i in enumerate(ids) if i == d]
         pl = [pair_loss(scores[a], scores[b], targets[a], targets[b])
               for a, b in itertools.combinations(idx, 2)]
         if pl:
             per_dataset.append(np.mean(pl))
-            all_pairs += pl
-    if not all_pairs:
-        return 0.0
-    return float(np.mean(per_dataset) if reduction == "dataset" else np.mean(all_pairs))
+    return float(np.mean(per_dataset)) if per_dataset else 0.0
 
 
 # --- quality -----------------------------------------------------------------------------------
@@ -67,11 +64,8 @@ def test_quality_matches_loop_reference_and_is_order_free():
     scores = rng.normal(size=9).tolist()
     targets = rng.integers(0, 4, size=9).astype(float).tolist()  # integer MOS: ties present
     ids = [0, 0, 0, 0, 1, 1, 1, 2, 2]
-    for reduction in ("dataset", "pair"):
-        got = losses.quality_fidelity_loss(jnp.array(scores), jnp.array(targets), jnp.array(ids),
-                                           reduction=reduction)
-        np.testing.assert_allclose(got, reference_quality(scores, targets, ids, reduction),
-                                   rtol=1e-5)
+    got = losses.quality_fidelity_loss(jnp.array(scores), jnp.array(targets), jnp.array(ids))
+    np.testing.assert_allclose(got, reference_quality(scores, targets, ids), rtol=1e-5)
     perm = rng.permutation(9)
     shuffled = losses.quality_fidelity_loss(jnp.array(scores)[perm], jnp.array(targets)[perm],
                                             jnp.array(ids)[perm])
@@ -87,8 +81,6 @@ def test_quality_two_datasets_do_not_pair_across():
                 dataset_ids=jnp.array([4, 4, 4, 9, 9]))
     np.testing.assert_allclose(losses.quality_fidelity_loss(**both), (loss_a + loss_b) / 2,
                                rtol=1e-5)
-    np.testing.assert_allclose(losses.quality_fidelity_loss(**both, reduction="pair"),
-                               (3 * loss_a + 1 * loss_b) / 4, rtol=1e-5)
 
 
 def test_quality_single_example_datasets_give_zero_not_nan():
@@ -113,9 +105,6 @@ def test_quality_valid_mask_ignores_garbage_padding():
 def test_quality_bad_input_raises():
     with pytest.raises(ValueError, match="same shape"):
         losses.quality_fidelity_loss(jnp.zeros(3), jnp.zeros(2), jnp.zeros(3, int))
-    with pytest.raises(ValueError, match="'mean'"):
-        losses.quality_fidelity_loss(jnp.zeros(3), jnp.zeros(3), jnp.zeros(3, int),
-                                     reduction="mean")
 
 
 # --- distortion and scene ----------------------------------------------------------------------
@@ -127,9 +116,6 @@ def test_distortion_by_hand_with_missing_labels():
     row2 = 1 - math.sqrt(0.8 + EPS) - 2 * math.sqrt(EPS)
     np.testing.assert_allclose(losses.distortion_fidelity_loss(probs, labels), (row0 + row2) / 2,
                                rtol=1e-5)
-    np.testing.assert_allclose(  # LIQE's scaling by 1 / K
-        losses.distortion_fidelity_loss(probs, labels, normalize_by_classes=True),
-        (row0 + row2) / 6, rtol=1e-5)
     np.testing.assert_allclose(  # `valid` drops row 2 as well
         losses.distortion_fidelity_loss(probs, labels, jnp.array([True, True, False])), row0,
         rtol=1e-5)

@@ -116,8 +116,12 @@ def test_aggregate_splits_by_hand():
     assert agg["srcc"]["median"] == pytest.approx(0.7)
     assert agg["srcc"]["mean"] == pytest.approx(0.6)
     assert agg["srcc"]["std"] == pytest.approx(np.sqrt(((0.3) ** 2 + 0.1 ** 2 + 0.4 ** 2) / 3))
-    assert agg["plcc"] == pytest.approx({"median": 0.7, "mean": 0.7, "std": np.sqrt(0.02 / 3),
-                                         "n": 3})
+    plcc = agg["plcc"]
+    assert plcc.pop("values") == [0.8, 0.6, 0.7]
+    assert plcc == pytest.approx({"median": 0.7, "mean": 0.7, "std": np.sqrt(0.02 / 3), "n": 3})
+    sample = metrics.aggregate_splits(splits[:2], keys=("srcc",), ddof=1)["srcc"]["std"]
+    assert sample == pytest.approx(np.sqrt(0.02))
+    assert metrics.aggregate_splits(splits[:1], keys=("srcc",), ddof=1)["srcc"]["std"] is None
     with pytest.raises(KeyError, match="split 1 has no metric 'krcc'"):
         metrics.aggregate_splits([{"krcc": 1.0}, {"srcc": 1.0}], keys=("krcc",))
     with pytest.raises(ValueError, match="at least one"):

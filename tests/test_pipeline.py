@@ -32,7 +32,7 @@ def table(spec):
 
 def _train(spec, table, **kw):
     """Two datasets from one source: train part (quota 3) and test part (quota 2)."""
-    split = splits.random_split(table["ref_id"], "80/20", seed=0)
+    split = splits.random_split(table["ref_id"], (0.8, 0.2), seed=0)
     specs = [P.DataSpec(spec.source, split["train"], 3, spec.scenes, "a"),
              P.DataSpec(spec.source, split["test"], 2, None, "b")]
     return split, P.train_iterator(specs, **{"seed": 0, "shard": ONE, **kw})
@@ -138,7 +138,7 @@ def test_process_quotas_keep_global_sizes():
 def test_uneven_dataset_sizes_split_between_processes(spec, table):
     """Per-dataset sizes 3 and 5 on 2 processes: 4 examples each per step, 3 and 5 together,
     every example of each dataset read once per epoch by exactly one process."""
-    split = splits.random_split(table["ref_id"], "80/20", seed=0)
+    split = splits.random_split(table["ref_id"], (0.8, 0.2), seed=0)
     specs = [P.DataSpec(spec.source, split["train"], 3, None, "a"),
              P.DataSpec(spec.source, split["test"], 5, None, "b")]
     its = [P.train_iterator(specs, seed=0, shard=grain.sharding.ShardOptions(i, 2))

@@ -13,10 +13,10 @@ import pytest
 from flax import nnx
 
 from mmpiqa_jax import config as config_lib
+from mmpiqa_jax import labels
 from mmpiqa_jax.data import pipeline as P
 from mmpiqa_jax.data import splits
 from mmpiqa_jax.data import transforms as T
-from mmpiqa_jax.data.builders import synthetic_iqa
 from mmpiqa_jax.data.prefetch import DevicePrefetch
 from mmpiqa_jax.models import iqa, preprocess
 
@@ -39,7 +39,7 @@ def spec(synthetic_small_spec):
 
 
 def _specs(spec):
-    split = splits.random_split(splits.read_labels(spec.source)["ref_id"], "80/20", seed=0)
+    split = splits.random_split(splits.read_labels(spec.source)["ref_id"], (0.8, 0.2), seed=0)
     return [P.DataSpec(spec.source, split["train"], 4, spec.scenes, "a"),
             P.DataSpec(spec.source, split["test"], 2, None, "b")]
 
@@ -53,8 +53,13 @@ def _assert_same(a: dict, b: dict):
 
 def test_scenes_come_from_the_builder_metadata(spec):
     table = splits.read_labels(spec.source)
-    refs = ("astronaut", "chelsea", "coffee", "rocket")
-    np.testing.assert_array_equal(spec.scenes, synthetic_iqa.scene_labels(table["ref_id"], refs))
+    # synthetic_iqa/small's references: astronaut, chelsea, coffee, rocket.
+    scenes = (("human", "indoor"), ("animal", "indoor"), ("still_life", "indoor"),
+              ("cityscape", "others"))
+    want = np.zeros((len(table["ref_id"]), 9), np.float32)
+    for row, ref in zip(want, table["ref_id"]):
+        row[[labels.SCENES.index(s) for s in scenes[ref]]] = 1
+    np.testing.assert_array_equal(spec.scenes, want)
     assert P.metadata_scene_labels({}, [0]) is None   # a builder that states no scenes
     with pytest.raises(ValueError, match="reference 'b' has no entry"):
         P.metadata_scene_labels({"references": ["a", "b"], "scenes": {"a": ["animal"]}}, [0])

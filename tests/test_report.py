@@ -76,29 +76,20 @@ def _two_runs(tmp_path):
     return liqe, mine
 
 
-def test_results_table_medians(tmp_path):
+def _splits(results):
+    return {m: {d: sorted(r["split"] for r in rs) for d, rs in per.items()}
+            for m, per in results.items()}
+
+
+def test_collect_results_pools_splits_and_selects_them(tmp_path):
     liqe, mine = _two_runs(tmp_path)
-    text = tables.results_table([liqe, mine])
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in text.splitlines() if line.startswith("| ") and "---" not in line}
-    assert rows["Dataset"] == ["LIQE", "mpiqe_run"]
-    assert rows["csiq"] == ["0.920 / 0.920 (2)", "0.950 / 0.960 (3)"]
-    assert rows["koniq-10k"] == ["0.830 / 0.830 (2)", "-"]
-    mean = tables.results_table([mine], statistic="mean", show_n=False)
-    assert "| csiq | 0.673 / 0.707 |" in mean
-    with_val = tables.results_table([liqe], include="val")
-    assert "| csiq | 0.100 / 0.100 (1) |" in with_val and "koniq" not in with_val
-
-
-def test_results_table_errors(tmp_path):
-    liqe, _ = _two_runs(tmp_path)
-    with pytest.raises(ValueError, match="'srocc'"):
-        tables.results_table([liqe], metrics=("srocc",))
-    with pytest.raises(FileNotFoundError, match="nope"):
-        tables.results_table([tmp_path / "nope"])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no evaluation results"):
-        tables.results_table([tmp_path / "empty"])
+    assert _splits(tables.collect_results([liqe, mine])) == {
+        "LIQE": {"csiq": ["split1", "split2"], "koniq-10k": ["split1", "split2"]},
+        "mpiqe_run": {"csiq": ["split1", "split2", "split3"]}}
+    assert _splits(tables.collect_results([liqe], include="val")) == {"LIQE": {"csiq": ["val"]}}
+    (liqe / "eval" / "live-test.json").write_text(json.dumps({"srcc": 0.5}))
+    with pytest.raises(ValueError, match="live-test.json: not an evaluation record"):
+        tables.collect_results([liqe])
 
 
 def test_results_table_cli(tmp_path, capsys):

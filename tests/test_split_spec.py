@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
+from protocol_fixtures import write_liqe_file
 from mmpiqa_jax import labels
 from mmpiqa_jax.data import split_spec, splits
 
@@ -66,14 +67,12 @@ def _table(n=12):
 def _write_liqe(root, table, parts, *, seed=0, score=lambda q: 111.77 * q, rows=None):
     """LIQE's layout for LIVE: IQA_Database/databaserelease2/splits2/<seed+1>/live_*_clip.txt."""
     folder = root / "databaserelease2" / "splits2" / str(seed + 1)
-    folder.mkdir(parents=True, exist_ok=True)
     for part, idx in parts.items():
-        lines = rows(part, idx) if rows else [
-            f"{table['name'][i]}\t{score(table['quality'][i]):.4f}\t"
-            f"{'white noise' if 'fastfading' in table['name'][i] else 'jpeg2000 compression'}"
-            f"\t{labels.SCENES[i % 9]}\t{'night' if i % 2 else 'invalid'}\tinvalid"
-            for i in idx]
-        (folder / f"live_{part}_clip.txt").write_text("\n".join(lines) + "\n")
+        write_liqe_file(folder / f"live_{part}_clip.txt", rows(part, idx) if rows else [
+            (table["name"][i], score(table["quality"][i]),
+             "white noise" if "fastfading" in table["name"][i] else "jpeg2000 compression",
+             (labels.SCENES[i % 9], "night") if i % 2 else (labels.SCENES[i % 9],))
+            for i in idx])
     return folder
 
 
@@ -108,7 +107,7 @@ def test_liqe_missing_image_is_named_by_file_and_row(tmp_path):
         names = [table["name"][i] for i in idx]
         if part == "val":
             names[1] = "jp2k/img99.bmp"
-        return [f"{n}\t1.0\tjpeg2000 compression\tanimal\tinvalid\tinvalid" for n in names]
+        return [(n, 1.0, "jpeg2000 compression", ("animal",)) for n in names]
     folder = _write_liqe(tmp_path, table, _parts(), rows=rows)
     with pytest.raises(ValueError, match=rf"{folder}/live_val_clip.txt:2: image 'jp2k/img99.bmp' "
                                          r"is not in the prepared dataset live"):
@@ -137,7 +136,7 @@ def test_liqe_scores_that_disagree_with_quality_are_refused(tmp_path):
     def rows(part, idx):
         scores = [10.0 if (part, k) == ("train", 2) else ordered["quality"][i]
                   for k, i in enumerate(idx)]
-        return [f"{ordered['name'][i]}\t{score}\tjpeg2000 compression\tanimal\tinvalid\tinvalid"
+        return [(ordered["name"][i], score, "jpeg2000 compression", ("animal",))
                 for i, score in zip(idx, scores)]
     folder = _write_liqe(tmp_path / "one", ordered, _parts(), rows=rows)
     with pytest.raises(ValueError, match=r"live_train_clip.txt:3: the file's scores disagree.*"

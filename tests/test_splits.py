@@ -6,6 +6,8 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from fake_datasets import write_csv
+from protocol_fixtures import write_liqe_file
 from mmpiqa_jax import labels
 from mmpiqa_jax.data import splits
 from mmpiqa_jax.data.features import iqa_features
@@ -14,83 +16,79 @@ from mmpiqa_jax.data.features import iqa_features
 REF_IDS = np.random.default_rng(7).permutation(np.repeat(np.arange(20), np.arange(20) % 4 + 1))
 
 
-def _table(n: int) -> dict:
-    rng = np.random.default_rng(0)
-    return {
-        "name": np.array([f"dst_imgs/set{i % 3}/Img_{i:03d}.PNG" for i in range(n)], object),
-        "mos": rng.uniform(1, 5, n), "mos_std": rng.uniform(0, 1, n),
-        "quality": rng.uniform(0, 1, n),
-        "distortion_class": rng.integers(-1, labels.NUM_DISTORTIONS, n),
-    }
+def assert_disjoint(split, ref_ids=None):
+    """No example, and no reference of `ref_ids`, in two parts."""
+    groups = [np.asarray(v, int) for v in split.values()]
+    if ref_ids is not None:
+        groups = [np.unique(np.asarray(ref_ids)[g]) for g in groups]
+    members = np.concatenate(groups)
+    assert len(members) == len(np.unique(members)), split
 
 
-@pytest.mark.parametrize("ratios,parts", [("70/10/20", ("train", "val", "test")),
-                                          ("80/20", ("train", "test")),
+@pytest.mark.parametrize("ratios,parts", [((0.7, 0.1, 0.2), ("train", "val", "test")),
+                                          ((0.8, 0.2), ("train", "test")),
                                           ((0.5, 0.5), ("train", "test"))])
 def test_random_split_by_reference(ratios, parts):
     split = splits.random_split(REF_IDS, ratios, seed=3)
     assert tuple(split) == parts
-    splits.check_split(split, REF_IDS)  # raises when a reference is in two parts
+    assert_disjoint(split, REF_IDS)
     everything = np.concatenate(list(split.values()))
     np.testing.assert_array_equal(np.sort(everything), np.arange(len(REF_IDS)))
-    fractions = splits._ratios(ratios)
-    for part, fraction in zip(parts, fractions):
+    for part, fraction in zip(parts, ratios):
         assert len(np.unique(REF_IDS[split[part]])) == round(fraction * 20)
 
 
 def test_same_seed_same_split_other_seed_other_split():
-    a, b = splits.random_split(REF_IDS, seed=5), splits.random_split(REF_IDS, seed=5)
+    a = splits.random_split(REF_IDS, (0.7, 0.1, 0.2), seed=5)
+    b = splits.random_split(REF_IDS, (0.7, 0.1, 0.2), seed=5)
     for part in a:
         np.testing.assert_array_equal(a[part], b[part])
-    standard = splits.standard_splits(REF_IDS)
-    assert len(standard) == len(splits.STANDARD_SEEDS) == 10
-    tests = {tuple(s["test"]) for s in standard}
+    assert len(splits.STANDARD_SEEDS) == 10
+    tests = {tuple(splits.random_split(REF_IDS, (0.7, 0.1, 0.2), seed)["test"])
+             for seed in splits.STANDARD_SEEDS}
     assert len(tests) == 10
 
 
-def test_check_split_catches_a_crossing_reference():
-    split = splits.random_split(REF_IDS, "80/20", seed=0)
+def test_assert_disjoint_catches_a_crossing_reference():
+    split = splits.random_split(REF_IDS, (0.8, 0.2), seed=0)
     # Move one example of a reference that has several to the other part.
     train_refs = REF_IDS[split["train"]]
     k = next(k for k, r in enumerate(train_refs) if (train_refs == r).sum() > 1)
     moved = {"train": np.delete(split["train"], k),
              "test": np.append(split["test"], split["train"][k])}
-    with pytest.raises(ValueError, match="reference .* in parts"):
-        splits.check_split(moved, REF_IDS)
-    with pytest.raises(ValueError, match="example 0 is in parts"):
-        splits.check_split({"train": [0, 1], "test": [0]})
+    assert_disjoint(moved)
+    with pytest.raises(AssertionError):
+        assert_disjoint(moved, REF_IDS)
+    with pytest.raises(AssertionError):
+        assert_disjoint({"train": [0, 1], "test": [0]})
 
 
-def test_bad_ratios():
-    with pytest.raises(ValueError, match="unknown split preset '60/40'"):
-        splits.random_split(REF_IDS, "60/40")
-    with pytest.raises(ValueError, match="summing to 1"):
-        splits.random_split(REF_IDS, (0.5, 0.6))
+# LIQE's names -> our classes, by hand from LIQE's `dist_map`.
+LIQE_CLASSES = {"white noise": "noise", "gaussian blur": "blur", "darken": "underexposure",
+                "desaturation": "color", "other realistic": "other", "pixelate": "spatial"}
 
 
-def test_liqe_files_round_trip(tmp_path):
-    n = len(REF_IDS)
-    table = _table(n)
-    split = splits.random_split(REF_IDS, "70/10/20", seed=1)
-    scenes = np.zeros((n, labels.NUM_SCENES), np.float32)
+def test_liqe_files_give_parts_scenes_and_classes(tmp_path):
+    names = np.array([f"dst_imgs/set{i % 3}/Img_{i:03d}.PNG" for i in range(len(REF_IDS))], object)
+    quality = np.random.default_rng(0).uniform(0, 1, len(names))
+    split = splits.random_split(REF_IDS, (0.7, 0.1, 0.2), seed=1)
     rng = np.random.default_rng(1)
-    for i in range(n):
-        scenes[i, rng.choice(labels.NUM_SCENES, size=1 + i % 3, replace=False)] = 1
-    paths = splits.export_liqe(str(tmp_path), "csiq", split, table, scenes)
-    assert [p.rsplit("/", 1)[1] for p in paths] == [
-        "csiq_train_clip.txt", "csiq_val_clip.txt", "csiq_test_clip.txt"]
-    first = open(paths[0]).readline().rstrip("\n").split("\t")
-    assert len(first) == 6 and first[0] in set(table["name"])
-
-    imported = splits.import_liqe(str(tmp_path), "csiq", table["name"], table["quality"])
+    scenes = np.zeros((len(names), labels.NUM_SCENES), np.float32)
+    dists = [list(LIQE_CLASSES)[i % len(LIQE_CLASSES)] for i in range(len(names))]
+    for part, idx in split.items():
+        rows = []
+        for i in idx:
+            chosen = rng.choice(labels.NUM_SCENES, size=i % 4, replace=False)
+            scenes[i, chosen] = 1
+            rows.append((names[i], quality[i], dists[i],
+                         tuple(labels.SCENES[s] for s in chosen)))
+        write_liqe_file(tmp_path / f"csiq_{part}_clip.txt", rows)
+    imported = splits.import_liqe(str(tmp_path), "csiq", names, quality)
     for part in split:
         np.testing.assert_array_equal(imported.parts[part], split[part])
-    np.testing.assert_array_equal(imported.scenes, scenes)
-    got_classes = imported.distortion_class
-    # In-the-wild rows (-1) are written as LIQE's "other realistic", read back as `other`.
-    want = np.where(table["distortion_class"] < 0, labels.distortion_index("other"),
-                    table["distortion_class"])
-    np.testing.assert_array_equal(got_classes, want)
+    np.testing.assert_array_equal(imported.scenes, scenes)  # no scene: a zero row
+    np.testing.assert_array_equal(imported.distortion_class,
+                                  [labels.distortion_index(LIQE_CLASSES[d]) for d in dists])
 
 
 def test_liqe_names_match_case_insensitively_and_by_file_name(tmp_path):
@@ -127,19 +125,21 @@ def test_liqe_errors_name_file_and_line(tmp_path):
         splits.import_liqe(str(tmp_path), "other", names)
 
 
-def test_pyiqa_csv_round_trip(tmp_path):
+def test_pyiqa_csv_split_columns(tmp_path):
     n = len(REF_IDS)
-    table = _table(n)
+    names = [f"img/{i}.png" for i in range(n)]
     official = {"train": np.arange(0, n, 2), "test": np.arange(1, n, 2)}
-    random3 = splits.random_split(REF_IDS, "80/20", seed=3)
-    path = splits.export_pyiqa(str(tmp_path / "meta.csv"), table,
-                               {"official_split": official, "split_3": random3})
-    assert open(path).readline().strip() == "name,mos,std,official_split,split_3"
+    random3 = splits.random_split(REF_IDS, (0.8, 0.2), seed=3)
+    part = {column: {int(i): p for p, idx in split.items() for i in idx}
+            for column, split in (("official_split", official), ("split_3", random3))}
+    write_csv(tmp_path / "meta.csv", ["name", "mos", "std", "official_split", "split_3"],
+              [[names[i], 3.0, 0.1, part["official_split"][i], part["split_3"][i]]
+               for i in range(n)])
     for column, want in (("official_split", official), ("split_3", random3)):
-        got = splits.import_pyiqa(path, table["name"], split_column=column)
+        got = splits.import_pyiqa(str(tmp_path / "meta.csv"), names, split_column=column)
         assert got.keys() == want.keys()
-        for part in want:
-            np.testing.assert_array_equal(got[part], want[part])
+        for p in want:
+            np.testing.assert_array_equal(got[p], want[p])
 
 
 def test_pyiqa_koniq_layout_and_errors(tmp_path):
@@ -186,4 +186,4 @@ def test_official_split_matches_names_into_all(tmp_path):
     got = {part: sorted(names[idx]) for part, idx in split.items()}
     assert got == {"train": ["img/1.jpg", "img/3.jpg", "img/4.jpg"], "val": ["img/0.jpg"],
                    "test": ["img/2.jpg", "img/5.jpg"]}
-    splits.check_split(split)
+    assert_disjoint(split)

@@ -128,17 +128,15 @@ def test_distortions_are_seeded_and_distinct():
         syn.distort(image, noise, 6, (0,))
 
 
-def test_scene_table_and_references():
-    table = syn.scene_table()
-    assert table.shape == (len(syn.REFERENCES), labels.NUM_SCENES)
-    assert ((table.sum(1) >= 1) & (table.sum(1) <= 3)).all()
-    np.testing.assert_array_equal(syn.scene_labels([1, 0], ("astronaut", "camera")), table[[1, 0]])
+def test_references_and_their_scenes():
     assert len(syn.REFERENCES) == 17
     for ref in syn.REFERENCES:  # all ship inside the scikit-image or matplotlib wheel: no download
+        assert 1 <= len(set(ref.scenes)) == len(ref.scenes) <= 3
+        assert set(ref.scenes) <= set(labels.SCENES)
         image = syn.load_reference(ref)
         assert image.shape == (288, 384, 3) and image.dtype == np.uint8
     with pytest.raises(ValueError, match="unknown reference"):
-        syn.scene_labels([0], ("astronaut", "lena"))
+        syn._by_name(syn.REFERENCES, ("astronaut", "lena"), "reference")
 
 
 @pytest.mark.slow

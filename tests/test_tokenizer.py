@@ -77,21 +77,3 @@ def test_vocabulary_and_special_tokens():
     assert (tok.sot_token_id, tok.eot_token_id) == (49406, 49407)
     assert tokenizer.load_tokenizer() is tok  # cached
     assert tokenizer.tokenize("").tolist()[0][:3] == [49406, 49407, 0]
-
-
-def test_hugging_face_folder_tokenizer(tmp_path):
-    # A folder with its own tokenizer files is read through them and gives the same ids.
-    tokenizer.load_tokenizer().backend.save_pretrained(tmp_path)
-    tok = tokenizer.load_tokenizer(str(tmp_path))
-    assert tok.source == str(tmp_path)
-    texts = _mixed_strings(20, seed=1)
-    np.testing.assert_array_equal(tok(texts), open_clip.tokenize(texts).numpy())
-
-
-def test_bad_paths_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere.txt.gz"):
-        tokenizer.load_tokenizer(str(tmp_path / "nowhere.txt.gz"))
-    bad = tmp_path / "bad.txt.gz"
-    bad.write_bytes(b"not gzip")
-    with pytest.raises(ValueError, match="bad.txt.gz"):
-        tokenizer.load_tokenizer(str(bad))

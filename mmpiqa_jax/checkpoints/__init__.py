@@ -11,7 +11,7 @@ from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.checkpoints.export import export_hf
 from mmpiqa_jax.checkpoints.formats import read_state_dict
 from mmpiqa_jax.checkpoints.load import load_checkpoint, load_clip
-from mmpiqa_jax.checkpoints.project import Checkpoint, save_checkpoint, save_clip
+from mmpiqa_jax.checkpoints.project import Checkpoint, save_checkpoint
 
 __all__ = ["CheckpointError", "Checkpoint", "read_state_dict", "load_clip", "load_checkpoint",
-           "save_checkpoint", "save_clip", "export_hf"]
+           "save_checkpoint", "export_hf"]

@@ -1,12 +1,14 @@
 """OpenAI-layout state dicts <-> the Flax `CLIP`: one table of renames and transposes.
 
 The model's parameter names mirror OpenAI's `clip/model.py`, so the table is short; it is read
-one way by `from_openai_state_dict` and the other by `to_openai_state_dict`. `infer_config`
+one way by `from_openai_state_dict` and the other by `to_openai_state_dict`, and with the
+model's abstract shapes it gives every OpenAI key's shape (`check_state_dict`). `infer_config`
 reads the architecture from the tensors' shapes where a file states none.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -14,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mmpiqa_jax.checkpoints.errors import CheckpointError
-from mmpiqa_jax.checkpoints.openai_layout import NON_PARAMETER_KEYS, check_state_dict
+from mmpiqa_jax.checkpoints.errors import CheckpointError, check_shapes
+from mmpiqa_jax.checkpoints.openai_layout import NON_PARAMETER_KEYS, count_layers
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
 # Each row: OpenAI key, NNX path, axis permutation from the torch
@@ -84,6 +86,37 @@ def conversion_table(config: CLIPConfig) -> list[Row]:
     return rows
 
 
+def _abstract(config: CLIPConfig):
+    """(graphdef, {NNX path: abstract variable}) of a CLIP with `config`; nothing allocated."""
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))))
+    return graphdef, dict(nnx.to_flat_state(abstract))
+
+
+@functools.lru_cache(maxsize=16)
+def expected_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter of a CLIP with `config` and its shape, in OpenAI layout."""
+    # Every layer's block has the same shapes: a model of one layer per tower tells them, and
+    # traces in a fraction of the time.
+    variables = _abstract(dataclasses.replace(config, vision_layers=1, text_layers=1))[1]
+    shapes = {}
+    for row in conversion_table(config):
+        shape = variables[row.path].shape[row.layer is not None:]  # a block's: one layer
+        shapes[row.key] = tuple(shape[i] for i in np.argsort(row.perm)) if row.perm else shape
+    return shapes
+
+
+def check_state_dict(state_dict: Mapping[str, np.ndarray], config: CLIPConfig, *, source: str,
+                     names: Mapping[str, str] | None = None) -> None:
+    """Raise `CheckpointError` unless `state_dict` holds exactly the parameters of `config`.
+
+    `names` maps OpenAI keys to the names the tensors have in the file (Hugging Face's), so that
+    the message names the tensor as the user will find it.
+    """
+    check_shapes(expected_shapes(config), {k: tuple(np.shape(v)) for k, v in state_dict.items()},
+                 source=source, what="not a CLIP state dict of the expected architecture",
+                 names=names)
+
+
 def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPConfig:
     """The architecture of an OpenAI-layout state dict from its shapes, as OpenAI's `build_model`.
 
@@ -102,10 +135,6 @@ def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPCo
                               f"{', '.join(missing)}")
     shape = lambda key: tuple(np.shape(state_dict[key]))
 
-    def count_layers(prefix: str) -> int:
-        return len({k.split(".")[len(prefix.split("."))] for k in state_dict
-                    if k.startswith(prefix + ".")})
-
     if len(shape("visual.conv1.weight")) != 4:
         raise CheckpointError(f"{source}: tensor visual.conv1.weight has shape "
                               f"{shape('visual.conv1.weight')}, expected [width, 3, patch, patch]")
@@ -120,7 +149,7 @@ def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPCo
     return CLIPConfig(
         embed_dim=shape("text_projection")[1],
         image_resolution=patch * grid,
-        vision_layers=count_layers("visual.transformer.resblocks"),
+        vision_layers=count_layers(state_dict, "visual.transformer.resblocks"),
         vision_width=vision_width,
         vision_patch_size=patch,
         vision_heads=max(1, vision_width // 64),
@@ -128,7 +157,7 @@ def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPCo
         vocab_size=shape("token_embedding.weight")[0],
         text_width=text_width,
         text_heads=max(1, text_width // 64),
-        text_layers=count_layers("transformer.resblocks"),
+        text_layers=count_layers(state_dict, "transformer.resblocks"),
         activation="quick_gelu",
         vision_mlp_width=mlp_width("visual.transformer", vision_width),
         text_mlp_width=mlp_width("transformer", text_width),
@@ -151,8 +180,7 @@ def from_openai_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str 
     check_state_dict(state_dict, config, source=source)
 
     # Allocate nothing random: build the model abstractly, then fill in the converted arrays.
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))))
-    variables = dict(nnx.to_flat_state(abstract))
+    graphdef, variables = _abstract(config)
     values = {}  # path -> the converted array (a stacked path: one numpy array filled by layer)
     for row in conversion_table(config):
         value = np.asarray(state_dict[row.key], np.float32)

@@ -1,4 +1,5 @@
-"""The one error type of checkpoint reading and writing."""
+"""The one error type of checkpoint reading and writing, and its messages."""
+from collections.abc import Mapping
 
 from mmpiqa_jax.errors import UserError
 
@@ -20,3 +21,17 @@ def key_mismatch(missing, unexpected) -> str:
     parts = [f"{what} keys ({len(keys)}): {listing(keys)}"
              for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
     return "; ".join(parts)
+
+
+def check_shapes(expected: Mapping[str, tuple], found: Mapping[str, tuple], *, source: str,
+                 what: str, names: Mapping[str, str] | None = None) -> None:
+    """Raise `CheckpointError` unless `found` has `expected`'s keys, each with its shape. `what`
+    says what a key mismatch means; `names` maps keys to the names a file gives them."""
+    missing, unexpected = expected.keys() - found.keys(), found.keys() - expected.keys()
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: {what}; " + key_mismatch(missing, unexpected))
+    for key, shape in expected.items():
+        if found[key] != shape:
+            name = key if not names or names.get(key, key) == key else f"{names[key]} (-> {key})"
+            raise CheckpointError(f"{source}: tensor {name} has shape {found[key]}, "
+                                  f"expected {shape}")

@@ -8,17 +8,17 @@ gives the ids.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 
 import numpy as np
 
 from mmpiqa_jax import files
-from mmpiqa_jax.checkpoints.clip_conversion import infer_config, to_openai_state_dict
+from mmpiqa_jax.checkpoints.clip_conversion import (check_state_dict, infer_config,
+                                                   to_openai_state_dict)
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.checkpoints.hf import hf_config_for, openai_to_hf
-from mmpiqa_jax.checkpoints.openai_layout import check_state_dict
+from mmpiqa_jax.checkpoints.project import check_extras
 
 EXTRA_WEIGHTS = "mmpiqa_extra.safetensors"
 EXTRA_CONFIG = "mmpiqa_config.json"
@@ -46,11 +46,7 @@ def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
     check_state_dict(state_dict, config, source="<export>")
     weights = {k: v.astype(np.float32) for k, v in openai_to_hf(state_dict).items()}
 
-    extras = {}
-    for name, value in (extra_params or {}).items():
-        if not isinstance(name, str) or not name:
-            raise CheckpointError(f"extra parameter names must be non-empty strings, got {name!r}")
-        extras[name] = np.asarray(value, order="C")
+    extras = check_extras(extra_params)
     meta = {"format": EXTRA_FORMAT, "version": 1, "clip": config.to_dict(),
             "extra_params": sorted(extras), "extra_config": dict(extra_config or {})}
     # Every file is written before any replaces an earlier export's (files.replacing).
@@ -73,11 +69,7 @@ def read_extras(folder: str) -> tuple[dict[str, np.ndarray], dict]:
     config_path = os.path.join(folder, EXTRA_CONFIG)
     if not os.path.isfile(config_path):
         return {}, {}
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{config_path}: unreadable ({e})") from None
+    meta = files.read_json(config_path, object_only=True)
     names = meta.get("extra_params", [])
     weights_path = os.path.join(folder, EXTRA_WEIGHTS)
     extras = {}

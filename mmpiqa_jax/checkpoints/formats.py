@@ -16,24 +16,24 @@ Formats (the names `read_state_dict` returns):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import struct
 from collections.abc import Mapping
 
 import numpy as np
 
-from mmpiqa_jax.checkpoints.clip_conversion import infer_config, to_openai_state_dict
+from mmpiqa_jax.checkpoints.clip_conversion import (check_state_dict, infer_config,
+                                                   to_openai_state_dict)
 from mmpiqa_jax.checkpoints.errors import CheckpointError, listing
 from mmpiqa_jax.checkpoints.hf import config_from_hf, hf_to_openai
 from mmpiqa_jax.checkpoints.open_clip_arch import config_from_open_clip
-from mmpiqa_jax.checkpoints.openai_layout import (check_state_dict, clean_state_dict,
-                                                  looks_like_openai)
+from mmpiqa_jax.checkpoints.openai_layout import clean_state_dict, looks_like_openai
 from mmpiqa_jax.checkpoints.project import PROJECT_FORMAT
 from mmpiqa_jax.checkpoints.project import load_checkpoint as load_project_checkpoint
 from mmpiqa_jax.checkpoints.project import read_config as read_project_config
 from mmpiqa_jax.checkpoints.torch_files import (TensorShape, is_torchscript, load_pickle,
                                                 load_torchscript)
+from mmpiqa_jax.files import read_json
 from mmpiqa_jax.models.clip_model import CLIPConfig
 
 ACCEPTED = ("a Hugging Face CLIP folder (config.json + model.safetensors or pytorch_model.bin), "
@@ -54,8 +54,9 @@ class Source:
     names: Mapping[str, str] | None = None  # OpenAI key -> name in the file, where they differ
 
 
-def _container(path: str) -> str:
-    """"folder", "safetensors", "zip" or "pickle", from the first bytes; else CheckpointError."""
+def container(path: str) -> str:
+    """"folder", "safetensors", "torchscript" or "pickle" (a `torch.save` file, zip or legacy),
+    from the first bytes; else CheckpointError."""
     if os.path.isdir(path):
         return "folder"
     if not os.path.isfile(path):
@@ -64,7 +65,7 @@ def _container(path: str) -> str:
     with open(path, "rb") as f:
         head = f.read(9)
     if head[:4] == b"PK\x03\x04":  # torch.save's zip format and TorchScript archives
-        return "zip"
+        return "torchscript" if is_torchscript(path) else "pickle"
     # safetensors: u64 header length, then JSON. Tested before pickles: the length's first byte
     # may be 0x80, a pickle's first byte; a pickle's ninth byte is never "{".
     if len(head) == 9 and head[8:9] == b"{":
@@ -99,22 +100,14 @@ def _read_safetensors(path: str, *, shapes_only: bool = False) -> dict[str, np.n
 
 def _read_tensor_file(path: str, *, shapes_only: bool = False) -> tuple[dict, str]:
     """(the file's tensors, how they were stored) for a single weights file."""
-    kind = _container(path)
+    kind = container(path)
     if kind == "safetensors":
-        return _read_safetensors(path, shapes_only=shapes_only), "safetensors"
-    if kind == "zip" and is_torchscript(path):
-        return load_torchscript(path, shapes_only=shapes_only), "torchscript"
-    if kind in ("zip", "pickle"):
-        return load_pickle(path, shapes_only=shapes_only), "pickle"
+        return _read_safetensors(path, shapes_only=shapes_only), kind
+    if kind == "torchscript":
+        return load_torchscript(path, shapes_only=shapes_only), kind
+    if kind == "pickle":
+        return load_pickle(path, shapes_only=shapes_only), kind
     raise CheckpointError(f"{path}: is a folder, expected a weights file")
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable JSON ({e})") from None
 
 
 def _read_hf_weights(folder: str) -> dict:
@@ -125,7 +118,7 @@ def _read_hf_weights(folder: str) -> dict:
             continue
         if not name.endswith(".index.json"):
             return _read_tensor_file(path)[0]
-        weight_map = _read_json(path).get("weight_map")
+        weight_map = read_json(path, object_only=True).get("weight_map")
         if not isinstance(weight_map, Mapping):
             raise CheckpointError(f"{path}: shard index without a weight_map")
         tensors = {}
@@ -149,7 +142,7 @@ def _read_folder(folder: str, *, shapes_only: bool = False) -> Source:
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{folder}: a folder without config.json (found "
                               f"{listing(os.listdir(folder)) or 'nothing'}); accepted: {ACCEPTED}")
-    config_dict = _read_json(config_path)
+    config_dict = read_json(config_path, object_only=True)
     if config_dict.get("format") == PROJECT_FORMAT:
         if shapes_only:
             return Source({}, "mmpiqa", CLIPConfig.from_dict(read_project_config(folder)["clip"]))
@@ -169,7 +162,7 @@ def read_source(path: str | os.PathLike, *, shapes_only: bool = False) -> Source
     safetensors header, a torch zip file memory-mapped (its tensors as `TensorShape`s).
     """
     path = os.fspath(path)
-    if _container(path) == "folder":
+    if container(path) == "folder":
         return _read_folder(path, shapes_only=shapes_only)
     tensors, stored = _read_tensor_file(path, shapes_only=shapes_only)
     if stored == "pickle" and not isinstance(tensors, Mapping):
@@ -200,7 +193,8 @@ def _open_clip_config_beside(path: str) -> CLIPConfig | None:
     config_path = os.path.join(os.path.dirname(os.path.abspath(path)), OPEN_CLIP_CONFIG)
     if not os.path.isfile(config_path):
         return None
-    return config_from_open_clip(_read_json(config_path), source=config_path)
+    return config_from_open_clip(read_json(config_path, object_only=True),
+                                 source=config_path)
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:

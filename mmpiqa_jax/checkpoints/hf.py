@@ -8,12 +8,12 @@ OpenAI.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import numpy as np
 
 from mmpiqa_jax.checkpoints.errors import CheckpointError, key_mismatch
+from mmpiqa_jax.checkpoints.openai_layout import count_layers
 from mmpiqa_jax.models.clip_model import CLIPConfig
 from mmpiqa_jax.models.layers import ACTIVATIONS
 
@@ -69,17 +69,11 @@ def _rules(num_layers: Mapping[str, int]):
     return rules
 
 
-def _count_layers(keys, prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
-    indices = {int(m.group(1)) for k in keys if (m := pattern.match(k))}
-    return max(indices) + 1 if indices else 0
-
-
 def hf_to_openai(hf: Mapping[str, np.ndarray], *,
                  source: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """A Hugging Face `CLIPModel` state dict in OpenAI layout, and OpenAI key -> Hugging Face
     key."""
-    num_layers = {tower: _count_layers(hf, tower) for tower, _ in _TOWERS}
+    num_layers = {tower: count_layers(hf, tower) for tower, _ in _TOWERS}
     out, names, used = {}, {}, set(IGNORED_KEYS)
     missing = []
     for oa, hf_keys, kind in _rules(num_layers):
@@ -114,7 +108,7 @@ def hf_to_openai(hf: Mapping[str, np.ndarray], *,
 
 def openai_to_hf(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """An OpenAI-layout state dict (complete and checked) under Hugging Face `CLIPModel` names."""
-    num_layers = {hf: _count_layers(state_dict, oa) for hf, oa in _TOWERS}
+    num_layers = {hf: count_layers(state_dict, oa) for hf, oa in _TOWERS}
     out = {}
     for oa, hf_keys, kind in _rules(num_layers):
         value = np.asarray(state_dict[oa])

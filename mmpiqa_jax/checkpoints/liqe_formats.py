@@ -18,7 +18,6 @@ repositories). torch is needed to read and write these files (`torch_files`).
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 from collections.abc import Mapping
@@ -26,37 +25,18 @@ from collections.abc import Mapping
 import numpy as np
 
 from mmpiqa_jax import files
-from mmpiqa_jax.checkpoints.clip_conversion import infer_config
+from mmpiqa_jax.checkpoints.clip_conversion import check_state_dict, infer_config
 from mmpiqa_jax.checkpoints.errors import CheckpointError, listing
-from mmpiqa_jax.checkpoints.openai_layout import (check_state_dict, clean_state_dict,
-                                                  looks_like_openai)
-from mmpiqa_jax.checkpoints.torch_files import is_torchscript, load_pickle, require_torch
+from mmpiqa_jax.checkpoints.formats import Source, container
+from mmpiqa_jax.checkpoints.openai_layout import (clean_state_dict, looks_like_openai,
+                                                  strip_ddp_prefix)
+from mmpiqa_jax.checkpoints.torch_files import load_pickle, require_torch
 from mmpiqa_jax.errors import MissingFileError
-from mmpiqa_jax.models.clip_model import CLIPConfig
 
 LIQE_FORMATS = ("liqe", "liqe-train", "pyiqa")
 PYIQA_KEY = "params"            # what pyiqa's LIQE loads (`load_pretrained_network(..., 'params')`)
 PYIQA_PREFIX = "clip_model."    # pyiqa's LIQE holds the CLIP as `self.clip_model`
 LIQE_TRAIN_KEY = "model_state_dict"
-
-
-@dataclasses.dataclass(frozen=True)
-class LiqeSource:
-    """A LIQE model's CLIP in OpenAI layout (float32 numpy), its format and its architecture."""
-    state_dict: dict[str, np.ndarray]
-    format: str
-    config: CLIPConfig
-
-
-def _is_pickled_file(path: str) -> bool:
-    """A `torch.save` file (zip, not TorchScript, or a legacy pickle)."""
-    if not os.path.isfile(path):
-        return False
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head == b"PK\x03\x04":
-        return not is_torchscript(path)
-    return head[:1] == b"\x80"
 
 
 def format_of(obj) -> str | None:
@@ -65,8 +45,7 @@ def format_of(obj) -> str | None:
         return None
     params = obj.get(PYIQA_KEY)
     if isinstance(params, Mapping) and params:
-        keys = [k[len("module."):] if k.startswith("module.") else k for k in params]
-        if all(k.startswith(PYIQA_PREFIX) for k in keys):
+        if all(k.startswith(PYIQA_PREFIX) for k in strip_ddp_prefix(params)):
             return "pyiqa"
     if isinstance(obj.get(LIQE_TRAIN_KEY), Mapping):
         return "liqe-train"
@@ -80,33 +59,30 @@ def detect(path: str | os.PathLike) -> str | None:
     (LIQE's `LIQE.pt`) is None: nothing in it says LIQE.
     """
     path = os.fspath(path)
-    if not _is_pickled_file(path):
-        return None
     try:
+        if container(path) != "pickle":
+            return None
         return format_of(load_pickle(path, shapes_only=True))
     except CheckpointError:
-        return None  # not plain data: let the CLIP readers report it
+        return None  # not a file, or not plain data: let the CLIP readers report it
 
 
 def _state_dict_of(obj, fmt: str) -> dict:
     if fmt == "pyiqa":
-        params = obj[PYIQA_KEY]
-        if all(k.startswith("module.") for k in params):
-            params = {k[len("module."):]: v for k, v in params.items()}
-        return {k[len(PYIQA_PREFIX):]: v for k, v in params.items()}
+        return {k[len(PYIQA_PREFIX):]: v for k, v in strip_ddp_prefix(obj[PYIQA_KEY]).items()}
     if fmt == "liqe-train":
         return obj[LIQE_TRAIN_KEY]
     return obj
 
 
-def read_liqe(path: str | os.PathLike, *, bare_state_dict: bool = False) -> LiqeSource:
+def read_liqe(path: str | os.PathLike, *, bare_state_dict: bool = False) -> Source:
     """The CLIP of a LIQE model file (see the module docstring), checked against its shapes.
 
     `bare_state_dict`: a file in neither pyiqa's nor LIQE's training format is taken as LIQE's
     `LIQE.pt` (a bare CLIP state dict); otherwise it is an error.
     """
     path = os.fspath(path)
-    if not _is_pickled_file(path):
+    if container(path) != "pickle":
         raise CheckpointError(f"{path}: not a torch.save file; a LIQE model is a .pt file "
                               f"(LIQE's LIQE.pt or training checkpoint, pyiqa's liqe_*.pt)")
     obj = load_pickle(path)
@@ -127,7 +103,7 @@ def read_liqe(path: str | os.PathLike, *, bare_state_dict: bool = False) -> Liqe
     config = infer_config(state_dict, source=path)  # OpenAI's: QuickGELU, 64-wide heads
     check_state_dict(state_dict, config, source=path)
     floats = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
-    return LiqeSource(floats, fmt, config)
+    return Source(floats, fmt, config)
 
 
 def pyiqa_params(state_dict: Mapping[str, np.ndarray]) -> dict:

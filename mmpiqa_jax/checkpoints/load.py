@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from mmpiqa_jax.checkpoints.clip_conversion import from_openai_state_dict, infer_config
+from mmpiqa_jax.checkpoints.clip_conversion import (check_state_dict, from_openai_state_dict,
+                                                   infer_config)
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.checkpoints.export import read_extras
 from mmpiqa_jax.checkpoints.formats import OPEN_CLIP_CONFIG, OPENAI_FORMATS, Source, read_source
 from mmpiqa_jax.checkpoints.open_clip_arch import OPEN_CLIP_CONFIGS, resolve_arch
-from mmpiqa_jax.checkpoints.openai_layout import check_state_dict
 from mmpiqa_jax.checkpoints.project import Checkpoint, is_project_checkpoint
 from mmpiqa_jax.checkpoints.project import load_checkpoint as load_project_checkpoint
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig

@@ -13,11 +13,11 @@ heads 8, QuickGELU off.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 
 from mmpiqa_jax.checkpoints.errors import CheckpointError
+from mmpiqa_jax.files import read_json
 from mmpiqa_jax.models.clip_model import CLIPConfig
 
 
@@ -146,18 +146,7 @@ def resolve_arch(arch: str | os.PathLike) -> CLIPConfig:
     if arch in OPEN_CLIP_CONFIGS:
         return config_from_open_clip(OPEN_CLIP_CONFIGS[arch], source=f"--arch {arch}")
     if os.path.isfile(arch):
-        return config_from_open_clip(read_json(arch), source=arch)
+        return config_from_open_clip(read_json(arch, object_only=True), source=arch)
     raise CheckpointError(f"--arch {arch!r}: neither an open_clip model name known here "
                           f"({', '.join(OPEN_CLIP_CONFIGS)}) nor an open_clip model config "
                           "JSON file")
-
-
-def read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            out = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable JSON ({e})") from None
-    if not isinstance(out, dict):
-        raise CheckpointError(f"{path}: holds a JSON {type(out).__name__}, expected an object")
-    return out

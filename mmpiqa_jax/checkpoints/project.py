@@ -1,10 +1,12 @@
 """The project's own checkpoint: a folder with the CLIP parameters (and any extras) in Orbax.
 
 Layout of `out_dir`:
-  config.json   {"format": "mmpiqa_jax.checkpoint", "version": 1, "clip": CLIPConfig.to_dict(),
+  config.json   {"format": "mmpiqa_jax.checkpoint", "version": 2, "clip": CLIPConfig.to_dict(),
                  "extra_params": {name: {"shape", "dtype"}}, "extra_config": {...}}
   params/       Orbax (StandardCheckpointer) of {"clip": the nnx.Param state as a pure dict,
                                                  "extra": {name: array}}
+                (each transformer's blocks stacked, as the model holds them: `resblocks`, one
+                tree with a leading layer axis)
 `config.json` is written last, so a folder that has it is complete. Extras are what later code
 stores beside CLIP (prompts, heads), as a flat name -> array dict, with a JSON-able config.
 """
@@ -17,17 +19,16 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from mmpiqa_jax import files
-from mmpiqa_jax.checkpoints.errors import CheckpointError, key_mismatch
+from mmpiqa_jax.checkpoints.errors import CheckpointError, check_shapes
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
 PROJECT_FORMAT = "mmpiqa_jax.checkpoint"  # the marker in a project checkpoint's config.json
-VERSION = 1
+VERSION = 2
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 
@@ -39,54 +40,18 @@ class Checkpoint(NamedTuple):
     extra_config: dict
 
 
-def _path_name(path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
 def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
-    return {_path_name(p): tuple(leaf.shape)
+    return {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(leaf.shape)
             for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-# The model stores each transformer's blocks stacked (`resblocks`: one tree, leading layer
-# axis); the file keeps one subtree per block (`resblocks/{i}`), as version 1 always has.
-
-
-def _per_block(tree, take):
-    """`tree` (a pure dict) with every stacked `resblocks` split into `{i: block i}`;
-    `take(leaf, i)` is slice i of a leaf."""
-    if not isinstance(tree, dict):
-        return tree
-    out = {}
-    for key, value in tree.items():
-        if key == "resblocks" and isinstance(value, dict):
-            layers = jax.tree.leaves(value)[0].shape[0]
-            out[key] = {i: jax.tree.map(lambda x, i=i: take(x, i), value) for i in range(layers)}
-        else:
-            out[key] = _per_block(value, take)
-    return out
-
-
-def _stacked(tree):
-    """The inverse of `_per_block`: `resblocks/{i}` subtrees stacked along a new leading axis."""
-    if not isinstance(tree, dict):
-        return tree
-    out = {}
-    for key, value in tree.items():
-        if key == "resblocks" and isinstance(value, dict):
-            blocks = [value[i] for i in sorted(value, key=int)]
-            out[key] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
-        else:
-            out[key] = _stacked(value)
-    return out
-
-
-def _check_extras(extra_params) -> dict[str, np.ndarray]:
+def check_extras(extra_params) -> dict[str, np.ndarray]:
+    """Extra parameters as C-ordered numpy arrays by name; a name must be a non-empty string."""
     extras = {}
     for name, value in (extra_params or {}).items():
         if not isinstance(name, str) or not name:
             raise CheckpointError(f"extra parameter names must be non-empty strings, got {name!r}")
-        extras[name] = np.asarray(value)
+        extras[name] = np.ascontiguousarray(value)
     return extras
 
 
@@ -100,7 +65,7 @@ def save_checkpoint(out_dir: str | os.PathLike, clip_model: CLIP,
     if os.path.exists(config_path) and not overwrite:
         raise CheckpointError(f"{out_dir}: already holds a checkpoint (--overwrite, in Python "
                               "overwrite=True, replaces it)")
-    extras = _check_extras(extra_params)
+    extras = check_extras(extra_params)
     meta = {
         "format": PROJECT_FORMAT,
         "version": VERSION,
@@ -110,8 +75,7 @@ def save_checkpoint(out_dir: str | os.PathLike, clip_model: CLIP,
         "extra_config": dict(extra_config or {}),
     }
     meta_text = json.dumps(meta, indent=2)  # fails before anything is written if not JSON-able
-    params = _per_block(nnx.to_pure_dict(nnx.state(clip_model, nnx.Param)),
-                        lambda x, i: np.asarray(x[i]))
+    params = nnx.to_pure_dict(nnx.state(clip_model, nnx.Param))
     # The earlier checkpoint is replaced only once the new one is written in full.
     with files.replacing(out_dir, last=CONFIG_FILE) as staging:
         with ocp.StandardCheckpointer() as checkpointer:
@@ -120,19 +84,10 @@ def save_checkpoint(out_dir: str | os.PathLike, clip_model: CLIP,
     return out_dir
 
 
-def save_clip(model: CLIP, out_dir: str | os.PathLike, *, overwrite: bool = False) -> str:
-    """Write `model` alone as a project checkpoint."""
-    return save_checkpoint(out_dir, model, overwrite=overwrite)
-
-
 def read_config(folder: str) -> dict:
     """The checked `config.json` of a project checkpoint."""
     path = os.path.join(folder, CONFIG_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable project checkpoint config ({e})") from None
+    meta = files.read_json(path, object_only=True)
     if meta.get("format") != PROJECT_FORMAT:
         raise CheckpointError(f"{path}: not a project checkpoint (format {meta.get('format')!r})")
     if meta.get("version") != VERSION:
@@ -161,8 +116,7 @@ def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Che
         config = dataclasses.replace(config, dtype=dtype)
     graphdef, abstract_params, rest = _abstract_clip(config)
     target = {
-        "clip": _per_block(nnx.to_pure_dict(abstract_params),
-                           lambda x, i: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)),
+        "clip": nnx.to_pure_dict(abstract_params),
         "extra": {k: jax.ShapeDtypeStruct(tuple(v["shape"]), np.dtype(v["dtype"]))
                   for k, v in meta.get("extra_params", {}).items()},
     }
@@ -178,36 +132,21 @@ def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Che
             raise CheckpointError(
                 f"{params_dir}: missing or corrupt Orbax parameters ({e})") from None
         # Orbax restores into a target of another shape without complaint: check first.
-        _compare(_flat_shapes(target), _flat_shapes(stored), source=params_dir)
+        check_shapes(_flat_shapes(target), _flat_shapes(stored), source=params_dir,
+                     what="parameters do not match config.json")
         try:
             restored = checkpointer.restore(params_dir, target)
         except Exception as e:  # tensorstore raises a variety of types for damaged arrays
             raise CheckpointError(f"{params_dir}: cannot restore the parameters "
                                   f"({type(e).__name__}: {e})") from None
-    nnx.replace_by_pure_dict(abstract_params, _stacked(restored["clip"]))
+    nnx.replace_by_pure_dict(abstract_params, restored["clip"])
     model = nnx.merge(graphdef, abstract_params, rest)
     extras = {k: np.asarray(v) for k, v in restored["extra"].items()}
     return Checkpoint(model, extras, meta.get("extra_config", {}))
 
 
-def _compare(expected: dict, found: dict, *, source: str) -> None:
-    missing, unexpected = expected.keys() - found.keys(), found.keys() - expected.keys()
-    if missing or unexpected:
-        raise CheckpointError(f"{source}: parameters do not match config.json; "
-                              + key_mismatch(missing, unexpected))
-    for key, shape in expected.items():
-        if found[key] != shape:
-            raise CheckpointError(
-                f"{source}: tensor {key} has shape {found[key]}, expected {shape}")
-
-
 def is_project_checkpoint(path: str | os.PathLike) -> bool:
     """Whether `path` is a folder written by `save_checkpoint`."""
     config_path = os.path.join(os.fspath(path), CONFIG_FILE)
-    if not os.path.isfile(config_path):
-        return False
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            return json.load(f).get("format") == PROJECT_FORMAT
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
+    return (os.path.isfile(config_path)
+            and files.read_json(config_path, object_only=True).get("format") == PROJECT_FORMAT)

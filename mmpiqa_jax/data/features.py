@@ -27,6 +27,23 @@ def iqa_features() -> tfds.features.FeaturesDict:
     })
 
 
+def iqa_example(image: bytes, name: str, mos: float, quality: float, ref_id: int, *,
+                mos_std: float = float("nan"), distortion_type: str = "",
+                distortion_class: int = -1, level: int = 0) -> dict:
+    """One example of `iqa_features()`; the defaults: no published std, no distortion."""
+    return {"image": image, "name": name, "mos": mos, "mos_std": mos_std, "quality": quality,
+            "ref_id": ref_id, "distortion_type": distortion_type,
+            "distortion_class": distortion_class, "level": level}
+
+
+class DeterministicBuilder(tfds.core.GeneratorBasedBuilder):
+    """A builder whose every build of the same input writes the same bytes."""
+
+    def _download_and_prepare(self, dl_manager, download_config=None):
+        with deterministic_serialization():
+            return super()._download_and_prepare(dl_manager, download_config)
+
+
 @contextlib.contextmanager
 def deterministic_serialization():
     """Makes tfds write each tf.Example with its features in sorted order.

@@ -2,7 +2,7 @@
 
 A split is a dict `{part: sorted int64 indices}`, e.g. `{"train": ..., "val": ..., "test": ...}`.
 Random splits go by reference image, so that no reference (and none of its distorted versions)
-falls in two parts. Split files of LIQE and pyiqa are read and written, matched by `name`.
+falls in two parts. Split files of LIQE and pyiqa are read, matched by `name`.
 """
 import csv
 import dataclasses
@@ -18,7 +18,6 @@ import tensorflow_datasets as tfds
 from mmpiqa_jax import labels
 from mmpiqa_jax.errors import MissingFileError, UserError
 
-PRESETS = {"70/10/20": (0.7, 0.1, 0.2), "80/20": (0.8, 0.2)}
 PART_NAMES = {2: ("train", "test"), 3: ("train", "val", "test")}
 # Ten fixed seeds, one per standard split, as the literature reports medians over ten splits.
 STANDARD_SEEDS = tuple(range(10))
@@ -38,68 +37,24 @@ LIQE_DISTORTION_CLASS = {
     "overexposure": "overexposure", "realistic contrast change": "contrast",
     "other realistic": "other",
 }
-# One LIQE name per class, for writing files LIQE's code can read.
-LIQE_NAME_OF_CLASS = {
-    "jpeg2000 compression": "jpeg2000 compression", "jpeg compression": "jpeg compression",
-    "noise": "white noise", "blur": "gaussian blur", "color": "desaturation",
-    "contrast": "contrast", "overexposure": "overexposure", "underexposure": "underexposure",
-    "spatial": "pixelate", "quantization": "quantization", "other": "other realistic",
-}
 _INVALID = "invalid"
-# In-the-wild images carry no distortion label; LIQE's files still need a name there.
-_NO_DISTORTION = "other realistic"
 
 _PART_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "test": "test", "testing": "test"}
 
 
-def _ratios(ratios) -> tuple[float, ...]:
-    if isinstance(ratios, str):
-        if ratios not in PRESETS:
-            raise UserError(f"unknown split preset {ratios!r}; known: {', '.join(PRESETS)}")
-        return PRESETS[ratios]
-    ratios = tuple(float(r) for r in ratios)
-    if len(ratios) not in PART_NAMES or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
-        raise UserError(f"split ratios {ratios} must be 2 or 3 non-negative numbers summing to 1")
-    return ratios
-
-
-def random_split(ref_ids: Sequence[int], ratios="70/10/20", seed: int = 0,
-                 names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def random_split(ref_ids: Sequence[int], ratios: Sequence[float], seed: int = 0
+                 ) -> dict[str, np.ndarray]:
     """Seeded random split of examples by reference: the references are shuffled and cut by
-    `ratios` (a preset name or fractions), each example follows its reference."""
-    ratios = _ratios(ratios)
-    names = tuple(names) if names is not None else PART_NAMES[len(ratios)]
-    if len(names) != len(ratios):
-        raise UserError(f"{len(names)} part names {names} for {len(ratios)} ratios")
+    `ratios` (2 or 3 fractions summing to 1, `split_spec.parse_ratios`), each example follows
+    its reference."""
     ref_ids = np.asarray(ref_ids)
     refs = np.random.default_rng(seed).permutation(np.unique(ref_ids))
     # Cumulative rounding: the parts' sizes add up to the number of references exactly.
     cuts = np.rint(np.cumsum(ratios) * len(refs)).astype(int)
     parts = np.split(refs, cuts[:-1])
-    return {name: np.flatnonzero(np.isin(ref_ids, part)) for name, part in zip(names, parts)}
-
-
-def standard_splits(ref_ids: Sequence[int], ratios="70/10/20") -> list[dict[str, np.ndarray]]:
-    """The ten random splits of `STANDARD_SEEDS`."""
-    return [random_split(ref_ids, ratios, seed) for seed in STANDARD_SEEDS]
-
-
-def check_split(split: Mapping[str, np.ndarray], ref_ids: Sequence[int] | None = None) -> None:
-    """Raises when parts overlap, or when a reference falls in two parts."""
-    seen: dict[int, str] = {}
-    for part, indices in split.items():
-        for i in np.asarray(indices).tolist():
-            if i in seen:
-                raise UserError(f"example {i} is in parts {seen[i]!r} and {part!r}")
-            seen[i] = part
-    if ref_ids is not None:
-        ref_ids = np.asarray(ref_ids)
-        owner: dict[int, str] = {}
-        for part, indices in split.items():
-            for r in np.unique(ref_ids[np.asarray(indices, int)]).tolist():
-                if owner.setdefault(r, part) != part:
-                    raise UserError(f"reference {r} is in parts {owner[r]!r} and {part!r}")
+    return {name: np.flatnonzero(np.isin(ref_ids, part))
+            for name, part in zip(PART_NAMES[len(ratios)], parts)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -148,14 +103,23 @@ class NameIndex:
             return self._lower[key]
         return self._base.get(os.path.basename(key))
 
-    def indices(self, names: Sequence[str], source: str = "") -> np.ndarray:
-        """Indices of `names`; raises listing a few names that match no example."""
-        found = [self.find(n) for n in names]
-        missing = [n for n, i in zip(names, found) if i is None]
-        if missing:
-            raise UserError(
-                f"{source or 'split'}: {len(missing)} of {len(names)} names are not in "
-                f"{self.dataset} (e.g. {missing[:5]}); dataset names look like {self.names[:3]}")
+    def indices(self, names: Sequence[str], rows: Sequence, where: str,
+                seen: dict[int, str]) -> np.ndarray:
+        """Indices of a file's image names (`rows`: their row numbers in `where`); raises at the
+        first name not in the dataset, or listed twice (in this file or an earlier one, recorded
+        in `seen`)."""
+        found = []
+        for name, row in zip(names, rows):
+            i = self.find(name)
+            at = f"{where}:{row}"
+            if i is None:
+                raise UserError(f"{at}: image {name!r} is not in the prepared dataset "
+                                f"{self.dataset} ({len(self.names)} images, named like "
+                                f"{self.names[:2]}); prepare the whole dataset, or fix the file")
+            if i in seen:
+                raise UserError(f"{at}: image {name!r} is listed twice, also at {seen[i]}")
+            seen[i] = at
+            found.append(i)
         return np.asarray(found, np.int64)
 
 
@@ -248,25 +212,6 @@ def check_score_agreement(path: str, rows: Sequence[int], scores: np.ndarray,
         "file of another dataset, scale or direction?")
 
 
-def _match_rows(index: "NameIndex", path: str, names: Sequence[str], rows: Sequence[int],
-                seen: dict[int, str]) -> np.ndarray:
-    """Indices of a file's image names; raises at the first name not in the dataset, or
-    listed twice (in this file or an earlier one, recorded in `seen`)."""
-    found = []
-    for name, row in zip(names, rows):
-        i = index.find(name)
-        where = f"{path}:{row}"
-        if i is None:
-            raise UserError(f"{where}: image {name!r} is not in the prepared dataset "
-                            f"{index.dataset} ({len(index.names)} images, named like "
-                            f"{index.names[:2]}); prepare the whole dataset, or fix the file")
-        if i in seen:
-            raise UserError(f"{where}: image {name!r} is listed twice, also at {seen[i]}")
-        seen[i] = where
-        found.append(i)
-    return np.asarray(found, np.int64)
-
-
 def _liqe_class(db: str, row: LiqeRow) -> str:
     # LIQE's LIVE files name the fast-fading images "white noise": one mapping for them.
     if db == "live" and _normal(row.path).startswith("fastfading/"):
@@ -291,38 +236,14 @@ def import_liqe(directory: str, db: str, names: Sequence[str], quality=None,
             raise MissingFileError(f"LIQE split file {path} not found (part {part!r} of {db})")
         rows = read_liqe_file(path)
         lines = [r.line for r in rows]
-        idx = _match_rows(index, path, [r.path for r in rows], lines, seen)
+        idx = index.indices([r.path for r in rows], lines, path, seen)
         if quality is not None:
             check_score_agreement(path, lines, np.array([r.score for r in rows]),
                                   np.asarray(quality)[idx])
-        for i, row in zip(idx, rows):
-            scenes[i, [labels.scene_index(s) for s in row.scenes]] = 1.0
-            classes[i] = labels.distortion_index(_liqe_class(db, row))
+        scenes[idx] = labels.scene_multi_hot([row.scenes for row in rows])
+        classes[idx] = [labels.distortion_index(_liqe_class(db, row)) for row in rows]
         split[part] = np.sort(idx)
     return ImportedSplit(split, scenes, classes)
-
-
-def export_liqe(directory: str, db: str, split: Mapping[str, np.ndarray], table: Mapping,
-                scenes: np.ndarray | None = None) -> list[str]:
-    """Writes one LIQE file per part. `table` holds `name`, `quality` and `distortion_class`
-    per example (see `read_labels`); the score written is `quality` (higher is better).
-    Scenes come from `scenes` [N, 9]; an image without one gets `others`, which LIQE requires."""
-    os.makedirs(directory, exist_ok=True)
-    paths = []
-    for part, indices in split.items():
-        path = liqe_file(directory, db, part)
-        with open(path, "w", encoding="utf-8", newline="") as f:
-            for i in np.asarray(indices, int):
-                cls = int(table["distortion_class"][i])
-                dist = LIQE_NAME_OF_CLASS[labels.DISTORTIONS[cls]] if cls >= 0 else _NO_DISTORTION
-                row_scenes = [] if scenes is None else [labels.SCENES[s]
-                                                        for s in np.flatnonzero(scenes[i])]
-                row_scenes = (row_scenes or ["others"])[:3]
-                row_scenes += [_INVALID] * (3 - len(row_scenes))
-                f.write("\t".join([_text(table["name"][i]), repr(float(table["quality"][i])),
-                                   dist, *row_scenes]) + "\n")
-        paths.append(path)
-    return paths
 
 
 # ------------------------------------------------------------------------------------------------
@@ -387,8 +308,8 @@ def import_pyiqa(path: str, names: Sequence[str], split_column: str = "split",
                             f"column {split_column!r} is not one of {sorted(_PART_ALIASES)}")
         listed.append((row, _PART_ALIASES[value]))
     index, seen = NameIndex(names, dataset), {}
-    idx = _match_rows(index, path, [r["_name"] for r, _ in listed],
-                      [r["_line"] for r, _ in listed], seen)
+    idx = index.indices([r["_name"] for r, _ in listed], [r["_line"] for r, _ in listed], path,
+                        seen)
     _check_pyiqa_scores(path, header, [r for r, _ in listed], idx, quality)
     split: dict[str, list[int]] = {}
     for i, (_, part) in zip(idx.tolist(), listed):
@@ -422,31 +343,11 @@ def import_pyiqa_pickle(meta_csv: str, split_pkl: str, split_index: int, names: 
                             f"{bad[0]}, but {meta_csv} has {len(rows)} data rows")
         part_rows = [rows[r] for r in row_ids]
         where = f"{split_pkl} (split {split_index}, {part_name}) -> {meta_csv}"
-        idx = _match_rows(index, where, [r["_name"] for r in part_rows],
-                          [r["_line"] for r in part_rows], seen)
+        idx = index.indices([r["_name"] for r in part_rows], [r["_line"] for r in part_rows],
+                            where, seen)
         _check_pyiqa_scores(meta_csv, header, part_rows, idx, quality)
         split[part] = np.sort(idx)
     return split
-
-
-def export_pyiqa(path: str, table: Mapping, splits: Mapping[str, Mapping[str, np.ndarray]]) -> str:
-    """Writes a pyiqa-style meta CSV: `name, mos, std` and one column per split in `splits`
-    (column name -> split), each row's value its part ("" when the split leaves it out)."""
-    n = len(table["name"])
-    columns = {}
-    for column, split in splits.items():
-        values = [""] * n
-        for part, indices in split.items():
-            for i in np.asarray(indices, int):
-                values[i] = part
-        columns[column] = values
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["name", "mos", "std", *columns])
-        for i in range(n):
-            w.writerow([_text(table["name"][i]), repr(float(table["mos"][i])),
-                        repr(float(table["mos_std"][i])), *(c[i] for c in columns.values())])
-    return path
 
 
 # ------------------------------------------------------------------------------------------------
@@ -467,6 +368,9 @@ def builder_split(builder) -> dict[str, np.ndarray]:
     def names(split):
         return read_labels(builder.as_data_source(
             split=split, decoders={"image": tfds.decode.SkipDecoding()}))["name"]
-    index = NameIndex(names("all"), builder.name)
-    return {_PART_ALIASES.get(part, part): np.sort(index.indices(list(names(part)), source=part))
-            for part in parts}
+    index, seen, split = NameIndex(names("all"), builder.name), {}, {}
+    for part in parts:
+        part_names = list(names(part))
+        idx = index.indices(part_names, range(1, len(part_names) + 1), f"split {part}", seen)
+        split[_PART_ALIASES.get(part, part)] = np.sort(idx)
+    return split

@@ -152,18 +152,17 @@ def stored_bytes(data: bytes, *, resize: bool = False, uncompressed: bool = Fals
     image = decode_rgb(data)
     resized = liqe_resize(image, max_short, crop) if resize else image
     if uncompressed:
-        return encode_bmp(resized)
+        return encode(resized, "BMP")
     if resized is image:
         return bytes(data)
-    buffer = io.BytesIO()
-    resized.save(buffer, format="PNG")  # lossless
-    return buffer.getvalue()
+    return encode(resized, "PNG")
 
 
-def encode_bmp(image: Image.Image) -> bytes:
-    """An RGB image as an uncompressed 24-bit BMP: decoding it is a copy of the rows."""
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    """`image` encoded as `fmt` with pillow's `options` (PNG: lossless; BMP: 24-bit, decoded by
+    a copy of its rows)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="BMP")
+    image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 

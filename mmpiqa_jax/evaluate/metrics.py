@@ -242,14 +242,14 @@ def compute_metrics(pred, mos, *, maxfev: int = 100_000) -> dict:
     }
 
 
-def aggregate_splits(results: list[dict], keys=METRIC_KEYS) -> dict:
-    """Median, mean, std (population, ddof=0) and count of each metric over splits.
+def aggregate_splits(results: list[dict], keys=METRIC_KEYS, ddof: int = 0) -> dict:
+    """Each metric over splits: {metric: {"values", "median", "mean", "std", "n"}}.
 
     Args:
       results: one `compute_metrics` dict per split.
       keys: the metrics to aggregate; each must be in every dict.
-    Returns:
-      {metric: {"median", "mean", "std", "n"}}.
+      ddof: numpy's for the std (0: population); the std is None (valid JSON, not NaN) when
+        there are no more values than `ddof`.
     """
     if not results:
         raise UserError("aggregate_splits needs at least one split's metrics, got none")
@@ -261,6 +261,7 @@ def aggregate_splits(results: list[dict], keys=METRIC_KEYS) -> dict:
                 raise KeyError(f"split {i} has no metric {key!r} (has {sorted(result)})")
             values.append(float(result[key]))
         v = np.asarray(values)
-        out[key] = {"median": float(np.median(v)), "mean": float(np.mean(v)),
-                    "std": float(np.std(v)), "n": int(v.size)}
+        out[key] = {"values": values, "median": float(np.median(v)), "mean": float(np.mean(v)),
+                    "std": float(np.std(v, ddof=ddof)) if v.size > ddof else None,
+                    "n": int(v.size)}
     return out

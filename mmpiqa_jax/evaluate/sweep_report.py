@@ -15,6 +15,7 @@ from etils import epath
 
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 from mmpiqa_jax.evaluate import tables
+from mmpiqa_jax.evaluate.report import markdown_table
 
 SPLIT_SEED_KEY = "data.split_seed"
 
@@ -79,21 +80,17 @@ def comparison_table(points: Sequence[Point], keys: Sequence[str],
     no result), then, for a grid over split seeds, one row per group aggregated over the seeds."""
     names = _eval_names(points)
     heads = [f"{n} {m.upper()}" for n in names for m in metrics]
+    rows = [[*(p.values[k] for k in keys),
+             *(_fmt(_num(p.evals[n].get(m))) if n in p.evals else "-"
+               for n in names for m in metrics)] for p in points]
     lines = ["# Sweep", "",
              f"{len(points)} points, {sum(bool(p.evals) for p in points)} with results; "
              "each point's `eval/*.json`.", "",
-             "| " + " | ".join([*map(_label, keys), *heads]) + " |",
-             "|" + "|".join([" --- "] * len(keys) + [" ---: "] * len(heads)) + "|"]
-    for p in points:
-        cells = [_fmt(_num(p.evals[n].get(m))) if n in p.evals else "-"
-                 for n in names for m in metrics]
-        lines.append("| " + " | ".join([*(str(p.values[k]) for k in keys), *cells]) + " |")
+             markdown_table([*map(_label, keys), *heads], rows,
+                            "l" * len(keys) + "r" * len(heads))]
     if SPLIT_SEED_KEY in keys:
         others = [k for k in keys if k != SPLIT_SEED_KEY]
-        lines += ["", "## Over split seeds", "",
-                  "Median (mean ± std, population) over the seeds with results.", "",
-                  "| " + " | ".join([*map(_label, others), "splits", *heads]) + " |",
-                  "|" + "|".join([" --- "] * len(others) + [" ---: "] * (1 + len(heads))) + "|"]
+        rows = []
         for values, _, per_eval in seed_aggregates(points, keys, metrics):
             n = max((agg[m]["n"] for agg in per_eval.values() for m in metrics), default=0)
             cells = []
@@ -102,8 +99,11 @@ def comparison_table(points: Sequence[Point], keys: Sequence[str],
                     a = per_eval.get(name, {}).get(m)
                     cells.append("-" if a is None else
                                  f"{_fmt(a['median'])} ({_fmt(a['mean'])} ± {_fmt(a['std'])})")
-            lines.append("| " + " | ".join([*(str(values[k]) for k in others), str(n), *cells])
-                         + " |")
+            rows.append([*(values[k] for k in others), n, *cells])
+        lines += ["", "## Over split seeds", "",
+                  "Median (mean ± std, population) over the seeds with results.", "",
+                  markdown_table([*map(_label, others), "splits", *heads], rows,
+                                 "l" * len(others) + "r" * (1 + len(heads)))]
     return "\n".join(lines) + "\n"
 
 

@@ -3,8 +3,7 @@
 `paper_tables`: LIQE's table (rows = methods, columns = LIVE, CSIQ, KADID-10k, BID, CLIVE,
 KonIQ-10k, then any other dataset; each cell SRCC / PLCC), as the median and / or the mean +- std
 over splits, with the papers' published figures as reference rows, and a cross-dataset table
-(train method x test dataset, from the evaluations of split `all`). `results_table`: the older
-datasets x methods layout (median or mean over splits).
+(train method x test dataset, from the evaluations of split `all`).
 
 A run is a training workdir (`config.json`, `eval/<dataset>-<split>.json`) or a sweep's workdir
 (`mmpiqa sweep`), which stands for its points: the points of a ten-split sweep pool into one method.
@@ -13,18 +12,18 @@ A run is a training workdir (`config.json`, `eval/<dataset>-<split>.json`) or a 
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 
-import numpy as np
 from etils import epath
 
 from mmpiqa_jax.errors import MissingFileError, UserError
+from mmpiqa_jax.evaluate import metrics as metrics_lib
 from mmpiqa_jax.evaluate import published as published_lib
+from mmpiqa_jax.evaluate.report import markdown_table
+from mmpiqa_jax.files import read_json
 
 __all__ = ["CROSS_SPLIT", "DEFAULT_EXCLUDE", "PLCC_KEYS", "STATISTICS", "collect_results",
-           "expand_runs", "format_table", "method_name", "paper_tables", "results_table",
-           "summarize"]
+           "expand_runs", "format_table", "method_name", "paper_tables", "summarize"]
 
 # Splits left out by default: a table of test results must not pool in training or validation.
 DEFAULT_EXCLUDE = ("train*", "val*")
@@ -38,18 +37,11 @@ _POINT_FILE = "sweep_point.json"
 _SEED_NAME = "split_seed"
 
 
-def _read_json(path: epath.Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from None
-
-
 def _config(run_dir: epath.Path) -> dict:
     path = run_dir / "config.json"
     if not path.is_file():
         return {}
-    config = _read_json(path)
+    config = read_json(path)
     return config if isinstance(config, dict) else {}
 
 
@@ -103,13 +95,10 @@ def expand_runs(run_dirs) -> list[epath.Path]:
 
 
 def _read_eval(path: epath.Path) -> dict:
-    record = _read_json(path)
-    if not isinstance(record, dict):
-        raise UserError(f"{path} holds no metrics object")
-    # Older files may lack the names: `<dataset>-<split>.json`, split after the last '-'.
-    dataset, _, split = path.stem.rpartition("-")
-    record.setdefault("dataset", dataset or path.stem)
-    record.setdefault("split", split)
+    record = read_json(path)
+    if not isinstance(record, dict) or not {"dataset", "split"} <= record.keys():
+        raise UserError(f"{path}: not an evaluation record (a metrics object with its dataset "
+                        "and split)")
     return record
 
 
@@ -140,56 +129,6 @@ def collect_results(run_dirs, *, include: str | None = None, exclude=None,
     return results
 
 
-def _cell(records: list[dict], metrics, stat, show_n: bool) -> str:
-    if not records:
-        return "-"
-    parts = []
-    for key in metrics:
-        values = [r[key] for r in records if r.get(key) is not None]
-        parts.append(f"{stat(np.asarray(values, float)):.3f}" if values else "-")
-    text = " / ".join(parts)
-    return f"{text} ({len(records)})" if show_n else text
-
-
-def results_table(run_dirs, *, metrics=("srcc", "plcc"), statistic: str = "median",
-                  include: str | None = None, exclude=None,
-                  show_n: bool = True) -> str:
-    """A markdown table, one row per dataset and one column per method.
-
-    Each cell is the `statistic` ("median" as most papers, or "mean" as LIQE's code) over splits of
-    the `metrics`, joined by " / ", followed by the number of splits in parentheses when `show_n`.
-    `include` and `exclude` select splits as in `collect_results`.
-    """
-    stats = {"median": np.median, "mean": np.mean}
-    if statistic not in stats:
-        raise UserError(f"statistic must be one of {tuple(stats)}, got {statistic!r}")
-    run_dirs = list(run_dirs)
-    if not run_dirs:
-        raise UserError("results_table needs at least one run directory, got none")
-    results = collect_results(run_dirs, include=include, exclude=exclude)
-    methods = list(results)
-    datasets = sorted({d for per_dataset in results.values() for d in per_dataset})
-    if not datasets:
-        raise UserError(f"no evaluation results (eval/*.json) found in "
-                        f"{[str(d) for d in run_dirs]}")
-    records = [r for per_dataset in results.values() for rs in per_dataset.values() for r in rs]
-    for key in metrics:
-        if not any(key in r for r in records):
-            raise UserError(f"metric {key!r} is in no evaluation file; "
-                            f"available: {sorted({k for r in records for k in r})}")
-
-    header = ["Dataset", *methods]
-    rows = [[d, *(_cell(results[m].get(d, []), metrics, stats[statistic], show_n)
-                   for m in methods)] for d in datasets]
-    what = " / ".join(m.upper().replace("_LOGISTIC", " (logistic)") for m in metrics)
-    lines = [f"{statistic.capitalize()} {what} over splits"
-             + (" (number of splits in parentheses)." if show_n else "."), "",
-             "| " + " | ".join(header) + " |",
-             "|" + "|".join([" --- "] + [" :---: "] * len(methods)) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 # ---- LIQE's layout: methods x datasets, median and mean +- std, published reference rows ----
 
 def _cross_name(run_dir: epath.Path) -> str:
@@ -202,15 +141,6 @@ def _cross_name(run_dir: epath.Path) -> str:
         sets = ", ".join(published_lib.paper_dataset(d) for d in trained)
         return f"{name[:-1]}; train: {sets})" if name.endswith(")") else f"{name} (train: {sets})"
     return name
-
-
-def _stats(values, ddof: int) -> dict | None:
-    v = np.asarray(values, float)
-    if v.size == 0:
-        return None
-    std = float(np.std(v, ddof=ddof)) if v.size > ddof else None  # None, not NaN: valid JSON
-    return {"values": v.tolist(), "median": float(np.median(v)), "mean": float(np.mean(v)),
-            "std": std}
 
 
 def _column_key(label: str):
@@ -241,7 +171,7 @@ def summarize(run_dirs, *, cross: bool = False, plcc: str = "logistic",
     "rows": [{"method", "published": False, "cells": {column: cell}}], "empty", "missing"}.
 
     A cell is {"datasets": our names, "n": number of splits, "srcc": stats, "plcc": stats}, stats
-    {"values", "median", "mean", "std" (numpy's, `ddof`)} or None when no split has the metric.
+    `metrics.aggregate_splits`' (with `ddof`) or None when no split has the metric.
     Within-dataset (`cross=False`): the test splits (by default all but train*, val* and `all`;
     `include` / `exclude` as in `collect_results`), one row per method. Cross-dataset: the `all`
     evaluations, one row per method and training sets. `empty`: methods without a result here;
@@ -280,7 +210,9 @@ def summarize(run_dirs, *, cross: bool = False, plcc: str = "logistic",
             records = cell.pop("records")
             cell["n"] = len(records)
             for out, metric in (("srcc", "srcc"), ("plcc", plcc_key)):
-                cell[out] = _stats([r[metric] for r in records if r.get(metric) is not None], ddof)
+                present = [r for r in records if r.get(metric) is not None]
+                cell[out] = (metrics_lib.aggregate_splits(present, (metric,), ddof)[metric]
+                             if present else None)
         rows.append({"method": method, "published": False,
                      "cells": {c: cells[c] for c in columns if c in cells}})
     records = [r for per in results.values() for rs in per.values() for r in rs]
@@ -339,18 +271,16 @@ def format_table(summary: dict, *, statistic: str = "median", published=(),
     for metric in summary["missing"]:
         lines.append(f"Note: no evaluation file has `{metric}`"
                      + (" (try `--plcc raw`)." if metric == "plcc_logistic" else "."))
-    lines += ["", "| " + " | ".join(["Method", *columns]) + " |",
-              "|" + "|".join([" --- "] + [" :---: "] * len(columns)) + "|"]
-    for row in summary["rows"]:
-        cells = [_ours(row["cells"].get(c), statistic, show_n) for c in columns]
-        lines.append("| " + " | ".join([row["method"], *cells]) + " |")
+    rows = [[row["method"], *(_ours(row["cells"].get(c), statistic, show_n) for c in columns)]
+            for row in summary["rows"]]
     for ref in published:
         cells = []
         for c in columns:
             srcc, plcc_value = ref.results.get(c, (None, None))
             cells.append("-" if srcc is None and plcc_value is None
                          else f"{_number(srcc)} / {_number(plcc_value)}")
-        lines.append("| " + " | ".join([f"{ref.method} [published]", *cells]) + " |")
+        rows.append([f"{ref.method} [published]", *cells])
+    lines += ["", markdown_table(["Method", *columns], rows, "l" + "c" * len(columns))]
     if published:
         lines.append("")
         for ref in published:

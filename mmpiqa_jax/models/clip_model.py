@@ -18,7 +18,7 @@ from flax import nnx
 
 from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.models.layers import (ACTIVATIONS, LayerNorm, Transformer, check_remat,
-                                      replace_tokens)
+                                      normal, replace_tokens)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -108,10 +108,6 @@ def get_variant(name: str) -> CLIPConfig:
         raise UserError(f"unknown CLIP variant {name!r}; known: {', '.join(VARIANTS)}") from None
 
 
-def _normal(stddev: float):
-    return nnx.initializers.normal(stddev=stddev)
-
-
 class VisionTransformer(nnx.Module):
     """CLIP's ViT; deep visual prompts (VPT-deep) go through the same `Transformer` hook as text."""
 
@@ -121,15 +117,15 @@ class VisionTransformer(nnx.Module):
         scale = width**-0.5
         self.conv1 = nnx.Conv(3, width, (patch, patch), strides=(patch, patch), padding="VALID",
                               use_bias=False, dtype=dtype, rngs=rngs)
-        self.class_embedding = nnx.Param(_normal(scale)(rngs.params(), (width,)))
+        self.class_embedding = nnx.Param(normal(scale)(rngs.params(), (width,)))
         self.positional_embedding = nnx.Param(
-            _normal(scale)(rngs.params(), (grid * grid + 1, width)))
+            normal(scale)(rngs.params(), (grid * grid + 1, width)))
         self.ln_pre = LayerNorm(width, rngs=rngs)
         self.transformer = Transformer(width, config.vision_layers, config.vision_heads,
                                        mlp_width=config.vision_mlp_width,
                                        activation=config.activation, dtype=dtype, rngs=rngs)
         self.ln_post = LayerNorm(width, rngs=rngs)
-        self.proj = nnx.Param(_normal(scale)(rngs.params(), (width, config.embed_dim)))
+        self.proj = nnx.Param(normal(scale)(rngs.params(), (width, config.embed_dim)))
         self.resolution = config.image_resolution
         self.dtype = dtype
 
@@ -168,12 +164,12 @@ class CLIP(nnx.Module):
                                        mlp_width=config.text_mlp_width,
                                        activation=config.activation, dtype=dtype, rngs=rngs)
         self.token_embedding = nnx.Embed(config.vocab_size, width, dtype=dtype,
-                                         embedding_init=_normal(0.02), rngs=rngs)
+                                         embedding_init=normal(0.02), rngs=rngs)
         self.positional_embedding = nnx.Param(
-            _normal(0.01)(rngs.params(), (config.context_length, width)))
+            normal(0.01)(rngs.params(), (config.context_length, width)))
         self.ln_final = LayerNorm(width, rngs=rngs)
         self.text_projection = nnx.Param(
-            _normal(width**-0.5)(rngs.params(), (width, config.embed_dim)))
+            normal(width**-0.5)(rngs.params(), (width, config.embed_dim)))
         self.logit_scale = nnx.Param(jnp.asarray(math.log(1 / 0.07), jnp.float32))
 
     def text_tower(self) -> tuple:

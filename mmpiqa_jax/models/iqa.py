@@ -195,19 +195,17 @@ class LIQE(_TextCached):
         image = _normalize(self.clip.encode_image(pixels))
         text = self.text_features(use_cache=use_text_cache)
         logits = _mean_over_crops(jnp.exp(self.clip.logit_scale[...]) * image @ text.T, b, c)
-        if not self.joint:  # quality prompts only: no scene or distortion information
+        if self.joint:
+            joint = logits.reshape(b, labels.NUM_QUALITIES, labels.NUM_SCENES,
+                                   labels.NUM_DISTORTIONS)
+            # Marginal logits: their softmax is the marginal of the joint softmax.
+            marginal = lambda axes: jax.nn.logsumexp(joint, axis=axes)
+            quality, scene, distortion = marginal((2, 3)), marginal((1, 3)), marginal((1, 2))
+        else:  # quality prompts only: no scene or distortion information
+            quality = logits
             scene = jnp.zeros((b, labels.NUM_SCENES), logits.dtype)
             distortion = jnp.zeros((b, labels.NUM_DISTORTIONS), logits.dtype)
-            return {**_quality_outputs(logits),
-                    "logits": logits, "probs": jax.nn.softmax(logits, axis=-1),
-                    "scene_logits": scene, "scene_probs": jax.nn.softmax(scene, axis=-1),
-                    "distortion_logits": distortion,
-                    "distortion_probs": jax.nn.softmax(distortion, axis=-1)}
-        joint = logits.reshape(b, labels.NUM_QUALITIES, labels.NUM_SCENES, labels.NUM_DISTORTIONS)
-        # Marginal logits: their softmax is the marginal of the joint softmax.
-        marginal = lambda axes: jax.nn.logsumexp(joint, axis=axes)
-        scene, distortion = marginal((1, 3)), marginal((1, 2))
-        return {**_quality_outputs(marginal((2, 3))),
+        return {**_quality_outputs(quality),
                 "logits": logits, "probs": jax.nn.softmax(logits, axis=-1),
                 "scene_logits": scene, "scene_probs": jax.nn.softmax(scene, axis=-1),
                 "distortion_logits": distortion,

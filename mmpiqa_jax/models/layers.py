@@ -43,7 +43,8 @@ class LayerNorm(nnx.LayerNorm):
         return super().__call__(x.astype(jnp.float32)).astype(x.dtype)
 
 
-def _normal(stddev: float):
+def normal(stddev: float):
+    """A normal initialiser of standard deviation `stddev`."""
     return nnx.initializers.normal(stddev=stddev)
 
 
@@ -54,9 +55,9 @@ class MultiheadAttention(nnx.Module):
         if width % heads:
             raise UserError(f"width {width} is not divisible by heads {heads}")
         self.heads = heads
-        self.in_proj = nnx.Linear(width, 3 * width, dtype=dtype, kernel_init=_normal(width**-0.5),
+        self.in_proj = nnx.Linear(width, 3 * width, dtype=dtype, kernel_init=normal(width**-0.5),
                                   rngs=rngs)
-        self.out_proj = nnx.Linear(width, width, dtype=dtype, kernel_init=_normal(proj_std),
+        self.out_proj = nnx.Linear(width, width, dtype=dtype, kernel_init=normal(proj_std),
                                    rngs=rngs)
 
     def __call__(self, x: jax.Array, *, causal: bool) -> jax.Array:
@@ -97,8 +98,8 @@ class MLP(nnx.Module):
         hidden = hidden or 4 * width
         self.activation = activation
         self.c_fc = nnx.Linear(width, hidden, dtype=dtype,
-                               kernel_init=_normal((2 * width)**-0.5), rngs=rngs)
-        self.c_proj = nnx.Linear(hidden, width, dtype=dtype, kernel_init=_normal(proj_std),
+                               kernel_init=normal((2 * width)**-0.5), rngs=rngs)
+        self.c_proj = nnx.Linear(hidden, width, dtype=dtype, kernel_init=normal(proj_std),
                                  rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

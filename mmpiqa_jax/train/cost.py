@@ -36,5 +36,4 @@ def step_model_flops(model, setup: state_lib.TrainingSetup, batch: dict,
         step = step_lib.make_train_step(graphdef, setup.tx, use_text_cache=setup.use_text_cache)
         cost = jax.jit(step).lower(trainable, frozen, opt_state, _abstract(batch),
                                    _abstract(loss_weights)).cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per computation
     return float((cost or {}).get("flops", float("nan")))

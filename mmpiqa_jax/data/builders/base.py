@@ -8,7 +8,6 @@ and the row at fault.
 import abc
 import csv
 import dataclasses
-import io
 import math
 import pathlib
 from typing import Any, Iterable, Iterator, Sequence
@@ -22,7 +21,7 @@ from PIL import Image
 
 from mmpiqa_jax import labels
 from mmpiqa_jax.data import transforms
-from mmpiqa_jax.data.features import deterministic_serialization, iqa_features
+from mmpiqa_jax.data.features import DeterministicBuilder, iqa_example, iqa_features
 from mmpiqa_jax.errors import MissingFileError, UserError
 
 NAN = float("nan")
@@ -308,9 +307,7 @@ def encode_image(path: pathlib.Path, short_side: int | None = None) -> bytes:
         raise UserError(f"cannot decode image {path}: {error}") from error
     if too_large:
         rgb = rgb.resize(resized(rgb.size, short_side), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    rgb.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return transforms.encode(rgb, "PNG")
 
 
 def resized(size: tuple[int, int], short_side: int) -> tuple[int, int]:
@@ -324,7 +321,7 @@ def resized(size: tuple[int, int], short_side: int) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------
 # The builder.
 
-class IqaBuilder(tfds.core.GeneratorBasedBuilder):
+class IqaBuilder(DeterministicBuilder):
     """Base of the builders of published IQA datasets, built from the user's folder.
 
     A build whose record count (all splits together) differs from `PUBLISHED_RECORDS` is
@@ -370,11 +367,6 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
         extra dataset metadata.
         """
 
-    def _download_and_prepare(self, dl_manager, download_config=None):
-        # The same folder gives the same bytes on every build.
-        with deterministic_serialization():
-            return super()._download_and_prepare(dl_manager, download_config)
-
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         folder = Folder(dl_manager.manual_dir)
         score, splits, extra = self._read(folder)
@@ -407,19 +399,12 @@ class IqaBuilder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, items: list[tuple[Record, float]]) -> Iterator[tuple[str, dict]]:
         for record, quality in items:
-            image = self._encode(record)
-            yield record.name, {
-                "image": transforms.stored_bytes(image, resize=self.liqe_resize,
-                                                 uncompressed=self.uncompressed),
-                "name": record.name,
-                "mos": record.mos,
-                "mos_std": record.mos_std,
-                "quality": quality,
-                "ref_id": record.ref_id,
-                "distortion_type": record.distortion_type,
-                "distortion_class": record.distortion_class,
-                "level": record.level,
-            }
+            image = transforms.stored_bytes(self._encode(record), resize=self.liqe_resize,
+                                            uncompressed=self.uncompressed)
+            yield record.name, iqa_example(
+                image, record.name, record.mos, quality, record.ref_id, mos_std=record.mos_std,
+                distortion_type=record.distortion_type,
+                distortion_class=record.distortion_class, level=record.level)
 
     def _encode(self, record: Record) -> bytes:
         """The image bytes to store; builders that resize override this."""

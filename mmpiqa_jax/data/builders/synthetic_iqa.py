@@ -19,7 +19,6 @@ Deterministic: every random draw comes from a generator seeded by (reference, ty
 PNG, JPEG and JPEG2000 are encoded with fixed options, so every build writes the same bytes.
 """
 import dataclasses
-import io
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +30,8 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from mmpiqa_jax import labels
-from mmpiqa_jax.data.features import FULL_SPLIT, deterministic_serialization, iqa_features
+from mmpiqa_jax.data import transforms
+from mmpiqa_jax.data.features import FULL_SPLIT, DeterministicBuilder, iqa_example, iqa_features
 from mmpiqa_jax.errors import UserError
 
 IMAGE_SIZE = (384, 288)  # width, height
@@ -85,20 +85,6 @@ def _matplotlib_sample(name: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def scene_table(references=REFERENCES) -> np.ndarray:
-    """Multi-hot scene labels [num_references, 9] (float32), row i for ref_id i."""
-    table = np.zeros((len(references), labels.NUM_SCENES), np.float32)
-    for i, ref in enumerate(references):
-        table[i, [labels.scene_index(s) for s in ref.scenes]] = 1.0
-    return table
-
-
-def scene_labels(ref_ids, references: tuple[str, ...] = tuple(r.name for r in REFERENCES)
-                 ) -> np.ndarray:
-    """Multi-hot scenes [N, 9] of examples with `ref_ids`, for a build of `references`."""
-    return scene_table(_by_name(REFERENCES, references, "reference"))[np.asarray(ref_ids, int)]
-
-
 def load_reference(ref: Reference, size=IMAGE_SIZE) -> np.ndarray:
     """The reference as uint8 RGB [h, w, 3]: resized to cover `size`, then cropped at the anchor."""
     image = np.asarray(ref.load())
@@ -144,9 +130,7 @@ def _impulse_noise(x, density, rng):
 
 
 def _encode_decode(x, fmt, **options):
-    buf = io.BytesIO()
-    Image.fromarray(x).save(buf, format=fmt, **options)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return transforms.decode_array(transforms.encode(Image.fromarray(x), fmt, **options))
 
 
 def _jpeg(x, quality, rng):
@@ -245,13 +229,6 @@ def pseudo_mos(reference: np.ndarray, distorted: np.ndarray) -> float:
     return float(1.0 + 4.0 * np.clip(ssim, 0.0, 1.0))
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes with fixed options, so that equal pixels give equal bytes."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=6, optimize=False)
-    return buf.getvalue()
-
-
 # ------------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass(kw_only=True)
@@ -262,7 +239,7 @@ class SyntheticIqaConfig(tfds.core.BuilderConfig):
     image_size: tuple[int, int] = IMAGE_SIZE
 
 
-class SyntheticIqa(tfds.core.GeneratorBasedBuilder):
+class SyntheticIqa(DeterministicBuilder):
     """Synthetic full-reference IQA set with a pseudo-MOS; needs nothing downloaded."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -296,10 +273,6 @@ class SyntheticIqa(tfds.core.GeneratorBasedBuilder):
             ),
         )
 
-    def _download_and_prepare(self, dl_manager, download_config=None):
-        with deterministic_serialization():
-            return super()._download_and_prepare(dl_manager, download_config)
-
     def _split_generators(self, dl_manager):
         return {FULL_SPLIT: self._generate_examples()}
 
@@ -310,7 +283,7 @@ class SyntheticIqa(tfds.core.GeneratorBasedBuilder):
         key = 0
         for ref_id, ref in enumerate(refs):
             reference = load_reference(ref, config.image_size)
-            yield key, _example(f"refs/{ref.name}.png", reference, 5.0, ref_id, "", -1, 0)
+            yield key, iqa_example(_png(reference), f"refs/{ref.name}.png", 5.0, 1.0, ref_id)
             key += 1
         for ref_id, ref in enumerate(refs):
             reference = load_reference(ref, config.image_size)
@@ -321,25 +294,18 @@ class SyntheticIqa(tfds.core.GeneratorBasedBuilder):
                 seed = (REFERENCES.index(ref), DISTORTIONS.index(dist))
                 for level in range(1, LEVELS + 1):
                     image = distort(reference, dist, level, seed=(*seed, level))
-                    yield key, _example(
-                        f"dist/{ref.name}.{dist.name}.{level}.png", image,
-                        pseudo_mos(reference, image),
-                        ref_id, dist.name, labels.distortion_index(dist.distortion_class), level)
+                    mos = pseudo_mos(reference, image)
+                    yield key, iqa_example(
+                        _png(image), f"dist/{ref.name}.{dist.name}.{level}.png", mos,
+                        (mos - 1.0) / 4.0, ref_id, distortion_type=dist.name,
+                        distortion_class=labels.distortion_index(dist.distortion_class),
+                        level=level)
                     key += 1
 
 
-def _example(name, image, mos, ref_id, dist_type, dist_class, level):
-    return {
-        "image": encode_png(image),
-        "name": name,
-        "mos": np.float32(mos),
-        "mos_std": np.float32(np.nan),
-        "quality": np.float32((mos - 1.0) / 4.0),
-        "ref_id": np.int32(ref_id),
-        "distortion_type": dist_type,
-        "distortion_class": np.int32(dist_class),
-        "level": np.int32(level),
-    }
+def _png(image: np.ndarray) -> bytes:
+    """PNG bytes with fixed options, so that equal pixels give equal bytes."""
+    return transforms.encode(Image.fromarray(image), "PNG", compress_level=6, optimize=False)
 
 
 BUILDER = SyntheticIqa
