@@ -92,12 +92,10 @@ def metadata_scene_labels(metadata: Mapping, ref_ids) -> np.ndarray | None:
     refs, scenes = metadata.get("references"), metadata.get("scenes")
     if not refs or not scenes:
         return None
-    table = np.zeros((len(refs), labels.NUM_SCENES), np.float32)
-    for i, ref in enumerate(refs):
-        if ref not in scenes:
-            raise UserError(f"builder metadata: reference {ref!r} has no entry in `scenes`")
-        table[i, [labels.scene_index(s) for s in scenes[ref]]] = 1.0
-    return table[np.asarray(ref_ids, int)]
+    missing = [ref for ref in refs if ref not in scenes]
+    if missing:
+        raise UserError(f"builder metadata: reference {missing[0]!r} has no entry in `scenes`")
+    return labels.scene_multi_hot([scenes[ref] for ref in refs])[np.asarray(ref_ids, int)]
 
 
 def open_spec(name: str, indices=None, batch_size: int = 1, split: str = "all",
