@@ -1,17 +1,14 @@
 """The generic training driver: sharded state, one jitted donated step, logs, evals, checkpoints.
 
-A model family plugs in as a `TrainTask` (how to build the state, one pure train step); the
-driver owns everything around it and is the same from one CPU to a multi-process mesh:
-
     state = train(task, config, workdir, train_iter=it, eval_fn=evaluate)
 
-Gradient accumulation happens inside the task's step (a `lax.scan` over micro-batches of the
-batch it is given), not in the driver: one driver step is one call of `task.train_step`, one
-optimiser update, fed the whole `batch_size` batch.
+A model family plugs in as a `TrainTask`. One driver step is one call of `task.train_step` on
+the whole `batch_size` batch: one optimiser update (any accumulation happens in the task's step).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import signal
@@ -40,12 +37,10 @@ DEVICE_PREFETCH = 2  # global batches put on the device ahead of the step
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a step reads and writes; a pytree. Checkpoints hold all but `frozen`,
-    which is written once per run (`checkpointing.Checkpointer`).
+    """Everything a step reads and writes; a pytree.
 
-    params are what the optimiser updates, frozen what the model reads but never updates
-    (for instance a frozen CLIP tower), extra any other carried state (e.g. Dynamic Weight
-    Average's loss history). step counts completed steps.
+    step counts completed steps; params are what the optimiser updates, frozen what the model
+    reads but never updates (a frozen CLIP tower), extra any other carried state (DWA, EMA).
     """
     step: jax.Array
     params: Any
@@ -62,17 +57,14 @@ class TrainTask(Protocol):
         """A fresh state from a PRNG key; pure, traced under `jax.jit` with sharded outputs."""
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        """One optimiser step; pure. Metrics: `loss`, each task's loss, `lr`, `grad_norm`
-        (scalars are logged) and `finite` (False when the loss or a gradient is NaN/Inf;
-        `nonfinite` True is read the same way)."""
+        """One optimiser step; pure. Scalar metrics are logged; `finite` False (or `nonfinite`
+        True) flags a NaN/Inf loss or gradient."""
 
-    # Optional: `load_pretrained(state) -> state`, called on the host for fresh runs only
-    # (not on resume), to put outside weights (e.g. OpenAI CLIP) into the sharded state.
+    # Optional: `load_pretrained(state) -> state`, called for fresh runs only (not on resume).
 
 
 class NonFiniteLossError(UserError):
-    """The loss or a gradient became NaN/Inf (a learning rate too high, bad labels); the run
-    stopped without saving that state."""
+    """The loss or a gradient became NaN/Inf; the run stopped without saving that state."""
 
     def __init__(self, step: int, metrics: dict, last_checkpoint: int | None):
         self.step, self.metrics, self.last_checkpoint = step, metrics, last_checkpoint
@@ -89,9 +81,8 @@ class StopTraining(Exception):
 
 class Preemption:
     """Whether the run is being preempted: SIGTERM (one process), or Orbax's preemption sync
-    point (several processes: jax's preemption service catches SIGTERM and picks one step for
-    all of them). Within `with`, a single process's first SIGTERM only sets a flag; the signal
-    handler can be installed from the main thread only."""
+    point (several processes). Within `with` (main thread only), a single process's first
+    SIGTERM only sets a flag."""
 
     def __init__(self, ckpt: checkpointing.Checkpointer | None = None, *,
                  multi: bool | None = None):
@@ -108,9 +99,7 @@ class Preemption:
         self.signalled = True
 
     def __enter__(self):
-        # Several processes: SIGTERM is jax's preemption notifier's; a handler here would
-        # replace it.
-        if not self._multi:
+        if not self._multi:  # several processes: SIGTERM is jax's preemption notifier's
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
@@ -142,8 +131,8 @@ def check_config(config) -> None:
 
 
 def check_batch_fits(batch_size: int, data_size: int, num_processes: int) -> None:
-    """The global batch must split evenly over the `data_size` devices and the processes; if
-    not, the error names the nearest batch sizes that do."""
+    """Raises unless the global batch splits evenly over the `data_size` devices and the
+    processes, naming the nearest batch sizes that do."""
     multiple = math.lcm(data_size, num_processes)
     if batch_size % multiple:
         raise UserError(f"config.batch_size={batch_size} does not fit the mesh: it must divide "
@@ -175,28 +164,10 @@ def _check_iterator(train_iter) -> None:
                         "needs an iterator whose position can be saved and restored")
 
 
-def _check_batch(local: dict, global_size: int, step: int) -> None:
-    sizes = {jax.tree_util.keystr(path): np.shape(v)[0] if np.ndim(v) else None
-             for path, v in jax.tree_util.tree_flatten_with_path(local)[0]}
-    bad = {k: s for k, s in sizes.items() if s is None}
-    if bad:
-        raise UserError(f"batch at step {step}: entries {sorted(bad)} have no batch dimension")
-    want = global_size // jax.process_count()
-    wrong = {k: s for k, s in sizes.items() if s != want}
-    if wrong:
-        raise UserError(
-            f"batch at step {step}: each of {jax.process_count()} processes must feed "
-            f"batch_size / processes = {want} examples, got {wrong}")
-
-
 def abstract_state(task: TrainTask, mesh, rng=None,
                    strategy: sharding.Strategy = sharding.Strategy()):
-    """The state's shapes carrying their shardings, and the shardings: the target of a restore.
-
-    Parameters are born sharded from these: `jax.eval_shape` the init, derive the shardings
-    (`strategy`, by leaf path), then `jax.jit(init, out_shardings=...)` creates every array in
-    place.
-    """
+    """The state's shapes carrying their shardings (`strategy`), and the shardings: the target
+    of a restore, and the `out_shardings` of a fresh state's init."""
     rng = jax.random.key(0) if rng is None else rng
     shapes = jax.eval_shape(task.init_state, rng)
     shardings = sharding.tree_shardings(mesh, shapes, strategy)
@@ -206,12 +177,8 @@ def abstract_state(task: TrainTask, mesh, rng=None,
 def load_state(task: TrainTask, config, workdir, *, step: int | None = None, mesh=None,
                optimizer: bool = False) -> TrainState:
     """The state of `step` of a run, by default its best (by validation SRCC; the latest if no
-    evaluation ran).
-
-    For evaluation and scoring: restores into sharded arrays on `mesh` (default: every device),
-    after checking that the checkpoint matches `config`'s model; the optimiser state is not
-    read (`opt_state` None) unless `optimizer`.
-    """
+    evaluation ran), sharded over `mesh` (default: every device). The optimiser state is not
+    read (`opt_state` None) unless `optimizer`."""
     mesh = mesh or sharding.make_mesh()
     directory = files.as_path(workdir) / CHECKPOINT_DIR
     with checkpointing.Checkpointer(directory, async_save=False, read_only=True,
@@ -263,10 +230,7 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
             model_cfg=identity or checkpointing.run_identity(config)))
         # Whatever ends the run, started saves finish first: they hold finite states only.
         stack.callback(ckpt.wait)
-        # The mesh is also the ambient one: model code may constrain activations with bare
-        # PartitionSpecs.
-        stack.enter_context(jax.set_mesh(mesh))
-        # Born sharded: shapes and shardings first, then the state restored or created in place.
+        stack.enter_context(jax.set_mesh(mesh))  # the ambient mesh, for bare PartitionSpecs
         rng = jax.random.key(config.seed)
         abstract, state_shardings = abstract_state(task, mesh, rng, strategy)
         sharding.log_layout(abstract, state_shardings, strategy)
@@ -285,7 +249,10 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
                           in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                           out_shardings=(state_shardings, sharding.replicated(mesh)),
                           donate_argnums=0)
-        feed = _device_feed(train_iter, mesh, config, start)
+        # Global device batches, assembled by a thread ahead of the step; its `get_state` is
+        # the position after the batches taken.
+        feed = DevicePrefetch(train_iter, functools.partial(sharding.global_batch, mesh),
+                              size=DEVICE_PREFETCH, limit=config.num_steps - start)
         stack.callback(feed.close)
         if preemption is None:
             preemption = stack.enter_context(Preemption(ckpt))
@@ -305,26 +272,10 @@ def _fetch_finite(pending: list, last_saved: int | None) -> dict[str, float]:
     return {k: float(v) for k, v in host.items() if k not in FLAG_KEYS and np.ndim(v) == 0}
 
 
-def _device_feed(train_iter, mesh, config, start: int) -> DevicePrefetch:
-    """`train_iter`'s batches as global device arrays, assembled by a thread ahead of the
-    step; its `get_state` is the position after the batches taken, so a save at any step is
-    exact."""
-    checked = []
-
-    def put(local):
-        if not checked:
-            _check_batch(local, config.batch_size, start + 1)
-            checked.append(True)
-        return sharding.global_batch(mesh, local)
-
-    return DevicePrefetch(train_iter, put, size=DEVICE_PREFETCH, limit=config.num_steps - start)
-
-
 def _loop(state, step_fn, start, config, train_iter, eval_fn, hooks, ckpt, writer,
           preemption: Preemption):
-    """Runs steps `start + 1 .. num_steps`; host syncs only at log, eval and save points.
-    `train_iter` yields global device batches (`_device_feed`). A preemption saves the step
-    it arrives at and ends the loop."""
+    """Runs steps `start + 1 .. num_steps` on global device batches; host syncs only at log,
+    eval and save points. A preemption saves the step it arrives at and ends the loop."""
     num_steps = config.num_steps
     pending = []  # (step, device metrics) not yet checked for finiteness
     last_saved = ckpt.latest_step()
@@ -375,7 +326,5 @@ def _loop(state, step_fn, start, config, train_iter, eval_fn, hooks, ckpt, write
             for hook in hooks:
                 hook(step)
         except StopTraining:
-            # Like a preemption: nothing extra is saved; the next run resumes from the
-            # last checkpoint and rewrites the log from there.
-            break
+            break  # as a preemption, but nothing extra is saved
     return state
