@@ -1,9 +1,6 @@
 """The loss and the pure train step over `(graphdef, trainable, frozen)` states.
 
-Only the trainable state is differentiated; frozen parameters (and the text cache) enter as
-constants, so XLA computes no weight gradient for them. The step is pure and shape-static;
-`task.IQATask.train_step` wraps it (task weights, DWA, EMA, the logged names) and the trainer
-jits that with shardings, donating the whole state.
+Only the trainable state is differentiated; the frozen one enters as constants.
 """
 from __future__ import annotations
 
@@ -67,17 +64,9 @@ def _where(pred, new, old):
 
 
 def micro_batches(batch: dict, k: int) -> dict:
-    """The batch `[B, ...]` as `k` micro-batches `[k, B / k, ...]`: micro-batch j holds
-    examples j, j + k, j + 2k, ... (strided, so that with the batch sharded over the data axis
-    in contiguous rows each device keeps its rows: no data moves, and each micro-batch keeps the
-    batch's mix of datasets)."""
-    sizes = {jax.tree_util.keystr(p): x.shape[0]
-             for p, x in jax.tree_util.tree_flatten_with_path(batch)[0]}
-    bad = {key: size for key, size in sizes.items() if size % k}
-    if bad:
-        raise UserError(f"batch size {bad} is not divisible by "
-                        f"optimizer.accumulation_steps={k}: config.batch_size (images per "
-                        "optimiser update) must be a multiple of the micro-batch count")
+    """The batch `[B, ...]` as `k` micro-batches `[k, B / k, ...]`; micro-batch j holds
+    examples j, j + k, j + 2k, ...."""
+    # Strided: each device keeps its rows of the sharded batch, each micro-batch its mix.
     return jax.tree.map(
         lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)
 
@@ -87,24 +76,14 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
     """`train_step(trainable, frozen, opt_state, batch, loss_weights)
     -> (trainable, opt_state, metrics)`: one optimiser update from the whole batch.
 
-    `use_text_cache=True` is for a frozen text path only (the cache is not differentiated).
-    `accumulation_steps = k > 1`: the batch (B examples, leading axis) is cut into k
-    micro-batches of B / k (`micro_batches`) and a `lax.scan` runs the forward and backward
-    pass of one at a time (memory of one micro-batch), summing gradients; the update uses
-    their mean. The mean of the micro-batch gradients equals the full-batch gradient when
-    every loss of weight > 0 is a mean over examples with the same number of counted examples
-    in each micro-batch (here: `distortion`, `scene` and `l1` with every example valid and
-    labelled). It is not for `quality` (pairs are formed within a micro-batch only, per
-    dataset) nor `plcc` (a correlation over the micro-batch): with those, k micro-batches
-    train as k smaller batches would, averaged, the usual meaning of accumulation. Metrics
-    (loss, task losses, score mean) are means over the micro-batches; `grad_norm` is that of
-    the mean gradient.
-    A step whose loss or gradient is not finite (in any micro-batch) leaves parameters and
-    optimiser state unchanged and sets `metrics["nonfinite"]`; the trainer stops on it.
+    `use_text_cache=True` is for a frozen text path only. `accumulation_steps = k > 1` (B
+    divisible by k): a `lax.scan` over the k `micro_batches` sums their gradients and the
+    update uses the mean (the full-batch gradient for losses that are means over examples,
+    not for `quality` pairs nor `plcc`); metrics are means over the micro-batches. A step
+    whose loss or gradient is not finite leaves the state unchanged and sets
+    `metrics["nonfinite"]`.
     """
     k = int(accumulation_steps)
-    if k < 1:
-        raise UserError(f"optimizer.accumulation_steps must be >= 1, got {k}")
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def grads_of(trainable, frozen, batch, loss_weights):

@@ -3,13 +3,8 @@
     task = IQATask(config)
     state = trainer.train(task, config, workdir, train_iter=it, eval_fn=evaluate)
 
-The state holds the trainable parameters (`params`), everything else of the model (`frozen`:
-frozen parameters and the text-feature cache), the task weighting's state (`extra["dwa"]`,
-Dynamic Weight Average's loss history; absent with fixed weights) and, with
-`optimizer.ema_decay > 0`, a moving average of the trainable parameters (`extra["ema"]`), which
-evaluation, scoring and export then use in place of `params`. The step itself is
-`step.make_train_step`; this module adds the task weights, their per-epoch update and the
-logged scalars (`loss`, `loss_<task>`, `lr`, `grad_norm`, ...).
+`extra` holds DWA's loss history (`"dwa"`, with DWA on) and, with `optimizer.ema_decay > 0`,
+the moving average of the trainable parameters (`"ema"`) that inference uses.
 """
 from __future__ import annotations
 
@@ -104,17 +99,10 @@ class IQATask:
         return self.setup.init_state(model, rng)
 
     def load_pretrained(self, state: TrainState) -> TrainState:
-        """Puts `model.clip_checkpoint`'s weights into a fresh state (nothing to do for `random`).
-
-        Called for fresh runs only (a resumed or restored run has its weights in its checkpoint),
-        before any batch is read or the step compiled: an empty `model.clip_checkpoint` with a
-        variant other than `tiny` raises here (`pretrained.clip_weights_path`).
-        The model is rebuilt on the host with the seed's initialisation and the loaded CLIP, so
-        that what depends on CLIP's weights at construction (text context initialised from the
-        embeddings of a phrase) follows them too; every array keeps its sharding.
-        """
-        # Built on the host CPU: the weights then go straight into their shards, each process
-        # filling only its own devices' (no device-0 copy, no per-leaf cross-host check).
+        """Puts `model.clip_checkpoint`'s weights into a fresh state (nothing to do for `random`);
+        every array keeps its sharding. Raises for an empty `model.clip_checkpoint` but `tiny`."""
+        # Rebuilt on the host with the seed's init, so that what CLIP's weights initialise (the
+        # text context) follows them; each process then fills only its own devices' shards.
         with jax.default_device(jax.local_devices(backend="cpu")[0]):
             clip = pretrained.load_pretrained_clip(self.config.model)
             if clip is None:  # random init, as init_state made
