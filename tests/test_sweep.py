@@ -7,6 +7,7 @@ import pytest
 
 from mmpiqa_jax import config as config_lib
 from mmpiqa_jax.cli import main as cli
+from mmpiqa_jax.evaluate import sweep_report
 from mmpiqa_jax.experiments import sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +145,7 @@ def test_ten_split_protocol_aggregates_over_seeds(tmp_path):
     # The median of squares 0..81 is (16 + 25) / 2: not the mean, not a single split's value.
     assert aggregated[0][2].startswith(f"{0.5 + 0.008 + 0.0205:.4f}")
 
-    groups = sweep.seed_aggregates(points, sweep.sweep_keys(config))
+    groups = sweep_report.seed_aggregates(points, sweep.sweep_keys(config))
     assert [(g[0], g[1]) for g in groups] == [({"model.visual_prompt_depth": 0}, 10),
                                               ({"model.visual_prompt_depth": 2}, 10)]
 

@@ -1,28 +1,10 @@
 """Runs the grid a config declares (`config.sweep`), one training per point, and compares them.
 
-Experiment orchestration, above training: it calls `train.run.train_and_evaluate` per point;
-the tables and the plot are `evaluate.sweep_report`'s.
-
     points = run_sweep(config, "runs/depth")   # runs/depth/<point>/, sweep.md, sweep.png
 
-Each point trains in `<workdir>/<point name>/` (e.g. `visual_prompt_depth=6`). A finished point
-has `sweep_point.json` (its config and the trainer's result), written after its final
-evaluation; the next invocation skips it, and a half-finished point resumes, since the trainer
-resumes from its workdir. The table shows each point's SRCC / PLCC; a grid over
-`data.split_seed` (the ten-split protocol) is also aggregated over seeds: median, mean, std.
-
-Packed: `run_sweep(config, workdir, devices_per_run=K)` splits `jax.devices()` into groups of K
-consecutive devices, each a mesh of its own, and trains that many points
-side by side, one thread per sub-mesh, each thread taking the next unfinished point. A point's
-arrays and jitted steps live on its sub-mesh only (the trainer and the evaluator place
-everything with shardings of the mesh they are given; eager arrays go to the sub-mesh's first
-device), so its results are those of the same point run alone. The points save their
-checkpoints synchronously (Orbax keys an asynchronous save's signals by one process-wide
-operation id, which saves started at once from several threads would share), and follow one
-preemption notice, the sweep's: a SIGTERM saves every point and stops. One process only: with
-several processes every trainer feeds, checkpoints and synchronises as part of all of them, so
-there a sweep runs its points one at a time on the whole mesh, or as one job per slice, each
-over its part of the grid (`part="I/N"`: points I, I + N, ...) in the shared workdir.
+Each point trains in `<workdir>/<point name>/` and, once evaluated, has `sweep_point.json`; a
+finished point is skipped, a half-finished one resumes. `devices_per_run=K` trains the points
+side by side on sub-meshes of K devices (one process); `part="I/N"` trains points I, I + N, ...
 """
 from __future__ import annotations
 
@@ -40,27 +22,10 @@ from etils import epath
 from mmpiqa_jax import config as config_lib
 from mmpiqa_jax import files
 from mmpiqa_jax.errors import UserError
-from mmpiqa_jax.evaluate.sweep_report import (SPLIT_SEED_KEY, comparison_table, plot_sweep,
-                                              read_evals, seed_aggregates)
+from mmpiqa_jax.evaluate.sweep_report import comparison_table, plot_sweep, read_evals
 from mmpiqa_jax.train import run as run_lib
 from mmpiqa_jax.train import sharding
 from mmpiqa_jax.train.trainer import Preemption
-
-__all__ = [
-    "POINT_FILE",
-    "SPLIT_SEED_KEY",
-    "Point",
-    "comparison_table",
-    "parse_part",
-    "part_of",
-    "plan",
-    "plot_sweep",
-    "read_evals",
-    "run_sweep",
-    "seed_aggregates",
-    "sub_meshes",
-    "sweep_keys",
-]
 
 POINT_FILE = "sweep_point.json"
 TABLE_FILE, PLOT_FILE = "sweep.md", "sweep.png"
@@ -82,19 +47,10 @@ class Point:
 
 
 def sweep_keys(config: ml_collections.ConfigDict) -> list[str]:
-    """The dotted keys `config.sweep` varies, in `expand_sweep`'s order (sorted at each level)."""
-    keys = []
-
-    def walk(node, prefix):
-        for name in sorted(node.keys()):
-            if isinstance(node[name], ml_collections.ConfigDict):
-                walk(node[name], prefix + name + ".")
-            else:
-                keys.append(prefix + name)
-
-    if "sweep" in config and config.sweep:
-        walk(config.sweep, "")
-    return keys
+    """The dotted keys `config.sweep` varies, in `expand_sweep`'s order."""
+    if "sweep" not in config or not config.sweep:
+        return []
+    return sorted(config_lib.flatten(config.sweep.to_dict()))
 
 
 def plan(config: ml_collections.ConfigDict, workdir) -> list[Point]:
@@ -221,12 +177,11 @@ def run_sweep(config: ml_collections.ConfigDict, workdir, *,
 
 
 def _train_point(point: Point, train_fn, writer: bool, kwargs: dict, run: dict | None = None):
-    """Trains one point and writes its record; False when training stopped early. Packed
-    (`run` given), its checkpoints are saved synchronously (see the module docstring)."""
+    """Trains one point and writes its record; False when training stopped early."""
     point.workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     config = point.config
-    if run is not None:
+    if run is not None:  # packed: Orbax's async saves share one process-wide operation id
         config = ml_collections.ConfigDict(config.to_dict())
         config.async_checkpointing = False
     result = train_fn(config, str(point.workdir), **kwargs)
@@ -242,13 +197,8 @@ def _train_point(point: Point, train_fn, writer: bool, kwargs: dict, run: dict |
 
 
 def _run_packed(pending, total: int, meshes, train_fn, writer: bool, log) -> None:
-    """One thread per sub-mesh, each training the next pending point until none is left.
-
-    Threads, not processes: fake CPU devices cannot be split between processes, and every
-    piece of per-run JAX state used here is thread-local (`jax.set_mesh`,
-    `jax.default_device`) or owned by the run (its Orbax manager, iterators, log writer).
-    The first error is raised once every thread has finished its point.
-    """
+    """One thread per sub-mesh, each training the next pending point until none is left; the
+    first error is raised once every thread has finished its point."""
     queue, lock = list(pending), threading.Lock()
     errors: list[BaseException] = []
     stop = threading.Event()  # a point stopped early or failed: start no other
