@@ -1,11 +1,7 @@
-"""`mmpiqa demo [--workdir DIR]`: the whole path on data this machine makes itself.
+"""`mmpiqa demo [--workdir DIR] [--compare]`: the whole path on data this machine makes itself.
 
-Builds `synthetic_iqa` if absent, trains a small randomly initialised MP-IQE on 8 of its 17
-reference images (`configs/demo.py`, an ordinary config), picks its checkpoint on 3 others, tests
-it on the 6 held-out references and prints a table. With `--compare`, LIQE is trained and tested
-on the same split too. Each method's run lands in `<workdir>/<method>/` (what `mmpiqa train`
-writes), the table of all of them in `<workdir>/results.md`, their scatter plots in
-`<workdir>/results.png`.
+Trains and tests MP-IQE (and, with `--compare`, LIQE) on `synthetic_iqa` (`configs/demo.py`),
+each in `<workdir>/<method>/`; the table and plots go to `<workdir>/results.md|png`.
 """
 from __future__ import annotations
 
@@ -13,7 +9,6 @@ import argparse
 import time
 from pathlib import Path
 
-from mmpiqa_jax.cli.train import format_results
 from mmpiqa_jax.errors import MissingFileError
 
 HELP = "train and test a small MP-IQE on the embedded synthetic_iqa dataset (nothing downloaded)"
@@ -85,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
              f"seed {config.data.split_seed}; training seed {config.seed})")
     paths = report.write_comparison(workdir / "results", rows, title)
     print()
-    print(format_results({f"{METHODS[m]}: {k}": v for m in methods for k, v in results[m].items()}))
+    print(report.results_table({f"{METHODS[m]}: {k}": v for m in methods
+                                for k, v in results[m].items()}))
     print(f"\n{title}; total time {time.time() - start:.0f} s")
     print(f"written to {workdir}: {paths['md'].name}, {paths['png'].name}, and per method "
           f"{'/, '.join(methods)}/: eval/ (json, csv, png), train_log.jsonl, tensorboard/, "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmpiqa_jax.cli.train import add_distributed_arguments, format_results, start_processes
+from mmpiqa_jax.cli.train import add_distributed_arguments, start_processes
 
 HELP = "evaluate the best checkpoint of a training run; writes eval/<dataset>-<split>.*"
 
@@ -22,9 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start_processes(args)  # first: before anything creates a JAX backend
+    from mmpiqa_jax.evaluate.report import results_table  # pylint: disable=import-outside-toplevel
     from mmpiqa_jax.train import run as run_lib  # pylint: disable=import-outside-toplevel
 
     results = run_lib.evaluate_workdir(args.workdir, args.dataset, args.split)
-    print(format_results(results))
+    print(results_table(results))
     print(f"written to {run_lib.inference.run_folder(args.workdir)}/eval/")
     return 0

@@ -1,10 +1,8 @@
 """The `mmpiqa` command line: one sub-command per module in `mmpiqa_jax.cli`.
 
-Each sub-command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
-Modules are imported only when their command runs, so `mmpiqa --help` stays fast. This is the
-one place that turns errors into messages: a `UserError` (bad input) or an `OSError` (the
-user's files or disk) is printed as one line with exit status 1; anything else is a bug and
-keeps its traceback.
+Each sub-command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`,
+imported only when its command runs. A `UserError` or an `OSError` is printed as one line with
+exit status 1; anything else keeps its traceback.
 """
 import argparse
 import importlib
@@ -49,9 +47,8 @@ def build_parser(commands=None):
 
 
 def _quiet_teardown(unraisable) -> None:
-    """When a write fails (a full disk), Orbax's writer coroutines outlive their event loop and
-    Python reports each as an unraisable 'Event loop is closed'; the failure itself is reported
-    once, as an error. Every other unraisable exception is reported as usual."""
+    """Drops the unraisable 'Event loop is closed' of Orbax's writers after a failed write (the
+    failure itself is reported once, as an error); reports every other one as usual."""
     if not (isinstance(unraisable.exc_value, RuntimeError)
             and str(unraisable.exc_value) == "Event loop is closed"):
         sys.__unraisablehook__(unraisable)

@@ -1,9 +1,5 @@
-"""`mmpiqa parity`: the Flax CLIP against transformers' torch `CLIPModel`, on random weights.
-
-Builds a randomly initialised `CLIPModel` (QuickGELU, every weight perturbed by seeded noise so
-that a mis-mapped bias or norm cannot hide), saves it as a Hugging Face folder, loads that with
-`clip.load`, and compares image and text features of random images and tokenised prompts.
-"""
+"""`mmpiqa parity`: the Flax CLIP against transformers' torch `CLIPModel`, on random weights
+(every weight perturbed, so that a mis-mapped bias or norm cannot hide)."""
 from __future__ import annotations
 
 import argparse

@@ -1,12 +1,8 @@
 """`mmpiqa score --checkpoint DIR PATH...`: quality scores of image files and folders.
 
-Per-image scores and their mean: with `--out FILE` the file gets them (CSV `path,score` rows, or
-JSON `{"scores": [{"path", "score"}], "mean", "count", "skipped": [{"path", "reason"}]}`, by
-`--format` or else FILE's suffix) and stdout a line per image and the mean; without, stdout gets
-the CSV or JSON and stderr the mean.
-
-Exit status: 0 when every file was scored, 2 when some were skipped (each named on stderr with
-its reason), 1 on an error that stops the command (bad checkpoint, no image found).
+With `--out FILE` the file gets the scores (CSV `path,score`, or JSON with the mean, count and
+skipped files) and stdout a line per image; without, stdout gets the CSV or JSON. Exit status:
+0 when every file was scored, 2 when some were skipped (named on stderr), 1 on an error.
 """
 import argparse
 import csv

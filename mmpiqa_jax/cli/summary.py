@@ -1,8 +1,6 @@
 """`mmpiqa summary`: parameter counts per group and the model FLOPs of one training step.
 
-Nothing is allocated or run: the model comes from `nnx.eval_shape`, the batch is
-`jax.ShapeDtypeStruct`s, and the FLOPs are counted as `tools/benchmark.py` counts them
-(`train.cost.step_model_flops`: the step lowered with the blocks unrolled, nothing recomputed).
+Nothing is allocated or run: the model and batch are abstract (`train.cost.step_model_flops`).
 """
 from __future__ import annotations
 

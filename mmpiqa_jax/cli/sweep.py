@@ -1,10 +1,5 @@
-"""`mmpiqa sweep --config FILE[:ARGS] --workdir DIR`: one training per point of the config's grid.
-
-Points run in `DIR/<point>/`; finished points are skipped and a half-finished one resumes, so the
-same command continues an interrupted sweep. Writes `DIR/sweep.md` and `DIR/sweep.png`.
-`--devices-per-run K` trains the points side by side, each on its own K devices; `--part I/N`
-trains every N-th point only (one job per pod slice).
-"""
+"""`mmpiqa sweep --config FILE[:ARGS] --workdir DIR`: one training per point of the config's grid
+(`experiments.sweep`); the same command continues an interrupted sweep."""
 import argparse
 
 from mmpiqa_jax.cli.train import add_distributed_arguments, start_processes

@@ -8,8 +8,7 @@ HELP = "train a model from a config (resuming in WORKDIR), then test its best ch
 
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     """`--coordinator`, `--num-processes`, `--process-id`: the multi-process flags of train,
-    sweep, eval and score (read by `train.distributed.initialize_from_args`). Defined here,
-    not beside jax, so that building the parser (`mmpiqa --help`) imports no jax."""
+    sweep, eval and score (read by `train.distributed.initialize_from_args`)."""
     group = parser.add_argument_group(
         "multi-process", "needed only where jax does not detect the cluster (Cloud TPU and "
         "SLURM are detected); default: $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, "
@@ -36,21 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_distributed_arguments(parser)
 
 
-def format_results(results: dict) -> str:
-    """One row per evaluation: SRCC, PLCC, KRCC, RMSE (the last two fitted) and n."""
-    from mmpiqa_jax.evaluate.report import results_table  # pylint: disable=import-outside-toplevel
-    return results_table(results)
-
-
 def run(args: argparse.Namespace) -> int:
     start_processes(args)  # first: before anything creates a JAX backend
     from mmpiqa_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+    from mmpiqa_jax.evaluate.report import results_table  # pylint: disable=import-outside-toplevel
     from mmpiqa_jax.train import run as run_lib  # pylint: disable=import-outside-toplevel
 
     config = config_lib.load_config(args.config, args.overrides)
     results = run_lib.train_and_evaluate(config, args.workdir)
     if results:
-        print(format_results(results))
+        print(results_table(results))
         print(f"written to {args.workdir}/eval/")
     else:
         print(f"training stopped before config.num_steps; run again to resume in {args.workdir}")
