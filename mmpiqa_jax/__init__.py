@@ -1,7 +1,6 @@
 """mmpiqa-jax: multi-modal prompt learning (MP-IQE) and LIQE for blind image quality assessment.
 
-`mmpiqa_jax.create_metric` (the pyiqa-style API, `mmpiqa_jax.metric`) is imported on first use,
-so that `import mmpiqa_jax.<module>` stays light and the package's base layer imports nothing.
+`create_metric` (`mmpiqa_jax.metric`) is imported on first use, keeping the package import light.
 """
 
 __version__ = "0.1.0"

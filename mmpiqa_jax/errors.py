@@ -1,8 +1,4 @@
-"""The errors a user can fix: a bad value, config key, file or folder, and a diverged run.
-
-`mmpiqa` prints a `UserError` as one line (`error: ...`) and exits 1; every other exception is
-a bug and keeps its traceback. A message names the file, row, key or value at fault.
-"""
+"""The errors a user can fix; `mmpiqa` prints a `UserError` as one line and exits 1."""
 
 
 class UserError(ValueError):

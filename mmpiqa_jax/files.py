@@ -1,15 +1,11 @@
 """Files written whole or not at all, paths that may be URLs, and values made JSON-ready.
 
-    write_text(path, text)                  # written beside, then renamed over the old file
-    write_json(path, record)                # the same, numpy values and NaN made JSON-ready
-    with replacing(folder) as staging:      # what is written into `staging` replaces the
-        ...                                 # folder's entries of the same names, at the end
-
+    write_json(path, record)                # written beside, then renamed over the old file
+    with replacing(folder) as staging: ...  # staged entries replace the folder's at the end
     with one_writer(workdir): ...           # refused while another process writes there
 
-A reader, or a run killed half-way, never sees half a file, and a write that fails leaves the
-earlier file or folder as it was. Paths go through `etils.epath`, so `gs://bucket/run` works
-too (there a rename is a copy, not atomic, and the lock is advisory: see `one_writer`).
+Paths go through `etils.epath`, so `gs://bucket/run` works too (there a rename is a copy, not
+atomic, and the lock is advisory).
 """
 from __future__ import annotations
 
@@ -163,7 +159,7 @@ def _alive(holder: dict) -> bool | None:
 
 def _create(path: epath.Path, record: dict) -> bool:
     """Writes `record` to `path` unless it exists: atomically on a local disk; on object
-    stores (gs://) only checked first, so two runs started in the same instant may both win."""
+    stores only checked first."""
     text = json.dumps(record, indent=1)
     if is_remote(path):
         if path.exists():
@@ -183,9 +179,8 @@ def _create(path: epath.Path, record: dict) -> bool:
 def one_writer(folder) -> Iterator[None]:
     """Holds `folder/lock.json` (this process, host and start time) while the block runs.
 
-    Another live holder is a `UserError` naming it. A holder that is gone (a killed process on
-    this host) is replaced, with a warning; one on another host cannot be checked from here,
-    so the error says to remove the file if that process is gone.
+    Another live holder (or one on another host) is a `UserError` naming it; a holder gone from
+    this host is replaced, with a warning.
     """
     folder = as_path(folder)
     if folder.exists() and not folder.is_dir():

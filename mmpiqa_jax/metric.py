@@ -6,10 +6,7 @@
     metric(uint8_batch)                  # [B, H, W, 3] uint8 or uint16, or float in [0, 1]
     metric.lower_better, metric.score_range          # False, (1.0, 5.0)
 
-The images go through `evaluate.scoring` exactly as `mmpiqa score` sends them (the run's
-evaluation crops, the same `Scorer`), so the two give the same scores. Float arrays in [0, 1]
-are rounded to uint8 first (what saving them as 8-bit files would give), 16-bit ones keep their
-high byte (as 8-bit files read with OpenCV or scikit-image would).
+Images are scored as `mmpiqa score` scores them (`evaluate.scoring`), so the two agree.
 """
 from __future__ import annotations
 
@@ -28,8 +25,8 @@ __all__ = ["IQAMetric", "create_metric"]
 
 
 def _as_uint8(array: np.ndarray, what: str) -> np.ndarray:
-    """uint8 pixels of an image array: uint8 as is, uint16 by its high byte, float [0, 1]
-    rounded; NaN, infinite and empty images are refused."""
+    """uint8 pixels of an image array: uint8 as is, uint16 by its high byte (as 8-bit files
+    read), float [0, 1] rounded; NaN, infinite and empty images are refused."""
     if array.size == 0:
         raise UserError(f"{what}: an empty image (shape {array.shape})")
     if array.dtype == np.uint8:
@@ -77,8 +74,7 @@ class IQAMetric:
         return np.asarray([s for _, s in scores], np.float32)
 
     def score_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Scores [N] of PIL images, batched as `score_paths` (by crop count: `pyiqa` crops of
-        small images are fewer)."""
+        """Scores [N] of PIL images."""
         batches = scoring.ByCropCount(self.scorer, self.batch_size)
         for i, image in enumerate(images):
             batches.add(i, scoring.image_crops(T.to_rgb(image), **self.crops))

@@ -1,24 +1,8 @@
-"""Orbax checkpoints of a training run: the last N and the best by validation SRCC, resumable.
+"""Orbax checkpoints of a training run (`Checkpointer`): the last N and the best by SRCC.
 
-One step directory holds what trains, as separate items (`ocp.args.Composite`), so that
-evaluation and export can restore the parameters without the optimiser state:
-  params     the trainable parameters, `StandardSave`;
-  opt_state  the optimiser state;
-  train      step, RNG and `extra` (EMA of the parameters, DWA's loss history);
-  meta       small JSON: step, the config fingerprint, the config keys that define the model, the
-             shape of every state leaf (so that a mismatched config is named before restoring)
-             and `frozen`: the reference (path and per-file SHA-256) of the frozen state;
-  data       each process's input iterator state (`get_state()`), one JSON file per process,
-             because every process reads its own shard of the data.
-
-The frozen part of the state (a frozen CLIP backbone, the text-feature cache computed from it)
-never changes during training, so it is not in the step directories: it is written once per
-run, at its first save, to `<workdir>/backbone/` (an Orbax `StandardSave` item), and every step
-records its checksum; a restore reads it from there and names the files that changed.
-
-Writes are atomic: Orbax writes into `<step>.orbax-checkpoint-tmp-<time>` and renames it to
-`<step>` only once every item of every process is written, and step listing skips temporary
-directories. A process killed mid-save therefore leaves the previous step as the latest.
+A step holds the items params, opt_state, train (step, RNG, `extra`), meta (JSON: the run's
+identity, every leaf's shape, the frozen state's reference) and data (one iterator state per
+process). The frozen state is written once per run to `<workdir>/backbone/`, checksummed.
 """
 from __future__ import annotations
 
@@ -53,10 +37,7 @@ BEST_METRIC = "srcc"
 
 
 class _ExpectedWarningsFilter(logging.Filter):
-    """Orbax warns on every save without metrics once best tracking is on (here the normal
-    case: only evaluated steps carry metrics), and of every option a read-only manager sets;
-    and it logs, with their tracebacks, the errors of its background threads, which reach the
-    caller again (`_storage_errors`)."""
+    """Drops Orbax's warnings of the normal case and its logs of errors raised again here."""
     EXPECTED = ("did not provide metrics", "read_only=True, setting", "directory is read only",
                 "raised an exception", "in background save thread")
 
@@ -98,16 +79,12 @@ def _storage_errors(path):
 
 
 class IteratorHandler(ocp.CheckpointHandler):
-    """Saves `iterator.get_state()` of every process as `process_<i>-of-<n>.json`.
-
-    Orbax's own `JsonSave` writes from the primary process only, which would lose the other
-    processes' positions in their shards; grain's handler accepts only grain iterators.
-    """
+    """Saves `iterator.get_state()` of every process as `process_<i>-of-<n>.json`."""
 
     def _file(self, directory: epath.Path) -> epath.Path:
         return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
 
-    def save(self, directory: epath.Path, args: IteratorSave):
+    def save(self, directory: epath.Path, args: IteratorArgs):
         state = args.iterator.get_state()
         try:
             text = json.dumps(state, indent=1)
@@ -115,7 +92,7 @@ class IteratorHandler(ocp.CheckpointHandler):
             raise TypeError(f"the data iterator's get_state() is not JSON-serialisable: {e}") from e
         self._file(directory).write_text(text)
 
-    def restore(self, directory: epath.Path, args: IteratorRestore):
+    def restore(self, directory: epath.Path, args: IteratorArgs):
         path = self._file(directory)
         if not path.exists():
             found = sorted(p.name for p in directory.iterdir())
@@ -136,15 +113,9 @@ class IteratorHandler(ocp.CheckpointHandler):
         return None
 
 
-@ocp.args.register_with_handler(IteratorHandler, for_save=True)
+@ocp.args.register_with_handler(IteratorHandler, for_save=True, for_restore=True)
 @dataclasses.dataclass
-class IteratorSave(ocp.args.CheckpointArgs):
-    iterator: Any
-
-
-@ocp.args.register_with_handler(IteratorHandler, for_restore=True)
-@dataclasses.dataclass
-class IteratorRestore(ocp.args.CheckpointArgs):
+class IteratorArgs(ocp.args.CheckpointArgs):
     iterator: Any
 
 
@@ -234,12 +205,10 @@ class Checkpointer:
 
     def __init__(self, directory, *, keep: int = 3, async_save: bool = True,
                  model_cfg: dict | None = None, backbone_dir=None, read_only: bool = False):
-        """`model_cfg` (see `run_identity`) is stored with every step and checked on restore.
-        `backbone_dir`: where the frozen state is written once (default: `backbone/` beside
-        `directory`). `read_only`: evaluation and export, which save nothing."""
+        """`model_cfg` (`run_identity`) is stored with every step and checked on restore;
+        `backbone_dir` defaults to `backbone/` beside `directory`."""
         directory = os.fspath(directory)
-        # Orbax writes only to absolute paths; a relative workdir is the usual case on the command
-        # line. URLs (gs://...) are absolute already and pass unchanged.
+        # Orbax writes only to absolute paths; URLs pass unchanged.
         self.directory = files.as_path(directory if files.is_remote(directory)
                                        else os.path.abspath(directory))
         self.model_cfg = model_cfg
@@ -247,14 +216,12 @@ class Checkpointer:
                              else self.directory.parent / BACKBONE_DIR)
         self._frozen_ref = None  # the reference of the frozen state written or restored
         if not read_only and self.directory.is_dir():
-            # What a save killed half-way left (Orbax's own clean-up runs in a thread that its
-            # close() does not wait for, which a process ending soon after would interrupt).
+            # What a save killed half-way left (Orbax's clean-up thread may not finish).
             for path in self.directory.glob("*.orbax-checkpoint-tmp*"):
                 path.rmtree()
         policy = ocp.checkpoint_managers
         options = ocp.CheckpointManagerOptions(
-            # best_fn makes the manager record metrics and answer best_step(); which steps
-            # survive is then decided by the preservation policy alone.
+            # best_fn makes the manager record metrics; the policy alone decides what is kept.
             best_fn=_best_value,
             best_mode="max",
             preservation_policy=policy.AnyPreservationPolicy([
@@ -309,7 +276,7 @@ class Checkpointer:
                  TRAIN: ocp.args.StandardSave(_train_item(state)),
                  META: ocp.args.JsonSave(meta)}
         if data_iter is not None:
-            items[DATA] = IteratorSave(data_iter)
+            items[DATA] = IteratorArgs(data_iter)
         if metrics is not None:
             metrics = {k: float(v) for k, v in metrics.items()}
             # >= as Orbax ranks a later step above an equal earlier one.
@@ -383,16 +350,12 @@ class Checkpointer:
 
     def restore(self, abstract_state, *, steps=None, data_iter=None, optimizer: bool = True,
                 set_aside_damaged: bool = False):
-        """Restores the first of `steps` (default: every step, newest first) that can be read,
-        into `abstract_state`'s shapes and shardings. Returns `(state, meta)`.
+        """`(state, meta)` of the first of `steps` (default: all, newest first) that can be read,
+        into `abstract_state`'s shapes and shardings (`jax.ShapeDtypeStruct`s).
 
-        `abstract_state` is a tree of `jax.ShapeDtypeStruct`s carrying `sharding`, so every
-        array lands directly in its place on the mesh; the frozen part comes from the run's
-        `backbone/` (checksums checked). `optimizer=False` (evaluation, export) leaves the
-        optimiser state out: it is not read, and `opt_state` is None. A step that cannot be read
-        (a file cut short or damaged) is skipped with a warning that names it and why, and with
-        `set_aside_damaged` (resuming) renamed `<step>.damaged`, so that the run can save that
-        step again; a step that does not match the config is an error.
+        `optimizer=False` leaves `opt_state` None, unread. A step that cannot be read is skipped
+        with a warning, and with `set_aside_damaged` renamed `<step>.damaged`; one that does not
+        match the config raises `CheckpointMismatchError`.
         """
         steps = sorted(self.all_steps(), reverse=True) if steps is None else list(steps)
         if not steps:
@@ -427,7 +390,7 @@ class Checkpointer:
             if not (self.directory / str(step) / DATA).exists():
                 raise CheckpointMismatchError(
                     f"the checkpoint {self.directory / str(step)} holds no data iterator state")
-            items[DATA] = IteratorRestore(data_iter)
+            items[DATA] = IteratorArgs(data_iter)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         frozen = abstract_state.frozen
         if meta.get("frozen") is not None:

@@ -1,10 +1,7 @@
 """Model FLOPs of one training step, as `mmpiqa summary` and `tools/benchmark.py` count them.
 
-Model FLOPs are what the model defines, not what the compiled program executes: XLA's cost
-analysis of the step lowered with CLIP's blocks unrolled and nothing recomputed. The compiled
-step runs the blocks as one `lax.scan` with rematerialisation (`model.scan_layers`,
-`model.remat`); its own analysis counts a scan's body once and a rematerialised block's forward
-twice, so it is wrong both ways.
+Model FLOPs are XLA's cost analysis of the step lowered with CLIP's blocks unrolled and nothing
+recomputed, not what the compiled program (a rematerialised `lax.scan`) executes.
 """
 from __future__ import annotations
 
@@ -22,7 +19,7 @@ def _abstract(tree):
 
 def step_model_flops(model, setup: state_lib.TrainingSetup, batch: dict,
                      loss_weights) -> float:
-    """FLOPs of one `step.make_train_step` step of `model` on `batch` (model FLOPs, see above).
+    """Model FLOPs of one `step.make_train_step` step of `model` on `batch`.
 
     model: concrete or abstract (`nnx.eval_shape`); only shapes are read, nothing runs.
     batch: one global training batch, arrays or `jax.ShapeDtypeStruct`s ({"pixels":

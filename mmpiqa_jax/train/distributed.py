@@ -2,14 +2,9 @@
 
     startup = initialize(coordinator, num_processes, process_id)   # first thing of a command
 
-Called before anything creates a JAX backend. Which processes, in this order:
-  explicit  `--coordinator ADDR --num-processes N --process-id I`, or the environment variables
-            JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (anywhere);
-  slurm     under `srun` with SLURM_NTASKS > 1 (jax's own SLURM detection fills in the rest);
-  tpu       a Cloud TPU VM slice of several hosts (GKE's TPU_WORKER_HOSTNAMES /
-            TPU_PROCESS_ADDRESSES, or GCE's metadata server), detected by jax itself;
-  single    none of these: nothing is initialised, the run is one process.
-On CPU, cross-process collectives use gloo.
+Which processes: the flags, or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID; else
+SLURM (`srun` with SLURM_NTASKS > 1) or a Cloud TPU slice of several hosts, both detected by
+jax; else one process. On CPU, cross-process collectives use gloo.
 """
 from __future__ import annotations
 
@@ -75,8 +70,7 @@ def _tpu_slice_hosts() -> int:
 
 
 def _use_gloo_on_cpu() -> None:
-    # CPU collectives across processes need an implementation; gloo ships with jaxlib.
-    # The setting only affects the CPU client, so it is harmless on accelerators.
+    # gloo ships with jaxlib; the setting affects the CPU client only.
     if jax.config.jax_cpu_collectives_implementation in (None, "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
 

@@ -4,11 +4,6 @@
     scores = scorer(crops)                          # uint8 [B, C, s, s, 3] -> numpy [B]
     model, config = load_model("runs/mpiqe")        # the nnx model itself (export)
     save_model(model, config, "liqe_mix/")          # a model folder: parameters and config only
-
-A model is read from a training workdir (its best checkpoint, or `checkpoints/N`), or from a
-model folder: any CLIP checkpoint that carries the model's other parameters and its config as
-extras (`save_model`, which `mmpiqa convert` writes for LIQE's released files; or a Hugging
-Face folder `mmpiqa export --to hf` wrote). A plain CLIP checkpoint is no model to score.
 """
 from __future__ import annotations
 

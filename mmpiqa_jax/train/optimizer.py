@@ -1,10 +1,7 @@
 """optax from the config: one AdamW or SGD per trainable group, warm-up + cosine, clipping.
 
-Gradient accumulation is not here: the train step sums micro-batch gradients itself
-(`step.make_train_step`), so the optimiser and its schedule see one call per update.
-
-Frozen groups have no transformation at all: their parameters are not in the trainable state that
-the optimiser sees (see `param_groups.split_trainable`).
+Frozen groups have no transformation: their parameters are not in the trainable state. One
+call is one update (the train step accumulates micro-batches itself).
 """
 from __future__ import annotations
 
@@ -66,8 +63,7 @@ def make_optimizer(config, groups: Sequence[pg.Group], trainable: nnx.State, *,
     """The optax transformation for the `optimizer` config section, over the `trainable` state.
 
     Each trainable group gets the base optimiser with the schedule scaled by its multiplier; the
-    global-norm clip (if any) sees all groups together. Every call is one update (accumulation
-    happens in the train step, before).
+    global-norm clip (if any) sees all groups together.
     """
     transforms = {f"g{i}": _base(config, make_schedule(
                       config, peak=config.learning_rate * g.lr_mult, num_steps=num_steps,

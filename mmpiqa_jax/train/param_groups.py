@@ -1,9 +1,7 @@
 """Parameter groups: `(regex, lr multiplier or None)` pairs over '/'-joined parameter paths.
 
-As in big_vision, freezing and per-group learning rates are declared in the config. A regex must
-match the whole path (`re.fullmatch`) and every parameter must match exactly one group. `None`
-freezes a group: its parameters are split off before differentiation (see `split_trainable`), so
-no gradient is ever computed for them.
+A regex must match the whole path, and every parameter exactly one group. `None` freezes a
+group: `split_trainable` splits its parameters off before differentiation.
 """
 from __future__ import annotations
 

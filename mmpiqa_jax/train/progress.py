@@ -1,11 +1,6 @@
 """Training metrics out: `train_log.jsonl`, TensorBoard event files and a tqdm progress bar.
 
-Only process 0 writes. On resume the log is cut back to the restored step, so that a resumed
-run's log reads exactly like an uninterrupted one's.
-
-Why not clu's `metric_writers`: its TensorBoard writer needs TensorFlow (which this project
-never installs) and it has no resume cut-back; what is needed here (a JSON-lines log, event
-files through tensorboardX, a progress bar) is these few functions.
+Only process 0 writes. On resume the log is cut back to the restored step.
 """
 from __future__ import annotations
 
@@ -65,8 +60,7 @@ class MetricsWriter:
             self._log = self.log_path.open("a")
         # Imported here so that processes other than 0 never touch it.
         from tensorboardX import SummaryWriter
-        # purge_step makes TensorBoard hide events that an interrupted run wrote past the
-        # restored step.
+        # purge_step hides the events an interrupted run wrote past the restored step.
         self._tb = SummaryWriter(str(workdir / TENSORBOARD_DIR), purge_step=start_step + 1)
         self._bar = tqdm.tqdm(total=num_steps, initial=start_step, unit="step",
                               dynamic_ncols=True, mininterval=1.0)

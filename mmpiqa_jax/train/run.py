@@ -3,12 +3,8 @@
     metrics = train_and_evaluate(config, workdir)     # `mmpiqa train`
     metrics = evaluate_workdir(workdir)               # `mmpiqa eval`
 
-Each training dataset (`config.data.batch_sizes`) is split by reference image
-(`data.split`, `data.split_seed`; `data.datasets`); training reads its `train` part,
-best-checkpoint tracking its `data.val_part` (none when empty: the last checkpoint is the one
-tested), and the best checkpoint is tested on its `test` part and on every dataset of
-`config.eval.datasets` as a whole (cross-dataset). Evaluation is `evaluate.evaluator`'s, fed the
-sharded model's predictions (`train.inference`); every process scores its shard.
+The best checkpoint (by SRCC on `data.val_part`; the last one without it) is tested on each
+training dataset's `test` part and on every `config.eval.datasets` whole.
 """
 from __future__ import annotations
 

@@ -1,17 +1,9 @@
 """Device mesh and sharding strategies: one code path from one CPU to a multi-host pod.
 
-The mesh has one axis, `data`, over every device (a packed sweep's points: over theirs), and the
-batch is split over it. `sharding.strategy` decides how the state is laid out:
-
-    replicate  parameters, Adam moments and EMA whole on every chip.
-    fsdp       every tensor of at least `sharding.min_size` elements split over the devices along
-               its largest divisible dimension, all-gathered by XLA where a block uses it
-               (ZeRO-3 / FSDP).
-
-Layouts are decided by the leaf's path and shape, so a moment or an EMA copy, whose path ends
-as its parameter's, is laid out the same. Smaller tensors stay replicated: splitting them costs
-more in collectives than it saves in memory. The model code carries no sharding annotations;
-XLA's partitioner propagates these layouts and inserts the collectives.
+The mesh has one axis, `data`, over which the batch is split. `sharding.strategy` lays out the
+state: `replicate` keeps it whole on every device; `fsdp` splits every tensor of at least
+`sharding.min_size` elements along its largest divisible dimension. Layouts go by leaf path and
+shape, so Adam moments and the EMA follow their parameters.
 """
 from __future__ import annotations
 
@@ -54,8 +46,7 @@ def strategy_of(config) -> Strategy:
 def make_mesh(devices=None) -> jax.sharding.Mesh:
     """A one-axis `data` mesh over `devices` (default: every device of every process)."""
     devices = jax.devices() if devices is None else list(devices)
-    # An Auto axis: the partitioner propagates shardings through the model code, which stays
-    # free of sharding annotations.
+    # Auto: the partitioner propagates shardings through the model code.
     return jax.make_mesh((len(devices),), (DATA,), axis_types=(jax.sharding.AxisType.Auto,),
                          devices=devices)
 
@@ -144,11 +135,8 @@ def replicated(mesh) -> NamedSharding:
 
 
 def global_batch(mesh, local_batch: dict) -> dict:
-    """Assemble each process's share of the batch into global arrays split over the devices.
-
-    Every process passes only the examples it read (its shard of the data); the global batch
-    size is the local one times the number of processes.
-    """
+    """Each process's share of the batch (the examples it read) as global arrays split over
+    the devices: the global batch size is the local one times the number of processes."""
     sharding = batch_sharding(mesh)
 
     def put(x):
@@ -161,7 +149,7 @@ def global_batch(mesh, local_batch: dict) -> dict:
 
 def from_host(host_tree, shardings):
     """Host arrays put straight into their shards: each process fills only the shards its own
-    devices hold, from its own copy (no gather, no cross-host equality check per leaf)."""
+    devices hold, from its own copy."""
     def put(x, s):
         x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, s, lambda index: x[index])

@@ -3,10 +3,7 @@
     setup = training_setup(config, model)          # groups, split, text-path check, optimiser
     state = setup.init_state(model, rng)           # TrainState: params, frozen, opt_state, extra
 
-The trainer (`task.IQATask`), `mmpiqa summary` and `tools/benchmark.py` all build their state
-here, so the three never disagree on which parameters train, whether the text features are
-cached, or which optimiser runs. `model` may be abstract (`nnx.eval_shape`): the setup reads
-shapes only; `init_state` needs a concrete model.
+`model` may be abstract (`nnx.eval_shape`) for the setup; `init_state` needs a concrete one.
 """
 from __future__ import annotations
 
@@ -31,8 +28,7 @@ class TrainingSetup:
 
     groups: the parameter groups of `optimizer.param_groups`.
     graphdef: the model's graph definition (merge it with `params` and `frozen`).
-    use_text_cache: the text path is frozen, so its features are computed once, not every step
-      (method.md, cost facts).
+    use_text_cache: the text path is frozen, so its features are computed once, not every step.
     tx: the optimiser over the trainable state.
     dwa: Dynamic Weight Average over the `active_tasks` (None: fixed weights).
     ema_decay: decay of the moving average of the trainable parameters (0: none kept).
