@@ -4,8 +4,7 @@
     with replacing(folder) as staging: ...  # staged entries replace the folder's at the end
     with one_writer(workdir): ...           # refused while another process writes there
 
-Paths go through `etils.epath`, so `gs://bucket/run` works too (there a rename is a copy, not
-atomic, and the lock is advisory).
+Paths go through `etils.epath`, so `gs://bucket/run` works too (not atomically there).
 """
 from __future__ import annotations
 
@@ -51,8 +50,7 @@ def json_ready(value):
 
 
 def read_json(path, *, object_only: bool = False):
-    """The JSON in `path`; a file that is not JSON (with `object_only`, not a JSON object) is a
-    `UserError` naming it."""
+    """The JSON in `path`; not JSON (or with `object_only`, not an object) is a `UserError`."""
     try:
         value = json.loads(as_path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -77,8 +75,7 @@ def write_bytes(path, data: bytes) -> None:
 
 
 def check_writable(folder) -> None:
-    """Creates `folder` if needed and writes a probe file there: a read-only or full disk is an
-    `OSError` naming the path now, before the work whose results go there."""
+    """Creates `folder` and writes a probe there: an unwritable one is an `OSError` naming it."""
     folder = as_path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -101,10 +98,9 @@ def write_json(path, value, **kwargs) -> None:
 @contextlib.contextmanager
 def replacing(folder, *, last: str | None = None, stale: tuple[str, ...] = ()
               ) -> Iterator[epath.Path]:
-    """A staging folder inside `folder`; once the block has run, each entry written into it
-    replaces the entry of its name in `folder` (folders first, then files, `last` at the very
-    end), and the names in `stale` that the block did not write are removed. Other entries of
-    `folder` are kept. If the block raises, `folder` is left as it was."""
+    """A staging folder whose entries, once the block has run, replace those of their names in
+    `folder` (`last` at the very end); the names in `stale` not written are removed. If the
+    block raises, `folder` is left as it was."""
     folder = as_path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".staging-{os.getpid()}"
@@ -158,8 +154,7 @@ def _alive(holder: dict) -> bool | None:
 
 
 def _create(path: epath.Path, record: dict) -> bool:
-    """Writes `record` to `path` unless it exists: atomically on a local disk; on object
-    stores only checked first."""
+    """Writes `record` to `path` unless it exists (atomically on a local disk only)."""
     text = json.dumps(record, indent=1)
     if is_remote(path):
         if path.exists():

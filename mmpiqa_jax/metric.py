@@ -82,8 +82,7 @@ class IQAMetric:
         return np.asarray([scores[i] for i in range(len(images))], np.float32)
 
     def __call__(self, x):
-        """Scores of a path, a PIL image or an array [H, W, 3] (a float), or of a list of
-        paths / images, or an array [B, H, W, 3] (np.ndarray [N])."""
+        """A float for a path, PIL image or array [H, W, 3]; [N] for a list or a [B, H, W, 3]."""
         if isinstance(x, (str, os.PathLike)):
             return float(self.score_paths([x])[0])
         if isinstance(x, Image.Image):
@@ -109,8 +108,7 @@ class IQAMetric:
 
 
 def create_metric(path: str | os.PathLike, **kwargs) -> IQAMetric:
-    """The metric of a training workdir, one checkpoint in it (`WORKDIR/checkpoints/N`), or a
-    model folder (`mmpiqa convert` of a released LIQE model).
+    """The metric of a training workdir, one checkpoint in it, or a model folder.
 
     Keywords: `crop_mode` (default: the run's evaluation crops), `batch_size`, `workers`.
     """

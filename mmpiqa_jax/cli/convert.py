@@ -53,19 +53,16 @@ def variant_name(config) -> str:
     return "custom"
 
 
-def parameter_count(model) -> int:
+def describe(model, fmt: str) -> str:
+    """Format, variant, config and parameter count, for the user."""
     import jax
     from flax import nnx
 
-    return sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
-def describe(model, fmt: str) -> str:
-    """Format, variant, config and parameter count, for the user."""
     config = model.config
     fields = ", ".join(f"{k}={v}" for k, v in config.to_dict().items())
+    count = sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
     return (f"format: {fmt}\nvariant: {variant_name(config)}\nconfig: {fields}\n"
-            f"parameters: {parameter_count(model):,}")
+            f"parameters: {count:,}")
 
 
 def liqe_config(variant: str, prompts: str, source: str, fmt: str):

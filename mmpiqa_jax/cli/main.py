@@ -28,11 +28,8 @@ COMMANDS = {
 
 def _available():
     """The commands whose module exists in this installation."""
-    found = {}
-    for name, module in COMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
-            found[name] = module
-    return found
+    return {name: module for name, module in COMMANDS.items()
+            if importlib.util.find_spec(module) is not None}
 
 
 def build_parser(commands=None):
@@ -47,8 +44,7 @@ def build_parser(commands=None):
 
 
 def _quiet_teardown(unraisable) -> None:
-    """Drops the unraisable 'Event loop is closed' of Orbax's writers after a failed write (the
-    failure itself is reported once, as an error); reports every other one as usual."""
+    """Drops the unraisable 'Event loop is closed' of Orbax's writers; reports any other."""
     if not (isinstance(unraisable.exc_value, RuntimeError)
             and str(unraisable.exc_value) == "Event loop is closed"):
         sys.__unraisablehook__(unraisable)

@@ -1,8 +1,7 @@
 """`mmpiqa score --checkpoint DIR PATH...`: quality scores of image files and folders.
 
-With `--out FILE` the file gets the scores (CSV `path,score`, or JSON with the mean, count and
-skipped files) and stdout a line per image; without, stdout gets the CSV or JSON. Exit status:
-0 when every file was scored, 2 when some were skipped (named on stderr), 1 on an error.
+The scores go to `--out FILE` (CSV `path,score`, or JSON with the mean, count and skipped
+files) or stdout. Exit status: 0, 2 when some files were skipped (named on stderr), 1 on error.
 """
 import argparse
 import csv

@@ -7,8 +7,7 @@ HELP = "train a model from a config (resuming in WORKDIR), then test its best ch
 
 
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--coordinator`, `--num-processes`, `--process-id`: the multi-process flags of train,
-    sweep, eval and score (read by `train.distributed.initialize_from_args`)."""
+    """`--coordinator`, `--num-processes`, `--process-id` (`distributed.initialize_from_args`)."""
     group = parser.add_argument_group(
         "multi-process", "needed only where jax does not detect the cluster (Cloud TPU and "
         "SLURM are detected); default: $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, "

@@ -2,9 +2,8 @@
 
     points = run_sweep(config, "runs/depth")   # runs/depth/<point>/, sweep.md, sweep.png
 
-Each point trains in `<workdir>/<point name>/` and, once evaluated, has `sweep_point.json`; a
-finished point is skipped, a half-finished one resumes. `devices_per_run=K` trains the points
-side by side on sub-meshes of K devices (one process); `part="I/N"` trains points I, I + N, ...
+Each point trains in `<workdir>/<point name>/`; a finished one (`sweep_point.json`) is skipped,
+a half-finished one resumes.
 """
 from __future__ import annotations
 
@@ -87,26 +86,19 @@ def _check_same_config(point: Point) -> None:
                         "use a new --workdir, or remove the point's folder to rerun it")
 
 
-def parse_part(part: str) -> tuple[int, int]:
-    """`"I/N"` -> (I, N): the I-th of N interleaved parts of the grid (points I, I + N, ...)."""
+def part_of(points: list[Point], part: str | None) -> list[Point]:
+    """The points `part` ("I/N": points I, I + N, ...) trains; all of them for None."""
+    if part is None:
+        return list(points)
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(part))
     if not match or not int(match[1]) < int(match[2]):
         raise UserError(f"--part={part!r} must be I/N with 0 <= I < N, e.g. 0/4")
-    return int(match[1]), int(match[2])
-
-
-def part_of(points: list[Point], part: str | None) -> list[Point]:
-    """The points `part` ("I/N") trains; all of them for None."""
-    if part is None:
-        return list(points)
-    i, n = parse_part(part)
-    return points[i::n]
+    return points[int(match[1])::int(match[2])]
 
 
 def sub_meshes(devices_per_run: int, devices=None) -> list:
-    """`len(devices) / devices_per_run` meshes over consecutive groups of `devices_per_run`
-    devices (default `jax.devices()`); an error when the groups do not tile the devices, or
-    when the run has several processes."""
+    """Meshes over consecutive groups of `devices_per_run` of `devices` (default all), which
+    they must tile, on one process."""
     devices = jax.devices() if devices is None else list(devices)
     k, n = devices_per_run, len(devices)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
@@ -128,18 +120,15 @@ def run_sweep(config: ml_collections.ConfigDict, workdir, *,
     """Trains and evaluates every unfinished point, then writes `sweep.md` and `sweep.png`.
 
     Args:
-      config: a loaded config with a `sweep` section (without one, the config is the one point).
+      config: a loaded config; without a `sweep` section, the config is the one point.
       workdir: the sweep's folder; each point trains in a subfolder.
-      train_fn: `(config, workdir) -> result`, empty when training stopped early (the sweep
-        stops there too; packed, no further point starts); default
-        `train.run.train_and_evaluate`. Packed, it is called with `mesh=` (the point's sub-mesh)
-        and `preemption=` (the sweep's).
+      train_fn: `(config, workdir) -> result` (default `train.run.train_and_evaluate`), empty
+        when training stopped early, which stops the sweep; packed, also given `mesh=` and
+        `preemption=`.
       log: where progress lines go.
-      devices_per_run: K: the points run side by side, each on a sub-mesh of K devices
-        (`sub_meshes`); None: one after another on `config.mesh`.
-      devices: the devices to split (default `jax.devices()`), packed only.
-      part: "I/N": train only the points I, I + N, I + 2N, ... of the grid (one job per pod
-        slice, each over its part); the table covers every point with results.
+      devices_per_run: K: the points run side by side on sub-meshes of K devices of `devices`
+        (default `jax.devices()`); None: one after another.
+      part: "I/N": train only the points I, I + N, ...; the table covers every point.
     Returns:
       the points, with their evaluations read.
     """
@@ -197,8 +186,7 @@ def _train_point(point: Point, train_fn, writer: bool, kwargs: dict, run: dict |
 
 
 def _run_packed(pending, total: int, meshes, train_fn, writer: bool, log) -> None:
-    """One thread per sub-mesh, each training the next pending point until none is left; the
-    first error is raised once every thread has finished its point."""
+    """One thread per sub-mesh, each training the next pending point; raises the first error."""
     queue, lock = list(pending), threading.Lock()
     errors: list[BaseException] = []
     stop = threading.Event()  # a point stopped early or failed: start no other

@@ -1,8 +1,7 @@
 """Orbax checkpoints of a training run (`Checkpointer`): the last N and the best by SRCC.
 
-A step holds the items params, opt_state, train (step, RNG, `extra`), meta (JSON: the run's
-identity, every leaf's shape, the frozen state's reference) and data (one iterator state per
-process). The frozen state is written once per run to `<workdir>/backbone/`, checksummed.
+A step holds params, opt_state, train (step, RNG, `extra`), meta (JSON) and data (each process's
+iterator state); the frozen state is written once per run to `<workdir>/backbone/`.
 """
 from __future__ import annotations
 
@@ -59,8 +58,7 @@ _STORAGE_ERRORS = ("No space left on device", "Read-only file system", "Permissi
 
 @contextlib.contextmanager
 def _storage_errors(path):
-    """A write to `path` that fails for want of space or permission becomes one
-    `CheckpointError` naming the path; any other error stays as it is."""
+    """A write failing for want of space or permission becomes a `CheckpointError` naming it."""
     try:
         yield
     except CheckpointError:
@@ -124,8 +122,7 @@ class IteratorArgs(ocp.args.CheckpointArgs):
 
 
 def run_identity(config, datasets: dict | None = None) -> dict:
-    """The `IDENTITY_KEYS` of `config` that it has (as plain JSON data, by dotted key), and
-    `datasets`: e.g. each training dataset's image count, which decides its split too."""
+    """The `IDENTITY_KEYS` of `config` by dotted key, and `datasets` (e.g. their image counts)."""
     out = {}
     for key in IDENTITY_KEYS:
         node = config
@@ -192,28 +189,19 @@ def _train_item(state) -> dict:
     return {"step": state.step, "rng": state.rng, "extra": state.extra}
 
 
-def _has_leaves(tree) -> bool:
-    return bool(jax.tree.leaves(tree))
-
-
-class Checkpointer:
-    """Orbax `CheckpointManager` for train states: the last `keep`, plus the best by `srcc`.
-
-    Steps saved with `metrics` (an evaluation's results, which must hold `srcc`) compete for
-    best; the best one is kept even when it falls out of the last `keep`.
-    """
+class Checkpointer(contextlib.AbstractContextManager):
+    """Orbax `CheckpointManager` for train states: the last `keep`, plus the best by `srcc` of
+    the steps saved with `metrics`."""
 
     def __init__(self, directory, *, keep: int = 3, async_save: bool = True,
-                 model_cfg: dict | None = None, backbone_dir=None, read_only: bool = False):
-        """`model_cfg` (`run_identity`) is stored with every step and checked on restore;
-        `backbone_dir` defaults to `backbone/` beside `directory`."""
+                 model_cfg: dict | None = None, read_only: bool = False):
+        """`model_cfg` (`run_identity`) is stored with every step and checked on restore."""
         directory = os.fspath(directory)
         # Orbax writes only to absolute paths; URLs pass unchanged.
         self.directory = files.as_path(directory if files.is_remote(directory)
                                        else os.path.abspath(directory))
         self.model_cfg = model_cfg
-        self.backbone_dir = (files.as_path(backbone_dir) if backbone_dir is not None
-                             else self.directory.parent / BACKBONE_DIR)
+        self.backbone_dir = self.directory.parent / BACKBONE_DIR
         self._frozen_ref = None  # the reference of the frozen state written or restored
         if not read_only and self.directory.is_dir():
             # What a save killed half-way left (Orbax's clean-up thread may not finish).
@@ -247,7 +235,7 @@ class Checkpointer:
 
     def reached_preemption(self, step: int) -> bool:
         """Orbax's preemption sync point: True on every process at the same step once any
-        received a preemption notice (several processes; False for one)."""
+        received a preemption notice."""
         return self.manager.reached_preemption(step)
 
     def best_step(self) -> int | None:
@@ -261,13 +249,12 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state, *, data_iter=None, meta: dict | None = None,
-             metrics: dict | None = None) -> None:
+    def save(self, step: int, state, *, data_iter=None, metrics: dict | None = None) -> None:
         """Saves `state` (and the iterator's position) as `step`; `metrics` enter best tracking."""
         if metrics is not None and BEST_METRIC not in metrics:
             raise KeyError(f"evaluation metrics {sorted(metrics)} lack {BEST_METRIC!r}, "
                            "needed to track the best checkpoint")
-        meta = dict(meta or {}, step=int(step), state_shapes=leaf_shapes(state),
+        meta = dict(step=int(step), state_shapes=leaf_shapes(state),
                     frozen=self._frozen_reference(state.frozen))
         if self.model_cfg is not None:
             meta.update(model_config=self.model_cfg, config_fingerprint=fingerprint(self.model_cfg))
@@ -287,9 +274,8 @@ class Checkpointer:
                               force=True)
 
     def _frozen_reference(self, frozen) -> dict | None:
-        """The reference of the frozen state, written to `backbone_dir` if this run has not
-        yet (a fresh run: at its first save; a resumed run has it from its restore)."""
-        if not _has_leaves(frozen):
+        """The frozen state's reference; written to `backbone_dir` at a fresh run's first save."""
+        if not jax.tree.leaves(frozen):
             return None
         if self._frozen_ref is None:
             latest = self.latest_step()
@@ -353,9 +339,8 @@ class Checkpointer:
         """`(state, meta)` of the first of `steps` (default: all, newest first) that can be read,
         into `abstract_state`'s shapes and shardings (`jax.ShapeDtypeStruct`s).
 
-        `optimizer=False` leaves `opt_state` None, unread. A step that cannot be read is skipped
-        with a warning, and with `set_aside_damaged` renamed `<step>.damaged`; one that does not
-        match the config raises `CheckpointMismatchError`.
+        `optimizer=False` leaves `opt_state` None. A step that cannot be read is skipped with a
+        warning (with `set_aside_damaged`, renamed `<step>.damaged`); a mismatched one raises.
         """
         steps = sorted(self.all_steps(), reverse=True) if steps is None else list(steps)
         if not steps:
@@ -395,7 +380,7 @@ class Checkpointer:
         frozen = abstract_state.frozen
         if meta.get("frozen") is not None:
             frozen = self.restore_frozen(meta["frozen"], abstract_state.frozen)
-        elif _has_leaves(frozen):
+        elif jax.tree.leaves(frozen):
             raise CheckpointMismatchError(
                 f"the checkpoint {self.directory / str(step)} has no frozen state, which the "
                 "config's model has")
@@ -412,9 +397,6 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
-
-    def __enter__(self):
-        return self
 
     def __exit__(self, *exc):
         self.close()

@@ -21,9 +21,8 @@ def step_model_flops(model, setup: state_lib.TrainingSetup, batch: dict,
                      loss_weights) -> float:
     """Model FLOPs of one `step.make_train_step` step of `model` on `batch`.
 
-    model: concrete or abstract (`nnx.eval_shape`); only shapes are read, nothing runs.
-    batch: one global training batch, arrays or `jax.ShapeDtypeStruct`s ({"pixels":
-      [B, crops, H, W, 3], ...}); loss_weights: [len(step.TASKS)], array or struct.
+    model, batch (one global training batch) and loss_weights ([len(step.TASKS)]) may be
+    abstract: only shapes are read, nothing runs.
     """
     with model.clip.block_execution(scan_layers=False, remat="none"):
         # The graph definition carries the blocks' execution, so it is split inside the block.

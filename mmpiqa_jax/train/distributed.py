@@ -2,9 +2,8 @@
 
     startup = initialize(coordinator, num_processes, process_id)   # first thing of a command
 
-Which processes: the flags, or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID; else
-SLURM (`srun` with SLURM_NTASKS > 1) or a Cloud TPU slice of several hosts, both detected by
-jax; else one process. On CPU, cross-process collectives use gloo.
+Which processes: the flags or their JAX_* variables; else SLURM (`srun`, SLURM_NTASKS > 1) or a
+Cloud TPU slice of several hosts, as jax detects them; else one process.
 """
 from __future__ import annotations
 
@@ -79,8 +78,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, *, timeout_s: int = 300) -> Startup:
     """Joins the multi-process run this process belongs to, if any (see the module doc).
 
-    Arguments left None are read from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-    JAX_PROCESS_ID. Raises ValueError naming what is missing when only some are given.
+    Arguments left None are read from the JAX_* variables; only some given raises a UserError.
     """
     if jax.distributed.is_initialized():
         return Startup("already", jax.process_index(), jax.process_count())

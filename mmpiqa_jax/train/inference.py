@@ -40,8 +40,7 @@ def _with_text_cache(graphdef, states):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _forward(graphdef, state, batch: dict) -> dict:
-    """`batch` with its `pixels` [B, C, s, s, 3] replaced by their `score` [B], every entry
-    replicated, so that each process holds the whole batch's."""
+    """`batch` with its `pixels` [B, C, s, s, 3] replaced by their `score` [B], replicated."""
     model = nnx.merge(graphdef, state)
     cached = {"use_text_cache": True} if hasattr(model, "text_cache") else {}
     out = {k: v for k, v in batch.items() if k != "pixels"}
@@ -50,9 +49,8 @@ def _forward(graphdef, state, batch: dict) -> dict:
 
 
 class Scorer:
-    """Quality scores [B] of crops [B, C, s, s, 3] (uint8 RGB, or CLIP-normalised float): one
-    jitted forward over `mesh`, the batch split over its devices, the text features computed
-    once, when the scorer is made."""
+    """Quality scores [B] of crops [B, C, s, s, 3] (uint8 RGB, or CLIP-normalised float) by one
+    jitted forward over `mesh`, the batch split over its devices."""
 
     def __init__(self, graphdef: nnx.GraphDef, states, mesh):
         """`states`: the model's states (e.g. trainable and frozen), placed on `mesh` already."""
@@ -69,13 +67,11 @@ class Scorer:
 
     @classmethod
     def of_state(cls, task: IQATask, state: trainer.TrainState, mesh) -> Scorer:
-        """The scorer of a training state as it is laid out: the parameters evaluated (the
-        moving average, if kept) with the frozen ones."""
+        """The scorer of a training state as it is laid out (the moving average, if kept)."""
         return cls(task.graphdef, [task.inference_params(state), state.frozen], mesh)
 
     def predict(self, local_batch: dict) -> dict:
-        """`{"score": [N], ...the batch's other entries}` of the whole global batch (N = the
-        local size x processes), each process passing its own part; device arrays."""
+        """`{"score": [N], ...other entries}` of the global batch, each process giving its part."""
         with jax.set_mesh(self.mesh):
             out = _forward(self.graphdef, self.state,
                            sharding.global_batch(self.mesh, local_batch))
@@ -93,8 +89,7 @@ class Scorer:
 
 
 def make_evaluator(config, mesh) -> Evaluator:
-    """The evaluator of `config.eval` / `config.data`'s crops over `mesh`: its batch per
-    process rounded up so that the global batch splits evenly over the devices."""
+    """The evaluator of `config.eval` / `config.data`'s crops, its batch fitted to `mesh`."""
     unit = math.lcm(mesh.size, jax.process_count())
     local_batch = -(-config.eval.batch_size // unit) * unit // jax.process_count()
     d = config.data
@@ -107,8 +102,7 @@ def make_evaluator(config, mesh) -> Evaluator:
 
 
 def _workdir_and_step(path: epath.Path) -> tuple[epath.Path, int | None] | None:
-    """(workdir, step or None for the best) when `path` is a training workdir, its
-    `checkpoints/` or one checkpoint in it; None otherwise."""
+    """(workdir, step or None) if `path` is a workdir, its `checkpoints/` or one in it; or None."""
     step = None
     if path.name.isdigit() and path.parent.name == trainer.CHECKPOINT_DIR:
         path, step = path.parent.parent, int(path.name)
@@ -176,8 +170,7 @@ def _from_model_folder(path) -> tuple[nnx.Module, ml_collections.ConfigDict]:
 
 def load_scorer(path, mesh=None) -> tuple[Scorer, ml_collections.ConfigDict]:
     """The `Scorer` and config of a training workdir (its best checkpoint), one checkpoint of it
-    (`WORKDIR/checkpoints/N`), or a model folder. A workdir's state is restored as it trained,
-    sharded over `mesh` (default: every device)."""
+    (`WORKDIR/checkpoints/N`), or a model folder, over `mesh` (default: every device)."""
     found = _workdir_and_step(files.as_path(path))
     if found is None:
         model, config = _from_model_folder(path)
@@ -197,8 +190,7 @@ def load_model(path) -> tuple[nnx.Module, ml_collections.ConfigDict]:
 
 
 def extras_of(model: nnx.Module, config) -> tuple[dict[str, np.ndarray], dict]:
-    """The extras a checkpoint of `model`'s CLIP carries to hold the whole model: its other
-    parameters by path, and `config`."""
+    """The extras of a checkpoint of `model`'s CLIP that hold the whole model: params, config."""
     flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
     extras = {"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in flat
               if p[0] != CLIP_PREFIX}
@@ -206,6 +198,5 @@ def extras_of(model: nnx.Module, config) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def save_model(model: nnx.Module, config, out, *, overwrite: bool = False) -> str:
-    """Writes `model` (built from `config.model`) as a model folder: the project's checkpoint of
-    its CLIP, with `extras_of` the model. Returns the folder's path."""
+    """Writes `model` (of `config.model`) as a model folder (`extras_of`); returns its path."""
     return save_checkpoint(out, model.clip, *extras_of(model, config), overwrite=overwrite)

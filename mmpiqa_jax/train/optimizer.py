@@ -22,9 +22,8 @@ SCHEDULES = ("cosine", "constant")
 def make_schedule(config, *, peak: float, num_steps: int, steps_per_epoch: int) -> optax.Schedule:
     """Linear warm-up from 0 to `peak`, then cosine (or constant).
 
-    `cosine_period_epochs = 0`: one half cosine from `peak` to `peak * min_lr_ratio` at `num_steps`.
-    `> 0`: torch's `CosineAnnealingLR` with `T_max` that many epochs, which keeps going past
-    `T_max` (back up, with period 2 T_max), as LIQE's schedule does.
+    `cosine_period_epochs = 0`: one half cosine from `peak` to `peak * min_lr_ratio` at `num_steps`;
+    `> 0`: torch's `CosineAnnealingLR` over that many epochs, periodic past them (as LIQE's).
     """
     if config.schedule not in SCHEDULES:
         raise UserError(f"unknown optimizer.schedule {config.schedule!r}; known: {SCHEDULES}")

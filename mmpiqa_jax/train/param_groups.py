@@ -85,12 +85,6 @@ class GroupMatcher:
         """An nnx filter: the parameters of trainable groups."""
         return nnx.All(nnx.Param, lambda path, _: self.group(path).trainable)
 
-    def check(self, model_or_state) -> None:
-        """Raises unless every parameter matches exactly one group."""
-        for path, _ in nnx.to_flat_state(_params(model_or_state)):
-            self.index(path)
-
-
 def _params(model_or_state) -> nnx.State:
     if isinstance(model_or_state, nnx.State):
         return model_or_state.filter(nnx.Param)
@@ -98,11 +92,8 @@ def _params(model_or_state) -> nnx.State:
 
 
 def split_trainable(model, groups: Sequence[Group]):
-    """`(graphdef, trainable, frozen)`: trainable params; everything else (frozen params,
-    caches)."""
-    matcher = GroupMatcher(groups)
-    matcher.check(model)
-    return nnx.split(model, matcher.trainable_filter(), ...)
+    """`(graphdef, trainable, frozen)`; frozen: frozen params and everything else (caches)."""
+    return nnx.split(model, GroupMatcher(groups).trainable_filter(), ...)
 
 
 def labels_tree(trainable: nnx.State, groups: Sequence[Group]) -> nnx.State:
@@ -121,8 +112,7 @@ class GroupCount:
 
 
 def count(model_or_state, groups: Sequence[Group]) -> list[GroupCount]:
-    """Per group: number of tensors, of parameters, and of trainable parameters (works on abstract
-    state)."""
+    """Per group: tensors, parameters and trainable parameters (of an abstract state too)."""
     matcher = GroupMatcher(groups)
     tensors = [0] * len(matcher.groups)
     sizes = [0] * len(matcher.groups)

@@ -4,6 +4,7 @@ Only process 0 writes. On resume the log is cut back to the restored step.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 
 import tqdm
@@ -40,7 +41,7 @@ def _tag(key: str) -> str:
     return "train/" + key
 
 
-class MetricsWriter:
+class MetricsWriter(contextlib.AbstractContextManager):
     """Writes one record per logged step to the JSONL log and TensorBoard, drives the bar."""
 
     def __init__(self, workdir, *, num_steps: int, start_step: int = 0, enabled: bool = True):
@@ -90,9 +91,6 @@ class MetricsWriter:
         if "images_per_sec" in metrics:
             postfix["img/s"] = f"{metrics['images_per_sec']:.1f}"
         self._bar.set_postfix(postfix, refresh=False)
-
-    def __enter__(self):
-        return self
 
     def __exit__(self, *exc):
         self.close()

@@ -3,8 +3,8 @@
     metrics = train_and_evaluate(config, workdir)     # `mmpiqa train`
     metrics = evaluate_workdir(workdir)               # `mmpiqa eval`
 
-The best checkpoint (by SRCC on `data.val_part`; the last one without it) is tested on each
-training dataset's `test` part and on every `config.eval.datasets` whole.
+The best checkpoint (by SRCC on `data.val_part`, else the last) is tested on each training
+dataset's `test` part and on every `config.eval.datasets` whole.
 """
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ from mmpiqa_jax.train.task import IQATask
 
 
 def without_unlabelled_tasks(config, datasets: list[datasets_lib.Dataset]):
-    """`config` with the weight of every classification task that no training image has a
-    label for set to 0, so that DWA shares the weights among the tasks that train."""
+    """`config` with the weight 0 for each classification task no training image is labelled for."""
     labelled = {
         "distortion": any((d.table["distortion_class"][d.parts["train"]] >= 0).any()
                           for d in datasets),
@@ -42,8 +41,7 @@ def without_unlabelled_tasks(config, datasets: list[datasets_lib.Dataset]):
 
 
 def _test(workdir, scorer, config, evaluator, datasets, parts) -> dict:
-    """Evaluates `scorer` on `parts` of `datasets` and, whole, on `config.eval.datasets`;
-    writes `workdir/eval/` (process 0)."""
+    """Tests `parts` of `datasets` and, whole, `config.eval.datasets`; writes `workdir/eval/`."""
     whole = [datasets_lib.open_dataset(name, config, split=False)
              for name in datasets_lib.cross_datasets(config)]
     return evaluator_lib.evaluate_datasets(workdir, evaluator, scorer.predict, datasets, parts,
@@ -53,9 +51,8 @@ def _test(workdir, scorer, config, evaluator, datasets, parts) -> dict:
 def train_and_evaluate(config, workdir, *, hooks=(), mesh=None, preemption=None) -> dict:
     """Trains (resuming from `workdir` if it holds a checkpoint), then tests the best checkpoint.
 
-    Returns `{"<dataset>-<split>": compute_metrics dict}` of every test evaluation, also
-    written to `<workdir>/eval/`. `hooks` and `preemption` are passed to `trainer.train` (e.g.
-    a `StopTraining` raiser; a stopped run returns `{}` without testing).
+    Returns `{"<dataset>-<split>": metrics}` of every test evaluation (also in `<workdir>/eval/`),
+    or `{}` when training stopped early. `hooks` and `preemption` go to `trainer.train`.
     """
     workdir = files.as_path(workdir)
     if not (workdir / trainer.CONFIG_NAME).exists():  # a fresh run: no silent random CLIP
@@ -83,13 +80,10 @@ def train_and_evaluate(config, workdir, *, hooks=(), mesh=None, preemption=None)
 
 
 def evaluate_workdir(workdir, dataset: str | None = None, split: str | None = None) -> dict:
-    """Evaluates the best checkpoint of `workdir` (or a checkpoint in it, or a model folder) and
-    writes `eval/` files there.
-
-    Without `dataset`: the `split` part (default `test`) of every training dataset, and every
-    `eval.datasets` whole. With `dataset`: that dataset only, on `split` (default `test` for a
-    training dataset, the whole dataset `all` for any other).
-    """
+    """Evaluates the best checkpoint of `workdir` (or a checkpoint in it, or a model folder) into
+    its `eval/`: with `dataset`, that dataset's `split` (default `test` for a training dataset,
+    else `all`); without, the `split` (default `test`) of every training dataset and every
+    `eval.datasets` whole."""
     scorer, config = inference.load_scorer(workdir)
     evaluator = inference.make_evaluator(config, scorer.mesh)
     workdir = inference.run_folder(workdir)

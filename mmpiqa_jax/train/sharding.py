@@ -1,9 +1,8 @@
 """Device mesh and sharding strategies: one code path from one CPU to a multi-host pod.
 
 The mesh has one axis, `data`, over which the batch is split. `sharding.strategy` lays out the
-state: `replicate` keeps it whole on every device; `fsdp` splits every tensor of at least
-`sharding.min_size` elements along its largest divisible dimension. Layouts go by leaf path and
-shape, so Adam moments and the EMA follow their parameters.
+state by leaf path and shape: `replicate` (whole on every device) or `fsdp` (every tensor of at
+least `sharding.min_size` elements split along its largest divisible dimension).
 """
 from __future__ import annotations
 
@@ -135,8 +134,7 @@ def replicated(mesh) -> NamedSharding:
 
 
 def global_batch(mesh, local_batch: dict) -> dict:
-    """Each process's share of the batch (the examples it read) as global arrays split over
-    the devices: the global batch size is the local one times the number of processes."""
+    """Each process's share of the batch (what it read) as global arrays split over the devices."""
     sharding = batch_sharding(mesh)
 
     def put(x):
@@ -148,8 +146,7 @@ def global_batch(mesh, local_batch: dict) -> dict:
 
 
 def from_host(host_tree, shardings):
-    """Host arrays put straight into their shards: each process fills only the shards its own
-    devices hold, from its own copy."""
+    """Host arrays put into their shards, each process filling its own devices' from its copy."""
     def put(x, s):
         x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, s, lambda index: x[index])

@@ -26,12 +26,8 @@ from mmpiqa_jax.train.trainer import TrainState
 class TrainingSetup:
     """The static side of training a model: nothing here is an array.
 
-    groups: the parameter groups of `optimizer.param_groups`.
-    graphdef: the model's graph definition (merge it with `params` and `frozen`).
     use_text_cache: the text path is frozen, so its features are computed once, not every step.
-    tx: the optimiser over the trainable state.
-    dwa: Dynamic Weight Average over the `active_tasks` (None: fixed weights).
-    ema_decay: decay of the moving average of the trainable parameters (0: none kept).
+    dwa: Dynamic Weight Average (None: fixed weights); ema_decay: 0 keeps no moving average.
     """
     groups: tuple[pg.Group, ...]
     graphdef: nnx.GraphDef
@@ -60,8 +56,7 @@ class TrainingSetup:
 def training_setup(config, model, *, num_active_tasks: int = 0) -> TrainingSetup:
     """The `TrainingSetup` of `model` (concrete or abstract) under a full training config.
 
-    `num_active_tasks`: how many tasks DWA balances (the tasks with a weight > 0); 0 means
-    DWA is off whatever `loss.dwa` says (the benchmark times the bare step).
+    `num_active_tasks`: how many tasks DWA balances; 0 turns DWA off whatever `loss.dwa` says.
     """
     groups = pg.resolve(config.optimizer.param_groups)
     graphdef, trainable, _ = pg.split_trainable(model, groups)

@@ -18,8 +18,7 @@ TASKS = ("quality", "distortion", "scene", "l1", "plcc")
 
 
 def task_weights(loss_config) -> np.ndarray:
-    """float32 [len(TASKS)]: the fixed weights of the `loss` config section (DWA multiplies
-    them)."""
+    """float32 [len(TASKS)]: the fixed weights of the `loss` config section."""
     weights = []
     for name in TASKS:
         w = float(loss_config[name])
@@ -64,8 +63,7 @@ def _where(pred, new, old):
 
 
 def micro_batches(batch: dict, k: int) -> dict:
-    """The batch `[B, ...]` as `k` micro-batches `[k, B / k, ...]`; micro-batch j holds
-    examples j, j + k, j + 2k, ...."""
+    """The batch [B, ...] as k micro-batches [k, B / k, ...], j holding examples j, j + k, ..."""
     # Strided: each device keeps its rows of the sharded batch, each micro-batch its mix.
     return jax.tree.map(
         lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)

@@ -3,8 +3,7 @@
     task = IQATask(config)
     state = trainer.train(task, config, workdir, train_iter=it, eval_fn=evaluate)
 
-`extra` holds DWA's loss history (`"dwa"`, with DWA on) and, with `optimizer.ema_decay > 0`,
-the moving average of the trainable parameters (`"ema"`) that inference uses.
+`extra` holds DWA's loss history (`"dwa"`) and the EMA (`"ema"`) that inference then uses.
 """
 from __future__ import annotations
 
@@ -79,13 +78,12 @@ class IQATask:
                                                peak=config.optimizer.learning_rate,
                                                num_steps=self.num_steps,
                                                steps_per_epoch=self.steps_per_epoch)
-        self._step = step_lib.make_train_step(self.graphdef, self.tx,
+        self._step = step_lib.make_train_step(self.graphdef, self.setup.tx,
                                               use_text_cache=self.use_text_cache,
                                               accumulation_steps=self.accumulation)
 
     # The setup's parts, as the step and inference read them.
     graphdef = property(lambda self: self.setup.graphdef)
-    tx = property(lambda self: self.setup.tx)
     dwa = property(lambda self: self.setup.dwa)
     use_text_cache = property(lambda self: self.setup.use_text_cache)
     ema_decay = property(lambda self: self.setup.ema_decay)

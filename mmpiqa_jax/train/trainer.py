@@ -80,14 +80,12 @@ class StopTraining(Exception):
 
 
 class Preemption:
-    """Whether the run is being preempted: SIGTERM (one process), or Orbax's preemption sync
-    point (several processes). Within `with` (main thread only), a single process's first
-    SIGTERM only sets a flag."""
+    """Whether the run is preempted: SIGTERM (one process, within `with` in the main thread), or
+    Orbax's preemption sync point (several processes)."""
 
     def __init__(self, ckpt: checkpointing.Checkpointer | None = None, *,
                  multi: bool | None = None):
-        """ckpt: asked for Orbax's sync point; multi: several processes (default: whether
-        jax.process_count() > 1)."""
+        """ckpt: asked for Orbax's sync point; multi: several processes (default: from jax)."""
         self.ckpt, self.signalled = ckpt, False
         self._multi = jax.process_count() > 1 if multi is None else multi
         self._previous = None
@@ -131,8 +129,7 @@ def check_config(config) -> None:
 
 
 def check_batch_fits(batch_size: int, data_size: int, num_processes: int) -> None:
-    """Raises unless the global batch splits evenly over the `data_size` devices and the
-    processes, naming the nearest batch sizes that do."""
+    """Raises unless the batch splits over devices and processes, naming sizes that would."""
     multiple = math.lcm(data_size, num_processes)
     if batch_size % multiple:
         raise UserError(f"config.batch_size={batch_size} does not fit the mesh: it must divide "
@@ -141,27 +138,12 @@ def check_batch_fits(batch_size: int, data_size: int, num_processes: int) -> Non
                         "(scale data.batch_sizes to match; per-dataset sizes need not divide)")
 
 
-def write_config(config, workdir) -> None:
-    """Writes `config` as the workdir's `config.json` (whole or not at all)."""
-    workdir = files.as_path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    files.write_json(workdir / CONFIG_NAME, config, sort_keys=True)
-
-
 def _is_finite(metrics: dict) -> bool:
     """False if the step flagged itself (`finite` False, `nonfinite` True) or a value is NaN/Inf."""
     if not metrics.get("finite", True) or metrics.get("nonfinite", False):
         return False
     return all(np.all(np.isfinite(v)) for k, v in metrics.items()
                if k not in FLAG_KEYS and np.issubdtype(np.asarray(v).dtype, np.number))
-
-
-def _check_iterator(train_iter) -> None:
-    missing = [m for m in ("__next__", "get_state", "set_state") if not hasattr(train_iter, m)]
-    if missing:
-        raise TypeError(f"train_iter {type(train_iter).__name__} lacks {missing}: exact resume "
-                        "needs an iterator whose position can be saved and restored")
 
 
 def abstract_state(task: TrainTask, mesh, rng=None,
@@ -176,9 +158,8 @@ def abstract_state(task: TrainTask, mesh, rng=None,
 
 def load_state(task: TrainTask, config, workdir, *, step: int | None = None, mesh=None,
                optimizer: bool = False) -> TrainState:
-    """The state of `step` of a run, by default its best (by validation SRCC; the latest if no
-    evaluation ran), sharded over `mesh` (default: every device). The optimiser state is not
-    read (`opt_state` None) unless `optimizer`."""
+    """The state of `step` of a run (default: its best, else its latest) over `mesh` (default: all
+    devices); `opt_state` is None unless `optimizer`."""
     mesh = mesh or sharding.make_mesh()
     directory = files.as_path(workdir) / CHECKPOINT_DIR
     with checkpointing.Checkpointer(directory, async_save=False, read_only=True,
@@ -202,19 +183,20 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
           identity: dict | None = None) -> TrainState:
     """Trains `task` to `config.num_steps`, resuming from `workdir`'s latest checkpoint if any.
 
-    train_iter yields this process's share of each batch (a dict of arrays with leading size
-    `batch_size / process_count`) and has JSON `get_state()`/`set_state()`. eval_fn(state)
-    returns metrics holding `srcc`; it runs every `eval_every` steps and at the end, on every
-    process. mesh defaults to every device. Each hook is called with the step number after
-    that step's logging and checkpointing; raising `StopTraining` ends the run there (no extra
-    checkpoint). A preemption (SIGTERM, or Orbax's `reached_preemption`) saves the step it
-    arrives at, exactly resumable, and ends the run there; `preemption` is the notice to
-    follow, entered by its owner (default: the run's own, entered here). `identity` is what
-    the run is, compared on resume (default `checkpointing.run_identity(config)`).
-    Returns the final state (its step is below `num_steps` when the run stopped early).
+    train_iter yields this process's share of each batch (leading size `batch_size /
+    process_count`) and has JSON `get_state()`/`set_state()`. eval_fn(state) returns metrics
+    holding `srcc`, every `eval_every` steps and at the end, on every process. mesh defaults to
+    every device. Each hook gets the step number after its logging and checkpointing; raising
+    `StopTraining` ends the run there. A preemption saves the step it arrives at and ends the
+    run; `preemption` is a notice entered by its owner (default: the run's own). `identity` is
+    compared on resume (default `checkpointing.run_identity(config)`). Returns the final state
+    (its step below `num_steps` when the run stopped early).
     """
     check_config(config)
-    _check_iterator(train_iter)
+    missing = [m for m in ("__next__", "get_state", "set_state") if not hasattr(train_iter, m)]
+    if missing:
+        raise TypeError(f"train_iter {type(train_iter).__name__} lacks {missing}: exact resume "
+                        "needs an iterator whose position can be saved and restored")
     workdir = files.as_path(workdir)
     main_process = jax.process_index() == 0
     mesh = mesh or sharding.make_mesh()
@@ -241,7 +223,8 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
             if hasattr(task, "load_pretrained"):
                 state = task.load_pretrained(state)
         if main_process:  # only now: a mismatched run must not overwrite the old config
-            write_config(config, workdir)
+            plain = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+            files.write_json(workdir / CONFIG_NAME, plain, sort_keys=True)
         start = int(jax.device_get(state.step))
         writer = stack.enter_context(progress.MetricsWriter(
             workdir, num_steps=config.num_steps, start_step=start, enabled=main_process))
@@ -274,8 +257,7 @@ def _fetch_finite(pending: list, last_saved: int | None) -> dict[str, float]:
 
 def _loop(state, step_fn, start, config, train_iter, eval_fn, hooks, ckpt, writer,
           preemption: Preemption):
-    """Runs steps `start + 1 .. num_steps` on global device batches; host syncs only at log,
-    eval and save points. A preemption saves the step it arrives at and ends the loop."""
+    """Runs steps `start + 1 .. num_steps`; host syncs only at log, eval and save points."""
     num_steps = config.num_steps
     pending = []  # (step, device metrics) not yet checked for finiteness
     last_saved = ckpt.latest_step()
