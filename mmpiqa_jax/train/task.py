@@ -98,7 +98,7 @@ class IQATask:
 
     def load_pretrained(self, state: TrainState) -> TrainState:
         """Puts `model.clip_checkpoint`'s weights into a fresh state (nothing to do for `random`);
-        every array keeps its sharding. Raises for an empty `model.clip_checkpoint` but `tiny`."""
+        every array keeps its sharding. An empty `model.clip_checkpoint` raises (but for `tiny`)."""
         # Rebuilt on the host with the seed's init, so that what CLIP's weights initialise (the
         # text context) follows them; each process then fills only its own devices' shards.
         with jax.default_device(jax.local_devices(backend="cpu")[0]):
