@@ -123,14 +123,14 @@ def test_process_shards_are_disjoint_and_cover(spec):
 def test_process_quotas_keep_global_sizes():
     liqe = [4, 4, 4, 4, 16, 16]  # LIQE's per-dataset batch on 8 hosts (v5p-64)
     quotas = [P.process_quotas(liqe, 8, p) for p in range(8)]
-    per_process = np.array([[q.count for q in qs] for qs in quotas])
+    per_process = np.array([[len(q) for q in qs] for qs in quotas])
     assert per_process.sum(axis=1).tolist() == [6] * 8          # 48 / 8 each
     assert per_process.sum(axis=0).tolist() == liqe             # the global proportions kept
     for d, size in enumerate(liqe):  # every slot of each dataset's part filled exactly once
-        slots = sorted(s for qs in quotas for s in qs[d].slots)
+        slots = sorted(s for qs in quotas for s in qs[d])
         assert slots == list(range(size))
     # Sizes that divide by the count: process p takes positions p, p + n, ... (shard_indices).
-    assert [q.slots for q in P.process_quotas([4, 2], 2, 1)] == [(1, 3), (1,)]
+    assert P.process_quotas([4, 2], 2, 1) == [(1, 3), (1,)]
     with pytest.raises(ValueError, match="nearest sizes that do: 48 or 56"):
         P.process_quotas([4, 4, 4, 4, 16, 16, 1], 8, 0)
 
