@@ -127,11 +127,6 @@ class NameIndex:
 # LIQE split files: `<db>_{train,val,test}_clip.txt`, tab-separated, no header:
 # path, score (higher is better), distortion name, scene1, scene2, scene3 ("invalid" if absent).
 
-def liqe_file(directory: str, db: str, part: str) -> str:
-    """The path of a LIQE split file, e.g. `<dir>/csiq_train_clip.txt`."""
-    return os.path.join(directory, f"{db}_{part}_clip.txt")
-
-
 class LiqeRow(NamedTuple):
     """One row of a LIQE split file."""
     path: str                  # image path relative to the dataset folder
@@ -219,19 +214,17 @@ def _liqe_class(db: str, row: LiqeRow) -> str:
     return LIQE_DISTORTION_CLASS[row.distortion]
 
 
-def import_liqe(directory: str, db: str, names: Sequence[str], quality=None,
-                parts=("train", "val", "test")) -> ImportedSplit:
-    """Reads LIQE's split files `<directory>/<db>_<part>_clip.txt` and matches them, strictly,
-    to `names` (the dataset's `all` order): every listed image must be in the dataset, and in
-    one part only. With `quality` ([N], higher is better), each file's scores must rank the
-    images alike (`check_score_agreement`). Scenes and distortion classes come from the files
-    (LIQE's names through `LIQE_DISTORTION_CLASS`)."""
+def import_liqe(directory: str, db: str, names: Sequence[str], quality=None) -> ImportedSplit:
+    """LIQE's split files `<directory>/<db>_{train,val,test}_clip.txt`, with their scenes and
+    distortion classes, matched strictly to `names` (the dataset's `all` order): every listed
+    image must be in the dataset, in one part only. With `quality` ([N], higher is better),
+    each file's scores must rank the images alike (`check_score_agreement`)."""
     index = NameIndex(names, db)
     scenes = np.zeros((len(names), labels.NUM_SCENES), np.float32)
     classes = np.full(len(names), -1, np.int32)
     split, seen = {}, {}
-    for part in parts:
-        path = liqe_file(directory, db, part)
+    for part in ("train", "val", "test"):
+        path = os.path.join(directory, f"{db}_{part}_clip.txt")
         if not os.path.exists(path):
             raise MissingFileError(f"LIQE split file {path} not found (part {part!r} of {db})")
         rows = read_liqe_file(path)
@@ -253,15 +246,14 @@ def import_liqe(directory: str, db: str, names: Sequence[str], quality=None,
 _PYIQA_NAME_COLUMNS = ("dist_name", "img_name", "image_name", "name")
 
 
-def _read_pyiqa_csv(path: str, name_column: str | None) -> tuple[list[str], list[dict]]:
+def _read_pyiqa_csv(path: str) -> tuple[list[str], list[dict]]:
     """(header, rows) of a pyiqa meta CSV; each row also holds its line number under `_line`
     and its name under `_name`."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
-        if name_column is None:
-            name_column = next((c for c in _PYIQA_NAME_COLUMNS if c in header),
-                               header[0] if header else None)
+        name_column = next((c for c in _PYIQA_NAME_COLUMNS if c in header),
+                           header[0] if header else None)
         if name_column not in header:
             raise UserError(f"{path}: no column {name_column!r}; columns: {header}")
         rows = [dict(row, _line=line_no, _name=row[name_column])
@@ -290,12 +282,11 @@ def _number_or_nan(text) -> float:
 
 
 def import_pyiqa(path: str, names: Sequence[str], split_column: str = "split",
-                 name_column: str | None = None, dataset: str = "dataset",
-                 quality=None) -> dict[str, np.ndarray]:
+                 dataset: str = "dataset", quality=None) -> dict[str, np.ndarray]:
     """The split in column `split_column` of a pyiqa meta CSV, matched strictly to `names`
     (the dataset's `all` order). Rows with an empty split value are left out. With `quality`,
     the CSV's score column must rank the images alike (either direction)."""
-    header, rows = _read_pyiqa_csv(path, name_column)
+    header, rows = _read_pyiqa_csv(path)
     if split_column not in header:
         raise UserError(f"{path}: no column {split_column!r}; columns: {header}")
     listed = []
@@ -321,7 +312,7 @@ def import_pyiqa_pickle(meta_csv: str, split_pkl: str, split_index: int, names: 
                         dataset: str = "dataset", quality=None) -> dict[str, np.ndarray]:
     """Split `split_index` (pyiqa counts from 1) of a pyiqa split file: a pickled
     `{index: {"train" | "val" | "test": [row indices into the meta CSV's data rows]}}`."""
-    header, rows = _read_pyiqa_csv(meta_csv, None)
+    header, rows = _read_pyiqa_csv(meta_csv)
     with open(split_pkl, "rb") as f:
         table = pickle.load(f)  # a user's own file; pyiqa's format is a pickle
     if not isinstance(table, Mapping):
