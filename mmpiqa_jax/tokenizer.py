@@ -1,10 +1,7 @@
 """CLIP's byte-pair tokenizer, giving exactly the ids of OpenAI's (and open_clip's) `tokenize`.
 
-The byte-pair encoding itself is transformers' `CLIPTokenizer` (Rust `tokenizers` backend), built
-from OpenAI's published BPE file shipped in `mmpiqa_jax/assets/`. The text cleaning is OpenAI's, done here in Python: the backend's
-normaliser (NFC, whitespace runs, lowercase) lacks `ftfy.fix_text` and the HTML unescaping, so
-curly quotes, ligatures, full-width forms and entities such as `&amp;` would tokenise differently.
-Accents are kept, as OpenAI keeps them.
+The BPE is transformers' `CLIPTokenizer` over OpenAI's BPE file (`mmpiqa_jax/assets/`); the text
+cleaning is OpenAI's (`ftfy`, HTML unescaping), which that backend's normaliser lacks.
 """
 from __future__ import annotations
 
@@ -72,11 +69,6 @@ class Tokenizer:
         self.eot_token_id = backend.convert_tokens_to_ids(END_OF_TEXT)
         self.vocab_size = len(backend)
 
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """BPE ids of each cleaned text, without start/end tokens."""
-        cleaned = [clean_text(t) for t in texts]
-        return self.backend(cleaned, add_special_tokens=False)["input_ids"]
-
     def __call__(self, texts: str | Sequence[str],
                  context_length: int = DEFAULT_CONTEXT_LENGTH) -> np.ndarray:
         """int32 [N, context_length]: SOT, ids, EOT, zero padded; too long texts end with EOT."""
@@ -86,7 +78,8 @@ class Tokenizer:
             raise ValueError(f"context_length must be >= 2 (start and end tokens), "
                              f"got {context_length}")
         result = np.zeros((len(texts), context_length), np.int32)
-        for row, ids in zip(result, self.encode(texts)):
+        encoded = self.backend([clean_text(t) for t in texts], add_special_tokens=False)
+        for row, ids in zip(result, encoded["input_ids"]):
             tokens = [self.sot_token_id, *ids, self.eot_token_id]
             if len(tokens) > context_length:
                 # open_clip truncates and keeps end-of-text as the last token.
