@@ -24,11 +24,6 @@ ENTRIES = sum(count for _, count, _ in FOLDERS)  # 982
 _CLASSES = base.distortion_classes({folder: cls for folder, _, cls in FOLDERS})
 
 
-def entry_images() -> list[tuple[str, int]]:
-    """(folder, image number) of each entry of the .mat arrays, in order."""
-    return [(folder, k) for folder, count, _ in FOLDERS for k in range(1, count + 1)]
-
-
 @dataclasses.dataclass
 class LiveConfig(tfds.core.BuilderConfig):
     """Which published DMOS to read, and the top of its scale (DMOS 0 is pristine)."""
@@ -92,7 +87,8 @@ class LiveIqa(base.IqaBuilder):
                                 f"{ENTRIES}, in the order {[f for f, _, _ in FOLDERS]}")
 
         entries = []  # (where, folder, image number, dmos, std, reference name)
-        for index, (directory, k) in enumerate(entry_images()):
+        images = [(folder, k) for folder, count, _ in FOLDERS for k in range(1, count + 1)]
+        for index, (directory, k) in enumerate(images):
             where = base.location(path, index + 1, "entry")
             org = base.integer(arrays["orgs"][index], where, "orgs")
             if org not in (0, 1):
