@@ -39,11 +39,6 @@ def _f32(x) -> jax.Array:
     return jnp.asarray(x).astype(jnp.float32)
 
 
-def _is_concrete(x) -> bool:
-    """True when `x` has values now (not a tracer inside jit/grad), so values can be checked."""
-    return not isinstance(x, jax.core.Tracer)
-
-
 def _valid_mask(valid, batch: int, name: str = "valid") -> jax.Array:
     if valid is None:
         return jnp.ones((batch,), bool)
@@ -153,7 +148,7 @@ def distortion_fidelity_loss(probs, labels, valid=None) -> jax.Array:
     if not jnp.issubdtype(jnp.asarray(labels).dtype, jnp.integer):
         raise ValueError(f"labels must be integers (-1 = missing), "
                          f"got dtype {jnp.asarray(labels).dtype}")
-    if _is_concrete(labels):
+    if not isinstance(labels, jax.core.Tracer):  # values to check (not inside jit)
         bad = np.asarray(labels)
         bad = bad[(bad < -1) | (bad >= num_classes)]
         if bad.size:

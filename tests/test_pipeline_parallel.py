@@ -60,9 +60,10 @@ def test_scenes_come_from_the_builder_metadata(spec):
     for row, ref in zip(want, table["ref_id"]):
         row[[labels.SCENES.index(s) for s in scenes[ref]]] = 1
     np.testing.assert_array_equal(spec.scenes, want)
-    assert P.metadata_scene_labels({}, [0]) is None   # a builder that states no scenes
+    assert P.metadata_scene_labels({}, spec.source) is None   # a builder that states no scenes
     with pytest.raises(ValueError, match="reference 'b' has no entry"):
-        P.metadata_scene_labels({"references": ["a", "b"], "scenes": {"a": ["animal"]}}, [0])
+        P.metadata_scene_labels({"references": ["a", "b"], "scenes": {"a": ["animal"]}},
+                                spec.source)
 
 
 @pytest.mark.parametrize("kw", [{}, {"rot90": True, "crop_mode": "random", "crop_size": 64},

@@ -62,16 +62,18 @@ class DataSpec:
         return idx
 
 
-def metadata_scene_labels(metadata: Mapping, ref_ids) -> np.ndarray | None:
-    """float32 [N, 9] multi-hot scenes of `ref_ids` from a builder's metadata `references`
-    (name of ref_id i) and `scenes` (name -> scene words); None where it states neither."""
+def metadata_scene_labels(metadata: Mapping, source) -> np.ndarray | None:
+    """float32 [len(source), 9] multi-hot scenes from a builder's metadata `references` (name of
+    ref_id i) and `scenes` (name -> scene words); None where it states neither."""
     refs, scenes = metadata.get("references"), metadata.get("scenes")
     if not refs or not scenes:
         return None
     missing = [ref for ref in refs if ref not in scenes]
     if missing:
         raise UserError(f"builder metadata: reference {missing[0]!r} has no entry in `scenes`")
-    return labels.scene_multi_hot([scenes[ref] for ref in refs])[np.asarray(ref_ids, int)]
+    from mmpiqa_jax.data.splits import read_labels  # pylint: disable=import-outside-toplevel
+    ref_ids = read_labels(source)["ref_id"].astype(int)
+    return labels.scene_multi_hot([scenes[ref] for ref in refs])[ref_ids]
 
 
 def open_spec(name: str, data_dir: str | None = None) -> DataSpec:
@@ -79,11 +81,7 @@ def open_spec(name: str, data_dir: str | None = None) -> DataSpec:
     from mmpiqa_jax.data import registry  # pylint: disable=import-outside-toplevel
     source = registry.load_source(name, "all", data_dir, decode_images=False)
     metadata = registry.get_builder(name, data_dir).info.metadata or {}
-    scenes = None
-    if metadata.get("references") and metadata.get("scenes"):
-        from mmpiqa_jax.data.splits import read_labels  # pylint: disable=import-outside-toplevel
-        scenes = metadata_scene_labels(metadata, read_labels(source)["ref_id"])
-    return DataSpec(source, scenes=scenes, name=name)
+    return DataSpec(source, scenes=metadata_scene_labels(metadata, source), name=name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -273,9 +271,6 @@ class _StepOrder(grain.MapDataset):
         step, pos = divmod(int(index), self._batch)
         d = bisect.bisect_right(self._offsets, pos) - 1
         return self._parents[d][step * self._sizes[d] + pos - self._offsets[d]]
-
-    def __str__(self) -> str:
-        return f"_StepOrder(sizes={self._sizes})"
 
 
 def _iterator(examples: grain.MapDataset, batch_size: int, *, num_workers: int,

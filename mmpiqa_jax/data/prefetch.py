@@ -22,7 +22,7 @@ _END = object()   # the wrapped iterator is exhausted (or `limit` reached)
 class DevicePrefetch:
     """Iterator of `put(next(iterator))`, computed `size` ahead by one thread.
 
-    iterator: has `__next__`, and `get_state`/`set_state` for checkpoints.
+    iterator: has `__next__` and `get_state` (restore its state before wrapping it).
     put: host batch -> device batch (e.g. global arrays); runs in the thread.
     size: device batches kept ready. limit: batches to read at most (None: all).
     """
@@ -95,21 +95,9 @@ class DevicePrefetch:
             return self.iterator.get_state()
         return self._state
 
-    def set_state(self, state) -> None:
-        if self._thread is not None:
-            raise RuntimeError("DevicePrefetch: set_state after reading began; set the "
-                               "wrapped iterator's state before wrapping it")
-        self.iterator.set_state(state)
-
     def close(self) -> None:
         """Stops the thread (the batches it read ahead are dropped)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self._done = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

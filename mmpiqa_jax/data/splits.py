@@ -1,8 +1,7 @@
 """Splits for experiments: index arrays into a dataset's `all` data source.
 
-A split is a dict `{part: sorted int64 indices}`, e.g. `{"train": ..., "val": ..., "test": ...}`.
-Random splits go by reference image, so that no reference (and none of its distorted versions)
-falls in two parts. Split files of LIQE and pyiqa are read, matched by `name`.
+A split is a dict `{part: sorted int64 indices}`, e.g. `{"train": ..., "val": ..., "test": ...}`:
+random by reference image (`random_split`), or LIQE's and pyiqa's split files matched by `name`.
 """
 import csv
 import dataclasses
@@ -165,13 +164,9 @@ def read_liqe_file(path: str) -> list[LiqeRow]:
 
 @dataclasses.dataclass(frozen=True)
 class ImportedSplit:
-    """A split read from split files, with the labels the files carry.
-
-    parts: {part: sorted int64 indices into the dataset's `all` order}.
-    scenes: float32 [N, 9] multi-hot; a zero row where the files give no scene (or None when
-      the files carry no scenes at all).
-    distortion_class: int32 [N], the files' class per image, -1 where they say nothing (or None).
-    """
+    """A split read from split files: `parts` ({part: sorted int64 indices}), and where the files
+    carry them, `scenes` float32 [N, 9] multi-hot and `distortion_class` int32 [N] (zero rows and
+    -1 where they say nothing)."""
     parts: dict[str, np.ndarray]
     scenes: np.ndarray | None = None
     distortion_class: np.ndarray | None = None

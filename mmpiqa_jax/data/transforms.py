@@ -222,13 +222,6 @@ def random_rot90(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.stack([np.rot90(c, k) for c, k in zip(crops, turns)])
 
 
-def resize_full(image, size: int = CROP) -> np.ndarray:
-    """The whole image (PIL or uint8 [h, w, 3]) resized to size x size (bicubic). [1, s, s, 3]."""
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    return np.asarray(image.resize((size, size), Image.BICUBIC))[None]
-
-
 EVAL_CROP_MODES = ("liqe", "center", "full", "pyiqa")
 
 
@@ -238,8 +231,9 @@ def eval_crops(image, mode: str = "liqe", num: int = 15, crop: int = CROP) -> np
     image resized (`full`), or pyiqa's LIQE crops of the image as it is (`pyiqa`, <= num)."""
     if mode not in EVAL_CROP_MODES:
         raise UserError(f"unknown eval crop mode {mode!r}; expected one of {EVAL_CROP_MODES}")
-    if mode == "full":
-        return resize_full(image, crop)
+    if mode == "full":  # bicubic
+        pil = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+        return np.asarray(pil.resize((crop, crop), Image.BICUBIC))[None]
     if mode == "pyiqa":
         array = np.asarray(image)
         return take_crops(array, pyiqa_positions(*array.shape[:2], num, crop), crop)
