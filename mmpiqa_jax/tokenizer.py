@@ -60,42 +60,30 @@ def _read_openai_bpe(path: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {token: i for i, token in enumerate(vocab)}, merges
 
 
-class Tokenizer:
-    """OpenAI CLIP tokenisation around a transformers `CLIPTokenizer` that does the BPE."""
-
-    def __init__(self, backend: transformers.CLIPTokenizer):
-        self.backend = backend
-        self.sot_token_id = backend.convert_tokens_to_ids(START_OF_TEXT)
-        self.eot_token_id = backend.convert_tokens_to_ids(END_OF_TEXT)
-        self.vocab_size = len(backend)
-
-    def __call__(self, texts: str | Sequence[str],
-                 context_length: int = DEFAULT_CONTEXT_LENGTH) -> np.ndarray:
-        """int32 [N, context_length]: SOT, ids, EOT, zero padded; too long texts end with EOT."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if context_length < 2:
-            raise ValueError(f"context_length must be >= 2 (start and end tokens), "
-                             f"got {context_length}")
-        result = np.zeros((len(texts), context_length), np.int32)
-        encoded = self.backend([clean_text(t) for t in texts], add_special_tokens=False)
-        for row, ids in zip(result, encoded["input_ids"]):
-            tokens = [self.sot_token_id, *ids, self.eot_token_id]
-            if len(tokens) > context_length:
-                # open_clip truncates and keeps end-of-text as the last token.
-                tokens = tokens[:context_length - 1] + [self.eot_token_id]
-            row[:len(tokens)] = tokens
-        return result
-
-
 @functools.lru_cache(maxsize=None)
-def load_tokenizer() -> Tokenizer:
-    """OpenAI's tokenizer from the shipped BPE file, built once."""
+def load_tokenizer() -> transformers.CLIPTokenizer:
+    """The BPE backend: transformers' `CLIPTokenizer` of the shipped BPE file, built once."""
     vocab, merges = _read_openai_bpe(BPE_PATH)
-    return Tokenizer(transformers.CLIPTokenizer(vocab=vocab, merges=merges))
+    return transformers.CLIPTokenizer(vocab=vocab, merges=merges)
 
 
 def tokenize(texts: str | Sequence[str],
              context_length: int = DEFAULT_CONTEXT_LENGTH) -> np.ndarray:
-    """OpenAI CLIP's `tokenize` with the shipped vocabulary: int32 [N, context_length]."""
-    return load_tokenizer()(texts, context_length)
+    """OpenAI CLIP's `tokenize`, int32 [N, context_length]: SOT, ids, EOT, zero padded; too
+    long texts end with EOT."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if context_length < 2:
+        raise ValueError(f"context_length must be >= 2 (start and end tokens), "
+                         f"got {context_length}")
+    backend = load_tokenizer()
+    sot, eot = backend.convert_tokens_to_ids([START_OF_TEXT, END_OF_TEXT])
+    result = np.zeros((len(texts), context_length), np.int32)
+    encoded = backend([clean_text(t) for t in texts], add_special_tokens=False)
+    for row, ids in zip(result, encoded["input_ids"]):
+        tokens = [sot, *ids, eot]
+        if len(tokens) > context_length:
+            # open_clip truncates and keeps end-of-text as the last token.
+            tokens = tokens[:context_length - 1] + [eot]
+        row[:len(tokens)] = tokens
+    return result
