@@ -85,17 +85,11 @@ def categorical_fidelity(p: jax.Array, g: jax.Array, eps: float = EPS) -> jax.Ar
 def quality_fidelity_loss(scores, targets, dataset_ids, valid=None) -> jax.Array:
     """LIQE's pairwise fidelity loss for quality, over pairs (i < j) from the same dataset.
 
-    For a pair: p = Phi((s_i - s_j) / sqrt(2)), g = 1, 0.5 or 0 as y_i >, = or < y_j, loss =
-    `binary_fidelity(p, g)`.
-
-    Args:
-      scores: [B] predicted quality scores.
-      targets: [B] ground-truth MOS; only their order within a dataset is used.
-      dataset_ids: [B] int dataset of each example; pairs across datasets never count.
-      valid: optional [B] bool; False drops the example from every pair (padding).
-    Returns:
-      float32 scalar, as LIQE's `loss_m4`: the mean over each dataset's pairs, then over the
-      datasets that have a pair; 0 when none has.
+    scores, targets (MOS; only their order counts), dataset_ids (int): [B]; valid: optional [B]
+    bool, False drops the example from every pair. Per pair p = Phi((s_i - s_j) / sqrt(2)),
+    g = 1, 0.5 or 0 as y_i >, = or < y_j, loss = `binary_fidelity(p, g)`. Returns a float32
+    scalar, as LIQE's `loss_m4`: the mean over each dataset's pairs, then over the datasets
+    that have a pair; 0 when none has.
     """
     _check_vector(scores, "scores")
     _check_same_shape(scores, targets, "scores", "targets")
@@ -130,16 +124,9 @@ def _quality_core(scores, targets, ids, valid):
 
 
 def distortion_fidelity_loss(probs, labels, valid=None) -> jax.Array:
-    """Fidelity loss between predicted distortion probabilities and the one-hot label.
-
-    Args:
-      probs: [B, K] class probabilities (each row sums to 1).
-      labels: [B] int class index; -1 = missing, masked out. Out-of-range labels raise when
-        the values are concrete; under jit they count as missing.
-      valid: optional [B] bool mask, and-ed with the label mask.
-    Returns:
-      float32 scalar: the mean `categorical_fidelity` over labelled examples; 0 if none.
-    """
+    """float32 mean `categorical_fidelity` of [B, K] class probabilities against the one-hot
+    [B] int `labels` over the examples labelled (>= 0) and `valid` (optional [B] bool); 0 if
+    none. Labels outside -1 .. K - 1 raise where concrete, and count as missing under jit."""
     if jnp.ndim(probs) != 2:
         raise ValueError(f"probs must be [B, K], got shape {jnp.shape(probs)}")
     batch, num_classes = jnp.shape(probs)
@@ -167,16 +154,9 @@ def _distortion_core(probs, labels, valid):
 
 
 def scene_fidelity_loss(probs, targets, mask=None) -> jax.Array:
-    """Binary fidelity loss per scene, averaged over scenes and then over labelled examples.
-
-    Args:
-      probs: [B, S] per-scene probabilities in [0, 1] (LIQE: the scene marginal of its joint
-        softmax; MP-IQE: per-scene sigmoids).
-      targets: [B, S] multi-hot scene labels (0 / 1).
-      mask: optional [B] bool. Rows whose targets are all zero (no scenes) are masked too.
-    Returns:
-      float32 scalar; 0 if no example is labelled.
-    """
+    """float32 binary fidelity of [B, S] per-scene probabilities against multi-hot [B, S]
+    `targets`, averaged over scenes, then over the examples with a scene and `mask` (optional
+    [B] bool); 0 if none. `probs`: LIQE's scene marginal of its joint softmax, or sigmoids."""
     if jnp.ndim(probs) != 2:
         raise ValueError(f"probs must be [B, S], got shape {jnp.shape(probs)}")
     _check_same_shape(probs, targets, "probs", "targets")

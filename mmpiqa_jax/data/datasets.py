@@ -26,12 +26,9 @@ def file_name(dataset: str) -> str:
 
 @dataclasses.dataclass
 class Dataset:
-    """One prepared dataset: its spec (all examples), labels and split into parts.
-
-    table: `splits.read_labels` of every example, with `distortion_class` and `scenes` [N, 9]
-    as training uses them (the split files' labels where the records have none).
-    score_direction: the raw `mos`'s direction as the builder states it ("lower is better", ...).
-    """
+    """One prepared dataset: its spec (all examples), labels and parts. `table`:
+    `splits.read_labels`, with `scenes` [N, 9] and the split files' `distortion_class` where the
+    records have none; `score_direction`: the builder's for `mos` ("lower is better", ...)."""
     name: str
     spec: pipeline.DataSpec
     table: dict

@@ -1,12 +1,9 @@
 """The grain input pipeline over `tfds.data_source`: LIQE's training mix and multi-crop evaluation.
 
-`train_iterator` is infinite: a step holds `batch_size` examples of dataset 0, then of dataset 1,
-... (LIQE's scheme), each dataset reshuffled every epoch, and `crops_per_image` random crops of
-one (randomly flipped) image per example. `eval_iterator` gives each example once, in dataset
-order, the last batch padded. The batches depend on `seed` only, not on threads or workers, and
-`get_state()` (a JSON-serialisable dict) restored by `set_state` on an iterator built with the
-same arguments continues with exactly the next batch. Each process reads its shard
-(`grain.sharding.ShardByJaxProcess` unless `shard` is given); batch sizes are global.
+`train_iterator` is infinite, a step holding `batch_size` examples of each dataset in turn
+(LIQE's scheme); `eval_iterator` gives each example once, in dataset order. The batches depend
+on `seed` only, not on threads or workers; `get_state()` (JSON) restored by `set_state` on an
+iterator built alike continues exactly. Each process reads its shard; batch sizes are global.
 
 Batches (numpy):
   pixels            uint8 [B, crops, 224, 224, 3] RGB
@@ -37,14 +34,10 @@ _MIN_SHM_BYTES = 1 << 16   # arrays from this size leave a worker through shared
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    """One dataset as the pipeline reads it.
-
-    source: random access to examples, e.g. `registry.load_source(..., decode_images=False)`.
-    indices: the examples to use (a part of a split); all when None.
-    batch_size: examples per training step from this dataset, over all processes.
-    scenes: float32 [len(source), 9] multi-hot; a zero row (or None) means unknown.
-    distortion_class: int32 [len(source)] (-1 unknown) in place of the records' own; None: theirs.
-    """
+    """One dataset as the pipeline reads it: `source` (random access to examples), `indices`
+    (the examples to use; None: all), `batch_size` (per training step, over all processes),
+    `scenes` (float32 [len(source), 9] multi-hot, zero rows or None unknown) and
+    `distortion_class` (int32 [len(source)], -1 unknown; None: the records' own)."""
     source: Sequence[Mapping]
     indices: np.ndarray | None = None
     batch_size: int = 1
@@ -308,10 +301,9 @@ def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
     """The infinite training batches (module doc).
 
     crop_mode: `grid` (among LIQE's stride-grid positions, as LIQE trains) or `random`.
-    flip: a random horizontal flip per image (LIQE's); rot90: each crop also turned by a random
-      multiple of 90 degrees.
-    num_workers: decoding processes (0: `num_threads` threads of this one);
-      worker_buffer_size: examples each worker keeps ready (None: two batches).
+    flip: a random horizontal flip per image; rot90: each crop turned by k * 90 degrees, k random.
+    num_workers: decoding processes (0: `num_threads` threads of this one); worker_buffer_size:
+      examples each worker keeps ready (None: two batches).
     """
     if not specs:
         raise UserError("train_iterator: no datasets given")
@@ -382,10 +374,7 @@ def eval_iterator(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", n
                   crop_size: int = T.CROP, shard: grain.sharding.ShardOptions | None = None,
                   num_workers: int = 0, num_threads: int = 2) -> grain.DatasetIterator:
     """Each example of this process's shard once, in dataset order; `valid` False on padding.
-
-    crop_mode: `liqe` (LIQE's `num_crops` grid crops), `center`, `full` (the whole image
-    resized) or `pyiqa` (`transforms.eval_crops`). Every process gets as many batches.
-    """
+    crop_mode: see `transforms.eval_crops`. Every process gets as many batches."""
     if crop_mode not in T.EVAL_CROP_MODES:
         raise UserError(f"unknown eval crop mode {crop_mode!r}; expected one of "
                         f"{T.EVAL_CROP_MODES}")

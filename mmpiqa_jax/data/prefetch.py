@@ -4,9 +4,6 @@
                           size=2, limit=num_steps - start)
     batch = next(feed)            # device arrays, `size` of them ready ahead
     state = feed.get_state()      # the state after the last batch taken, at any step
-
-The thread records the wrapped iterator's state with each batch it reads, so that `get_state`
-is exact although the thread reads ahead; `limit` stops reading after that many batches.
 """
 from __future__ import annotations
 
@@ -20,12 +17,9 @@ _END = object()   # the wrapped iterator is exhausted (or `limit` reached)
 
 
 class DevicePrefetch:
-    """Iterator of `put(next(iterator))`, computed `size` ahead by one thread.
-
-    iterator: has `__next__` and `get_state` (restore its state before wrapping it).
-    put: host batch -> device batch (e.g. global arrays); runs in the thread.
-    size: device batches kept ready. limit: batches to read at most (None: all).
-    """
+    """Iterator of `put(next(iterator))` (put: host batch -> device batch, run in the thread),
+    `size` ahead, `limit` batches at most (None: all). The `iterator` has `get_state`; restore
+    its state before wrapping it."""
 
     def __init__(self, iterator: Iterator, put: Callable[[Any], Any], *, size: int = 2,
                  limit: int | None = None):
@@ -43,6 +37,7 @@ class DevicePrefetch:
         return self
 
     def _run(self) -> None:
+        # The state recorded with each batch makes `get_state` exact despite the read-ahead.
         k = 0
         try:
             while not self._stop.is_set() and (self.limit is None or k < self.limit):

@@ -77,9 +77,8 @@ def prepare(name: str, manual_dir: str | None = None, data_dir: str | None = Non
     """Builds `name` into `data_dir` from the user's folder `manual_dir` (none for embedded ones).
 
     allow_partial: accept another image count than the published one (metadata `partial`).
-    liqe_resize: store the images after LIQE's resize (metadata `liqe_resized`; no `full`
-      evaluation from them). uncompressed: store them as BMP (metadata `uncompressed`).
-    Each storage variant needs a data dir of its own.
+    liqe_resize, uncompressed: store the images after LIQE's resize (no `full` evaluation from
+    them), as BMP; metadata `liqe_resized`, `uncompressed`; each in a data dir of its own.
     """
     base, _ = _split_name(name)
     if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
@@ -119,11 +118,8 @@ def prepare(name: str, manual_dir: str | None = None, data_dir: str | None = Non
 
 def load_source(name: str, split: str = "all", data_dir: str | None = None, *,
                 decode_images: bool = True):
-    """The `tfds.data_source` of a prepared dataset: random access to examples (dicts).
-
-    `split="all"` is every example in the dataset's order (`splits` index into it); with
-    `decode_images=False` the `image` field stays encoded bytes.
-    """
+    """The `tfds.data_source` of a prepared dataset (`all`: every example, in order); with
+    `decode_images=False` the `image` field stays encoded bytes."""
     builder = get_builder(name, data_dir)
     if not builder.is_prepared():
         raise MissingFileError(

@@ -40,11 +40,8 @@ ALL = "*"
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """One split source. kind: `ratios` | `official` | `liqe` | `pyiqa`.
-
-    ratios: fractions of the references per part; path: LIQE's folder or pyiqa's CSV;
-    extra: pyiqa's `.pkl` file or split column ("" = column `split`).
-    """
+    """One split source of `kind` `ratios` (fractions per part), `official`, `liqe` (`path`: its
+    folder) or `pyiqa` (`path`: the CSV, `extra`: a `.pkl` file or a column, "" = `split`)."""
     kind: str
     ratios: tuple[float, ...] = ()
     path: str = ""
@@ -155,11 +152,8 @@ def liqe_split_dir(directory: str, dataset: str, seed: int) -> tuple[str, str]:
 
 def resolve(source: Source, dataset: str, table: Mapping[str, np.ndarray], *, seed: int,
             official=None) -> splits.ImportedSplit:
-    """The split of one dataset from `source`.
-
-    table: the dataset's labels (`splits.read_labels`). seed: `data.split_seed`.
-    official: a callable returning the dataset's own split, called for `official` only.
-    """
+    """The split of one dataset from `source`, given its labels (`splits.read_labels`), the
+    `data.split_seed`, and a callable giving its own split (called for `official` only)."""
     if not 0 <= seed <= 9 and source.kind in ("liqe", "pyiqa"):
         raise UserError(f"data.split_seed={seed}: {source.kind} split files number 1..10 "
                         "(split_seed 0..9)")

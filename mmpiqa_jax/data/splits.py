@@ -44,9 +44,8 @@ _PART_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
 
 def random_split(ref_ids: Sequence[int], ratios: Sequence[float], seed: int = 0
                  ) -> dict[str, np.ndarray]:
-    """Seeded random split of examples by reference: the references are shuffled and cut by
-    `ratios` (2 or 3 fractions summing to 1, `split_spec.parse_ratios`), each example follows
-    its reference."""
+    """Seeded random split by reference: the references shuffled and cut by `ratios` (2 or 3
+    fractions summing to 1), each example following its reference."""
     ref_ids = np.asarray(ref_ids)
     refs = np.random.default_rng(seed).permutation(np.unique(ref_ids))
     # Cumulative rounding: the parts' sizes add up to the number of references exactly.
@@ -60,9 +59,8 @@ def random_split(ref_ids: Sequence[int], ratios: Sequence[float], seed: int = 0
 # Labels of a data source, and matching names to indices.
 
 def read_labels(source) -> dict[str, np.ndarray]:
-    """Every example's labels (no image) from a data source: name, mos, mos_std, quality,
-    ref_id, distortion_type, distortion_class, level. Open the source with
-    `decode_images=False` to skip decoding the images."""
+    """Every example's labels from a data source (best opened with `decode_images=False`):
+    name, mos, mos_std, quality, ref_id, distortion_type, distortion_class, level."""
     fields = ("name", "mos", "mos_std", "quality", "ref_id", "distortion_type",
               "distortion_class", "level")
     rows = [source[i] for i in range(len(source))]
@@ -278,9 +276,8 @@ def _number_or_nan(text) -> float:
 
 def import_pyiqa(path: str, names: Sequence[str], split_column: str = "split",
                  dataset: str = "dataset", quality=None) -> dict[str, np.ndarray]:
-    """The split in column `split_column` of a pyiqa meta CSV, matched strictly to `names`
-    (the dataset's `all` order). Rows with an empty split value are left out. With `quality`,
-    the CSV's score column must rank the images alike (either direction)."""
+    """The split in column `split_column` of a pyiqa meta CSV (empty values left out), matched
+    strictly to `names`; with `quality`, its scores must rank the images alike, either way."""
     header, rows = _read_pyiqa_csv(path)
     if split_column not in header:
         raise UserError(f"{path}: no column {split_column!r}; columns: {header}")

@@ -73,11 +73,8 @@ def _check_png_chunks(data: memoryview) -> None:
 
 
 def decode_array(image, libspng: bool = True) -> np.ndarray:
-    """Encoded bytes (or a uint8 array) as RGB pixels, uint8 [h, w, 3]: `decode_rgb`'s pixels.
-
-    8-bit RGB PNGs are decoded by libspng (after a check of their chunks' CRCs), the rest by
-    pillow; libspng: False decodes everything with pillow (which releases the GIL).
-    """
+    """Encoded bytes (or a uint8 array) as `decode_rgb`'s pixels, uint8 [h, w, 3]: 8-bit RGB
+    PNGs by libspng (after a check of their CRCs), unless `libspng` is False, the rest by pillow."""
     if isinstance(image, memoryview):
         image = image.tobytes()
     if libspng and isinstance(image, (bytes, bytearray)) and is_rgb8_png(image):
@@ -92,18 +89,15 @@ def decode_array(image, libspng: bool = True) -> np.ndarray:
     return np.asarray(decode_rgb(image))
 
 
-def liqe_resize(image, max_short: int = MAX_SHORT_SIDE, crop: int = CROP):
-    """LIQE's AdaptiveResize: only when both sides exceed `max_short`, shrink the short side to it.
-
-    A short side below `crop` is enlarged to `crop` (bicubic; LIQE asserts instead). Takes a PIL
-    image or uint8 [h, w, 3] and returns the same kind (the same object when nothing changes).
-    """
+def liqe_resize(image, crop: int = CROP):
+    """LIQE's AdaptiveResize: a short side above `MAX_SHORT_SIDE` shrinks to it, one below `crop`
+    grows to `crop` (bicubic; LIQE asserts instead). Takes a PIL image or uint8 [h, w, 3] and
+    returns the same kind (the same object when nothing changes)."""
     is_array = isinstance(image, np.ndarray)
     h, w = image.shape[:2] if is_array else image.size[::-1]
     short = min(w, h)
-    if short > max_short:
-        target = max_short
-        resample = Image.BILINEAR  # torchvision's Resize default on PIL images, as LIQE uses
+    if short > MAX_SHORT_SIDE:  # bilinear: torchvision's Resize default on PIL images
+        target, resample = MAX_SHORT_SIDE, Image.BILINEAR
     elif short < crop:
         target, resample = crop, Image.BICUBIC
     else:
@@ -120,12 +114,8 @@ def liqe_resize(image, max_short: int = MAX_SHORT_SIDE, crop: int = CROP):
 
 def stored_bytes(data: bytes, *, resize: bool = False, uncompressed: bool = False) -> bytes:
     """An encoded image as `mmpiqa prepare` stores it, decoding to exactly the pixels that
-    `decode_rgb` (then `liqe_resize`, when `resize`) gives of `data`.
-
-    resize: LIQE's resize done once (`--liqe-resize`; resizing again changes nothing).
-    uncompressed: a 24-bit BMP (`--uncompressed`). Otherwise the bytes as they are when
-      nothing changes, and a resized image as PNG.
-    """
+    `decode_rgb` (then `liqe_resize`, with `resize`: `--liqe-resize`) gives of `data`: a 24-bit
+    BMP with `uncompressed`, else the bytes as they are when nothing changes, or a PNG."""
     if not resize and not uncompressed:
         return bytes(data)
     image = decode_rgb(data)

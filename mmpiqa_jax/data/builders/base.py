@@ -306,11 +306,8 @@ def encode_image(path: pathlib.Path, short_side: int | None = None) -> bytes:
 # The builder.
 
 class IqaBuilder(DeterministicBuilder):
-    """Base of the builders of published IQA datasets, built from the user's folder.
-
-    A record count other than `PUBLISHED_RECORDS` is refused unless `allow_partial`; the
-    metadata records `partial`, `published_records` and `records`.
-    """
+    """Base of the builders of published IQA datasets, built from the user's folder: a count
+    other than `PUBLISHED_RECORDS` is refused unless `allow_partial` (metadata `partial`)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release: features of mmpiqa_jax.data.features.iqa_features."}

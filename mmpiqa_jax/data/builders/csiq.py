@@ -24,9 +24,8 @@ _COLUMNS = ("image", "dst_type", "dst_lev", "dmos")
 class Csiq(base.IqaBuilder):
     """CSIQ: 866 distorted images of 30 references, 6 distortion types at 4 - 5 levels.
 
-    `mos` is the `dmos` column (lower is better, 0 - 1), `mos_std` the `dmos_std` column;
-    `distortion_type` is `dst_type`, `level` is `dst_lev`, `ref_id` the position of `image` among
-    the sorted reference names.
+    `mos` is `dmos` (lower is better, 0 - 1), `mos_std` `dmos_std`, `distortion_type` `dst_type`,
+    `level` `dst_lev`; `ref_id` the position of `image` among the sorted reference names.
     """
 
     PUBLISHED_RECORDS = 866  # distorted images

@@ -15,9 +15,8 @@ TRAINING_ENTRIES = 7
 class LiveChallenge(base.IqaBuilder):
     """CLIVE: 1,162 in-the-wild photographs from mobile devices.
 
-    `mos` is `AllMOS_release` (higher is better, 0 - 100), `mos_std` is `AllStdDev_release`;
-    the first 7 entries (rater training images) are left out. `ref_id` is the image's position
-    among the kept entries.
+    `mos` is `AllMOS_release` (higher is better, 0 - 100), `mos_std` `AllStdDev_release`; the
+    first 7 entries (rater training images) are left out. `ref_id` counts the kept entries.
     """
 
     PUBLISHED_RECORDS = 1_162  # the 7 training images left out

@@ -37,13 +37,11 @@ class LiveConfig(tfds.core.BuilderConfig):
 class LiveIqa(base.IqaBuilder):
     """LIVE Release 2: 779 distorted images of 29 references, 5 distortion types.
 
-    `mos` is a DMOS (lower is better). Config `realigned` (default) reads `dmos_new` and
-    `dmos_std` of `dmos_realigned.mat`, mapped as LIQE does, quality = (111.77 - x) / 111.77;
-    config `original` reads `dmos` of `dmos.mat` (no std), quality = (100 - x) / 100 as pyiqa.
-    Both scales run slightly past their nominal ends, so quality is clipped to [0, 1].
-    Entries marked in `orgs` (copies of the references) are left out. `distortion_type` is the
-    folder name, `level` is 0 (LIVE publishes no levels), `ref_id` the position of the
-    reference name (`refnames_all.mat`) among the sorted names.
+    `mos` is a DMOS (lower is better): config `realigned` (default) reads `dmos_new` and
+    `dmos_std` of `dmos_realigned.mat`, quality = (111.77 - x) / 111.77 as LIQE; `original`
+    `dmos` of `dmos.mat` (no std), quality = (100 - x) / 100 as pyiqa; both clipped to [0, 1].
+    Copies of the references (`orgs`) are left out. `distortion_type` is the folder, `level` 0,
+    `ref_id` the position of the reference name (`refnames_all.mat`) among the sorted names.
     """
 
     BUILDER_CONFIGS = [
