@@ -216,13 +216,6 @@ def test_worker_processes_give_the_same_batches_and_resume(spec, table):
         np.testing.assert_array_equal(a["index"], b["index"])
 
 
-def test_clip_normalisation():
-    x = np.array([[[0, 128, 255]]], np.uint8)
-    want = (x / 255.0 - T.CLIP_MEAN) / T.CLIP_STD
-    np.testing.assert_allclose(T.normalize(x), want, atol=1e-6)
-    assert T.normalize(x).dtype == np.float32
-
-
 def test_random_rot90_turns_each_crop_on_its_own():
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)

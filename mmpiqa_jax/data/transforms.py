@@ -1,7 +1,7 @@
 """Image ops of LIQE's preprocessing, on PIL images and numpy arrays (host side, per example).
 
-Crops are (top, left) positions of `crop` x `crop` windows; images are uint8 [h, w, 3] until
-`normalize`, which gives CLIP-normalised float32.
+Crops are (top, left) positions of `crop` x `crop` windows; images and crops are uint8 [h, w, 3]
+(the models CLIP-normalise them, `models.preprocess`, with `CLIP_MEAN` and `CLIP_STD`).
 """
 import io
 import zlib
@@ -231,15 +231,3 @@ def eval_crops(image, mode: str = "liqe", num: int = 15, crop: int = CROP) -> np
     h, w = array.shape[:2]
     pos = liqe_test_positions(h, w, num, crop) if mode == "liqe" else center_position(h, w, crop)
     return take_crops(array, pos, crop)
-
-
-_SCALE = (1.0 / (255.0 * CLIP_STD)).astype(np.float32)
-_OFFSET = (-CLIP_MEAN / CLIP_STD).astype(np.float32)
-
-
-def normalize(pixels: np.ndarray) -> np.ndarray:
-    """uint8 RGB -> float32 (x / 255 - mean) / std with CLIP's mean and std."""
-    out = pixels.astype(np.float32)
-    out *= _SCALE
-    out += _OFFSET
-    return out
