@@ -38,14 +38,9 @@ def _bytes_to_unicode() -> dict[int, str]:
     """OpenAI's reversible map from the 256 byte values to printable unicode characters."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars)))
+    others = [b for b in range(256) if b not in printable]  # mapped to 256, 257, ...
+    chars = printable + [256 + i for i in range(len(others))]
+    return dict(zip(printable + others, map(chr, chars)))
 
 
 def _read_openai_bpe(path: str) -> tuple[dict[str, int], list[tuple[str, str]]]:

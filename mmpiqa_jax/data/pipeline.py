@@ -111,10 +111,8 @@ class _Example:
         self.name = spec.name or f"dataset {dataset_id}"
 
     def labels(self, index: int, record: Mapping) -> dict:
-        if self.scenes is not None:
-            scenes = np.asarray(self.scenes[index], np.float32)
-        else:
-            scenes = np.zeros(labels.NUM_SCENES, np.float32)
+        scenes = (np.zeros(labels.NUM_SCENES, np.float32) if self.scenes is None
+                  else np.asarray(self.scenes[index], np.float32))
         return {
             "quality": np.float32(record["quality"]),
             "mos": np.float32(record["mos"]),
@@ -318,7 +316,6 @@ def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
                                               shard.shard_index)
     per_dataset, sizes = [], []
     for d, spec in enumerate(specs):
-        name = spec.name or f"dataset {d}"
         if quotas is None:
             local = spec.batch_size // count
             indices = shard_indices(spec.all_indices(), shard)
@@ -328,8 +325,8 @@ def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
                 continue
             indices = quota_indices(spec.all_indices(), spec.batch_size, quotas[d])
         if local < 1 or len(indices) < 1:
-            raise UserError(f"{name}: nothing to read (batch size {local} per process, "
-                            f"{len(indices)} examples in shard {shard.shard_index})")
+            raise UserError(f"{spec.name or f'dataset {d}'}: nothing to read (batch size {local} "
+                            f"per process, {len(indices)} examples in shard {shard.shard_index})")
         # The per-example randomness is that of the example's position in its dataset's
         # stream (seed + position), whoever reads it: threads and workers change nothing.
         ds = (grain.MapDataset.source(indices)

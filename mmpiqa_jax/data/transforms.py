@@ -103,10 +103,7 @@ def liqe_resize(image, crop: int = CROP):
     else:
         return image
     # torchvision's Resize(int): the short side becomes `target`, the long one int(target * ratio).
-    if w <= h:
-        size = (target, int(target * h / w))
-    else:
-        size = (int(target * w / h), target)
+    size = (target, int(target * h / w)) if w <= h else (int(target * w / h), target)
     if is_array:
         return np.asarray(Image.fromarray(image).resize(size, resample))
     return image.resize(size, resample)
@@ -153,11 +150,7 @@ def liqe_test_positions(height: int, width: int, num: int = 15, crop: int = CROP
     of fewer than `num` (LIQE asserts) gives positions floor(i * n_grid / num), with repeats."""
     grid = grid_positions(height, width, crop)
     n = len(grid)
-    if n >= num:
-        sel = (n // num) * np.arange(num)
-    else:
-        sel = (np.arange(num) * n) // num
-    return grid[sel]
+    return grid[(n // num) * np.arange(num) if n >= num else (np.arange(num) * n) // num]
 
 
 PYIQA_STRIDE = 32  # pyiqa's LIQE: `step`, the same for every image size

@@ -216,10 +216,7 @@ def read_delimited(path: pathlib.Path, delimiters: str = ",") -> list[tuple[int,
 def read_sheet(path: pathlib.Path, sheet: str | None = None) -> list[tuple[int, list[Any]]]:
     """Rows of sheet `sheet` (None: the first) of an `.xlsx` or `.xls`, empty rows left out."""
     try:
-        if path.suffix.lower() == ".xls":
-            rows = _xls_rows(path, sheet)
-        else:
-            rows = _xlsx_rows(path, sheet)
+        rows = (_xls_rows if path.suffix.lower() == ".xls" else _xlsx_rows)(path, sheet)
     except Exception as error:  # the readers raise many kinds on a broken file
         raise UserError(f"cannot read score file {path}: {error}") from error
     return [(n, list(row)) for n, row in rows
@@ -345,7 +342,10 @@ class IqaBuilder(DeterministicBuilder):
         folder = Folder(dl_manager.manual_dir)
         score, splits, extra = self._read(folder)
         # Everything is checked here, before the first example is written.
-        examples = {split: self._examples(records, score) for split, records in splits.items()}
+        if not all(splits.values()):
+            raise UserError(f"score file {score.file} lists no images")
+        examples = {split: [(r, score.quality(r.mos, r.where)) for r in records]
+                    for split, records in splits.items()}
         by_name(r for records in splits.values() for r in records)
         count = self._check_count(sum(len(records) for records in splits.values()),
                                   folder.root / score.file)
@@ -383,12 +383,6 @@ class IqaBuilder(DeterministicBuilder):
     def _encode(self, record: Record) -> bytes:
         """The image bytes to store; builders that resize override this."""
         return encode_image(record.path)
-
-    @staticmethod
-    def _examples(records: list[Record], score: Score) -> list[tuple[Record, float]]:
-        if not records:
-            raise UserError(f"score file {score.file} lists no images")
-        return [(record, score.quality(record.mos, record.where)) for record in records]
 
 
 def by_name(items: Iterable[Any]) -> dict[str, Any]:

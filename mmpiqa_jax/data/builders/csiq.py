@@ -45,10 +45,8 @@ class Csiq(base.IqaBuilder):
 
     def _read(self, folder):
         path = folder.require(*SCORE_FILES)
-        if path.suffix.lower() == ".txt":
-            rows = base.read_delimited(path, delimiters="\t,")
-        else:
-            rows = base.read_sheet(path, SHEET)
+        rows = (base.read_delimited(path, delimiters="\t,") if path.suffix.lower() == ".txt"
+                else base.read_sheet(path, SHEET))
         parsed = []
         for n, row in base.table(rows, _COLUMNS, path, optional=("dmos_std",)):
             where = base.location(path, n)
