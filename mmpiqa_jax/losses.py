@@ -17,19 +17,6 @@ import numpy as np
 
 EPS = 1e-8  # LIQE's `esp`.
 
-__all__ = [
-    "EPS",
-    "binary_fidelity",
-    "categorical_fidelity",
-    "quality_fidelity_loss",
-    "distortion_fidelity_loss",
-    "scene_fidelity_loss",
-    "l1_loss",
-    "plcc_loss",
-    "DWAState",
-    "DynamicWeightAverage",
-]
-
 
 # ---------------------------------------------------------------------------------------------
 # Helpers.
@@ -236,15 +223,10 @@ class DWAState(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class DynamicWeightAverage:
-    """Dynamic Weight Average (Liu et al., CVPR 2019), as LIQE uses it.
-
-    w_k = K * softmax_k(r / T), r_k = L_k(t - 1) / L_k(t - 2) the ratio of the mean task losses
-    of the last two finished epochs; all weights are 1 during the first two epochs.
-
-        state = dwa.init()
-        loss = jnp.sum(dwa.weights(state) * task_losses)        # every step
-        state = dwa.accumulate(state, task_losses)              # every step
-        state = dwa.end_epoch(state)                            # once per epoch
+    """Dynamic Weight Average (Liu et al., CVPR 2019), as LIQE uses it: w_k = K softmax_k(r / T),
+    r_k = L_k(t - 1) / L_k(t - 2) the ratio of the mean task losses of the last two finished
+    epochs (all weights 1 before). Each step: `jnp.sum(weights(state) * task_losses)` and
+    `state = accumulate(state, task_losses)`; each epoch: `state = end_epoch(state)`.
     """
 
     num_tasks: int

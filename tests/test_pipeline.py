@@ -188,7 +188,7 @@ def test_liqe_resize_and_grid():
     assert size(2000, 1000) == (1536, 768)       # both sides exceed 768
     assert size(4000, 700) == (4000, 700)        # one side below 768: unchanged
     assert size(300, 200) == (336, 224)          # too small for a 224 crop: enlarged
-    assert T.grid_stride(768, 1024) == 48 and T.grid_stride(768, 1023) == 32
+    assert T.grid_positions(768, 1024)[1, 1] == 48 and T.grid_positions(768, 1023)[1, 1] == 32
     grid = T.grid_positions(288, 384)             # (288 - 224) // 32 + 1 = 3 rows, 6 columns
     assert grid.shape == (18, 2) and grid[:7].tolist() == [
         [0, 0], [0, 32], [0, 64], [0, 96], [0, 128], [0, 160], [32, 0]]

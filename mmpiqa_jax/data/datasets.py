@@ -19,8 +19,7 @@ WHOLE = "all"  # the split name of a dataset evaluated whole (cross-dataset)
 
 
 def file_name(dataset: str) -> str:
-    """A dataset name as used in `eval/<dataset>-<split>.*` (`synthetic_iqa/small` ->
-    `synthetic_iqa_small`)."""
+    """A dataset name as in `eval/<dataset>-<split>.*`: `synthetic_iqa/small` -> `..._small`."""
     return dataset.replace("/", "_")
 
 

@@ -137,8 +137,7 @@ class _Example:
 
 
 class _TrainMap(grain.transforms.RandomMap):
-    """index -> {pixels [crops, s, s, 3], labels}: flip, LIQE resize, random crops, and (with
-    `rot90`) each crop turned by a random multiple of 90 degrees."""
+    """index -> {pixels [crops, s, s, 3], labels}: flip, LIQE resize, random crops, turns."""
 
     def __init__(self, example: _Example, crops: int, crop_size: int, crop_mode: str, flip: bool,
                  rot90: bool = False):
@@ -192,8 +191,7 @@ def _shard_options(shard, drop_remainder: bool) -> grain.sharding.ShardOptions:
 
 
 def shard_indices(indices: np.ndarray, shard: grain.sharding.ShardOptions) -> np.ndarray:
-    """This process's examples: every `shard_count`-th from `shard_index` (all shards disjoint;
-    together they cover `indices`, less the remainder when `drop_remainder`)."""
+    """Every `shard_count`-th of `indices` from `shard_index` (less the remainder if asked)."""
     indices = np.asarray(indices)
     if shard.drop_remainder:
         indices = indices[: len(indices) // shard.shard_count * shard.shard_count]
@@ -202,9 +200,8 @@ def shard_indices(indices: np.ndarray, shard: grain.sharding.ShardOptions) -> np
 
 def process_quotas(sizes: Sequence[int], num_processes: int, process_index: int
                    ) -> list[tuple[int, ...]]:
-    """The slots of `process_index` in each dataset's part of a global step of `sizes[d]`
-    examples of dataset d: positions 0 .. sizes[d] - 1, the step's examples dealt out
-    round-robin to `num_processes` processes. Only `sum(sizes)` must divide by the count."""
+    """Per dataset d, the positions (of 0 .. sizes[d] - 1) that `process_index` reads when a
+    global step's examples are dealt out round-robin; `sum(sizes)` must divide by the count."""
     total = int(sum(sizes))
     if total % num_processes:
         raise UserError(f"the batch of {total} examples per step ({list(sizes)}) does not "
@@ -242,9 +239,8 @@ def _seed(*parts: int) -> int:
 # Training.
 
 class _StepOrder(grain.MapDataset):
-    """The examples of several datasets in batch order: element j is example j % B of step
-    j // B, where a step holds `sizes[0]` examples of parent 0, then `sizes[1]` of parent 1, ...
-    (B = sum of sizes); parent d's example k * sizes[d] + r is the r-th of its part of step k."""
+    """The examples of several datasets in step order: a step of B = sum(sizes) holds `sizes[0]`
+    of parent 0, then `sizes[1]` of parent 1, ...; parent d's k * sizes[d] + r is the r-th."""
 
     def __init__(self, parents: Sequence[grain.MapDataset], sizes: Sequence[int], steps: int):
         super().__init__(list(parents))
@@ -267,8 +263,7 @@ class _StepOrder(grain.MapDataset):
 def _iterator(examples: grain.MapDataset, batch_size: int, *, num_workers: int,
               num_threads: int, worker_buffer_size: int | None = None,
               batch_fn: Callable | None = None, drop_remainder: bool = True):
-    """Batches of `examples` in order, two ahead, stacked here by `num_threads` threads or,
-    with `num_workers` processes, by each worker (only batches cross the process boundary)."""
+    """Batches of `examples` in order, stacked by `num_threads` threads or in each worker."""
     if num_workers < 0 or num_threads < 0:
         raise UserError(f"num_workers={num_workers} and num_threads={num_threads} must be >= 0")
     if num_workers == 0:
@@ -344,8 +339,7 @@ def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
 
 
 def train_element_spec(config) -> dict:
-    """Shapes and dtypes of one GLOBAL training batch as `train_iterator` makes it from
-    `config.data`: {key: jax.ShapeDtypeStruct}."""
+    """{key: jax.ShapeDtypeStruct} of one global training batch made from `config.data`."""
     import jax  # pylint: disable=import-outside-toplevel
     d = config.data
     b = int(sum(d.batch_sizes.values()))

@@ -102,8 +102,8 @@ def _parse_source(text: str, item: str, source: str) -> Source:
 
 
 def parse(text: str, datasets: Sequence[str] = ()) -> SplitSpec:
-    """Parses `data.split`; with `datasets` (the training datasets), also checks that every
-    named dataset is one of them and that each gets a source."""
+    """Parses `data.split`; with `datasets` (the training ones), checks that it names only
+    those and gives each a source."""
     by_dataset: dict[str, Source] = {}
     default = None
     for item in (i.strip() for i in str(text).split(",")):

@@ -102,9 +102,8 @@ class NameIndex:
 
     def indices(self, names: Sequence[str], rows: Sequence, where: str,
                 seen: dict[int, str]) -> np.ndarray:
-        """Indices of a file's image names (`rows`: their row numbers in `where`); raises at the
-        first name not in the dataset, or listed twice (in this file or an earlier one, recorded
-        in `seen`)."""
+        """Indices of a file's image names (`rows`: their rows in `where`); raises at the first
+        name not in the dataset, or listed twice (here or in an earlier file, `seen`)."""
         found = []
         for name, row in zip(names, rows):
             i = self.find(name)
@@ -177,9 +176,8 @@ MIN_SCORE_AGREEMENT = 0.99
 
 def check_score_agreement(path: str, rows: Sequence[int], scores: np.ndarray,
                           quality: np.ndarray, *, either_direction: bool = False) -> None:
-    """Raises when Spearman(file scores, dataset quality) < `MIN_SCORE_AGREEMENT`, naming the
-    file and its first badly ranked row. `rows`: the file's row (line) numbers; with
-    `either_direction`, a file ordered the other way (a DMOS) passes too."""
+    """Raises, naming `path` and its first badly ranked of `rows`, when Spearman(file scores,
+    dataset quality) < `MIN_SCORE_AGREEMENT` (either sign with `either_direction`)."""
     scores, quality = np.asarray(scores, np.float64), np.asarray(quality, np.float64)
     if len(scores) < 3 or np.ptp(scores) == 0 or np.ptp(quality) == 0:
         return
@@ -209,9 +207,8 @@ def _liqe_class(db: str, row: LiqeRow) -> str:
 
 def import_liqe(directory: str, db: str, names: Sequence[str], quality=None) -> ImportedSplit:
     """LIQE's split files `<directory>/<db>_{train,val,test}_clip.txt`, with their scenes and
-    distortion classes, matched strictly to `names` (the dataset's `all` order): every listed
-    image must be in the dataset, in one part only. With `quality` ([N], higher is better),
-    each file's scores must rank the images alike (`check_score_agreement`)."""
+    distortion classes, matched strictly to `names` (each listed image in the dataset, in one
+    part); with `quality` ([N]), each file's scores must rank the images alike."""
     index = NameIndex(names, db)
     scenes = np.zeros((len(names), labels.NUM_SCENES), np.float32)
     classes = np.full(len(names), -1, np.int32)
@@ -240,8 +237,7 @@ _PYIQA_NAME_COLUMNS = ("dist_name", "img_name", "image_name", "name")
 
 
 def _read_pyiqa_csv(path: str) -> tuple[list[str], list[dict]]:
-    """(header, rows) of a pyiqa meta CSV; each row also holds its line number under `_line`
-    and its name under `_name`."""
+    """(header, rows) of a pyiqa meta CSV, each row with its `_line` number and `_name`."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
@@ -302,8 +298,7 @@ def import_pyiqa(path: str, names: Sequence[str], split_column: str = "split",
 
 def import_pyiqa_pickle(meta_csv: str, split_pkl: str, split_index: int, names: Sequence[str],
                         dataset: str = "dataset", quality=None) -> dict[str, np.ndarray]:
-    """Split `split_index` (pyiqa counts from 1) of a pyiqa split file: a pickled
-    `{index: {"train" | "val" | "test": [row indices into the meta CSV's data rows]}}`."""
+    """Split `split_index` (from 1) of a pyiqa `.pkl`: {index: {part: [meta CSV data rows]}}."""
     header, rows = _read_pyiqa_csv(meta_csv)
     with open(split_pkl, "rb") as f:
         table = pickle.load(f)  # a user's own file; pyiqa's format is a pickle
@@ -343,8 +338,7 @@ def official_split(name: str, data_dir: str | None = None) -> dict[str, np.ndarr
 
 
 def builder_split(builder) -> dict[str, np.ndarray]:
-    """The splits a prepared tfds builder wrote, as indices into its `all` split, matched by
-    name (part names normalised: `validation` -> `val`)."""
+    """The splits a prepared builder wrote, as indices into its `all` (`validation` -> `val`)."""
     parts = list(builder.info.splits.keys())
     if len(parts) < 2:
         raise UserError(f"dataset {builder.name!r} has no official split (its splits: {parts})")

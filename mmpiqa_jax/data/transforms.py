@@ -131,15 +131,12 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-def grid_stride(height: int, width: int) -> int:
-    """LIQE's test stride: 48 when a side is >= 1024 (after the resize), else 32."""
-    return 48 if max(height, width) >= 1024 else 32
-
-
 def grid_positions(height: int, width: int, crop: int = CROP,
                    stride: int | None = None) -> np.ndarray:
-    """All (top, left) of the stride grid, row-major, as torch's `unfold` orders them. [n, 2]."""
-    stride = grid_stride(height, width) if stride is None else stride
+    """All (top, left) of the stride grid, row-major, as torch's `unfold` orders them. [n, 2].
+    The stride is LIQE's unless given: 48 when a side is >= 1024 (after the resize), else 32."""
+    if stride is None:
+        stride = 48 if max(height, width) >= 1024 else 32
     tops = np.arange(0, height - crop + 1, stride)
     lefts = np.arange(0, width - crop + 1, stride)
     return np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
@@ -157,9 +154,8 @@ PYIQA_STRIDE = 32  # pyiqa's LIQE: `step`, the same for every image size
 
 
 def pyiqa_positions(height: int, width: int, num: int = 15, crop: int = CROP) -> np.ndarray:
-    """pyiqa's LIQE test crops of an image as it is (no resize): of the stride grid's n
-    positions, min(n, num) at k * max(1, n // num). [min(n, num), 2]; raises for a side below
-    `crop` (pyiqa asserts)."""
+    """pyiqa's LIQE test crops of an image as it is, [min(n, num), 2]: of the n grid positions,
+    those at k * max(1, n // num); raises for a side below `crop` (pyiqa asserts)."""
     if height < crop or width < crop:
         raise UserError(f"pyiqa crops need both sides >= {crop} (pyiqa's LIQE does not resize), "
                         f"got {width}x{height}")
@@ -176,8 +172,8 @@ def center_position(height: int, width: int, crop: int = CROP) -> np.ndarray:
 
 def random_positions(height: int, width: int, num: int, rng: np.random.Generator,
                      crop: int = CROP, mode: str = "grid") -> np.ndarray:
-    """`num` training crops, [num, 2]: `grid` draws grid positions with replacement, as LIQE's
-    training does; `random` (`pipeline.train_iterator` checks the mode) any position uniformly."""
+    """`num` training crops, [num, 2]: grid positions with replacement (`grid`, LIQE's), or any
+    positions (`random`; `pipeline.train_iterator` checks the mode)."""
     if mode == "grid":
         grid = grid_positions(height, width, crop)
         return grid[rng.integers(0, len(grid), size=num)]
@@ -187,8 +183,7 @@ def random_positions(height: int, width: int, num: int, rng: np.random.Generator
 
 def take_crops(image: np.ndarray, positions: np.ndarray, crop: int = CROP,
                mirror: bool = False) -> np.ndarray:
-    """The windows at `positions` of a [h, w, c] image, or with `mirror` of the image flipped
-    left-right (positions in the flipped image). [n, crop, crop, c], same dtype."""
+    """The [n, crop, crop, c] windows at `positions` of an [h, w, c] image (or of it mirrored)."""
     if not mirror:
         return np.stack([image[t:t + crop, l:l + crop] for t, l in positions])
     # The flipped image's window at left l is the window at w - l - crop, reversed: only the
@@ -209,9 +204,8 @@ EVAL_CROP_MODES = ("liqe", "center", "full", "pyiqa")
 
 
 def eval_crops(image, mode: str = "liqe", num: int = 15, crop: int = CROP) -> np.ndarray:
-    """uint8 [n, crop, crop, 3] evaluation crops of an RGB image (PIL or uint8 [h, w, 3]):
-    LIQE's `num` grid crops after its resize (`liqe`), the centre crop (`center`), the whole
-    image resized (`full`), or pyiqa's LIQE crops of the image as it is (`pyiqa`, <= num)."""
+    """uint8 [n, crop, crop, 3] evaluation crops of an RGB image (PIL or uint8 [h, w, 3]): `liqe`
+    (`num` grid crops after LIQE's resize), `center`, `full` (resized), `pyiqa` (<= num, as is)."""
     if mode not in EVAL_CROP_MODES:
         raise UserError(f"unknown eval crop mode {mode!r}; expected one of {EVAL_CROP_MODES}")
     if mode == "full":  # bicubic

@@ -103,9 +103,6 @@ class Folder:
 
     def find(self, relative: str) -> pathlib.Path | None:
         """The file or folder at `relative` (any case), or None."""
-        path = self.root / relative
-        if path.exists():
-            return path
         path = self.root
         for part in pathlib.PurePosixPath(relative).parts:
             if (path / part).exists():
@@ -357,8 +354,7 @@ class IqaBuilder(DeterministicBuilder):
         return {split: self._generate_examples(items) for split, items in examples.items()}
 
     def _check_count(self, records: int, score_file: pathlib.Path) -> dict[str, Any]:
-        """Metadata on the record count; raises when it is not the published one and a
-        partial build is not allowed."""
+        """Metadata on the record count; raises for another count unless `allow_partial`."""
         published = self.PUBLISHED_RECORDS
         if records != published and not self.allow_partial:
             guess = ("a truncated score file or a partial download?" if records < published

@@ -1,11 +1,9 @@
 """`synthetic_iqa`: the embedded default dataset, built offline from packaged photographs.
 
-The 17 photographs shipped inside the scikit-image and matplotlib wheels are cropped to 384 x 288
-and distorted by 12 types at 5 levels of increasing strength (colour-only types skipped for
-grey photographs): 17 references (level 0, MOS 5) + 196 x 5 = 997 images. The label is a
-full-reference pseudo-MOS, SSIM against the reference mapped linearly to [1, 5]. Every build
-writes the same bytes: random draws are seeded by (reference, type, level), encoders get fixed
-options.
+The 17 photographs shipped inside the scikit-image and matplotlib wheels, cropped to 384 x 288,
+distorted by 12 types at 5 increasing levels (colour-only types skipped for grey ones): 17
+references (level 0, MOS 5) + 196 x 5 = 997 images, labelled with a pseudo-MOS (SSIM against
+the reference mapped linearly to [1, 5]). Every build writes the same bytes.
 """
 import dataclasses
 from pathlib import Path
