@@ -31,26 +31,21 @@ NUM_QUALITIES = len(QUALITIES)
 LIQE_TEMPLATE = "a photo of a {scene} with {distortion} artifacts, which is of {quality} quality"
 
 
+def _index(vocabulary: tuple[str, ...], name: str, what: str) -> int:
+    try:
+        return vocabulary.index(name)
+    except ValueError:
+        raise UserError(f"unknown {what} {name!r}; expected one of {vocabulary}") from None
+
+
 def distortion_index(name: str) -> int:
     """Index of a distortion class name; raises naming the value when unknown."""
-    try:
-        return DISTORTIONS.index(name)
-    except ValueError:
-        raise UserError(
-            f"unknown distortion class {name!r}; expected one of {DISTORTIONS}") from None
-
-
-def scene_index(name: str) -> int:
-    """Index of a scene name; raises naming the value when unknown."""
-    try:
-        return SCENES.index(name)
-    except ValueError:
-        raise UserError(f"unknown scene {name!r}; expected one of {SCENES}") from None
+    return _index(DISTORTIONS, name, "distortion class")
 
 
 def scene_multi_hot(scene_lists) -> np.ndarray:
     """float32 [N, NUM_SCENES]: row i is 1 at each scene name of `scene_lists[i]`."""
     table = np.zeros((len(scene_lists), NUM_SCENES), np.float32)
     for row, scenes in zip(table, scene_lists):
-        row[[scene_index(s) for s in scenes]] = 1.0
+        row[[_index(SCENES, s, "scene") for s in scenes]] = 1.0
     return table

@@ -1,19 +1,14 @@
 """Training losses: LIQE's fidelity losses, optional regression terms, and task weighting.
 
-Every loss is pure `jnp`, shape-static and jit-friendly. Inputs may be float32 or bfloat16;
-arithmetic is done in float32 and the result is a float32 scalar. Examples without a label
-are masked out, never guessed, and a batch with nothing to learn from gives 0, not NaN.
-
-The fidelity loss between a predicted distribution p and a target distribution g is
-`1 - sum_k sqrt(p_k g_k + eps)` (Tsai et al. 2007). `eps` (LIQE's `esp = 1e-8`) keeps the
-gradient of sqrt finite where p_k g_k = 0; it shifts a perfect prediction's loss slightly below
-zero (by about (K - 1) * 1e-4 for K classes), exactly as in LIQE.
+Every loss is pure `jnp` and jit-friendly; inputs may be float32 or bfloat16, the result is a
+float32 scalar. Examples without a label are masked out, and a batch with nothing to learn from
+gives 0, not NaN. The fidelity loss between distributions p and g is
+`1 - sum_k sqrt(p_k g_k + eps)` (Tsai et al. 2007), with LIQE's `eps`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import NamedTuple
 
 import jax
@@ -22,19 +17,6 @@ import numpy as np
 
 EPS = 1e-8  # LIQE's `esp`.
 
-__all__ = [
-    "EPS",
-    "binary_fidelity",
-    "categorical_fidelity",
-    "quality_fidelity_loss",
-    "distortion_fidelity_loss",
-    "scene_fidelity_loss",
-    "l1_loss",
-    "plcc_loss",
-    "DWAState",
-    "DynamicWeightAverage",
-]
-
 
 # ---------------------------------------------------------------------------------------------
 # Helpers.
@@ -42,11 +24,6 @@ __all__ = [
 
 def _f32(x) -> jax.Array:
     return jnp.asarray(x).astype(jnp.float32)
-
-
-def _is_concrete(x) -> bool:
-    """True when `x` has values now (not a tracer inside jit/grad), so values can be checked."""
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _valid_mask(valid, batch: int, name: str = "valid") -> jax.Array:
@@ -92,40 +69,26 @@ def categorical_fidelity(p: jax.Array, g: jax.Array, eps: float = EPS) -> jax.Ar
 # The three task losses.
 
 
-def quality_fidelity_loss(scores, targets, dataset_ids, valid=None, *,
-                          eps: float = EPS) -> jax.Array:
-    """LIQE's pairwise fidelity loss for quality, over pairs from the same dataset.
+def quality_fidelity_loss(scores, targets, dataset_ids, valid=None) -> jax.Array:
+    """LIQE's pairwise fidelity loss for quality, over pairs (i < j) from the same dataset.
 
-    For a pair (i, j): p = Phi((s_i - s_j) / sqrt(2)), the model's probability that i is better;
-    g = 1, 0.5 or 0 as y_i >, = or < y_j; loss = `binary_fidelity(p, g)`.
-
-    Args:
-      scores: [B] predicted quality scores (any scale; the sqrt(2) assumes unit variance each).
-      targets: [B] ground-truth MOS; only their order within a dataset is used.
-      dataset_ids: [B] integer id of each example's dataset; pairs across datasets never count,
-        since MOS scales of different datasets are not comparable.
-      valid: optional [B] bool; False drops the example from every pair (padding).
-    Returns:
-      float32 scalar, as LIQE's `loss_m4`: the mean over each dataset's pairs, then the mean over
-      datasets that have at least one pair; 0 when no dataset has two valid examples.
-
-    Each unordered pair is counted once (i < j, LIQE's `triu_indices(offset=1)`). The per-pair loss
-    is symmetric under swapping i and j (p -> 1 - p, g -> 1 - g), so counting ordered pairs twice
-    would give the same means. LIQE divides the sum of per-dataset means by the number of datasets
-    in the step and returns NaN for a one-example dataset; here only datasets with a pair count.
+    scores, targets (MOS; only their order counts), dataset_ids (int): [B]; valid: optional [B]
+    bool, False drops the example from every pair. Per pair p = Phi((s_i - s_j) / sqrt(2)),
+    g = 1, 0.5 or 0 as y_i >, = or < y_j, loss = `binary_fidelity(p, g)`. Returns a float32
+    scalar, as LIQE's `loss_m4`: the mean over each dataset's pairs, then over the datasets
+    that have a pair; 0 when none has.
     """
     _check_vector(scores, "scores")
     _check_same_shape(scores, targets, "scores", "targets")
     _check_same_shape(scores, dataset_ids, "scores", "dataset_ids")
     valid = _valid_mask(valid, jnp.shape(scores)[0])
-    return _quality_core(jnp.asarray(scores), jnp.asarray(targets), jnp.asarray(dataset_ids), valid,
-                         eps)
+    return _quality_core(jnp.asarray(scores), jnp.asarray(targets), jnp.asarray(dataset_ids), valid)
 
 
-# Checks run in Python above; the arithmetic is one jitted function, since op-by-op dispatch of
-# its few dozen primitives costs seconds of compilation on first use.
-@functools.partial(jax.jit, static_argnums=(4,))
-def _quality_core(scores, targets, ids, valid, eps):
+# Checks run in Python above; the arithmetic is one jitted function (op-by-op dispatch of its
+# primitives would compile each on first use).
+@jax.jit
+def _quality_core(scores, targets, ids, valid):
     batch = scores.shape[0]
     # Zero out padding first so that garbage there cannot reach values or gradients.
     s = jnp.where(valid, _f32(scores), 0.0)
@@ -137,7 +100,7 @@ def _quality_core(scores, targets, ids, valid, eps):
 
     p = jax.scipy.stats.norm.cdf((s[:, None] - s[None, :]) / jnp.sqrt(2.0))
     g = 0.5 * (jnp.sign(y[:, None] - y[None, :]) + 1.0)
-    loss = binary_fidelity(p, g, eps)
+    loss = binary_fidelity(p, g)
 
     # Weight each pair by 1 / (pairs in its dataset): the weights of one dataset sum to 1, so
     # the weighted mean is the mean over datasets of each dataset's mean, without a loop.
@@ -147,19 +110,10 @@ def _quality_core(scores, targets, ids, valid, eps):
     return _weighted_mean(loss, weights)
 
 
-def distortion_fidelity_loss(probs, labels, valid=None, *, eps: float = EPS) -> jax.Array:
-    """Fidelity loss between predicted distortion probabilities and the one-hot label.
-
-    Args:
-      probs: [B, K] class probabilities (each row sums to 1).
-      labels: [B] int class index; -1 = missing, masked out. Out-of-range labels raise when
-        the values are concrete; under jit they count as missing.
-      valid: optional [B] bool mask, and-ed with the label mask.
-    Returns:
-      float32 scalar: the mean of `1 - sum_k sqrt(p_k g_k + eps)` over labelled examples; 0 if none.
-      (LIQE's `Fidelity_Loss_distortion` also divides by K: a constant scale, which DWA's loss
-      ratios do not see.)
-    """
+def distortion_fidelity_loss(probs, labels, valid=None) -> jax.Array:
+    """float32 mean `categorical_fidelity` of [B, K] class probabilities against the one-hot
+    [B] int `labels` over the examples labelled (>= 0) and `valid` (optional [B] bool); 0 if
+    none. Labels outside -1 .. K - 1 raise where concrete, and count as missing under jit."""
     if jnp.ndim(probs) != 2:
         raise ValueError(f"probs must be [B, K], got shape {jnp.shape(probs)}")
     batch, num_classes = jnp.shape(probs)
@@ -168,54 +122,41 @@ def distortion_fidelity_loss(probs, labels, valid=None, *, eps: float = EPS) -> 
     if not jnp.issubdtype(jnp.asarray(labels).dtype, jnp.integer):
         raise ValueError(f"labels must be integers (-1 = missing), "
                          f"got dtype {jnp.asarray(labels).dtype}")
-    if _is_concrete(labels):
+    if not isinstance(labels, jax.core.Tracer):  # values to check (not inside jit)
         bad = np.asarray(labels)
         bad = bad[(bad < -1) | (bad >= num_classes)]
         if bad.size:
             raise ValueError(f"distortion label {int(bad[0])} out of range: expected -1 (missing) "
                              f"or 0..{num_classes - 1}")
-    return _distortion_core(jnp.asarray(probs), jnp.asarray(labels), _valid_mask(valid, batch),
-                            eps)
+    return _distortion_core(jnp.asarray(probs), jnp.asarray(labels), _valid_mask(valid, batch))
 
 
-@functools.partial(jax.jit, static_argnums=(3,))
-def _distortion_core(probs, labels, valid, eps):
+@jax.jit
+def _distortion_core(probs, labels, valid):
     num_classes = probs.shape[1]
     mask = valid & (labels >= 0) & (labels < num_classes)
     p = jnp.where(mask[:, None], _f32(probs), 0.0)
     g = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-    return _weighted_mean(categorical_fidelity(p, g, eps), mask.astype(jnp.float32))
+    return _weighted_mean(categorical_fidelity(p, g), mask.astype(jnp.float32))
 
 
-def scene_fidelity_loss(probs, targets, mask=None, *, eps: float = EPS) -> jax.Array:
-    """Binary fidelity loss per scene, averaged over scenes and then over labelled examples.
-
-    One function serves both models; they differ only in where `probs` comes from:
-      - LIQE (`Multi_Fidelity_Loss` in its code): `probs` is the scene marginal of the 495-way
-        softmax, so a row sums to 1, and `targets` is the raw multi-hot vector (not normalised).
-      - MP-IQE: `probs` are independent per-scene sigmoid probabilities of the multi-label head.
-
-    Args:
-      probs: [B, S] per-scene probabilities in [0, 1].
-      targets: [B, S] multi-hot scene labels (0 / 1).
-      mask: optional [B] bool. Rows whose targets are all zero ("no scenes") are masked too;
-        LIQE's code keeps them, which pushes every scene probability towards 0.
-    Returns:
-      float32 scalar; 0 if no example is labelled.
-    """
+def scene_fidelity_loss(probs, targets, mask=None) -> jax.Array:
+    """float32 binary fidelity of [B, S] per-scene probabilities against multi-hot [B, S]
+    `targets`, averaged over scenes, then over the examples with a scene and `mask` (optional
+    [B] bool); 0 if none. `probs`: LIQE's scene marginal of its joint softmax, or sigmoids."""
     if jnp.ndim(probs) != 2:
         raise ValueError(f"probs must be [B, S], got shape {jnp.shape(probs)}")
     _check_same_shape(probs, targets, "probs", "targets")
     return _scene_core(jnp.asarray(probs), jnp.asarray(targets),
-                       _valid_mask(mask, jnp.shape(probs)[0], "mask"), eps)
+                       _valid_mask(mask, jnp.shape(probs)[0], "mask"))
 
 
-@functools.partial(jax.jit, static_argnums=(3,))
-def _scene_core(probs, targets, mask, eps):
+@jax.jit
+def _scene_core(probs, targets, mask):
     g = _f32(targets)
     labelled = mask & jnp.any(g > 0, axis=-1)
     p = jnp.where(labelled[:, None], _f32(probs), 0.0)
-    loss = jnp.mean(binary_fidelity(p, g, eps), axis=-1)
+    loss = jnp.mean(binary_fidelity(p, g), axis=-1)
     return _weighted_mean(loss, labelled.astype(jnp.float32))
 
 
@@ -242,12 +183,8 @@ def _l1_core(pred, target, valid):
 
 
 def plcc_loss(pred, target, valid=None) -> jax.Array:
-    """pyiqa's `PLCCLoss`: (1 - PLCC(pred, target)) / 2, in [0, 1], over valid examples.
-
-    As in pyiqa, the centred vectors are L2-normalised with a floor of 1e-12 on the norm
-    (`F.normalize`), so a constant input gives correlation 0 and loss 0.5 rather than NaN,
-    and with fewer than two valid examples the loss falls back to `l1_loss`.
-    """
+    """pyiqa's `PLCCLoss`: (1 - PLCC(pred, target)) / 2, in [0, 1], over valid examples; 0.5
+    for a constant input (pyiqa's floor on the norm), `l1_loss` for fewer than two examples."""
     valid = _check_regression(pred, target, valid)
     return _plcc_core(jnp.asarray(pred), jnp.asarray(target), valid)
 
@@ -286,17 +223,10 @@ class DWAState(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class DynamicWeightAverage:
-    """Dynamic Weight Average (Liu et al., CVPR 2019), as LIQE's `weight_methods.py` uses it.
-
-    w_k = K * softmax_k(r / T) with r_k = L_k(t - 1) / L_k(t - 2), the ratio of the mean task
-    losses over the last two finished epochs; all weights are 1 during the first two epochs.
-
-    Pure functions over an explicit `DWAState`:
-        dwa = DynamicWeightAverage(num_tasks=3)
-        state = dwa.init()
-        loss = jnp.sum(dwa.weights(state) * task_losses)        # every step
-        state = dwa.accumulate(state, task_losses)              # every step
-        state = dwa.end_epoch(state)                            # once per epoch
+    """Dynamic Weight Average (Liu et al., CVPR 2019), as LIQE uses it: w_k = K softmax_k(r / T),
+    r_k = L_k(t - 1) / L_k(t - 2) the ratio of the mean task losses of the last two finished
+    epochs (all weights 1 before). Each step: `jnp.sum(weights(state) * task_losses)` and
+    `state = accumulate(state, task_losses)`; each epoch: `state = end_epoch(state)`.
     """
 
     num_tasks: int

@@ -1,10 +1,7 @@
 """CLIP's byte-pair tokenizer, giving exactly the ids of OpenAI's (and open_clip's) `tokenize`.
 
-The byte-pair encoding itself is transformers' `CLIPTokenizer` (Rust `tokenizers` backend), built
-from OpenAI's published BPE file shipped in `mmpiqa_jax/assets/`. The text cleaning is OpenAI's, done here in Python: the backend's
-normaliser (NFC, whitespace runs, lowercase) lacks `ftfy.fix_text` and the HTML unescaping, so
-curly quotes, ligatures, full-width forms and entities such as `&amp;` would tokenise differently.
-Accents are kept, as OpenAI keeps them.
+The BPE is transformers' `CLIPTokenizer` over OpenAI's BPE file (`mmpiqa_jax/assets/`); the text
+cleaning is OpenAI's (`ftfy`, HTML unescaping), which that backend's normaliser lacks.
 """
 from __future__ import annotations
 
@@ -41,14 +38,9 @@ def _bytes_to_unicode() -> dict[int, str]:
     """OpenAI's reversible map from the 256 byte values to printable unicode characters."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars)))
+    others = [b for b in range(256) if b not in printable]  # mapped to 256, 257, ...
+    chars = printable + [256 + i for i in range(len(others))]
+    return dict(zip(printable + others, map(chr, chars)))
 
 
 def _read_openai_bpe(path: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -63,46 +55,30 @@ def _read_openai_bpe(path: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {token: i for i, token in enumerate(vocab)}, merges
 
 
-class Tokenizer:
-    """OpenAI CLIP tokenisation around a transformers `CLIPTokenizer` that does the BPE."""
-
-    def __init__(self, backend: transformers.CLIPTokenizer):
-        self.backend = backend
-        self.sot_token_id = backend.convert_tokens_to_ids(START_OF_TEXT)
-        self.eot_token_id = backend.convert_tokens_to_ids(END_OF_TEXT)
-        self.vocab_size = len(backend)
-
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """BPE ids of each cleaned text, without start/end tokens."""
-        cleaned = [clean_text(t) for t in texts]
-        return self.backend(cleaned, add_special_tokens=False)["input_ids"]
-
-    def __call__(self, texts: str | Sequence[str],
-                 context_length: int = DEFAULT_CONTEXT_LENGTH) -> np.ndarray:
-        """int32 [N, context_length]: SOT, ids, EOT, zero padded; too long texts end with EOT."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if context_length < 2:
-            raise ValueError(f"context_length must be >= 2 (start and end tokens), "
-                             f"got {context_length}")
-        result = np.zeros((len(texts), context_length), np.int32)
-        for row, ids in zip(result, self.encode(texts)):
-            tokens = [self.sot_token_id, *ids, self.eot_token_id]
-            if len(tokens) > context_length:
-                # open_clip truncates and keeps end-of-text as the last token.
-                tokens = tokens[:context_length - 1] + [self.eot_token_id]
-            row[:len(tokens)] = tokens
-        return result
-
-
 @functools.lru_cache(maxsize=None)
-def load_tokenizer() -> Tokenizer:
-    """OpenAI's tokenizer from the shipped BPE file, built once."""
+def load_tokenizer() -> transformers.CLIPTokenizer:
+    """The BPE backend: transformers' `CLIPTokenizer` of the shipped BPE file, built once."""
     vocab, merges = _read_openai_bpe(BPE_PATH)
-    return Tokenizer(transformers.CLIPTokenizer(vocab=vocab, merges=merges))
+    return transformers.CLIPTokenizer(vocab=vocab, merges=merges)
 
 
 def tokenize(texts: str | Sequence[str],
              context_length: int = DEFAULT_CONTEXT_LENGTH) -> np.ndarray:
-    """OpenAI CLIP's `tokenize` with the shipped vocabulary: int32 [N, context_length]."""
-    return load_tokenizer()(texts, context_length)
+    """OpenAI CLIP's `tokenize`, int32 [N, context_length]: SOT, ids, EOT, zero padded; too
+    long texts end with EOT."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if context_length < 2:
+        raise ValueError(f"context_length must be >= 2 (start and end tokens), "
+                         f"got {context_length}")
+    backend = load_tokenizer()
+    sot, eot = backend.convert_tokens_to_ids([START_OF_TEXT, END_OF_TEXT])
+    result = np.zeros((len(texts), context_length), np.int32)
+    encoded = backend([clean_text(t) for t in texts], add_special_tokens=False)
+    for row, ids in zip(result, encoded["input_ids"]):
+        tokens = [sot, *ids, eot]
+        if len(tokens) > context_length:
+            # open_clip truncates and keeps end-of-text as the last token.
+            tokens = tokens[:context_length - 1] + [eot]
+        row[:len(tokens)] = tokens
+    return result

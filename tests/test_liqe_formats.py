@@ -23,6 +23,7 @@ from mmpiqa_jax.checkpoints import CheckpointError, liqe_formats  # noqa: E402
 from mmpiqa_jax.cli.main import main  # noqa: E402
 from mmpiqa_jax.data import transforms as T  # noqa: E402
 from mmpiqa_jax.models import clip_model  # noqa: E402
+from mmpiqa_jax.models.preprocess import clip_normalize  # noqa: E402
 from mmpiqa_jax.train import inference  # noqa: E402
 
 VARIANT = "liqe-test"  # registered for these tests: tiny towers on ViT-B/32's image geometry
@@ -139,7 +140,7 @@ def test_pyiqa_crops_are_those_pyiqa_feeds_its_clip(size, monkeypatch, tmp_path)
     theirs = seen[0].transpose(0, 2, 3, 1)  # [n, 224, 224, 3], CLIP-normalised
     ours = T.eval_crops(Image.fromarray(array), "pyiqa", 15)
     assert ours.dtype == np.uint8 and len(ours) == len(theirs) <= 15
-    np.testing.assert_allclose(T.normalize(ours), theirs, atol=2e-6)
+    np.testing.assert_allclose(np.asarray(clip_normalize(ours)), theirs, atol=2e-6)
 
 
 def test_pyiqa_crops_refuse_an_image_smaller_than_a_crop():

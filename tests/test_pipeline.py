@@ -123,14 +123,14 @@ def test_process_shards_are_disjoint_and_cover(spec):
 def test_process_quotas_keep_global_sizes():
     liqe = [4, 4, 4, 4, 16, 16]  # LIQE's per-dataset batch on 8 hosts (v5p-64)
     quotas = [P.process_quotas(liqe, 8, p) for p in range(8)]
-    per_process = np.array([[q.count for q in qs] for qs in quotas])
+    per_process = np.array([[len(q) for q in qs] for qs in quotas])
     assert per_process.sum(axis=1).tolist() == [6] * 8          # 48 / 8 each
     assert per_process.sum(axis=0).tolist() == liqe             # the global proportions kept
     for d, size in enumerate(liqe):  # every slot of each dataset's part filled exactly once
-        slots = sorted(s for qs in quotas for s in qs[d].slots)
+        slots = sorted(s for qs in quotas for s in qs[d])
         assert slots == list(range(size))
     # Sizes that divide by the count: process p takes positions p, p + n, ... (shard_indices).
-    assert [q.slots for q in P.process_quotas([4, 2], 2, 1)] == [(1, 3), (1,)]
+    assert P.process_quotas([4, 2], 2, 1) == [(1, 3), (1,)]
     with pytest.raises(ValueError, match="nearest sizes that do: 48 or 56"):
         P.process_quotas([4, 4, 4, 4, 16, 16, 1], 8, 0)
 
@@ -188,7 +188,7 @@ def test_liqe_resize_and_grid():
     assert size(2000, 1000) == (1536, 768)       # both sides exceed 768
     assert size(4000, 700) == (4000, 700)        # one side below 768: unchanged
     assert size(300, 200) == (336, 224)          # too small for a 224 crop: enlarged
-    assert T.grid_stride(768, 1024) == 48 and T.grid_stride(768, 1023) == 32
+    assert T.grid_positions(768, 1024)[1, 1] == 48 and T.grid_positions(768, 1023)[1, 1] == 32
     grid = T.grid_positions(288, 384)             # (288 - 224) // 32 + 1 = 3 rows, 6 columns
     assert grid.shape == (18, 2) and grid[:7].tolist() == [
         [0, 0], [0, 32], [0, 64], [0, 96], [0, 128], [0, 160], [32, 0]]
@@ -214,13 +214,6 @@ def test_worker_processes_give_the_same_batches_and_resume(spec, table):
     for a, b in zip(want, got):
         np.testing.assert_array_equal(a["pixels"], b["pixels"])
         np.testing.assert_array_equal(a["index"], b["index"])
-
-
-def test_clip_normalisation():
-    x = np.array([[[0, 128, 255]]], np.uint8)
-    want = (x / 255.0 - T.CLIP_MEAN) / T.CLIP_STD
-    np.testing.assert_allclose(T.normalize(x), want, atol=1e-6)
-    assert T.normalize(x).dtype == np.float32
 
 
 def test_random_rot90_turns_each_crop_on_its_own():

@@ -60,9 +60,10 @@ def test_scenes_come_from_the_builder_metadata(spec):
     for row, ref in zip(want, table["ref_id"]):
         row[[labels.SCENES.index(s) for s in scenes[ref]]] = 1
     np.testing.assert_array_equal(spec.scenes, want)
-    assert P.metadata_scene_labels({}, [0]) is None   # a builder that states no scenes
+    assert P.metadata_scene_labels({}, spec.source) is None   # a builder that states no scenes
     with pytest.raises(ValueError, match="reference 'b' has no entry"):
-        P.metadata_scene_labels({"references": ["a", "b"], "scenes": {"a": ["animal"]}}, [0])
+        P.metadata_scene_labels({"references": ["a", "b"], "scenes": {"a": ["animal"]}},
+                                spec.source)
 
 
 @pytest.mark.parametrize("kw", [{}, {"rot90": True, "crop_mode": "random", "crop_size": 64},
@@ -123,7 +124,8 @@ def test_eval_batches_hold_each_examples_crops_and_labels(spec, mode):
             np.testing.assert_array_equal(pixels, T.eval_crops(image, mode, 15))
             if mode == "liqe":
                 theirs = liqe[int(index)]["I"].numpy().transpose(0, 2, 3, 1)
-                np.testing.assert_allclose(T.normalize(pixels), theirs, atol=2e-6)
+                np.testing.assert_allclose(np.asarray(preprocess.clip_normalize(pixels)), theirs,
+                                           atol=2e-6)
 
 
 def test_two_workers_give_the_same_batches_and_resume(spec):
@@ -156,9 +158,10 @@ def test_train_element_spec_is_a_real_batch(data_dir):
     assert spec["pixels"].dtype == np.uint8 and spec["pixels"].shape == (8, 2, 32, 32, 3)
 
 
-def test_worker_defaults_follow_the_cores():
-    assert P.host_workers(16) == 15 and P.host_workers(1) == 1
-    assert P.worker_buffer(48) == 96 and P.worker_buffer(4) == 8  # two batches
+def test_worker_default_follows_the_cores(monkeypatch):
+    for cores, workers in ((16, 15), (1, 1)):
+        monkeypatch.setattr(P, "host_cores", lambda c=cores: c)
+        assert P.host_workers() == workers
 
 
 # ------------------------------------------------------------------------------------------------
@@ -189,7 +192,8 @@ def test_models_score_uint8_crops_as_host_normalised_ones(model_name):
                                    params))
     crops = np.random.default_rng(0).integers(0, 256, (3, 2, 32, 32, 3), dtype=np.uint8)
     forward = nnx.jit(lambda m, x: m(x))
-    got, want = forward(model, crops), forward(model, T.normalize(crops))
+    host = ((crops / 255.0 - T.CLIP_MEAN) / T.CLIP_STD).astype(np.float32)
+    got, want = forward(model, crops), forward(model, host)
     for key in ("score", "quality_logits", "scene_logits", "distortion_logits"):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)
     assert float(jnp.std(want["score"])) > 1e-4   # the images differ, so do their scores

@@ -1,6 +1,7 @@
 """`mmpiqa prepare --liqe-resize` and `--uncompressed`: images stored after LIQE's resize, as
 BMP, or both, give the pixels of decoding (and resizing) the published files on the fly, for
 training and evaluation crops alike."""
+import dataclasses
 import io
 
 import grain
@@ -81,7 +82,7 @@ def test_tfds_decodes_the_uncompressed_records_to_the_same_pixels(prepared):
 
 def test_pipeline_pixels_are_those_of_the_published_files(prepared):
     _, dirs = prepared
-    specs = {v: P.open_spec("bid", batch_size=2, data_dir=d) for v, d in dirs.items()}
+    specs = {v: dataclasses.replace(P.open_spec("bid", d), batch_size=2) for v, d in dirs.items()}
     its = {v: P.train_iterator([s], seed=0, shard=ONE) for v, s in specs.items()}
     for _ in range(6):   # three epochs of the four images, flips and crops drawn anew
         want = next(its[False, False])

@@ -14,7 +14,6 @@ from PIL import Image
 from mmpiqa_jax import config as config_lib
 from mmpiqa_jax.cli import main as cli
 from mmpiqa_jax.data import pipeline
-from mmpiqa_jax.data import transforms as T
 from mmpiqa_jax.evaluate import scoring
 from mmpiqa_jax.models.preprocess import clip_normalize
 from mmpiqa_jax.train.inference import Scorer
@@ -62,7 +61,7 @@ def folder(tmp_path):
 
 
 def eval_pipeline_crops(path, mode, num, size):
-    """The crops `data.pipeline`'s evaluation map makes of an encoded file (normalised)."""
+    """The crops (uint8) `data.pipeline`'s evaluation map makes of an encoded file."""
     record = {"image": Path(path).read_bytes(), "quality": 1.0, "mos": 1.0,
               "distortion_class": 0, "ref_id": 0, "name": "x"}
     spec = types.SimpleNamespace(source=[record], scenes=None, name="files",
@@ -82,7 +81,7 @@ def test_find_images(folder, tmp_path):
 @pytest.mark.parametrize("mode,num,size", [("liqe", 15, 224), ("center", 1, 64), ("full", 1, 48)])
 def test_crops_are_the_evaluation_pipelines(folder, mode, num, size):
     for name in ("good.png", "sub/good.JPG"):
-        got = T.normalize(scoring.load_crops(folder / name, mode, num, size))
+        got = scoring.load_crops(folder / name, mode, num, size)
         np.testing.assert_array_equal(got, eval_pipeline_crops(folder / name, mode, num, size))
         assert got.shape == (num, size, size, 3)
 
@@ -117,7 +116,7 @@ def test_scorer_refreshes_the_text_cache_and_leaves_the_model(folder):
     nnx.update(model, jax.tree.map(lambda p: p + 0.2 * jax.random.normal(next(keys), p.shape),
                                    params))
     assert not np.any(model.text_cache[...])  # never refreshed
-    crops = np.stack([T.normalize(scoring.load_crops(folder / n, "liqe", 2, 32))
+    crops = np.stack([np.asarray(clip_normalize(scoring.load_crops(folder / n, "liqe", 2, 32)))
                       for n in ("good.png", "sub/good.JPG")])
     got = Scorer.of(model)(crops)
     np.testing.assert_allclose(got, model(crops)["score"], rtol=1e-5)

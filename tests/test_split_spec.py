@@ -111,7 +111,7 @@ def test_liqe_missing_image_is_named_by_file_and_row(tmp_path):
     folder = _write_liqe(tmp_path, table, _parts(), rows=rows)
     with pytest.raises(ValueError, match=rf"{folder}/live_val_clip.txt:2: image 'jp2k/img99.bmp' "
                                          r"is not in the prepared dataset live"):
-        splits.import_liqe(str(folder), "live", table["name"], parts=("train", "val", "test"))
+        splits.import_liqe(str(folder), "live", table["name"])
 
 
 def test_liqe_image_in_two_parts_is_named_by_both_rows(tmp_path):

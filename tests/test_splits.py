@@ -98,7 +98,8 @@ def test_liqe_names_match_case_insensitively_and_by_file_name(tmp_path):
         "other/root/b.png\t0.7\tfnoise\tinvalid\tinvalid\tinvalid\n")
     (tmp_path / "db_test_clip.txt").write_text(
         "x\\y\\c.bmp\t0.1\tdarken\thuman\tinvalid\tinvalid\n")
-    imported = splits.import_liqe(str(tmp_path), "db", names, parts=("train", "test"))
+    (tmp_path / "db_val_clip.txt").write_text("")
+    imported = splits.import_liqe(str(tmp_path), "db", names)
     split, scenes, classes = imported.parts, imported.scenes, imported.distortion_class
     assert split["train"].tolist() == [0, 1] and split["test"].tolist() == [2]
     assert scenes[1].sum() == 0 and scenes[0].sum() == 2           # "invalid" x3: unknown scenes

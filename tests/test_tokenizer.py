@@ -73,7 +73,8 @@ def test_truncation_keeps_end_of_text_and_short_context():
 
 def test_vocabulary_and_special_tokens():
     tok = tokenizer.load_tokenizer()
-    assert tok.vocab_size == 49408
-    assert (tok.sot_token_id, tok.eot_token_id) == (49406, 49407)
+    assert len(tok) == 49408
+    assert tok.convert_tokens_to_ids([tokenizer.START_OF_TEXT, tokenizer.END_OF_TEXT]) == [
+        49406, 49407]
     assert tokenizer.load_tokenizer() is tok  # cached
     assert tokenizer.tokenize("").tolist()[0][:3] == [49406, 49407, 0]

@@ -4,8 +4,7 @@
     it = train_iterator(config, datasets)         # LIQE's mix of their `train` parts
     spec = datasets[0].part("test")               # a `pipeline.DataSpec` to evaluate
 
-Each training dataset (`config.data.batch_sizes`) is split by reference image as `data.split`
-says (`split_spec`); `config.eval.datasets` are evaluated whole (cross-dataset).
+Training datasets are split as `data.split` says; `config.eval.datasets` are evaluated whole.
 """
 from __future__ import annotations
 
@@ -19,29 +18,16 @@ from mmpiqa_jax.errors import UserError
 WHOLE = "all"  # the split name of a dataset evaluated whole (cross-dataset)
 
 
-# ---------------------------------------------------------------------------------------------
-# Data.
-
-
-def data_dir(config) -> str | None:
-    return config.data.data_dir or None
-
-
 def file_name(dataset: str) -> str:
-    """A dataset name as used in `eval/<dataset>-<split>.*` (`synthetic_iqa/small` ->
-    `synthetic_iqa_small`)."""
+    """A dataset name as in `eval/<dataset>-<split>.*`: `synthetic_iqa/small` -> `..._small`."""
     return dataset.replace("/", "_")
 
 
 @dataclasses.dataclass
 class Dataset:
-    """One prepared dataset: its spec (all examples), labels and split into parts.
-
-    table: `splits.read_labels` of every example, with `distortion_class` and `scenes` [N, 9]
-    as training uses them (the split files' labels filled in where the records have none).
-    score_direction: the raw `mos`'s direction as the builder states it ("higher is better",
-    "lower is better"); evaluation always compares with `quality` (higher is better).
-    """
+    """One prepared dataset: its spec (all examples), labels and parts. `table`:
+    `splits.read_labels`, with `scenes` [N, 9] and the split files' `distortion_class` where the
+    records have none; `score_direction`: the builder's for `mos` ("lower is better", ...)."""
     name: str
     spec: pipeline.DataSpec
     table: dict
@@ -56,21 +42,17 @@ class Dataset:
         return dataclasses.replace(self.spec, indices=self.parts[part], batch_size=batch_size)
 
 
-def _score_direction(name: str, config) -> str:
-    builder = registry.get_builder(name, data_dir(config))
-    return str(builder.info.metadata.get("score_direction", ""))
-
-
 def open_dataset(name: str, config, *, split: bool = True) -> Dataset:
     """A prepared dataset by name, split as `config.data.split` says for it (or whole)."""
-    spec = pipeline.open_spec(name, data_dir=data_dir(config))
+    data_dir = config.data.data_dir or None
+    spec = pipeline.open_spec(name, data_dir)
     table = splits.read_labels(spec.source)
     parts, source = {}, "whole"
     if split:
         source = split_spec.parse(config.data.split).source(name)
         imported = split_spec.resolve(
             source, name, table, seed=int(config.data.split_seed),
-            official=lambda: splits.official_split(name, data_dir(config)))
+            official=lambda: splits.official_split(name, data_dir))
         parts = dict(imported.parts)
         # The records' own class wins; files fill in the images the builder knows none for.
         if imported.distortion_class is not None:
@@ -83,7 +65,8 @@ def open_dataset(name: str, config, *, split: bool = True) -> Dataset:
     if spec.scenes is not None:
         table["scenes"] = spec.scenes
     parts[WHOLE] = np.arange(len(table["name"]))
-    return Dataset(name, spec, table, parts, _score_direction(name, config), str(source))
+    direction = registry.get_builder(name, data_dir).info.metadata.get("score_direction", "")
+    return Dataset(name, spec, table, parts, str(direction), str(source))
 
 
 def training_datasets(config) -> list[Dataset]:

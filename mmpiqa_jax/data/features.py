@@ -1,6 +1,4 @@
 """The features every IQA builder writes, so that all datasets read alike."""
-import contextlib
-
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import example_serializer
@@ -40,25 +38,16 @@ class DeterministicBuilder(tfds.core.GeneratorBasedBuilder):
     """A builder whose every build of the same input writes the same bytes."""
 
     def _download_and_prepare(self, dl_manager, download_config=None):
-        with deterministic_serialization():
+        # upb serialises a proto map in an order seeded per process: tfds is made to write
+        # each tf.Example with its features sorted while this build runs.
+        cls = example_serializer.ExampleSerializer
+        original = cls.serialize_example
+
+        def serialize_example(serializer, example):
+            return serializer.get_tf_example(example).SerializeToString(deterministic=True)
+
+        cls.serialize_example = serialize_example
+        try:
             return super()._download_and_prepare(dl_manager, download_config)
-
-
-@contextlib.contextmanager
-def deterministic_serialization():
-    """Makes tfds write each tf.Example with its features in sorted order.
-
-    upb (protobuf's C core) serialises a proto map in an order seeded per process, so the same
-    example gives different bytes in two builds; `deterministic=True` sorts the map keys.
-    """
-    cls = example_serializer.ExampleSerializer
-    original = cls.serialize_example
-
-    def serialize_example(self, example):
-        return self.get_tf_example(example).SerializeToString(deterministic=True)
-
-    cls.serialize_example = serialize_example
-    try:
-        yield
-    finally:
-        cls.serialize_example = original
+        finally:
+            cls.serialize_example = original

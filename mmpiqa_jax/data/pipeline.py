@@ -1,30 +1,9 @@
 """The grain input pipeline over `tfds.data_source`: LIQE's training mix and multi-crop evaluation.
 
-Training (`train_iterator`) is infinite. Every step takes a fixed number of examples from each
-dataset (LIQE's scheme), so one batch holds, in order, `batch_size` examples of dataset 0, then
-of dataset 1, ... Each dataset is reshuffled every epoch. Per example, `crops_per_image` random
-224 crops of one (randomly flipped) image, after LIQE's resize. All randomness comes from
-`seed`, the dataset and the example's position in the stream, never from the worker count.
-
-Evaluation (`eval_iterator`) visits each example once in dataset order, with LIQE's 15 grid crops,
-one centre crop, or the whole image resized to 224; the last batch is padded (`valid` False).
-
-Decode, resize, crops and flips run per example and examples are batched after them. Without
-workers, `num_threads` threads each read one example at a time and this process batches them;
-with `num_workers` processes (`mp_prefetch`; `host_workers()` is what a config's -1 means),
-each worker builds whole batches, `num_threads` at a time, so that only batches cross the
-process boundary; batch k is the same either way. Crops stay uint8: the model normalises them
-inside the jitted computation (`models.preprocess`), a quarter of the bytes of float32 to copy
-and to move to the device.
-
-Multi-host: each process reads only its shard, `indices[process_index::process_count]`
-(`grain.sharding.ShardByJaxProcess` by default; pass `shard=grain.sharding.ShardOptions(...)`
-to override). Training batch sizes are global: each process takes `batch_size / process_count`,
-and per-dataset sizes that do not divide by the process count are dealt out as per-process
-quotas that keep the global per-dataset sizes (`process_quotas`).
-
-The iterators' `get_state()` is a small JSON-serialisable dict; `set_state` on a fresh iterator
-built with the same arguments (workers included) continues with exactly the next batch.
+`train_iterator` is infinite, a step holding `batch_size` examples of each dataset in turn
+(LIQE's scheme); `eval_iterator` gives each example once, in dataset order. The batches depend
+on `seed` only, not on threads or workers; `get_state()` (JSON) restored by `set_state` on an
+iterator built alike continues exactly. Each process reads its shard; batch sizes are global.
 
 Batches (numpy):
   pixels            uint8 [B, crops, 224, 224, 3] RGB
@@ -50,22 +29,15 @@ from mmpiqa_jax import labels
 from mmpiqa_jax.data import transforms as T
 from mmpiqa_jax.errors import UserError
 
-CROP_MODES = T.EVAL_CROP_MODES
 _MIN_SHM_BYTES = 1 << 16   # arrays from this size leave a worker through shared memory
 
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    """One dataset as the pipeline reads it.
-
-    source: random access to examples (a `tfds.data_source`; `registry.load_source` with
-      `decode_images=False` is cheapest, the pipeline decodes the images itself).
-    indices: the examples to use (a part of a split); all when None.
-    batch_size: examples per training step from this dataset, over all processes.
-    scenes: [len(source), 9] multi-hot scene labels; a zero row means unknown. None: unknown.
-    distortion_class: [len(source)] int32 classes (-1 unknown) in place of the records' own
-      (split files label in-the-wild images). None: the records'.
-    """
+    """One dataset as the pipeline reads it: `source` (random access to examples), `indices`
+    (the examples to use; None: all), `batch_size` (per training step, over all processes),
+    `scenes` (float32 [len(source), 9] multi-hot, zero rows or None unknown) and
+    `distortion_class` (int32 [len(source)], -1 unknown; None: the records' own)."""
     source: Sequence[Mapping]
     indices: np.ndarray | None = None
     batch_size: int = 1
@@ -83,33 +55,26 @@ class DataSpec:
         return idx
 
 
-def metadata_scene_labels(metadata: Mapping, ref_ids) -> np.ndarray | None:
-    """Multi-hot scenes [N, 9] of examples with `ref_ids`, from a builder's metadata, or None.
-
-    A builder that knows its scenes states them as `references` (reference names, row i for
-    ref_id i) and `scenes` (reference name -> LIQE scene words); others state neither.
-    """
+def metadata_scene_labels(metadata: Mapping, source) -> np.ndarray | None:
+    """float32 [len(source), 9] multi-hot scenes from a builder's metadata `references` (name of
+    ref_id i) and `scenes` (name -> scene words); None where it states neither."""
     refs, scenes = metadata.get("references"), metadata.get("scenes")
     if not refs or not scenes:
         return None
     missing = [ref for ref in refs if ref not in scenes]
     if missing:
         raise UserError(f"builder metadata: reference {missing[0]!r} has no entry in `scenes`")
-    return labels.scene_multi_hot([scenes[ref] for ref in refs])[np.asarray(ref_ids, int)]
+    from mmpiqa_jax.data.splits import read_labels  # pylint: disable=import-outside-toplevel
+    ref_ids = read_labels(source)["ref_id"].astype(int)
+    return labels.scene_multi_hot([scenes[ref] for ref in refs])[ref_ids]
 
 
-def open_spec(name: str, indices=None, batch_size: int = 1, split: str = "all",
-              data_dir: str | None = None, scenes: np.ndarray | None = None) -> DataSpec:
-    """A `DataSpec` for a prepared dataset by name, with the scene labels its builder states
-    (`metadata_scene_labels`) unless `scenes` is given."""
+def open_spec(name: str, data_dir: str | None = None) -> DataSpec:
+    """A `DataSpec` of every example of a prepared dataset, with the scenes its builder states."""
     from mmpiqa_jax.data import registry  # pylint: disable=import-outside-toplevel
-    source = registry.load_source(name, split, data_dir, decode_images=False)
-    if scenes is None:
-        metadata = registry.get_builder(name, data_dir).info.metadata or {}
-        if metadata.get("references") and metadata.get("scenes"):
-            from mmpiqa_jax.data.splits import read_labels  # pylint: disable=import-outside-toplevel
-            scenes = metadata_scene_labels(metadata, read_labels(source)["ref_id"])
-    return DataSpec(source, indices, batch_size, scenes, name)
+    source = registry.load_source(name, "all", data_dir, decode_images=False)
+    metadata = registry.get_builder(name, data_dir).info.metadata or {}
+    return DataSpec(source, scenes=metadata_scene_labels(metadata, source), name=name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -123,22 +88,13 @@ def host_cores() -> int:
         return os.cpu_count() or 1
 
 
-def host_workers(cores: int | None = None) -> int:
-    """Decoding processes by default: one per core but one, which batches, puts batches on
-    the device and dispatches the step (at least one)."""
-    cores = host_cores() if cores is None else cores
-    return max(1, cores - 1)
-
-
-def worker_buffer(batch_size: int) -> int:
-    """Examples each worker keeps ready by default: two of its batches."""
-    return 2 * batch_size
+def host_workers() -> int:
+    """Decoding processes by default: one per core but one (which runs the step), at least one."""
+    return max(1, host_cores() - 1)
 
 
 def _libspng_fits(num_workers: int, num_threads: int) -> bool:
-    """Whether PNGs are decoded by libspng: where the decoding runs in worker processes or in
-    one thread. libspng holds the GIL while it decodes, pillow lets go of it: several threads
-    of one process (evaluation's default) decode in parallel with pillow only."""
+    # libspng holds the GIL, pillow does not: threads of one process decode with pillow.
     return num_workers > 0 or num_threads <= 1
 
 
@@ -146,10 +102,7 @@ def _libspng_fits(num_workers: int, num_threads: int) -> bool:
 # Per example.
 
 class _Example:
-    """Reads example `index` of a source: decoded image and labels (no crops yet).
-
-    libspng: 8-bit RGB PNGs decoded by libspng (`transforms.decode_array`), else by pillow.
-    """
+    """Reads example `index` of a source: decoded image and labels (no crops yet)."""
 
     def __init__(self, spec: DataSpec, dataset_id: int, libspng: bool = True):
         self.source, self.scenes, self.dataset_id = spec.source, spec.scenes, dataset_id
@@ -158,10 +111,8 @@ class _Example:
         self.name = spec.name or f"dataset {dataset_id}"
 
     def labels(self, index: int, record: Mapping) -> dict:
-        if self.scenes is not None:
-            scenes = np.asarray(self.scenes[index], np.float32)
-        else:
-            scenes = np.zeros(labels.NUM_SCENES, np.float32)
+        scenes = (np.zeros(labels.NUM_SCENES, np.float32) if self.scenes is None
+                  else np.asarray(self.scenes[index], np.float32))
         return {
             "quality": np.float32(record["quality"]),
             "mos": np.float32(record["mos"]),
@@ -186,8 +137,7 @@ class _Example:
 
 
 class _TrainMap(grain.transforms.RandomMap):
-    """index -> {pixels [crops, s, s, 3], labels}: flip, LIQE resize, random crops, and (with
-    `rot90`) each crop turned by a random multiple of 90 degrees."""
+    """index -> {pixels [crops, s, s, 3], labels}: flip, LIQE resize, random crops, turns."""
 
     def __init__(self, example: _Example, crops: int, crop_size: int, crop_mode: str, flip: bool,
                  rot90: bool = False):
@@ -207,12 +157,6 @@ class _TrainMap(grain.transforms.RandomMap):
         return out
 
 
-def _width_height(image) -> str:
-    """'WxH' of a PIL image or an [h, w, c] array."""
-    w, h = (image.shape[1], image.shape[0]) if isinstance(image, np.ndarray) else image.size
-    return f"{w}x{h}"
-
-
 class _EvalMap(grain.transforms.Map):
     """(index, valid) -> {pixels [crops, s, s, 3], labels, valid}: deterministic crops."""
 
@@ -228,9 +172,9 @@ class _EvalMap(grain.transforms.Map):
             raise UserError(f"{self.example.name}: example {index}: {e}") from e
         if self.mode == "pyiqa" and len(crops) != self.num:
             # pyiqa takes fewer from a small image; a batch holds one number of crops
+            h, w = np.shape(image)[:2]
             raise UserError(f"{self.example.name}: example {index}: {self.mode!r} crops give "
-                            f"{len(crops)} crops of its {_width_height(image)} image, "
-                            f"not {self.num}; "
+                            f"{len(crops)} crops of its {w}x{h} image, not {self.num}; "
                             "score such images with `mmpiqa score`, which batches by count")
         out["pixels"] = np.ascontiguousarray(crops)
         out["valid"] = np.bool_(valid)
@@ -247,43 +191,17 @@ def _shard_options(shard, drop_remainder: bool) -> grain.sharding.ShardOptions:
 
 
 def shard_indices(indices: np.ndarray, shard: grain.sharding.ShardOptions) -> np.ndarray:
-    """This process's examples: every `shard_count`-th from `shard_index` (all shards disjoint;
-    together they cover `indices`, less the remainder when `drop_remainder`)."""
+    """Every `shard_count`-th of `indices` from `shard_index` (less the remainder if asked)."""
     indices = np.asarray(indices)
     if shard.drop_remainder:
         indices = indices[: len(indices) // shard.shard_count * shard.shard_count]
     return indices[shard.shard_index::shard.shard_count]
 
 
-@dataclasses.dataclass(frozen=True)
-class ProcessQuota:
-    """How many examples of one dataset one process reads per step, and which.
-
-    `slots` are the positions in the dataset's part of the global step (0 .. size - 1) that this
-    process fills: the step's examples, dataset after dataset, are dealt out round-robin to the
-    processes (global position j goes to process j % processes). The process then reads the
-    dataset's examples whose position i has `i % size` in `slots`, so that every example is read
-    and each process's epoch lasts as many steps as the others'.
-    """
-    size: int              # the dataset's examples per global step
-    slots: tuple[int, ...]  # this process's positions in that part of the step
-
-    @property
-    def count(self) -> int:
-        return len(self.slots)
-
-
 def process_quotas(sizes: Sequence[int], num_processes: int, process_index: int
-                   ) -> list[ProcessQuota]:
-    """Per-dataset quotas of `process_index` when a global step takes `sizes[d]` examples of
-    dataset d and the step is read by `num_processes` processes.
-
-    The quotas of all processes add up to `sizes`, and each process reads `sum(sizes) /
-    num_processes` examples per step, so per-dataset sizes need not divide by the process count
-    (LIQE's 4 KADID images per step on 8 hosts: four hosts read one each, four none); only their
-    sum must. When every size divides by the count, process p reads positions p, p + n, ... of
-    each dataset, the same examples as `shard_indices`.
-    """
+                   ) -> list[tuple[int, ...]]:
+    """Per dataset d, the positions (of 0 .. sizes[d] - 1) that `process_index` reads when a
+    global step's examples are dealt out round-robin; `sum(sizes)` must divide by the count."""
     total = int(sum(sizes))
     if total % num_processes:
         raise UserError(f"the batch of {total} examples per step ({list(sizes)}) does not "
@@ -291,8 +209,8 @@ def process_quotas(sizes: Sequence[int], num_processes: int, process_index: int
                         f"{nearest_multiples(total, num_processes)}")
     quotas, offset = [], 0
     for size in sizes:
-        slots = tuple(r for r in range(size) if (offset + r) % num_processes == process_index)
-        quotas.append(ProcessQuota(int(size), slots))
+        mine = [r for r in range(size) if (offset + r) % num_processes == process_index]
+        quotas.append(tuple(mine))
         offset += size
     return quotas
 
@@ -304,13 +222,12 @@ def nearest_multiples(value: int, multiple: int) -> str:
     return "the nearest sizes that do: " + " or ".join(map(str, sizes))
 
 
-def quota_indices(indices: np.ndarray, quota: ProcessQuota) -> np.ndarray:
-    """This process's examples of one dataset under `quota`: positions i with `i % size` in its
-    slots, after dropping the last incomplete step's worth (all processes' epochs equal)."""
+def quota_indices(indices: np.ndarray, size: int, slots: Sequence[int]) -> np.ndarray:
+    """This process's examples of a dataset read `size` per step: positions i with `i % size`
+    in `slots`, less the last incomplete step's worth (all processes' epochs equal)."""
     indices = np.asarray(indices)
-    indices = indices[: len(indices) // quota.size * quota.size]
-    mine = np.isin(np.arange(len(indices)) % quota.size, quota.slots)
-    return indices[mine]
+    indices = indices[: len(indices) // size * size]
+    return indices[np.isin(np.arange(len(indices)) % size, slots)]
 
 
 def _seed(*parts: int) -> int:
@@ -322,9 +239,8 @@ def _seed(*parts: int) -> int:
 # Training.
 
 class _StepOrder(grain.MapDataset):
-    """The examples of several datasets in batch order: element j is example j % B of step
-    j // B, where a step holds `sizes[0]` examples of parent 0, then `sizes[1]` of parent 1, ...
-    (B = sum of sizes); parent d's example k * sizes[d] + r is the r-th of its part of step k."""
+    """The examples of several datasets in step order: a step of B = sum(sizes) holds `sizes[0]`
+    of parent 0, then `sizes[1]` of parent 1, ...; parent d's k * sizes[d] + r is the r-th."""
 
     def __init__(self, parents: Sequence[grain.MapDataset], sizes: Sequence[int], steps: int):
         super().__init__(list(parents))
@@ -343,23 +259,16 @@ class _StepOrder(grain.MapDataset):
         d = bisect.bisect_right(self._offsets, pos) - 1
         return self._parents[d][step * self._sizes[d] + pos - self._offsets[d]]
 
-    def __str__(self) -> str:
-        return f"_StepOrder(sizes={self._sizes})"
-
 
 def _iterator(examples: grain.MapDataset, batch_size: int, *, num_workers: int,
-              num_threads: int, prefetch: int, worker_buffer_size: int | None = None,
+              num_threads: int, worker_buffer_size: int | None = None,
               batch_fn: Callable | None = None, drop_remainder: bool = True):
-    """Batches of `examples` in order, `prefetch` ahead. Without workers each example is read by
-    one of `num_threads` threads and the batches are stacked here; with `num_workers` processes
-    each worker stacks whole batches (examples still mapped one by one), `num_threads` batches
-    at a time, so that a batch, not every example, crosses the process boundary."""
-    if num_workers < 0 or num_threads < 0 or prefetch < 0:
-        raise UserError(f"num_workers={num_workers}, num_threads={num_threads} and "
-                        f"prefetch={prefetch} must be >= 0")
+    """Batches of `examples` in order, stacked by `num_threads` threads or in each worker."""
+    if num_workers < 0 or num_threads < 0:
+        raise UserError(f"num_workers={num_workers} and num_threads={num_threads} must be >= 0")
     if num_workers == 0:
         it_ds = examples.to_iter_dataset(grain.ReadOptions(
-            num_threads=num_threads, prefetch_buffer_size=max(1, prefetch) * batch_size))
+            num_threads=num_threads, prefetch_buffer_size=2 * batch_size))
         return iter(it_ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=batch_fn))
     if not flags.FLAGS.is_parsed():
         # grain's workers read absl flags, which scripts not run by absl.app never parse
@@ -367,11 +276,10 @@ def _iterator(examples: grain.MapDataset, batch_size: int, *, num_workers: int,
         flags.FLAGS.mark_as_parsed()
     # Batch k is examples [k B, (k + 1) B) whoever builds it: worker w builds batches w, w + W,
     # ... and grain hands them out round-robin, so the batches do not depend on W or threads.
-    # Per example through shared memory cost ~2 ms each (a segment per example's crops).
     batches = examples.batch(batch_size, drop_remainder=drop_remainder, batch_fn=batch_fn)
     it_ds = batches.to_iter_dataset(grain.ReadOptions(
         num_threads=num_threads, prefetch_buffer_size=max(1, num_threads)))
-    buffer = worker_buffer_size or worker_buffer(batch_size)
+    buffer = worker_buffer_size or 2 * batch_size
     it_ds = grain.experimental.WithOptionsIterDataset(
         it_ds, grain.experimental.DatasetOptions(min_shm_size=_MIN_SHM_BYTES))
     return iter(it_ds.mp_prefetch(grain.MultiprocessingOptions(
@@ -381,18 +289,14 @@ def _iterator(examples: grain.MapDataset, batch_size: int, *, num_workers: int,
 def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int = 3,
                    crop_size: int = T.CROP, crop_mode: str = "grid", flip: bool = True,
                    rot90: bool = False, shard: grain.sharding.ShardOptions | None = None,
-                   num_workers: int = 0, num_threads: int = 2, prefetch: int = 2,
+                   num_workers: int = 0, num_threads: int = 2,
                    worker_buffer_size: int | None = None) -> grain.DatasetIterator:
-    """Iterator over the infinite training batches, see the module doc.
+    """The infinite training batches (module doc).
 
-    crop_mode: `grid` draws crops among LIQE's stride-grid positions, as LIQE's training does;
-      `random` anywhere.
-    flip: a random horizontal flip of each image (LIQE's); rot90: each crop also turned by a
-      random multiple of 90 degrees, so that with `flip` crops take all 8 orientations.
-    Each example is read, cropped and flipped by one of `num_threads` threads of one of
-    `num_workers` processes (0: this process's threads); batches are assembled here,
-    `prefetch` ahead. `worker_buffer_size`: examples each worker keeps ready (None:
-    `worker_buffer`). The batches do not depend on any of these.
+    crop_mode: `grid` (among LIQE's stride-grid positions, as LIQE trains) or `random`.
+    flip: a random horizontal flip per image; rot90: each crop turned by k * 90 degrees, k random.
+    num_workers: decoding processes (0: `num_threads` threads of this one); worker_buffer_size:
+      examples each worker keeps ready (None: two batches).
     """
     if not specs:
         raise UserError("train_iterator: no datasets given")
@@ -401,25 +305,23 @@ def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
     libspng = _libspng_fits(num_workers, num_threads)
     shard = _shard_options(shard, drop_remainder=True)
     count = shard.shard_count
-    # Sizes that divide by the process count keep the plain shards; otherwise each process gets
-    # per-dataset quotas that still add up to the global per-dataset sizes (`process_quotas`).
+    # Sizes that divide by the process count keep the plain shards, others get quotas.
     even = all(spec.batch_size % count == 0 for spec in specs)
     quotas = None if even else process_quotas([s.batch_size for s in specs], count,
                                               shard.shard_index)
     per_dataset, sizes = [], []
     for d, spec in enumerate(specs):
-        name = spec.name or f"dataset {d}"
         if quotas is None:
             local = spec.batch_size // count
             indices = shard_indices(spec.all_indices(), shard)
         else:
-            local = quotas[d].count
+            local = len(quotas[d])
             if not local:  # the other processes read this dataset's part of every step
                 continue
-            indices = quota_indices(spec.all_indices(), quotas[d])
+            indices = quota_indices(spec.all_indices(), spec.batch_size, quotas[d])
         if local < 1 or len(indices) < 1:
-            raise UserError(f"{name}: nothing to read (batch size {local} per process, "
-                            f"{len(indices)} examples in shard {shard.shard_index})")
+            raise UserError(f"{spec.name or f'dataset {d}'}: nothing to read (batch size {local} "
+                            f"per process, {len(indices)} examples in shard {shard.shard_index})")
         # The per-example randomness is that of the example's position in its dataset's
         # stream (seed + position), whoever reads it: threads and workers change nothing.
         ds = (grain.MapDataset.source(indices)
@@ -433,13 +335,11 @@ def train_iterator(specs: Sequence[DataSpec], *, seed: int, crops_per_image: int
     batch = sum(sizes)
     steps = min(min(len(ds) // b for ds, b in zip(per_dataset, sizes)), sys.maxsize // batch)
     return _iterator(_StepOrder(per_dataset, sizes, steps), batch, num_workers=num_workers,
-                     num_threads=num_threads, prefetch=prefetch,
-                     worker_buffer_size=worker_buffer_size)
+                     num_threads=num_threads, worker_buffer_size=worker_buffer_size)
 
 
 def train_element_spec(config) -> dict:
-    """Shapes and dtypes of one GLOBAL training batch as `train_iterator` makes it from
-    `config.data`: {key: jax.ShapeDtypeStruct}."""
+    """{key: jax.ShapeDtypeStruct} of one global training batch made from `config.data`."""
     import jax  # pylint: disable=import-outside-toplevel
     d = config.data
     b = int(sum(d.batch_sizes.values()))
@@ -462,19 +362,13 @@ def _padded_batch(items: Sequence[dict], size: int) -> dict:
 
 
 def eval_iterator(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", num_crops: int = 15,
-                  crop_size: int = T.CROP, dataset_id: int = 0,
-                  shard: grain.sharding.ShardOptions | None = None, num_workers: int = 0,
-                  num_threads: int = 2, prefetch: int = 2,
-                  worker_buffer_size: int | None = None) -> grain.DatasetIterator:
-    """Batches of every example of this process's shard once, in dataset order, read per example
-    as `train_iterator` reads.
-
-    crop_mode: `liqe` (LIQE's `num_crops` grid crops), `center` (one) or `full` (the whole image
-    resized to 224, one). Every process gets the same number of batches: shards are padded to
-    equal length and the last batch to `batch_size`, with `valid` False on padding.
-    """
-    if crop_mode not in CROP_MODES:
-        raise UserError(f"unknown eval crop mode {crop_mode!r}; expected one of {CROP_MODES}")
+                  crop_size: int = T.CROP, shard: grain.sharding.ShardOptions | None = None,
+                  num_workers: int = 0, num_threads: int = 2) -> grain.DatasetIterator:
+    """Each example of this process's shard once, in dataset order; `valid` False on padding.
+    crop_mode: see `transforms.eval_crops`. Every process gets as many batches."""
+    if crop_mode not in T.EVAL_CROP_MODES:
+        raise UserError(f"unknown eval crop mode {crop_mode!r}; expected one of "
+                        f"{T.EVAL_CROP_MODES}")
     shard = _shard_options(shard, drop_remainder=False)
     everything = spec.all_indices()
     if not len(everything):
@@ -483,9 +377,8 @@ def eval_iterator(spec: DataSpec, *, batch_size: int, crop_mode: str = "liqe", n
     length = -(-len(everything) // shard.shard_count)  # the longest shard
     elements = [(int(i), True) for i in mine]
     elements += [(int(everything[0]), False)] * (length - len(mine))
-    example = _Example(spec, dataset_id, _libspng_fits(num_workers, num_threads))
+    example = _Example(spec, 0, _libspng_fits(num_workers, num_threads))
     ds = grain.MapDataset.source(elements).map(_EvalMap(example, crop_mode, num_crops, crop_size))
     return _iterator(ds, batch_size, num_workers=num_workers, num_threads=num_threads,
-                     prefetch=prefetch, worker_buffer_size=worker_buffer_size,
                      batch_fn=functools.partial(_padded_batch, size=batch_size),
                      drop_remainder=False)

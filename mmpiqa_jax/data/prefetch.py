@@ -4,14 +4,6 @@
                           size=2, limit=num_steps - start)
     batch = next(feed)            # device arrays, `size` of them ready ahead
     state = feed.get_state()      # the state after the last batch taken, at any step
-
-Resume stays exact although the thread reads ahead: right after each `next` of the wrapped
-iterator, the thread (the only one that touches it once reading began) records its
-`get_state()`, and the state travels with the batch through the queue. `get_state` returns
-the state recorded with the last batch taken, so a checkpoint at any step (a regular one, or
-a preemption's) holds exactly the position after the batches the steps consumed. `limit`
-stops reading after that many batches, so the wrapped iterator ends where the caller's last
-step leaves it.
 """
 from __future__ import annotations
 
@@ -24,25 +16,10 @@ from typing import Any
 _END = object()   # the wrapped iterator is exhausted (or `limit` reached)
 
 
-class _Batch:
-    def __init__(self, batch, state):
-        self.batch, self.state = batch, state
-
-
-class _Failed:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
 class DevicePrefetch:
-    """Iterator of `put(next(iterator))`, computed `size` ahead by one thread.
-
-    iterator: has `__next__`, and `get_state`/`set_state` for checkpoints.
-    put: host batch -> device batch (e.g. global arrays); runs in the thread.
-    size: device batches kept ready (memory: that many batches on the device).
-    limit: batches to read at most (None: until the iterator ends).
-    The wrapped iterator's `get_state` is called once per batch, in the thread.
-    """
+    """Iterator of `put(next(iterator))` (put: host batch -> device batch, run in the thread),
+    `size` ahead, `limit` batches at most (None: all). The `iterator` has `get_state`; restore
+    its state before wrapping it."""
 
     def __init__(self, iterator: Iterator, put: Callable[[Any], Any], *, size: int = 2,
                  limit: int | None = None):
@@ -60,6 +37,7 @@ class DevicePrefetch:
         return self
 
     def _run(self) -> None:
+        # The state recorded with each batch makes `get_state` exact despite the read-ahead.
         k = 0
         try:
             while not self._stop.is_set() and (self.limit is None or k < self.limit):
@@ -70,11 +48,11 @@ class DevicePrefetch:
                 k += 1
                 # Exactly after batch k; a copy, should the iterator mutate it later.
                 state = copy.deepcopy(self.iterator.get_state())
-                if not self._offer(_Batch(self.put(batch), state)):
+                if not self._offer((self.put(batch), state)):
                     return
             self._offer(_END)
         except BaseException as e:  # pylint: disable=broad-except  # re-raised in the caller
-            self._offer(_Failed(e))
+            self._offer(e)
 
     def _offer(self, item) -> bool:
         while not self._stop.is_set():
@@ -96,12 +74,12 @@ class DevicePrefetch:
         if item is _END:
             self._done = True
             raise StopIteration
-        if isinstance(item, _Failed):
+        if isinstance(item, BaseException):
             self._done = True
-            raise item.error
+            raise item
         self._taken += 1
-        self._state = item.state
-        return item.batch
+        batch, self._state = item
+        return batch
 
     def get_state(self):
         """The wrapped iterator's state after the batches taken (not after those read ahead)."""
@@ -112,21 +90,9 @@ class DevicePrefetch:
             return self.iterator.get_state()
         return self._state
 
-    def set_state(self, state) -> None:
-        if self._thread is not None:
-            raise RuntimeError("DevicePrefetch: set_state after reading began; set the "
-                               "wrapped iterator's state before wrapping it")
-        self.iterator.set_state(state)
-
     def close(self) -> None:
         """Stops the thread (the batches it read ahead are dropped)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self._done = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

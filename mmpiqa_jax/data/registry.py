@@ -1,8 +1,7 @@
 """Dataset names -> tfds builders: build (`prepare`) and read (`load_source`) by name.
 
 A name may carry a builder config, `synthetic_iqa/small`. Prepared data live under
-`default_data_dir()`: `$MMPIQA_DATA_DIR` if set, else `~/mmpiqa_data` (kept apart from tfds'
-own `~/tensorflow_datasets`, whose datasets need TensorFlow to read).
+`default_data_dir()`.
 """
 import importlib
 import logging
@@ -77,12 +76,9 @@ def prepare(name: str, manual_dir: str | None = None, data_dir: str | None = Non
             uncompressed: bool = False) -> tfds.core.DatasetBuilder:
     """Builds `name` into `data_dir` from the user's folder `manual_dir` (none for embedded ones).
 
-    A published dataset whose folder holds another number of images than the published one is
-    refused unless `allow_partial` (small or partial copies); the metadata then says `partial`.
-    `liqe_resize` stores the images after LIQE's resize (metadata `liqe_resized`), for a data
-    dir of its own: LIQE's crops are the same, a whole-image (`full`) evaluation is not.
-    `uncompressed` stores them as BMP (metadata `uncompressed`): the same pixels, decoded
-    about 15 times faster, 3 bytes a pixel on disk (`transforms.stored_bytes`).
+    allow_partial: accept another image count than the published one (metadata `partial`).
+    liqe_resize, uncompressed: store the images after LIQE's resize (no `full` evaluation from
+    them), as BMP; metadata `liqe_resized`, `uncompressed`; each in a data dir of its own.
     """
     base, _ = _split_name(name)
     if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
@@ -122,12 +118,8 @@ def prepare(name: str, manual_dir: str | None = None, data_dir: str | None = Non
 
 def load_source(name: str, split: str = "all", data_dir: str | None = None, *,
                 decode_images: bool = True):
-    """The `tfds.data_source` of a prepared dataset: random access to examples (dicts).
-
-    `split="all"` is every example in the dataset's order; splits for experiments are index
-    arrays into it (see `splits`). With `decode_images=False` the `image` field stays encoded
-    bytes, which is cheaper when only labels are read or when the pipeline decodes itself.
-    """
+    """The `tfds.data_source` of a prepared dataset (`all`: every example, in order); with
+    `decode_images=False` the `image` field stays encoded bytes."""
     builder = get_builder(name, data_dir)
     if not builder.is_prepared():
         raise MissingFileError(

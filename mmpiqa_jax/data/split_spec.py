@@ -1,22 +1,11 @@
 """`config.data.split`: where each training dataset's split comes from, parsed and resolved.
 
-One string, so that `--set data.split=...` can say it:
-
-    SPEC    := ITEM ("," ITEM)*
-    ITEM    := [DATASET ":"] SOURCE        DATASET: a name of data.batch_sizes, or "*"
-    SOURCE  := RATIOS                      70/10/20 (train/val/test), 80/20 (train/test), in %
-             | "official"                  the dataset's own split (KonIQ-10k)
-             | "liqe:" DIR                 LIQE's `IQA_Database` folder (see `LIQE_FOLDERS`)
-             | "pyiqa:" CSV [":" PKL]      pyiqa's meta CSV and `.pkl` split file, or
-             | "pyiqa:" CSV ":" COLUMN     a split column of the CSV (default `split`)
-
-An item without DATASET (or with `*`) applies to every dataset that no item names. Examples:
-`70/10/20`; `liqe:/data/IQA_Database`; `koniq10k:official,*:liqe:/data/IQA_Database`.
-
-`data.split_seed` = s picks split s + 1 of LIQE's `splits2/1..10` and of a pyiqa `.pkl`, and
-seeds the random split by reference for ratios. LIQE's and pyiqa's files are matched strictly
-to the prepared dataset (`splits.import_liqe`); LIQE's files also give every listed image its
-scene labels and distortion name.
+One string, so that `--set data.split=...` can say it: comma-separated items `[DATASET:]SOURCE`
+(see `GRAMMAR`), SOURCE one of `70/10/20` (train/val/test, in %) or `80/20`, `official` (the
+dataset's own split), `liqe:DIR` (LIQE's `IQA_Database`, see `LIQE_FOLDERS`), `pyiqa:CSV[:PKL]`
+or `pyiqa:CSV:COLUMN`. An item without DATASET (or with `*`) applies to every dataset no item
+names. `data.split_seed` = s picks split s + 1 of LIQE's `splits2/1..10` and of a pyiqa `.pkl`,
+and seeds the random split of ratios.
 """
 from __future__ import annotations
 
@@ -43,7 +32,6 @@ LIQE_FOLDERS = {
     "live_challenge": ("ChallengeDB_release", "clive"),
     "bid": ("BID", "bid"),
 }
-LIQE_PARTS = ("train", "val", "test")
 
 _RATIOS = re.compile(r"^\d+(\.\d*)?(/\d+(\.\d*)?){1,2}$")
 _KINDS = ("official", "liqe", "pyiqa")
@@ -52,11 +40,8 @@ ALL = "*"
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """One split source. kind: `ratios` | `official` | `liqe` | `pyiqa`.
-
-    ratios: fractions of the references per part; path: LIQE's folder or pyiqa's CSV;
-    extra: pyiqa's `.pkl` file or split column ("" = column `split`).
-    """
+    """One split source of `kind` `ratios` (fractions per part), `official`, `liqe` (`path`: its
+    folder) or `pyiqa` (`path`: the CSV, `extra`: a `.pkl` file or a column, "" = `split`)."""
     kind: str
     ratios: tuple[float, ...] = ()
     path: str = ""
@@ -117,8 +102,8 @@ def _parse_source(text: str, item: str, source: str) -> Source:
 
 
 def parse(text: str, datasets: Sequence[str] = ()) -> SplitSpec:
-    """Parses `data.split`; with `datasets` (the training datasets), also checks that every
-    named dataset is one of them and that each gets a source."""
+    """Parses `data.split`; with `datasets` (the training ones), checks that it names only
+    those and gives each a source."""
     by_dataset: dict[str, Source] = {}
     default = None
     for item in (i.strip() for i in str(text).split(",")):
@@ -167,12 +152,8 @@ def liqe_split_dir(directory: str, dataset: str, seed: int) -> tuple[str, str]:
 
 def resolve(source: Source, dataset: str, table: Mapping[str, np.ndarray], *, seed: int,
             official=None) -> splits.ImportedSplit:
-    """The split of one dataset from `source`.
-
-    table: the dataset's labels (`splits.read_labels`: `name`, `ref_id`, `quality`, ...).
-    seed: `data.split_seed`. official: a callable returning the dataset's own split, for
-    `official` (kept a callable so that only that source opens the builder).
-    """
+    """The split of one dataset from `source`, given its labels (`splits.read_labels`), the
+    `data.split_seed`, and a callable giving its own split (called for `official` only)."""
     if not 0 <= seed <= 9 and source.kind in ("liqe", "pyiqa"):
         raise UserError(f"data.split_seed={seed}: {source.kind} split files number 1..10 "
                         "(split_seed 0..9)")
@@ -182,7 +163,7 @@ def resolve(source: Source, dataset: str, table: Mapping[str, np.ndarray], *, se
         return splits.ImportedSplit(official())
     if source.kind == "liqe":
         directory, db = liqe_split_dir(source.path, dataset, seed)
-        return splits.import_liqe(directory, db, table["name"], table["quality"], LIQE_PARTS)
+        return splits.import_liqe(directory, db, table["name"], table["quality"])
     if source.kind == "pyiqa":
         if source.extra.lower().endswith(".pkl"):
             parts = splits.import_pyiqa_pickle(source.path, source.extra, seed + 1, table["name"],

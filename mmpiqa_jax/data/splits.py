@@ -1,8 +1,7 @@
 """Splits for experiments: index arrays into a dataset's `all` data source.
 
-A split is a dict `{part: sorted int64 indices}`, e.g. `{"train": ..., "val": ..., "test": ...}`.
-Random splits go by reference image, so that no reference (and none of its distorted versions)
-falls in two parts. Split files of LIQE and pyiqa are read, matched by `name`.
+A split is a dict `{part: sorted int64 indices}`, e.g. `{"train": ..., "val": ..., "test": ...}`:
+random by reference image (`random_split`), or LIQE's and pyiqa's split files matched by `name`.
 """
 import csv
 import dataclasses
@@ -45,9 +44,8 @@ _PART_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
 
 def random_split(ref_ids: Sequence[int], ratios: Sequence[float], seed: int = 0
                  ) -> dict[str, np.ndarray]:
-    """Seeded random split of examples by reference: the references are shuffled and cut by
-    `ratios` (2 or 3 fractions summing to 1, `split_spec.parse_ratios`), each example follows
-    its reference."""
+    """Seeded random split by reference: the references shuffled and cut by `ratios` (2 or 3
+    fractions summing to 1), each example following its reference."""
     ref_ids = np.asarray(ref_ids)
     refs = np.random.default_rng(seed).permutation(np.unique(ref_ids))
     # Cumulative rounding: the parts' sizes add up to the number of references exactly.
@@ -61,9 +59,8 @@ def random_split(ref_ids: Sequence[int], ratios: Sequence[float], seed: int = 0
 # Labels of a data source, and matching names to indices.
 
 def read_labels(source) -> dict[str, np.ndarray]:
-    """Every example's labels (no image) from a data source: name, mos, mos_std, quality,
-    ref_id, distortion_type, distortion_class, level. Open the source with
-    `decode_images=False` to skip decoding the images."""
+    """Every example's labels from a data source (best opened with `decode_images=False`):
+    name, mos, mos_std, quality, ref_id, distortion_type, distortion_class, level."""
     fields = ("name", "mos", "mos_std", "quality", "ref_id", "distortion_type",
               "distortion_class", "level")
     rows = [source[i] for i in range(len(source))]
@@ -105,9 +102,8 @@ class NameIndex:
 
     def indices(self, names: Sequence[str], rows: Sequence, where: str,
                 seen: dict[int, str]) -> np.ndarray:
-        """Indices of a file's image names (`rows`: their row numbers in `where`); raises at the
-        first name not in the dataset, or listed twice (in this file or an earlier one, recorded
-        in `seen`)."""
+        """Indices of a file's image names (`rows`: their rows in `where`); raises at the first
+        name not in the dataset, or listed twice (here or in an earlier file, `seen`)."""
         found = []
         for name, row in zip(names, rows):
             i = self.find(name)
@@ -126,11 +122,6 @@ class NameIndex:
 # ------------------------------------------------------------------------------------------------
 # LIQE split files: `<db>_{train,val,test}_clip.txt`, tab-separated, no header:
 # path, score (higher is better), distortion name, scene1, scene2, scene3 ("invalid" if absent).
-
-def liqe_file(directory: str, db: str, part: str) -> str:
-    """The path of a LIQE split file, e.g. `<dir>/csiq_train_clip.txt`."""
-    return os.path.join(directory, f"{db}_{part}_clip.txt")
-
 
 class LiqeRow(NamedTuple):
     """One row of a LIQE split file."""
@@ -170,13 +161,9 @@ def read_liqe_file(path: str) -> list[LiqeRow]:
 
 @dataclasses.dataclass(frozen=True)
 class ImportedSplit:
-    """A split read from split files, with the labels the files carry.
-
-    parts: {part: sorted int64 indices into the dataset's `all` order}.
-    scenes: float32 [N, 9] multi-hot; a zero row where the files give no scene (or None when
-      the files carry no scenes at all).
-    distortion_class: int32 [N], the files' class per image, -1 where they say nothing (or None).
-    """
+    """A split read from split files: `parts` ({part: sorted int64 indices}), and where the files
+    carry them, `scenes` float32 [N, 9] multi-hot and `distortion_class` int32 [N] (zero rows and
+    -1 where they say nothing)."""
     parts: dict[str, np.ndarray]
     scenes: np.ndarray | None = None
     distortion_class: np.ndarray | None = None
@@ -189,9 +176,8 @@ MIN_SCORE_AGREEMENT = 0.99
 
 def check_score_agreement(path: str, rows: Sequence[int], scores: np.ndarray,
                           quality: np.ndarray, *, either_direction: bool = False) -> None:
-    """Raises when Spearman(file scores, dataset quality) < `MIN_SCORE_AGREEMENT`, naming the
-    file and its first badly ranked row. `rows`: the file's row (line) numbers; with
-    `either_direction`, a file ordered the other way (a DMOS) passes too."""
+    """Raises, naming `path` and its first badly ranked of `rows`, when Spearman(file scores,
+    dataset quality) < `MIN_SCORE_AGREEMENT` (either sign with `either_direction`)."""
     scores, quality = np.asarray(scores, np.float64), np.asarray(quality, np.float64)
     if len(scores) < 3 or np.ptp(scores) == 0 or np.ptp(quality) == 0:
         return
@@ -219,19 +205,16 @@ def _liqe_class(db: str, row: LiqeRow) -> str:
     return LIQE_DISTORTION_CLASS[row.distortion]
 
 
-def import_liqe(directory: str, db: str, names: Sequence[str], quality=None,
-                parts=("train", "val", "test")) -> ImportedSplit:
-    """Reads LIQE's split files `<directory>/<db>_<part>_clip.txt` and matches them, strictly,
-    to `names` (the dataset's `all` order): every listed image must be in the dataset, and in
-    one part only. With `quality` ([N], higher is better), each file's scores must rank the
-    images alike (`check_score_agreement`). Scenes and distortion classes come from the files
-    (LIQE's names through `LIQE_DISTORTION_CLASS`)."""
+def import_liqe(directory: str, db: str, names: Sequence[str], quality=None) -> ImportedSplit:
+    """LIQE's split files `<directory>/<db>_{train,val,test}_clip.txt`, with their scenes and
+    distortion classes, matched strictly to `names` (each listed image in the dataset, in one
+    part); with `quality` ([N]), each file's scores must rank the images alike."""
     index = NameIndex(names, db)
     scenes = np.zeros((len(names), labels.NUM_SCENES), np.float32)
     classes = np.full(len(names), -1, np.int32)
     split, seen = {}, {}
-    for part in parts:
-        path = liqe_file(directory, db, part)
+    for part in ("train", "val", "test"):
+        path = os.path.join(directory, f"{db}_{part}_clip.txt")
         if not os.path.exists(path):
             raise MissingFileError(f"LIQE split file {path} not found (part {part!r} of {db})")
         rows = read_liqe_file(path)
@@ -253,15 +236,13 @@ def import_liqe(directory: str, db: str, names: Sequence[str], quality=None,
 _PYIQA_NAME_COLUMNS = ("dist_name", "img_name", "image_name", "name")
 
 
-def _read_pyiqa_csv(path: str, name_column: str | None) -> tuple[list[str], list[dict]]:
-    """(header, rows) of a pyiqa meta CSV; each row also holds its line number under `_line`
-    and its name under `_name`."""
+def _read_pyiqa_csv(path: str) -> tuple[list[str], list[dict]]:
+    """(header, rows) of a pyiqa meta CSV, each row with its `_line` number and `_name`."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
-        if name_column is None:
-            name_column = next((c for c in _PYIQA_NAME_COLUMNS if c in header),
-                               header[0] if header else None)
+        name_column = next((c for c in _PYIQA_NAME_COLUMNS if c in header),
+                           header[0] if header else None)
         if name_column not in header:
             raise UserError(f"{path}: no column {name_column!r}; columns: {header}")
         rows = [dict(row, _line=line_no, _name=row[name_column])
@@ -290,12 +271,10 @@ def _number_or_nan(text) -> float:
 
 
 def import_pyiqa(path: str, names: Sequence[str], split_column: str = "split",
-                 name_column: str | None = None, dataset: str = "dataset",
-                 quality=None) -> dict[str, np.ndarray]:
-    """The split in column `split_column` of a pyiqa meta CSV, matched strictly to `names`
-    (the dataset's `all` order). Rows with an empty split value are left out. With `quality`,
-    the CSV's score column must rank the images alike (either direction)."""
-    header, rows = _read_pyiqa_csv(path, name_column)
+                 dataset: str = "dataset", quality=None) -> dict[str, np.ndarray]:
+    """The split in column `split_column` of a pyiqa meta CSV (empty values left out), matched
+    strictly to `names`; with `quality`, its scores must rank the images alike, either way."""
+    header, rows = _read_pyiqa_csv(path)
     if split_column not in header:
         raise UserError(f"{path}: no column {split_column!r}; columns: {header}")
     listed = []
@@ -319,9 +298,8 @@ def import_pyiqa(path: str, names: Sequence[str], split_column: str = "split",
 
 def import_pyiqa_pickle(meta_csv: str, split_pkl: str, split_index: int, names: Sequence[str],
                         dataset: str = "dataset", quality=None) -> dict[str, np.ndarray]:
-    """Split `split_index` (pyiqa counts from 1) of a pyiqa split file: a pickled
-    `{index: {"train" | "val" | "test": [row indices into the meta CSV's data rows]}}`."""
-    header, rows = _read_pyiqa_csv(meta_csv, None)
+    """Split `split_index` (from 1) of a pyiqa `.pkl`: {index: {part: [meta CSV data rows]}}."""
+    header, rows = _read_pyiqa_csv(meta_csv)
     with open(split_pkl, "rb") as f:
         table = pickle.load(f)  # a user's own file; pyiqa's format is a pickle
     if not isinstance(table, Mapping):
@@ -360,8 +338,7 @@ def official_split(name: str, data_dir: str | None = None) -> dict[str, np.ndarr
 
 
 def builder_split(builder) -> dict[str, np.ndarray]:
-    """The splits a prepared tfds builder wrote, as indices into its `all` split, matched by
-    name (part names normalised: `validation` -> `val`)."""
+    """The splits a prepared builder wrote, as indices into its `all` (`validation` -> `val`)."""
     parts = list(builder.info.splits.keys())
     if len(parts) < 2:
         raise UserError(f"dataset {builder.name!r} has no official split (its splits: {parts})")

@@ -1,7 +1,7 @@
 """Image ops of LIQE's preprocessing, on PIL images and numpy arrays (host side, per example).
 
-Crops are (top, left) positions of `crop` x `crop` windows; images are uint8 [h, w, 3] until
-`normalize`, which gives CLIP-normalised float32.
+Crops are (top, left) positions of `crop` x `crop` windows; images and crops are uint8 [h, w, 3]
+(the models CLIP-normalise them, `models.preprocess`, with `CLIP_MEAN` and `CLIP_STD`).
 """
 import io
 import zlib
@@ -24,9 +24,8 @@ _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def to_rgb(pil: Image.Image) -> Image.Image:
-    """`pil` as 8-bit RGB, fully decoded (a truncated file fails here). 16-bit grey keeps its
-    high byte, as OpenCV and scikit-image read it (pillow's own conversion clips it to white;
-    16-bit colour pillow already reads so); floating-point images are refused."""
+    """`pil` as 8-bit RGB, fully decoded (a truncated file fails here); 16-bit grey keeps its
+    high byte, as OpenCV and scikit-image read it; raises for floating-point images."""
     if pil.mode == "RGB":
         pil.load()   # what convert() would do, without its copy
         return pil
@@ -40,8 +39,7 @@ def to_rgb(pil: Image.Image) -> Image.Image:
 
 
 def decode_rgb(image) -> Image.Image:
-    """Encoded bytes (PNG/JPEG/...) or a uint8 array as an RGB PIL image (`to_rgb`). Pillow
-    decodes; `decode_array` is the faster path to pixels."""
+    """Encoded bytes (PNG/JPEG/...) or a uint8 array as an RGB PIL image (`to_rgb`)."""
     if isinstance(image, (bytes, bytearray)):
         return to_rgb(Image.open(io.BytesIO(image)))
     return to_rgb(Image.fromarray(np.asarray(image)))
@@ -51,18 +49,15 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def is_rgb8_png(data) -> bool:
-    """Whether encoded bytes are a PNG of 8-bit RGB pixels (colour type 2, no alpha, no palette):
-    the IHDR chunk, which must come first, holds bit depth and colour type at bytes 24 and 25."""
+    """Whether encoded bytes are a PNG of 8-bit RGB pixels (no alpha, no palette)."""
+    # The IHDR chunk comes first, with bit depth and colour type (2) at bytes 24 and 25.
     return (len(data) > 33 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR"
             and data[24] == 8 and data[25] == 2)
 
 
 def _check_png_chunks(data: memoryview) -> None:
-    """Raises OSError naming the first chunk of a PNG that is cut short or fails its CRC.
-
-    pyspng sets libspng to ignore CRCs (and so zlib's checksum), where pillow checks them: a
-    damaged file would decode to wrong pixels instead of failing. CRC-32 catches every error
-    of up to 32 bits in a chunk; it costs about 0.1 ms of a 400 KB file."""
+    """Raises OSError naming the first chunk of a PNG that is cut short or fails its CRC."""
+    # pyspng has libspng ignore CRCs: a damaged file would decode to wrong pixels.
     pos, end = 8, len(data)
     while pos + 12 <= end:
         kind = bytes(data[pos + 4:pos + 8])
@@ -78,20 +73,8 @@ def _check_png_chunks(data: memoryview) -> None:
 
 
 def decode_array(image, libspng: bool = True) -> np.ndarray:
-    """Encoded bytes (or a uint8 array) as RGB pixels, uint8 [h, w, 3]: `decode_rgb`'s pixels.
-
-    8-bit RGB PNGs (KADID-10k, CSIQ, prepared `--liqe-resize` images) are decoded by libspng
-    (`pyspng`), 1.7x faster than pillow and straight into numpy, after their chunks' CRCs are
-    checked; PNG is lossless, so any conforming decoder gives the same pixels of a sound file
-    (tests/test_decode.py checks them against pillow and OpenCV). Everything else (JPEG, BMP,
-    palette, grey, alpha, 16-bit PNGs, and images above pillow's `MAX_IMAGE_PIXELS`, which
-    pillow refuses) goes through pillow: JPEG decoders round differently, and pillow's is the
-    one LIQE used (docs/benchmarks_pipeline.md).
-
-    libspng: False decodes every format with pillow. pyspng holds the GIL while it decodes and
-      pillow lets go of it, so where several threads of one process decode, pillow's run in
-      parallel and libspng's one at a time (`pipeline._libspng_fits`).
-    """
+    """Encoded bytes (or a uint8 array) as `decode_rgb`'s pixels, uint8 [h, w, 3]: 8-bit RGB
+    PNGs by libspng (after a check of their CRCs), unless `libspng` is False, the rest by pillow."""
     if isinstance(image, memoryview):
         image = image.tobytes()
     if libspng and isinstance(image, (bytes, bytearray)) and is_rgb8_png(image):
@@ -106,51 +89,34 @@ def decode_array(image, libspng: bool = True) -> np.ndarray:
     return np.asarray(decode_rgb(image))
 
 
-def liqe_resize(image, max_short: int = MAX_SHORT_SIDE, crop: int = CROP):
-    """LIQE's AdaptiveResize: only when both sides exceed `max_short`, shrink the short side to it.
-
-    Images whose short side is below `crop` are enlarged to `crop` (bicubic), since a 224 crop
-    cannot be taken from them otherwise (LIQE asserts instead; no dataset it uses is that small).
-    Takes a PIL image or a uint8 array [h, w, 3] and returns the same kind (the same object when
-    nothing changes; the resize itself is pillow's, as LIQE's).
-    """
+def liqe_resize(image, crop: int = CROP):
+    """LIQE's AdaptiveResize: a short side above `MAX_SHORT_SIDE` shrinks to it, one below `crop`
+    grows to `crop` (bicubic; LIQE asserts instead). Takes a PIL image or uint8 [h, w, 3] and
+    returns the same kind (the same object when nothing changes)."""
     is_array = isinstance(image, np.ndarray)
     h, w = image.shape[:2] if is_array else image.size[::-1]
     short = min(w, h)
-    if short > max_short:
-        target = max_short
-        resample = Image.BILINEAR  # torchvision's Resize default on PIL images, as LIQE uses
+    if short > MAX_SHORT_SIDE:  # bilinear: torchvision's Resize default on PIL images
+        target, resample = MAX_SHORT_SIDE, Image.BILINEAR
     elif short < crop:
         target, resample = crop, Image.BICUBIC
     else:
         return image
     # torchvision's Resize(int): the short side becomes `target`, the long one int(target * ratio).
-    if w <= h:
-        size = (target, int(target * h / w))
-    else:
-        size = (int(target * w / h), target)
+    size = (target, int(target * h / w)) if w <= h else (int(target * w / h), target)
     if is_array:
         return np.asarray(Image.fromarray(image).resize(size, resample))
     return image.resize(size, resample)
 
 
-def stored_bytes(data: bytes, *, resize: bool = False, uncompressed: bool = False,
-                 max_short: int = MAX_SHORT_SIDE, crop: int = CROP) -> bytes:
+def stored_bytes(data: bytes, *, resize: bool = False, uncompressed: bool = False) -> bytes:
     """An encoded image as `mmpiqa prepare` stores it, decoding to exactly the pixels that
-    `decode_rgb` (then `liqe_resize`, when `resize`) gives of `data`.
-
-    resize: LIQE's resize done once (`--liqe-resize`); resizing the stored image again
-      changes nothing (its short side is `max_short` or `crop`, or it was left alone).
-    uncompressed: stored as a 24-bit BMP (`--uncompressed`), which pillow, OpenCV and
-      TensorFlow all read, and which pillow decodes in a copy of the rows (0.5 ms for
-      512 x 384 where a PNG takes 6): 3 bytes a pixel, which array_record's zstd shrinks
-      somewhat and takes time to expand (a loss for large JPEGs, docs/benchmarks_pipeline.md).
-    Otherwise the bytes as they are when nothing changes, and a resized image as PNG.
-    """
+    `decode_rgb` (then `liqe_resize`, with `resize`: `--liqe-resize`) gives of `data`: a 24-bit
+    BMP with `uncompressed`, else the bytes as they are when nothing changes, or a PNG."""
     if not resize and not uncompressed:
         return bytes(data)
     image = decode_rgb(data)
-    resized = liqe_resize(image, max_short, crop) if resize else image
+    resized = liqe_resize(image) if resize else image
     if uncompressed:
         return encode(resized, "BMP")
     if resized is image:
@@ -159,56 +125,41 @@ def stored_bytes(data: bytes, *, resize: bool = False, uncompressed: bool = Fals
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    """`image` encoded as `fmt` with pillow's `options` (PNG: lossless; BMP: 24-bit, decoded by
-    a copy of its rows)."""
+    """`image` encoded as `fmt` with pillow's `options`."""
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 
-def grid_stride(height: int, width: int) -> int:
-    """LIQE's test stride: 48 when a side is >= 1024 (after the resize), else 32."""
-    return 48 if max(height, width) >= 1024 else 32
-
-
 def grid_positions(height: int, width: int, crop: int = CROP,
                    stride: int | None = None) -> np.ndarray:
-    """All (top, left) of the stride grid, row-major, as torch's `unfold` orders them. [n, 2]."""
-    stride = grid_stride(height, width) if stride is None else stride
+    """All (top, left) of the stride grid, row-major, as torch's `unfold` orders them. [n, 2].
+    The stride is LIQE's unless given: 48 when a side is >= 1024 (after the resize), else 32."""
+    if stride is None:
+        stride = 48 if max(height, width) >= 1024 else 32
     tops = np.arange(0, height - crop + 1, stride)
     lefts = np.arange(0, width - crop + 1, stride)
     return np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
 
 
 def liqe_test_positions(height: int, width: int, num: int = 15, crop: int = CROP) -> np.ndarray:
-    """LIQE's deterministic test crops: grid positions 0, s, 2s, ... with s = n_grid // num.
-
-    Where the grid has fewer than `num` positions (LIQE asserts), they are spread evenly with
-    repeats: position floor(i * n_grid / num).
-    """
+    """LIQE's test crops, [num, 2]: grid positions 0, s, 2s, ... with s = n_grid // num; a grid
+    of fewer than `num` (LIQE asserts) gives positions floor(i * n_grid / num), with repeats."""
     grid = grid_positions(height, width, crop)
     n = len(grid)
-    if n >= num:
-        sel = (n // num) * np.arange(num)
-    else:
-        sel = (np.arange(num) * n) // num
-    return grid[sel]
+    return grid[(n // num) * np.arange(num) if n >= num else (np.arange(num) * n) // num]
 
 
 PYIQA_STRIDE = 32  # pyiqa's LIQE: `step`, the same for every image size
 
 
-def pyiqa_positions(height: int, width: int, num: int = 15, crop: int = CROP,
-                    stride: int = PYIQA_STRIDE) -> np.ndarray:
-    """pyiqa's LIQE test crops of an image taken as it is (no resize): of the stride grid's n
-    positions (row-major, as `unfold`), min(n, num) at k * max(1, n // num). [min(n, num), 2].
-
-    Raises ValueError for a side below `crop` (pyiqa asserts).
-    """
+def pyiqa_positions(height: int, width: int, num: int = 15, crop: int = CROP) -> np.ndarray:
+    """pyiqa's LIQE test crops of an image as it is, [min(n, num), 2]: of the n grid positions,
+    those at k * max(1, n // num); raises for a side below `crop` (pyiqa asserts)."""
     if height < crop or width < crop:
         raise UserError(f"pyiqa crops need both sides >= {crop} (pyiqa's LIQE does not resize), "
                         f"got {width}x{height}")
-    grid = grid_positions(height, width, crop, stride)
+    grid = grid_positions(height, width, crop, PYIQA_STRIDE)
     n = len(grid)
     count = min(n, num)
     return grid[max(1, n // count) * np.arange(count)]
@@ -221,26 +172,22 @@ def center_position(height: int, width: int, crop: int = CROP) -> np.ndarray:
 
 def random_positions(height: int, width: int, num: int, rng: np.random.Generator,
                      crop: int = CROP, mode: str = "grid") -> np.ndarray:
-    """`num` training crops: `grid` draws grid positions with replacement, as LIQE's training
-    does; `random` draws any position uniformly. [num, 2]."""
+    """`num` training crops, [num, 2]: grid positions with replacement (`grid`, LIQE's), or any
+    positions (`random`; `pipeline.train_iterator` checks the mode)."""
     if mode == "grid":
         grid = grid_positions(height, width, crop)
         return grid[rng.integers(0, len(grid), size=num)]
-    if mode == "random":
-        return np.stack([rng.integers(0, height - crop + 1, size=num),
-                         rng.integers(0, width - crop + 1, size=num)], -1)
-    raise UserError(f"unknown crop mode {mode!r}; expected 'grid' or 'random'")
+    return np.stack([rng.integers(0, height - crop + 1, size=num),
+                     rng.integers(0, width - crop + 1, size=num)], -1)
 
 
 def take_crops(image: np.ndarray, positions: np.ndarray, crop: int = CROP,
                mirror: bool = False) -> np.ndarray:
-    """The windows at `positions` of a [h, w, c] image, or with `mirror` of the image flipped
-    left-right (positions in the flipped image). [n, crop, crop, c], same dtype."""
+    """The [n, crop, crop, c] windows at `positions` of an [h, w, c] image (or of it mirrored)."""
     if not mirror:
         return np.stack([image[t:t + crop, l:l + crop] for t, l in positions])
     # The flipped image's window at left l is the window at w - l - crop, reversed: only the
-    # crops are flipped, each pixel moved as one c-byte item (three times faster than numpy's
-    # element-wise copy of image[:, ::-1]).
+    # crops are flipped, each pixel moved as one c-byte item.
     w, c = image.shape[1], image.shape[-1]
     pixels = np.ascontiguousarray(image).view(np.dtype(f"V{c * image.itemsize}"))[..., 0]
     out = np.stack([pixels[t:t + crop, w - l - crop:w - l][:, ::-1] for t, l in positions])
@@ -253,27 +200,17 @@ def random_rot90(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.stack([np.rot90(c, k) for c, k in zip(crops, turns)])
 
 
-def resize_full(image, size: int = CROP) -> np.ndarray:
-    """The whole image (PIL or uint8 [h, w, 3]) squeezed to size x size (bicubic, as CLIP's
-    preprocessing). [1, s, s, 3]."""
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    return np.asarray(image.resize((size, size), Image.BICUBIC))[None]
-
-
-# (x / 255 - mean) / std as one multiply-add: the host's costliest op per crop.
 EVAL_CROP_MODES = ("liqe", "center", "full", "pyiqa")
 
 
 def eval_crops(image, mode: str = "liqe", num: int = 15, crop: int = CROP) -> np.ndarray:
-    """Deterministic evaluation crops of an RGB image (PIL, or uint8 [h, w, 3] as
-    `decode_array` gives), uint8 [n, crop, crop, 3]: LIQE's `num` grid
-    crops after its resize (`liqe`), the centre crop (`center`), the whole image resized (`full`),
-    or pyiqa's LIQE crops of the image as it is (`pyiqa`: min(num, grid positions) of them)."""
+    """uint8 [n, crop, crop, 3] evaluation crops of an RGB image (PIL or uint8 [h, w, 3]): `liqe`
+    (`num` grid crops after LIQE's resize), `center`, `full` (resized), `pyiqa` (<= num, as is)."""
     if mode not in EVAL_CROP_MODES:
         raise UserError(f"unknown eval crop mode {mode!r}; expected one of {EVAL_CROP_MODES}")
-    if mode == "full":
-        return resize_full(image, crop)
+    if mode == "full":  # bicubic
+        pil = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+        return np.asarray(pil.resize((crop, crop), Image.BICUBIC))[None]
     if mode == "pyiqa":
         array = np.asarray(image)
         return take_crops(array, pyiqa_positions(*array.shape[:2], num, crop), crop)
@@ -281,15 +218,3 @@ def eval_crops(image, mode: str = "liqe", num: int = 15, crop: int = CROP) -> np
     h, w = array.shape[:2]
     pos = liqe_test_positions(h, w, num, crop) if mode == "liqe" else center_position(h, w, crop)
     return take_crops(array, pos, crop)
-
-
-_SCALE = (1.0 / (255.0 * CLIP_STD)).astype(np.float32)
-_OFFSET = (-CLIP_MEAN / CLIP_STD).astype(np.float32)
-
-
-def normalize(pixels: np.ndarray) -> np.ndarray:
-    """uint8 RGB -> float32 (x / 255 - mean) / std with CLIP's mean and std."""
-    out = pixels.astype(np.float32)
-    out *= _SCALE
-    out += _OFFSET
-    return out

@@ -1,9 +1,7 @@
 """What the real IQA builders share: the user's folder, score files, checks and image bytes.
 
-Each dataset module only says where its scores are and how a row becomes a `Record`; this base
-turns the records into examples of `iqa_features()`. Every record is checked (image found, score
-in its nominal range, no duplicate) before anything is written, and every error names the file
-and the row at fault.
+A dataset module reads its score files into `Record`s (`IqaBuilder._read`); every record is
+checked before anything is written, and every error names the file and the row at fault.
 """
 import abc
 import csv
@@ -105,9 +103,6 @@ class Folder:
 
     def find(self, relative: str) -> pathlib.Path | None:
         """The file or folder at `relative` (any case), or None."""
-        path = self.root / relative
-        if path.exists():
-            return path
         path = self.root
         for part in pathlib.PurePosixPath(relative).parts:
             if (path / part).exists():
@@ -216,15 +211,9 @@ def read_delimited(path: pathlib.Path, delimiters: str = ",") -> list[tuple[int,
 
 
 def read_sheet(path: pathlib.Path, sheet: str | None = None) -> list[tuple[int, list[Any]]]:
-    """Rows of a spreadsheet (`.xlsx` by openpyxl, `.xls` by xlrd), fully empty rows left out.
-
-    `sheet` names the sheet to read; None reads the first one.
-    """
+    """Rows of sheet `sheet` (None: the first) of an `.xlsx` or `.xls`, empty rows left out."""
     try:
-        if path.suffix.lower() == ".xls":
-            rows = _xls_rows(path, sheet)
-        else:
-            rows = _xlsx_rows(path, sheet)
+        rows = (_xls_rows if path.suffix.lower() == ".xls" else _xlsx_rows)(path, sheet)
     except Exception as error:  # the readers raise many kinds on a broken file
         raise UserError(f"cannot read score file {path}: {error}") from error
     return [(n, list(row)) for n, row in rows
@@ -254,11 +243,8 @@ def _xls_rows(path: pathlib.Path, sheet: str | None) -> list[tuple[int, tuple]]:
 
 def table(rows: Sequence[tuple[int, Sequence[Any]]], columns: Sequence[str],
           path: pathlib.Path, optional: Sequence[str] = ()) -> list[tuple[int, dict[str, Any]]]:
-    """Rows as dicts keyed by `columns` (and the `optional` ones present).
-
-    The header is the first row holding every required column (matched without case or
-    surrounding space), so that title rows above it are skipped; rows below it are data.
-    """
+    """The rows below the header (the first row holding every column, in any case) as dicts
+    keyed by `columns` and the `optional` ones present."""
     for i, (_, header) in enumerate(rows):
         names = [str(cell).strip().lower() if cell is not None else "" for cell in header]
         if all(c.lower() in names for c in columns):
@@ -287,13 +273,9 @@ def load_mat(path: pathlib.Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
 # Images.
 
 def encode_image(path: pathlib.Path, short_side: int | None = None) -> bytes:
-    """Encoded RGB image bytes that tfds stores as they are (no TensorFlow needed).
-
-    An RGB JPEG or 8-bit RGB PNG is stored as its own bytes. Any other format or mode (BMP,
-    TIFF, grey, palette, CMYK, 16-bit: its high byte, `transforms.to_rgb`) is converted to RGB
-    and re-encoded as PNG, which is lossless, so that the stored pixels are the published ones. With `short_side`, larger images are first shrunk
-    (Lanczos) so that their shorter side is `short_side`, and stored as PNG.
-    """
+    """Encoded RGB image bytes to store: an RGB JPEG or 8-bit RGB PNG as it is, anything else
+    converted to RGB (`transforms.to_rgb`) as PNG. With `short_side`, larger images are first
+    shrunk (Lanczos) so that their shorter side is `short_side`, and stored as PNG."""
     try:
         with Image.open(path) as image:
             image.load()  # decodes fully: a truncated file fails here, naming the image
@@ -306,28 +288,20 @@ def encode_image(path: pathlib.Path, short_side: int | None = None) -> bytes:
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise UserError(f"cannot decode image {path}: {error}") from error
     if too_large:
-        rgb = rgb.resize(resized(rgb.size, short_side), Image.Resampling.LANCZOS)
+        width, height = rgb.size
+        scale = short_side / min(width, height)
+        size = ((short_side, round(height * scale)) if width <= height
+                else (round(width * scale), short_side))
+        rgb = rgb.resize(size, Image.Resampling.LANCZOS)
     return transforms.encode(rgb, "PNG")
-
-
-def resized(size: tuple[int, int], short_side: int) -> tuple[int, int]:
-    """(width, height) scaled so that the shorter side is `short_side`, aspect kept."""
-    width, height = size
-    scale = short_side / min(width, height)
-    return (short_side, round(height * scale)) if width <= height else (round(width * scale),
-                                                                       short_side)
 
 
 # ------------------------------------------------------------------------------------------------
 # The builder.
 
 class IqaBuilder(DeterministicBuilder):
-    """Base of the builders of published IQA datasets, built from the user's folder.
-
-    A build whose record count (all splits together) differs from `PUBLISHED_RECORDS` is
-    refused, unless the builder is made with `allow_partial=True`; the metadata records
-    `partial` (true for such a build), `published_records` and `records`.
-    """
+    """Base of the builders of published IQA datasets, built from the user's folder: a count
+    other than `PUBLISHED_RECORDS` is refused unless `allow_partial` (metadata `partial`)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release: features of mmpiqa_jax.data.features.iqa_features."}
@@ -338,14 +312,12 @@ class IqaBuilder(DeterministicBuilder):
     def __init__(self, *, allow_partial: bool = False, liqe_resize: bool = False,
                  uncompressed: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
-        self.allow_partial = bool(allow_partial)
-        self._original_state["allow_partial"] = self.allow_partial  # kept when pickled
-        # Store images after LIQE's resize and/or as BMP (`transforms.stored_bytes`): the same
-        # pixels for LIQE's crops, without the resize (and the large decode), or nearly any
-        # decoding, at every read.
-        self.liqe_resize, self.uncompressed = bool(liqe_resize), bool(uncompressed)
-        self._original_state["liqe_resize"] = self.liqe_resize
-        self._original_state["uncompressed"] = self.uncompressed
+        # Images stored after LIQE's resize and/or as BMP: `transforms.stored_bytes`.
+        options = {"allow_partial": allow_partial, "liqe_resize": liqe_resize,
+                   "uncompressed": uncompressed}
+        for name, value in options.items():
+            setattr(self, name, bool(value))
+            self._original_state[name] = bool(value)  # kept when pickled
 
     def _info(self) -> tfds.core.DatasetInfo:
         # DatasetInfo is built by hand: `dataset_info_from_configs` looks for metadata files
@@ -361,18 +333,17 @@ class IqaBuilder(DeterministicBuilder):
 
     @abc.abstractmethod
     def _read(self, folder: Folder) -> tuple[Score, dict[str, list[Record]], dict[str, Any]]:
-        """Reads the score file(s) in `folder`.
-
-        Returns the score read, the records of each split (every image found on disk), and
-        extra dataset metadata.
-        """
+        """(the score read, the records of each split, extra metadata) of the files in `folder`."""
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         folder = Folder(dl_manager.manual_dir)
         score, splits, extra = self._read(folder)
         # Everything is checked here, before the first example is written.
-        examples = {split: self._examples(records, score) for split, records in splits.items()}
-        _check_unique(r for records in splits.values() for r in records)
+        if not all(splits.values()):
+            raise UserError(f"score file {score.file} lists no images")
+        examples = {split: [(r, score.quality(r.mos, r.where)) for r in records]
+                    for split, records in splits.items()}
+        by_name(r for records in splits.values() for r in records)
         count = self._check_count(sum(len(records) for records in splits.values()),
                                   folder.root / score.file)
         self.info.metadata.update(score.metadata(), **extra, **count)
@@ -383,8 +354,7 @@ class IqaBuilder(DeterministicBuilder):
         return {split: self._generate_examples(items) for split, items in examples.items()}
 
     def _check_count(self, records: int, score_file: pathlib.Path) -> dict[str, Any]:
-        """Metadata on the record count; raises when it is not the published one and a
-        partial build is not allowed."""
+        """Metadata on the record count; raises for another count unless `allow_partial`."""
         published = self.PUBLISHED_RECORDS
         if records != published and not self.allow_partial:
             guess = ("a truncated score file or a partial download?" if records < published
@@ -410,17 +380,13 @@ class IqaBuilder(DeterministicBuilder):
         """The image bytes to store; builders that resize override this."""
         return encode_image(record.path)
 
-    @staticmethod
-    def _examples(records: list[Record], score: Score) -> list[tuple[Record, float]]:
-        if not records:
-            raise UserError(f"score file {score.file} lists no images")
-        return [(record, score.quality(record.mos, record.where)) for record in records]
 
-
-def _check_unique(records: Iterable[Record]) -> None:
-    seen: dict[str, str] = {}
-    for record in records:
-        if record.name in seen:
-            raise UserError(f"{record.where}: image {record.name} is listed twice "
-                            f"(also at {seen[record.name]})")
-        seen[record.name] = record.where
+def by_name(items: Iterable[Any]) -> dict[str, Any]:
+    """Items (with `name` and `where`) by name; raises naming both rows of a name listed twice."""
+    found: dict[str, Any] = {}
+    for item in items:
+        if item.name in found:
+            raise UserError(f"{item.where}: image {item.name} is listed twice "
+                            f"(also at {found[item.name].where})")
+        found[item.name] = item
+    return found

@@ -24,9 +24,8 @@ _COLUMNS = ("image", "dst_type", "dst_lev", "dmos")
 class Csiq(base.IqaBuilder):
     """CSIQ: 866 distorted images of 30 references, 6 distortion types at 4 - 5 levels.
 
-    `mos` is the `dmos` column (lower is better, 0 - 1), `mos_std` the `dmos_std` column;
-    `distortion_type` is `dst_type`, `level` is `dst_lev`, `ref_id` the position of `image` among
-    the sorted reference names.
+    `mos` is `dmos` (lower is better, 0 - 1), `mos_std` `dmos_std`, `distortion_type` `dst_type`,
+    `level` `dst_lev`; `ref_id` the position of `image` among the sorted reference names.
     """
 
     PUBLISHED_RECORDS = 866  # distorted images
@@ -46,10 +45,8 @@ class Csiq(base.IqaBuilder):
 
     def _read(self, folder):
         path = folder.require(*SCORE_FILES)
-        if path.suffix.lower() == ".txt":
-            rows = base.read_delimited(path, delimiters="\t,")
-        else:
-            rows = base.read_sheet(path, SHEET)
+        rows = (base.read_delimited(path, delimiters="\t,") if path.suffix.lower() == ".txt"
+                else base.read_sheet(path, SHEET))
         parsed = []
         for n, row in base.table(rows, _COLUMNS, path, optional=("dmos_std",)):
             where = base.location(path, n)

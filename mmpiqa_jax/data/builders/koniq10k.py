@@ -16,7 +16,6 @@ SCORES_FILE = "koniq10k_scores_and_distributions.csv"
 SETS = {"training": "train", "validation": "validation", "test": "test"}
 # The rating distribution over the 5 ACR levels: counts, or fractions of `c_total`.
 RATINGS = ("c1", "c2", "c3", "c4", "c5")
-SCALES = ("1-5", "zscore")
 
 
 @dataclasses.dataclass
@@ -32,26 +31,19 @@ class _Row:
     """One data row of a KonIQ CSV."""
 
     where: str
-    image: str
+    name: str              # image_name
     values: dict[str, Any]
 
 
 class Koniq10k(base.IqaBuilder):
     """KonIQ-10k: 10,073 in-the-wild images, official split 7,058 / 1,000 / 2,015.
 
-    Configs `1024x768` (default, full size) and `512x384` store `mos` on 1 - 5, as LIQE trains
-    and reports: `MOS` and `SD` of `koniq10k_scores_and_distributions.csv` when that file is
-    there, else the mean and standard deviation (ddof 0) of the rating distribution `c1..c5`
-    of `koniq10k_distributions_sets.csv`. Configs `1024x768_zscore` and `512x384_zscore` store
-    the 0 - 100 z-score MOS: `MOS_zscore` of the scores file, else `MOS` of the sets file;
-    `mos_std` is NaN there (no std is published on that scale). The metadata `score_column`
-    says which was read.
-
-    With the sets file the splits are the official `train`, `validation`, `test` (its `set`
-    column), joined by `image_name` with the scores file when both are there (a row of one
-    missing from the other is an error); without it the one split is `full`. Read
-    `split="all"` for every image either way. `ref_id` is the image's row among the data rows
-    of the sets file (of the scores file without it).
+    Configs `1024x768` (default) and `512x384` store `mos` and `mos_std` on 1 - 5: `MOS` and
+    `SD` of `koniq10k_scores_and_distributions.csv`, else the mean and std (ddof 0) of `c1..c5`
+    of `koniq10k_distributions_sets.csv`. The `_zscore` configs store the 0 - 100 z-score MOS
+    (`MOS_zscore`, else the sets file's `MOS`) and no std. With the sets file the splits are its
+    `set` column (`train`, `validation`, `test`), joined by `image_name` with the scores file;
+    without it, one split `full`. `ref_id` is the image's data row.
     """
 
     VERSION = tfds.core.Version("1.1.0")
@@ -91,9 +83,6 @@ class Koniq10k(base.IqaBuilder):
     def _read(self, folder):
         config = self.builder_config
         images = config.folder
-        if config.scale not in SCALES:
-            raise UserError(f"koniq10k config {config.name}: scale {config.scale!r} is not one "
-                            f"of {list(SCALES)}")
         if folder.find(images) is None:
             others = [c for c in self.BUILDER_CONFIGS
                       if c.scale == config.scale and folder.find(c.folder) is not None]
@@ -115,7 +104,7 @@ class Koniq10k(base.IqaBuilder):
             label = f"MOS (0-100) of {SETS_FILE}" if zscore else "mean of c1..c5"
             std_label = "none on this scale" if zscore else "std (ddof 0) of c1..c5"
             scores = _rows(path, ["MOS", "set"] if zscore else [*RATINGS, "set"])
-        by_image = _by_image(scores)
+        by_image = base.by_name(scores)
 
         # The split: from the sets file when it is there, joined with the scores by image.
         if sets_path is None:
@@ -124,8 +113,8 @@ class Koniq10k(base.IqaBuilder):
             listed = [(row, _split(row)) for row in scores]
         else:
             sets = _rows(sets_path, ["set"])
-            _join(sets, _by_image(sets), sets_path, by_image, scores_path)
-            listed = [(by_image[row.image], _split(row)) for row in sets]
+            _join(sets, base.by_name(sets), sets_path, by_image, scores_path)
+            listed = [(by_image[row.name], _split(row)) for row in sets]
 
         splits: dict[str, list[base.Record]] = {}
         for ref_id, (row, split) in enumerate(listed):
@@ -136,7 +125,7 @@ class Koniq10k(base.IqaBuilder):
                 std = base.number(row.values["SD"], row.where, "SD")
             else:
                 mos, std = _rating_mean_std(row)
-            image, name = folder.image(f"{images}/{row.image}", row.where)
+            image, name = folder.image(f"{images}/{row.name}", row.where)
             splits.setdefault(split, []).append(base.Record(
                 path=image, name=name, where=row.where, mos=mos, mos_std=std, ref_id=ref_id))
 
@@ -158,27 +147,16 @@ def _rows(path: pathlib.Path, columns: list[str]) -> list[_Row]:
     return rows
 
 
-def _by_image(rows: list[_Row]) -> dict[str, _Row]:
-    """Rows by `image_name`; raises naming both rows of an image listed twice."""
-    found: dict[str, _Row] = {}
-    for row in rows:
-        if row.image in found:
-            raise UserError(f"{row.where}: image {row.image} is listed twice "
-                            f"(also at {found[row.image].where})")
-        found[row.image] = row
-    return found
-
-
 def _join(sets: list[_Row], sets_by_image: dict[str, _Row], sets_path: pathlib.Path,
           scores: dict[str, _Row], scores_path: pathlib.Path) -> None:
     """Raises naming both files and the image when a row of one file is not in the other."""
     for rows, others, this, other in ((sets, scores, sets_path, scores_path),
                                       (list(scores.values()), sets_by_image, scores_path,
                                        sets_path)):
-        missing = [row for row in rows if row.image not in others]
+        missing = [row for row in rows if row.name not in others]
         if missing:
             more = f" (and {len(missing) - 1:,} more)" if len(missing) > 1 else ""
-            raise UserError(f"{missing[0].where}: image {missing[0].image} is not in {other}"
+            raise UserError(f"{missing[0].where}: image {missing[0].name} is not in {other}"
                             f"{more}; {this.name} and {other.name} must list the same images")
 
 

@@ -4,9 +4,10 @@ from mmpiqa_jax.data.builders import base
 from mmpiqa_jax.data.features import FULL_SPLIT
 from mmpiqa_jax.errors import UserError
 
-NAMES_FILE = "Data/AllImages_release.mat"
-MOS_FILE = "Data/AllMOS_release.mat"
-STD_FILE = "Data/AllStdDev_release.mat"
+# .mat key -> file: names, scores, stds.
+FILES = {"AllImages_release": "Data/AllImages_release.mat",
+         "AllMOS_release": "Data/AllMOS_release.mat",
+         "AllStdDev_release": "Data/AllStdDev_release.mat"}
 # The first entries are the images shown to train the raters (`Images/trainingImages/`); they
 # are not part of the database.
 TRAINING_ENTRIES = 7
@@ -15,9 +16,8 @@ TRAINING_ENTRIES = 7
 class LiveChallenge(base.IqaBuilder):
     """CLIVE: 1,162 in-the-wild photographs from mobile devices.
 
-    `mos` is `AllMOS_release` (higher is better, 0 - 100), `mos_std` is `AllStdDev_release`;
-    the first 7 entries (rater training images) are left out. `ref_id` is the image's position
-    among the kept entries.
+    `mos` is `AllMOS_release` (higher is better, 0 - 100), `mos_std` `AllStdDev_release`; the
+    first 7 entries (rater training images) are left out. `ref_id` counts the kept entries.
     """
 
     PUBLISHED_RECORDS = 1_162  # the 7 training images left out
@@ -34,11 +34,8 @@ class LiveChallenge(base.IqaBuilder):
     """
 
     def _read(self, folder):
-        names_path, mos_path, std_path = (folder.require(f) for f in (NAMES_FILE, MOS_FILE,
-                                                                       STD_FILE))
-        names = base.load_mat(names_path, ["AllImages_release"])["AllImages_release"]
-        mos = base.load_mat(mos_path, ["AllMOS_release"])["AllMOS_release"]
-        std = base.load_mat(std_path, ["AllStdDev_release"])["AllStdDev_release"]
+        names_path, mos_path, std_path = paths = [folder.require(f) for f in FILES.values()]
+        names, mos, std = (base.load_mat(p, [key])[key] for p, key in zip(paths, FILES))
         if not len(names) == len(mos) == len(std):
             raise UserError(f"the CLIVE .mat files disagree in length: {names_path} has "
                             f"{len(names)} names, {mos_path} {len(mos)} scores, "

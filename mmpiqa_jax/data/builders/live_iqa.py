@@ -24,11 +24,6 @@ ENTRIES = sum(count for _, count, _ in FOLDERS)  # 982
 _CLASSES = base.distortion_classes({folder: cls for folder, _, cls in FOLDERS})
 
 
-def entry_images() -> list[tuple[str, int]]:
-    """(folder, image number) of each entry of the .mat arrays, in order."""
-    return [(folder, k) for folder, count, _ in FOLDERS for k in range(1, count + 1)]
-
-
 @dataclasses.dataclass
 class LiveConfig(tfds.core.BuilderConfig):
     """Which published DMOS to read, and the top of its scale (DMOS 0 is pristine)."""
@@ -42,13 +37,11 @@ class LiveConfig(tfds.core.BuilderConfig):
 class LiveIqa(base.IqaBuilder):
     """LIVE Release 2: 779 distorted images of 29 references, 5 distortion types.
 
-    `mos` is a DMOS (lower is better). Config `realigned` (default) reads `dmos_new` and
-    `dmos_std` of `dmos_realigned.mat`, mapped as LIQE does, quality = (111.77 - x) / 111.77;
-    config `original` reads `dmos` of `dmos.mat` (no std), quality = (100 - x) / 100 as pyiqa.
-    Both scales run slightly past their nominal ends, so quality is clipped to [0, 1].
-    Entries marked in `orgs` (copies of the references) are left out. `distortion_type` is the
-    folder name, `level` is 0 (LIVE publishes no levels), `ref_id` the position of the
-    reference name (`refnames_all.mat`) among the sorted names.
+    `mos` is a DMOS (lower is better): config `realigned` (default) reads `dmos_new` and
+    `dmos_std` of `dmos_realigned.mat`, quality = (111.77 - x) / 111.77 as LIQE; `original`
+    `dmos` of `dmos.mat` (no std), quality = (100 - x) / 100 as pyiqa; both clipped to [0, 1].
+    Copies of the references (`orgs`) are left out. `distortion_type` is the folder, `level` 0,
+    `ref_id` the position of the reference name (`refnames_all.mat`) among the sorted names.
     """
 
     BUILDER_CONFIGS = [
@@ -92,7 +85,8 @@ class LiveIqa(base.IqaBuilder):
                                 f"{ENTRIES}, in the order {[f for f, _, _ in FOLDERS]}")
 
         entries = []  # (where, folder, image number, dmos, std, reference name)
-        for index, (directory, k) in enumerate(entry_images()):
+        images = [(folder, k) for folder, count, _ in FOLDERS for k in range(1, count + 1)]
+        for index, (directory, k) in enumerate(images):
             where = base.location(path, index + 1, "entry")
             org = base.integer(arrays["orgs"][index], where, "orgs")
             if org not in (0, 1):

@@ -15,11 +15,9 @@ SHORT_SIDE = 512
 class Spaq(base.IqaBuilder):
     """SPAQ: 11,125 photographs taken with 66 smartphones.
 
-    `mos` is the `MOS` column (higher is better, 0 - 100), `mos_std` NaN (not published).
-    Images whose shorter side exceeds 512 are shrunk to 512 (aspect kept) and stored as PNG;
-    the metadata `original_size` maps each name to its published [height, width]. Pixels are
-    stored as in the file (EXIF orientation is not applied, as in other loaders). `ref_id` is
-    the image's row among the data rows of the spreadsheet.
+    `mos` is the `MOS` column (higher is better, 0 - 100), `mos_std` NaN. Images whose shorter
+    side exceeds 512 are shrunk to 512 and stored as PNG (metadata `original_size`: each name's
+    published [height, width]); EXIF orientation is not applied. `ref_id` is the data row.
     """
 
     PUBLISHED_RECORDS = 11_125

@@ -1,22 +1,9 @@
 """`synthetic_iqa`: the embedded default dataset, built offline from packaged photographs.
 
-The 17 photographs shipped inside the scikit-image and matplotlib wheels (no download) are
-cropped to a common 384 x 288 (4:3, like KonIQ's 512 x 384; the short side exceeds the 224
-crops, and LIQE's stride-32 test grid has 18 >= 15 positions). Each is distorted by 12 types
-at 5 levels of strictly increasing strength. The label is a full-reference pseudo-MOS,
-KADIS-style weak supervision: SSIM (Wang et al. 2004 settings, on RGB) against the reference,
-mapped linearly to [1, 5]. The references are included as level 0 (SSIM 1, MOS 5, no
-distortion), because a pristine image is the top anchor of the quality scale.
-
-Grey photographs are expanded to RGB; colour-only distortions (`color_saturation`) are skipped
-for them, since desaturating a grey image leaves it unchanged: 17 + 196 x 5 = 997 images.
-Strengths are tuned so that the pseudo-MOS falls strictly with the level in 194 of the 196
-(reference, type) groups; the exceptions are the moon's quantization, whose SSIM rises again at
-the two coarsest levels (a dark, flat photograph quantised to 3 - 4 levels), and the retina's
-JPEG (its flat black surround). The build takes about 45 s on 2 cores.
-
-Deterministic: every random draw comes from a generator seeded by (reference, type, level), and
-PNG, JPEG and JPEG2000 are encoded with fixed options, so every build writes the same bytes.
+The 17 photographs shipped inside the scikit-image and matplotlib wheels, cropped to 384 x 288,
+distorted by 12 types at 5 increasing levels (colour-only types skipped for grey ones): 17
+references (level 0, MOS 5) + 196 x 5 = 997 images, labelled with a pseudo-MOS (SSIM against
+the reference mapped linearly to [1, 5]). Every build writes the same bytes.
 """
 import dataclasses
 from pathlib import Path
@@ -61,12 +48,6 @@ REFERENCES = (
     Reference("brick", skimage.data.brick, ("cityscape", "others"), grey=True),
     Reference("grass", skimage.data.grass, ("plant", "landscape"), grey=True),
     Reference("gravel", skimage.data.gravel, ("landscape", "others"), grey=True),
-    # Added in 1.1.0, so that a split holds out 6 references: the rest of the photographs that
-    # ship inside the scikit-image and matplotlib wheels. Left out: `clock` (already
-    # motion-blurred, no pristine reference), `cell` (a flat grey field with one blob, on which
-    # SSIM labels are unstable), `motorcycle_right` (the stereo twin of `motorcycle`), and
-    # images too small for a 384 x 288 crop without inventing pixels (`microaneurysms`,
-    # matplotlib's 128 px `Minduka_Present_Blue_Pack`).
     Reference("coins", skimage.data.coins, ("still_life", "others"), grey=True),
     Reference("hubble", skimage.data.hubble_deep_field, ("night", "others")),
     Reference("ihc", skimage.data.immunohistochemistry, ("others",)),
@@ -222,7 +203,7 @@ def distort(image: np.ndarray, distortion: Distortion, level: int,
 
 def pseudo_mos(reference: np.ndarray, distorted: np.ndarray) -> float:
     """SSIM against the reference (Gaussian window, sigma 1.5), mapped linearly to [1, 5]."""
-    # float32 inputs keep skimage in float32: half the time of uint8 (computed in float64).
+    # float32 inputs keep skimage in float32.
     ssim = structural_similarity(reference.astype(np.float32), distorted.astype(np.float32),
                                  channel_axis=-1, data_range=255,
                                  gaussian_weights=True, sigma=1.5, use_sample_covariance=False)

@@ -48,8 +48,8 @@ class Tid2013(base.IqaBuilder):
     """TID2013: 3,000 images, 25 references, 24 distortion types at 5 levels.
 
     `mos` is the first field of `mos_with_names.txt` (higher is better, 0 - 9), `mos_std` the
-    same line of `mos_std.txt` (NaN when a copy lacks that file). `level` is 1 - 5, `ref_id` the
-    reference number - 1. Names are matched without case, as copies differ in case.
+    same line of `mos_std.txt` (NaN without it). `level` is 1 - 5, `ref_id` the reference
+    number - 1. Names are matched without case.
     """
 
     PUBLISHED_RECORDS = 3_000  # 25 x 24 x 5
