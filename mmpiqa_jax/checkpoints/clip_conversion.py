@@ -1,9 +1,6 @@
-"""OpenAI-layout state dicts <-> the Flax `CLIP`: one table of renames and transposes.
-
-The model's parameter names mirror OpenAI's `clip/model.py`, so the table is short; it is read
-one way by `from_openai_state_dict` and the other by `to_openai_state_dict`, and with the
-model's abstract shapes it gives every OpenAI key's shape (`check_state_dict`). `infer_config`
-reads the architecture from the tensors' shapes where a file states none.
+"""OpenAI-layout state dicts <-> the Flax `CLIP`: one table of renames and transposes, read by
+`from_openai_state_dict`, `to_openai_state_dict` and `check_state_dict`; `infer_config` reads the
+architecture from the tensors' shapes.
 """
 from __future__ import annotations
 
@@ -20,11 +17,8 @@ from mmpiqa_jax.checkpoints.errors import CheckpointError, check_shapes
 from mmpiqa_jax.checkpoints.openai_layout import NON_PARAMETER_KEYS, count_layers
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
-# Each row: OpenAI key, NNX path, axis permutation from the torch
-# layout to ours (None: same layout), and for a block's tensor its layer: the transformers'
-# blocks are stored stacked, so `resblocks.{i}.<key>` is slice i of one array. Linear weights are [out, in] in torch, [in, out] here;
-# conv weights [out, in, kh, kw] there, [kh, kw, in, out] here.
-
+# Linear weights are [out, in] in torch, [in, out] here; conv weights [out, in, kh, kw] there,
+# [kh, kw, in, out] here.
 _T = (1, 0)
 _CONV = (2, 3, 1, 0)
 
@@ -65,9 +59,8 @@ _TEXT_ROWS = (
 
 
 class Row(NamedTuple):
-    """One OpenAI tensor: its key, the NNX path holding it, the permutation from torch's layout
-    to ours (None: the same), and its layer (the index into the stacked path; None: not a
-    block's tensor)."""
+    """One OpenAI tensor: its key, NNX path, permutation from torch's layout to ours (None: the
+    same), and layer (its slice of the stacked `resblocks` path; None: not a block's)."""
     key: str
     path: tuple
     perm: tuple[int, ...] | None
@@ -95,8 +88,7 @@ def _abstract(config: CLIPConfig):
 @functools.lru_cache(maxsize=16)
 def expected_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter of a CLIP with `config` and its shape, in OpenAI layout."""
-    # Every layer's block has the same shapes: a model of one layer per tower tells them, and
-    # traces in a fraction of the time.
+    # Every layer's block has the same shapes: one layer per tower traces faster.
     variables = _abstract(dataclasses.replace(config, vision_layers=1, text_layers=1))[1]
     shapes = {}
     for row in conversion_table(config):
@@ -107,11 +99,8 @@ def expected_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
 
 def check_state_dict(state_dict: Mapping[str, np.ndarray], config: CLIPConfig, *, source: str,
                      names: Mapping[str, str] | None = None) -> None:
-    """Raise `CheckpointError` unless `state_dict` holds exactly the parameters of `config`.
-
-    `names` maps OpenAI keys to the names the tensors have in the file (Hugging Face's), so that
-    the message names the tensor as the user will find it.
-    """
+    """Raise `CheckpointError` unless `state_dict` holds exactly the parameters of `config`;
+    `names` maps OpenAI keys to the file's names (for the message)."""
     check_shapes(expected_shapes(config), {k: tuple(np.shape(v)) for k, v in state_dict.items()},
                  source=source, what="not a CLIP state dict of the expected architecture",
                  names=names)
@@ -120,11 +109,8 @@ def check_state_dict(state_dict: Mapping[str, np.ndarray], config: CLIPConfig, *
 def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPConfig:
     """The architecture of an OpenAI-layout state dict from its shapes, as OpenAI's `build_model`.
 
-    Shapes give widths, layers, MLP widths (those of block 0), patch and image size, context
-    length and vocabulary. They do not give the heads nor the activation: these are OpenAI's,
-    width // 64 (at least 1) and QuickGELU, right for OpenAI's own files only (an open_clip
-    file needs its model config: `open_clip_arch`). Only shapes are read (anything with
-    `.shape` will do, e.g. `jax.ShapeDtypeStruct`).
+    Heads and activation are OpenAI's (width // 64, QuickGELU): right for OpenAI's own files only.
+    Only shapes are read (anything with `.shape` will do).
     """
     if "visual.layer1.0.conv1.weight" in state_dict:
         raise CheckpointError(f"{source}: a ResNet CLIP; only ViT image towers are supported")
@@ -169,9 +155,8 @@ def from_openai_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str 
     """A CLIP holding the parameters of an OpenAI-layout state dict (numpy arrays, any float dtype).
 
     The architecture is inferred from the shapes unless `config` is given; `dtype` (if given)
-    replaces its compute dtype. Non-parameter entries of OpenAI and open_clip files (the
-    hyper-parameters of TorchScript archives, open_clip's `attn_mask`) are dropped; anything else
-    not in the layout is an error, as are missing keys and wrong shapes (`CheckpointError`).
+    replaces its compute dtype. `NON_PARAMETER_KEYS` are dropped; other unknown keys, missing keys
+    and wrong shapes raise `CheckpointError`.
     """
     state_dict = {k: v for k, v in state_dict.items() if k not in NON_PARAMETER_KEYS}
     config = config or infer_config(state_dict, source=source)

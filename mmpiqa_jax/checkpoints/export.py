@@ -1,10 +1,8 @@
 """Export to a Hugging Face CLIP folder that `transformers.CLIPModel.from_pretrained` loads.
 
-The folder holds `config.json` (written by transformers itself) and `model.safetensors`; the
-project's extra parameters (prompts, heads) go to `mmpiqa_extra.safetensors` and their config to
-`mmpiqa_config.json`, which transformers ignores. No tokenizer files are written: OpenAI's
-tokenizer (`mmpiqa_jax.clip.tokenize`, or `CLIPTokenizer` from `openai/clip-vit-base-patch32`)
-gives the ids.
+The folder holds `config.json` and `model.safetensors`; the project's extra parameters go to
+`mmpiqa_extra.safetensors` and their config to `mmpiqa_config.json`, which transformers ignores.
+No tokenizer files are written (OpenAI's tokenizer gives the ids).
 """
 from __future__ import annotations
 
@@ -29,11 +27,7 @@ def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
               extra_params: Mapping | None = None, extra_config: Mapping | None = None,
               config=None) -> str:
     """Write a Hugging Face CLIP folder in `out_dir` from a CLIP model or an OpenAI-layout state
-    dict.
-
-    For a state dict, `config` (a `CLIPConfig`) gives the attention heads, which shapes do not
-    tell; without it they are inferred as width // 64, as OpenAI does. Returns `out_dir`.
-    """
+    dict (with `config`, or its shapes with OpenAI's heads); returns `out_dir`."""
     from safetensors.numpy import save_file
 
     out_dir = os.fspath(out_dir)
@@ -61,8 +55,7 @@ def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
 
 
 def read_extras(folder: str) -> tuple[dict[str, np.ndarray], dict]:
-    """The extra parameters and config that `export_hf` wrote beside a Hugging Face folder, if
-    any."""
+    """The extra parameters and config that `export_hf` wrote in a folder, if any."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 

@@ -8,9 +8,8 @@ Formats (the names `read_state_dict` returns):
                         `input_resolution` / `context_length` / `vocab_size` entries;
   "open_clip"           a pickled (`.pt`, `.bin`) or `.safetensors` state dict in OpenAI's names,
                         maybe wrapped as `{"state_dict": ...}` with DDP's `module.` prefixes;
-                        its architecture is the `open_clip_config.json` beside it, if any
-                        (as in Hugging Face Hub open_clip repositories), else it must be stated
-                        (`open_clip_arch`);
+                        its architecture is the `open_clip_config.json` beside it, if any,
+                        else it must be stated (`open_clip_arch`);
   "mmpiqa"              the project's own checkpoint folder (see `project.py`).
 """
 from __future__ import annotations
@@ -42,7 +41,7 @@ ACCEPTED = ("a Hugging Face CLIP folder (config.json + model.safetensors or pyto
 _HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json",
                "pytorch_model.bin", "pytorch_model.bin.index.json")
 OPEN_CLIP_CONFIG = "open_clip_config.json"  # beside the weights in Hub open_clip repositories
-OPENAI_FORMATS = ("openai", "openai-torchscript")  # QuickGELU, 64-wide heads: OpenAI's own files
+OPENAI_FORMATS = ("openai", "openai-torchscript")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +80,7 @@ def container(path: str) -> str:
 
 
 def _read_safetensors(path: str, *, shapes_only: bool = False) -> dict[str, np.ndarray]:
-    """The tensors of a safetensors file, floating point as float32 (or their shapes: the
-    header alone is read)."""
+    """The tensors of a safetensors file, floating point as float32 (or their shapes)."""
     import ml_dtypes  # a jax dependency; registers bfloat16 with numpy, so safetensors can read it
     from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
@@ -99,7 +97,7 @@ def _read_safetensors(path: str, *, shapes_only: bool = False) -> dict[str, np.n
 
 
 def _read_tensor_file(path: str, *, shapes_only: bool = False) -> tuple[dict, str]:
-    """(the file's tensors, how they were stored) for a single weights file."""
+    """(the tensors, the `container`) of a weights file."""
     kind = container(path)
     if kind == "safetensors":
         return _read_safetensors(path, shapes_only=shapes_only), kind
@@ -156,11 +154,8 @@ def _read_folder(folder: str, *, shapes_only: bool = False) -> Source:
 
 
 def read_source(path: str | os.PathLike, *, shapes_only: bool = False) -> Source:
-    """The checkpoint at `path` in OpenAI layout, its format and the config it states, if any.
-
-    `shapes_only`: what the architecture needs, cheaply: a folder's config (no weights), a
-    safetensors header, a torch zip file memory-mapped (its tensors as `TensorShape`s).
-    """
+    """The checkpoint at `path` in OpenAI layout, its format and the config it states, if any;
+    `shapes_only`: what the architecture needs, read cheaply where the format allows."""
     path = os.fspath(path)
     if container(path) == "folder":
         return _read_folder(path, shapes_only=shapes_only)
@@ -198,12 +193,8 @@ def _open_clip_config_beside(path: str) -> CLIPConfig | None:
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
-    """(the checkpoint at `path` as an OpenAI-layout numpy state dict, the detected format name).
-
-    Checked against the architecture (the file's config, else inferred from the shapes, which
-    fix every parameter's shape though not the heads): every parameter present with its shape,
-    and nothing else.
-    """
+    """(the checkpoint at `path` as an OpenAI-layout numpy state dict, the detected format name),
+    checked against the file's config or its shapes."""
     path = os.fspath(path)
     source = read_source(path)
     config = source.config or infer_config(source.state_dict, source=path)

@@ -21,21 +21,16 @@ def load_clip(path: str | os.PathLike, *, dtype: str = "float32",
     """A Flax `CLIP` from any supported checkpoint (see `formats`); `dtype` is the compute dtype.
 
     The architecture is `config` if given, else `arch` (an open_clip model name such as
-    "ViT-B-32" or "ViT-B-32-quickgelu", or an open_clip model config JSON file), else the file's
-    own config (Hugging Face, project, an `open_clip_config.json` beside open_clip weights),
-    else, for OpenAI's files, their shapes with OpenAI's 64-wide heads and QuickGELU. A bare
-    open_clip state dict states neither heads nor activation: without `arch` it is an error.
+    "ViT-B-32-quickgelu", or an open_clip model config JSON file), else the file's own config,
+    else, for OpenAI's files, their shapes; a bare open_clip state dict needs `arch`.
     """
     return load_checkpoint(path, dtype=dtype, config=config, arch=arch).clip
 
 
 def load_checkpoint(path: str | os.PathLike, *, dtype: str = "float32",
                     config: CLIPConfig | None = None, arch: str | None = None) -> Checkpoint:
-    """(CLIP, extra params, extra config) from a project checkpoint or any supported format.
-
-    Extras come from a project checkpoint or from a Hugging Face folder written by `export_hf`;
-    other formats have none.
-    """
+    """(CLIP, extra params, extra config) from any supported format (extras: from a project
+    checkpoint or an `export_hf` folder)."""
     return read_checkpoint(path, dtype=dtype, config=config, arch=arch)[0]
 
 
@@ -57,8 +52,7 @@ def read_checkpoint(path: str | os.PathLike, *, dtype: str = "float32",
 
 def read_clip_config(path: str | os.PathLike, *, arch: str | None = None) -> CLIPConfig:
     """The architecture of the CLIP at `path` (as `load_clip` resolves it), without its weights
-    where the format allows: a folder's config file, a safetensors header, a memory-mapped torch
-    zip file (a legacy torch pickle and a TorchScript archive are read whole)."""
+    where the format allows."""
     path = os.fspath(path)
     source = read_source(path, shapes_only=True)
     return architecture(source, path=path, arch=arch)

@@ -24,10 +24,8 @@ FROM_CHECKPOINT = "checkpoint"  # `model.variant`: the architecture of `model.cl
 def clip_weights_path(model_config) -> str | None:
     """The checkpoint to load for `model_config` (the `model` section), or None: random init.
 
-    `clip_checkpoint` "random" asks for a random initialisation of `variant` on purpose; empty is
-    allowed for the `tiny` variant only (tests, demo). Empty with any other variant raises: a
-    randomly initialised ViT-B/32 trains to meaningless numbers on real data, so it must be asked
-    for, not fallen into. (A checkpoint file literally named `random`: write `./random`.)
+    `clip_checkpoint` "random" asks for a random initialisation; empty is one for the `tiny`
+    variant only, and raises for any other. (A file named `random`: write `./random`.)
     """
     path = model_config.clip_checkpoint
     if model_config.variant == FROM_CHECKPOINT and (not path or path == RANDOM_CLIP):
@@ -65,11 +63,8 @@ def clip_config(model_config) -> CLIPConfig:
 
 
 def load_pretrained_clip(model_config) -> CLIP | None:
-    """The CLIP of `model_config.clip_checkpoint` in `model_config.dtype`; None for random init.
-
-    `clip_weights_path` decides (and raises for an empty checkpoint with a variant other than
-    `tiny`); the loaded architecture must be `clip_config`'s.
-    """
+    """The CLIP of `model_config.clip_checkpoint` in `model_config.dtype` (`clip_config`'s
+    architecture, else an error); None for random init (`clip_weights_path`)."""
     path = clip_weights_path(model_config)
     if path is None:
         return None
