@@ -5,10 +5,9 @@
     metrics = evaluator.evaluate(predict, dataset, "test")     # against `quality`
     eval_fn = validation_fn(evaluator, datasets, "val")        # eval_fn(predict) -> metrics
 
-The evaluator knows nothing of training, meshes or checkpoints: `predict(batch)` takes this
-process's batch of crops (numpy `pixels` [B, C, s, s, 3], `index`, `valid` [B]) and returns
-`score`, `index` and `valid` of the whole step's batch on every process (on one process: this
-batch's), e.g. `train.inference.Scorer.predict`.
+`predict(batch)` takes this process's batch of crops (numpy `pixels` [B, C, s, s, 3], `index`,
+`valid` [B]) and returns `score`, `index` and `valid` of the whole step's batch on every process,
+e.g. `train.inference.Scorer.predict`.
 """
 from __future__ import annotations
 
@@ -21,7 +20,6 @@ from mmpiqa_jax.data.datasets import WHOLE, Dataset, file_name
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 from mmpiqa_jax.evaluate import report
 
-# predict(batch) -> {"score", "index", "valid"} of the global batch: see the module docstring.
 Predict = Callable[[dict], dict]
 _KEYS = ("pixels", "index", "valid")
 
@@ -30,8 +28,7 @@ class Evaluator:
     """Multi-crop scores of dataset parts, batched, in the order of each part's indices."""
 
     def __init__(self, *, batch_size: int, crop_mode: str, num_crops: int, crop_size: int = 224):
-        """`batch_size`: examples per batch on this process (the caller rounds it so that the
-        global batch splits evenly over its devices)."""
+        """`batch_size`: examples per batch on this process."""
         self.batch_size, self.crop_mode = int(batch_size), crop_mode
         self.num_crops, self.crop_size = int(num_crops), int(crop_size)
 

@@ -1,9 +1,8 @@
-"""Writes one evaluation to disk: metrics JSON, per-image CSV and a scatter plot with the fit.
+"""Writes one evaluation to disk (`write_eval`: metrics JSON, per-image CSV, a scatter plot with
+the fit), several methods' comparison (`write_comparison`), and markdown tables.
 
-The ground truth is always `quality`, higher is better; the raw published score (`mos`, a DMOS
-for LIVE and CSIQ) is kept beside it in the CSV, its direction stated in the JSON.
+The ground truth is always `quality`, higher is better; the raw score (`mos`) is kept in the CSV.
 """
-
 from __future__ import annotations
 
 import csv
@@ -20,7 +19,6 @@ from mmpiqa_jax import files
 from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 
-__all__ = ["eval_paths", "markdown_table", "results_table", "write_comparison", "write_eval"]
 _ALIGN = {"l": " --- ", "r": " ---: ", "c": " :---: ", "-": "---"}
 
 # Dataset and split names become file names; keep them to one safe path component.
@@ -88,9 +86,7 @@ def save_png(fig, path) -> None:
 
 def _plot(path: epath.Path, dataset: str, split: str, quality: np.ndarray, pred: np.ndarray,
           metrics: dict) -> None:
-    # A bare Figure renders with Agg and touches no pyplot state: no display needed, and a
-    # notebook's backend is left alone.
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: no display, no global state
 
     fig = Figure(figsize=(5.0, 4.2), dpi=120)
     ax = fig.subplots()

@@ -1,9 +1,5 @@
-"""The comparison of a sweep's points: a markdown table, aggregates over split seeds, a plot.
-
-Reads evaluations from the points' `eval/*.json`; knows nothing of training. A point is anything
-with `name`, `values` (swept key -> value) and `evals` (`read_evals`), e.g.
-`experiments.sweep.Point`.
-"""
+"""The comparison of a sweep's points (`comparison_table`, `plot_sweep`), aggregated over split
+seeds, from the points' `eval/*.json`."""
 from __future__ import annotations
 
 import math
@@ -21,7 +17,7 @@ SPLIT_SEED_KEY = "data.split_seed"
 
 
 class Point(Protocol):
-    """What the report reads of a sweep point."""
+    """What the report reads of a sweep point (e.g. `experiments.sweep.Point`)."""
     name: str
     values: dict[str, Any]
     evals: dict[str, dict]
@@ -57,8 +53,7 @@ def _eval_names(points: Sequence[Point]) -> list[str]:
 
 def seed_aggregates(points: Sequence[Point], keys: Sequence[str], metrics=("srcc", "plcc")
                     ) -> list[tuple[dict, int, dict[str, dict]]]:
-    """Points grouped by their swept values other than the split seed, each group's evaluations
-    aggregated over seeds (`aggregate_splits`). [(values, points in group, {eval: aggregate})]."""
+    """[(swept values but the seed, points in group, {eval: `aggregate_splits`})]."""
     others = [k for k in keys if k != SPLIT_SEED_KEY]
     groups: dict[tuple, list[Point]] = {}
     for p in points:
@@ -121,9 +116,8 @@ def _plot_rows(points, keys, metric) -> list[tuple[dict, dict[str, tuple[float, 
 
 
 def plot_sweep(points: Sequence[Point], keys: Sequence[str], path, metric: str = "srcc") -> None:
-    """`metric` against the swept value with the most values, one line per value of the other
-    swept keys, one panel per evaluation; over split seeds, the median with std bars (a grid of
-    seeds alone: each seed's value and their median)."""
+    """`metric` against the swept key with the most values, a line per value of the others, a
+    panel per evaluation; over split seeds, the median with std bars."""
     from matplotlib.figure import Figure  # no pyplot: no display, no global state
 
     rows = _plot_rows(points, keys, metric)
