@@ -75,8 +75,6 @@ def _load_module(path: str):
         "mmpiqa_config_" + os.path.splitext(os.path.basename(path))[0], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise UserError(f"config file {path!r} has no get_config(arg) function")
     return module
 
 
@@ -89,7 +87,10 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """Loads `FILE[:ARGS]`, applies `key=value` overrides, and returns the locked config."""
     path, arg = split_spec(spec)
-    config = _load_module(path).get_config(arg)
+    module = _load_module(path)
+    if not hasattr(module, "get_config"):
+        raise UserError(f"config file {path!r} has no get_config(arg) function")
+    config = module.get_config(arg)
     if not isinstance(config, ml_collections.ConfigDict):
         raise UserError(f"get_config in {path!r} returned {type(config).__name__}, "
                         "not a ConfigDict")
@@ -188,8 +189,4 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def load_sibling(config_file: str, name: str):
     """Imports `name.py` from the directory of `config_file` (configs share `configs/common.py`)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py")
-    spec = importlib.util.spec_from_file_location(f"mmpiqa_config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_module(os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py"))
