@@ -1,11 +1,8 @@
 """MP-IQE and LIQE in PyTorch, loaded from `mmpiqa export CKPT --to torch --out DIR`.
 
-Self-contained: torch, safetensors, json and numpy only (no JAX, no open_clip, no tokenizer: the
-prompts' token ids are in the export). Module and parameter names follow OpenAI's
-`clip/model.py` under `clip.`, so the export's `model.safetensors` loads with
-`load_state_dict(strict=True)`. The computation follows `mmpiqa_jax.models` operation for
-operation: VPT-deep visual prompts, CoOp / MaPLe text context, the fusion encoder (LayerNorm eps
-1e-6, tanh GELU), LIQE's 495-way softmax with marginal logits.
+No JAX, no open_clip, no tokenizer (the prompts' token ids are in the export). Module and
+parameter names follow OpenAI's `clip/model.py` under `clip.`; the computation follows
+`mmpiqa_jax.models` operation for operation.
 
 Models take crops [B, C, 3, H, W] (NCHW; uint8 RGB, normalised inside, or CLIP-normalised float)
 and return a dict of `score` [B] in [1, 5] (higher is better), `quality_probs` [B, 5],
@@ -23,12 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mmpiqa_jax.data.transforms import CLIP_MEAN, CLIP_STD
+from mmpiqa_jax.errors import UserError
+
 FORMAT = "mmpiqa_jax.torch"
 VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 ACTIVATIONS = {
     "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),  # OpenAI's
@@ -36,7 +34,7 @@ ACTIVATIONS = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export folder that cannot be loaded; the message names the file and key."""
 
 
