@@ -151,18 +151,19 @@ def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPCo
 
 
 def from_openai_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str = "<state dict>",
-                           config: CLIPConfig | None = None, dtype: str | None = None) -> CLIP:
+                           config: CLIPConfig | None = None, dtype: str | None = None,
+                           names: Mapping[str, str] | None = None) -> CLIP:
     """A CLIP holding the parameters of an OpenAI-layout state dict (numpy arrays, any float dtype).
 
     The architecture is inferred from the shapes unless `config` is given; `dtype` (if given)
     replaces its compute dtype. `NON_PARAMETER_KEYS` are dropped; other unknown keys, missing keys
-    and wrong shapes raise `CheckpointError`.
+    and wrong shapes raise `CheckpointError` (`names`: as `check_state_dict`'s).
     """
     state_dict = {k: v for k, v in state_dict.items() if k not in NON_PARAMETER_KEYS}
     config = config or infer_config(state_dict, source=source)
     if dtype is not None:
         config = dataclasses.replace(config, dtype=dtype)
-    check_state_dict(state_dict, config, source=source)
+    check_state_dict(state_dict, config, source=source, names=names)
 
     # Allocate nothing random: build the model abstractly, then fill in the converted arrays.
     graphdef, variables = _abstract(config)

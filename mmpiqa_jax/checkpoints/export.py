@@ -12,33 +12,26 @@ from collections.abc import Mapping
 import numpy as np
 
 from mmpiqa_jax import files
-from mmpiqa_jax.checkpoints.clip_conversion import (check_state_dict, infer_config,
-                                                   to_openai_state_dict)
+from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.checkpoints.hf import hf_config_for, openai_to_hf
 from mmpiqa_jax.checkpoints.project import check_extras
+from mmpiqa_jax.models.clip_model import CLIP
 
 EXTRA_WEIGHTS = "mmpiqa_extra.safetensors"
 EXTRA_CONFIG = "mmpiqa_config.json"
 EXTRA_FORMAT = "mmpiqa_jax.hf_extra"
 
 
-def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
-              extra_params: Mapping | None = None, extra_config: Mapping | None = None,
-              config=None) -> str:
-    """Write a Hugging Face CLIP folder in `out_dir` from a CLIP model or an OpenAI-layout state
-    dict (with `config`, or its shapes with OpenAI's heads); returns `out_dir`."""
+def export_hf(clip_model: CLIP, out_dir: str | os.PathLike, *,
+              extra_params: Mapping | None = None, extra_config: Mapping | None = None) -> str:
+    """Write a Hugging Face CLIP folder of `clip_model` in `out_dir`; returns `out_dir`."""
     from safetensors.numpy import save_file
 
     out_dir = os.fspath(out_dir)
-    if isinstance(clip_model_or_state_dict, Mapping):
-        state_dict = {k: np.asarray(v) for k, v in clip_model_or_state_dict.items()}
-        config = config or infer_config(state_dict, source="<state dict>")
-    else:
-        state_dict = to_openai_state_dict(clip_model_or_state_dict)
-        config = config or clip_model_or_state_dict.config
-    check_state_dict(state_dict, config, source="<export>")
-    weights = {k: v.astype(np.float32) for k, v in openai_to_hf(state_dict).items()}
+    config = clip_model.config
+    weights = {k: v.astype(np.float32)
+               for k, v in openai_to_hf(to_openai_state_dict(clip_model)).items()}
 
     extras = check_extras(extra_params)
     meta = {"format": EXTRA_FORMAT, "version": 1, "clip": config.to_dict(),

@@ -1,16 +1,11 @@
 """Which checkpoint a path holds (told from its bytes, not its name), read into the OpenAI layout.
 
-Formats (the names `read_state_dict` returns):
-  "huggingface"         a folder with `config.json` and `model.safetensors` / `pytorch_model.bin`
-                        (either possibly sharded, with its `.index.json`);
-  "openai-torchscript"  OpenAI's released `.pt` files (TorchScript archives);
-  "openai"              a pickled state dict in OpenAI's names that carries OpenAI's
-                        `input_resolution` / `context_length` / `vocab_size` entries;
-  "open_clip"           a pickled (`.pt`, `.bin`) or `.safetensors` state dict in OpenAI's names,
-                        maybe wrapped as `{"state_dict": ...}` with DDP's `module.` prefixes;
-                        its architecture is the `open_clip_config.json` beside it, if any,
-                        else it must be stated (`open_clip_arch`);
-  "mmpiqa"              the project's own checkpoint folder (see `project.py`).
+Formats (the names `read_state_dict` returns): "huggingface" (a folder with `config.json` and
+`model.safetensors` / `pytorch_model.bin`, maybe sharded), "openai-torchscript" (OpenAI's `.pt`
+files), "openai" (a pickled state dict with OpenAI's `input_resolution` / `context_length` /
+`vocab_size`), "open_clip" (a `.pt`, `.bin` or `.safetensors` state dict in OpenAI's names, maybe
+`{"state_dict": ...}` with DDP's `module.`; its architecture: an `open_clip_config.json` beside
+it, or stated, `open_clip_arch`), "mmpiqa" (the project's checkpoint folder, `project.py`).
 """
 from __future__ import annotations
 
@@ -99,13 +94,11 @@ def _read_safetensors(path: str, *, shapes_only: bool = False) -> dict[str, np.n
 def _read_tensor_file(path: str, *, shapes_only: bool = False) -> tuple[dict, str]:
     """(the tensors, the `container`) of a weights file."""
     kind = container(path)
-    if kind == "safetensors":
-        return _read_safetensors(path, shapes_only=shapes_only), kind
-    if kind == "torchscript":
-        return load_torchscript(path, shapes_only=shapes_only), kind
-    if kind == "pickle":
-        return load_pickle(path, shapes_only=shapes_only), kind
-    raise CheckpointError(f"{path}: is a folder, expected a weights file")
+    readers = {"safetensors": _read_safetensors, "torchscript": load_torchscript,
+               "pickle": load_pickle}
+    if kind not in readers:
+        raise CheckpointError(f"{path}: is a folder, expected a weights file")
+    return readers[kind](path, shapes_only=shapes_only), kind
 
 
 def _read_hf_weights(folder: str) -> dict:
@@ -160,8 +153,6 @@ def read_source(path: str | os.PathLike, *, shapes_only: bool = False) -> Source
     if container(path) == "folder":
         return _read_folder(path, shapes_only=shapes_only)
     tensors, stored = _read_tensor_file(path, shapes_only=shapes_only)
-    if stored == "pickle" and not isinstance(tensors, Mapping):
-        raise CheckpointError(f"{path}: holds a {type(tensors).__name__}, expected a state dict")
     raw_keys = set(tensors.get("state_dict", tensors)) if isinstance(tensors, Mapping) else set()
     state_dict = clean_state_dict(tensors, source=path)
     if looks_like_openai(state_dict):
@@ -169,8 +160,11 @@ def read_source(path: str | os.PathLike, *, shapes_only: bool = False) -> Source
             fmt = "openai-torchscript"
         elif raw_keys & {"input_resolution", "context_length", "vocab_size"}:
             fmt = "openai"
-        else:
-            return Source(state_dict, "open_clip", _open_clip_config_beside(path))
+        else:  # its architecture: the `open_clip_config.json` beside it, if any
+            beside = os.path.join(os.path.dirname(os.path.abspath(path)), OPEN_CLIP_CONFIG)
+            config = (config_from_open_clip(read_json(beside, object_only=True), source=beside)
+                      if os.path.isfile(beside) else None)
+            return Source(state_dict, "open_clip", config)
         return Source(state_dict, fmt)
     if "vision_model.embeddings.patch_embedding.weight" in state_dict:
         folder = os.path.dirname(os.path.abspath(path))
@@ -181,15 +175,6 @@ def read_source(path: str | os.PathLike, *, shapes_only: bool = False) -> Source
     raise CheckpointError(f"{path}: a state dict of {len(state_dict)} tensors, but not CLIP's "
                           f"(no visual.conv1.weight / token_embedding.weight; found "
                           f"{listing(state_dict, 8)}); accepted: {ACCEPTED}")
-
-
-def _open_clip_config_beside(path: str) -> CLIPConfig | None:
-    """The architecture in the `open_clip_config.json` beside an open_clip weights file, if any."""
-    config_path = os.path.join(os.path.dirname(os.path.abspath(path)), OPEN_CLIP_CONFIG)
-    if not os.path.isfile(config_path):
-        return None
-    return config_from_open_clip(read_json(config_path, object_only=True),
-                                 source=config_path)
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:

@@ -125,7 +125,7 @@ def config_from_hf(hf_config: Mapping, *, source: str) -> CLIPConfig:
         raise CheckpointError(f"{source}: model_type is {hf_config.get('model_type')!r}; "
                               "only Hugging Face CLIPModel folders (model_type 'clip') "
                               "are supported")
-    towers = {}
+    towers, acts = {}, {}
     for name in ("text_config", "vision_config"):
         tower = hf_config.get(name)
         if not isinstance(tower, Mapping):
@@ -137,9 +137,8 @@ def config_from_hf(hf_config: Mapping, *, source: str) -> CLIPConfig:
         eps = tower.get("layer_norm_eps", 1e-5)
         if abs(eps - 1e-5) > 1e-12:
             raise CheckpointError(f"{source}: {name}.layer_norm_eps is {eps}; expected 1e-05")
-        towers[name] = tower
+        towers[name], acts[name] = tower, act
     text, vision = towers["text_config"], towers["vision_config"]
-    acts = {name: tower.get("hidden_act", "quick_gelu") for name, tower in towers.items()}
     if len(set(acts.values())) != 1:
         raise CheckpointError(f"{source}: the towers' hidden_act differ ({acts}); the Flax CLIP "
                               "uses one activation in both")

@@ -16,18 +16,17 @@ from mmpiqa_jax.models.clip_model import CLIPConfig
 
 
 def _cfg(embed_dim, image_size, layers, width, patch_size, text_width, text_heads, text_layers,
-         head_width=None, mlp_ratio=None, quick_gelu=False) -> dict:
+         head_width=None, mlp_ratio=None) -> dict:
     vision = {"image_size": image_size, "layers": layers, "width": width,
               "patch_size": patch_size}
     if head_width is not None:
         vision["head_width"] = head_width
     if mlp_ratio is not None:
         vision["mlp_ratio"] = mlp_ratio
-    cfg = {"embed_dim": embed_dim,
-           "vision_cfg": vision,
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": text_width,
-                        "heads": text_heads, "layers": text_layers}}
-    return {**cfg, "quick_gelu": True} if quick_gelu else cfg
+    return {"embed_dim": embed_dim,
+            "vision_cfg": vision,
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": text_width,
+                         "heads": text_heads, "layers": text_layers}}
 
 
 # open_clip 3.3.0's model_configs/{name}.json; "-quickgelu" adds "quick_gelu": true only.
