@@ -51,9 +51,8 @@ class CLIPConfig:
             # Stored explicitly, so that configs of the same architecture compare equal.
             if getattr(self, f"{tower}_mlp_width") is None:
                 object.__setattr__(self, f"{tower}_mlp_width", 4 * width)
-            if getattr(self, f"{tower}_mlp_width") < 1:
-                raise UserError(f"{tower}_mlp_width must be >= 1, got "
-                                f"{getattr(self, f'{tower}_mlp_width')}")
+            if (mlp_width := getattr(self, f"{tower}_mlp_width")) < 1:
+                raise UserError(f"{tower}_mlp_width must be >= 1, got {mlp_width}")
             if heads < 1 or width % heads:
                 raise UserError(f"{tower}_width {width} does not split into {tower}_heads "
                                 f"{heads}")

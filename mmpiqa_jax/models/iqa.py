@@ -59,10 +59,13 @@ def _mean_over_crops(x: jax.Array, b: int, c: int) -> jax.Array:
     return x.reshape(b, c, *x.shape[1:]).mean(axis=1)
 
 
-def _quality_outputs(quality_logits: jax.Array) -> dict:
-    probs = jax.nn.softmax(quality_logits, axis=-1)
-    return {"quality_logits": quality_logits, "quality_probs": probs,
-            "score": probs @ jnp.asarray(_QUALITY_LEVELS)}
+def _outputs(quality: jax.Array, scene: jax.Array, scene_probs: jax.Array,
+             distortion: jax.Array) -> dict:
+    probs = jax.nn.softmax(quality, axis=-1)
+    return {"quality_logits": quality, "quality_probs": probs,
+            "score": probs @ jnp.asarray(_QUALITY_LEVELS), "scene_logits": scene,
+            "scene_probs": scene_probs, "distortion_logits": distortion,
+            "distortion_probs": jax.nn.softmax(distortion, axis=-1)}
 
 
 class _TextCached(nnx.Module):
@@ -71,9 +74,6 @@ class _TextCached(nnx.Module):
     def _init_cache(self, num_prompts: int):
         dim = self.clip.config.embed_dim
         self.text_cache = TextCache(jnp.zeros((num_prompts, dim), jnp.float32))
-
-    def _text_banks(self) -> tuple[prompts_lib.PromptBank, ...]:
-        raise NotImplementedError
 
     def text_path(self) -> tuple:
         """The modules and parameters of the text features: CLIP's text tower, the banks."""
@@ -142,10 +142,7 @@ class MPIQE(_TextCached):
             scene_probs = jax.nn.softmax(scene, axis=-1)
         else:  # independent; centred so that logit_scale * cos does not saturate the sigmoid
             scene_probs = jax.nn.sigmoid(scene - scene.mean(axis=-1, keepdims=True))
-        return {**_quality_outputs(quality),
-                "scene_logits": scene, "scene_probs": scene_probs,
-                "distortion_logits": distortion,
-                "distortion_probs": jax.nn.softmax(distortion, axis=-1)}
+        return _outputs(quality, scene, scene_probs, distortion)
 
 
 LIQE_PROMPTS = ("joint", "quality")
@@ -192,11 +189,8 @@ class LIQE(_TextCached):
             quality = logits
             scene = jnp.zeros((b, labels.NUM_SCENES), logits.dtype)
             distortion = jnp.zeros((b, labels.NUM_DISTORTIONS), logits.dtype)
-        return {**_quality_outputs(quality),
-                "logits": logits, "probs": jax.nn.softmax(logits, axis=-1),
-                "scene_logits": scene, "scene_probs": jax.nn.softmax(scene, axis=-1),
-                "distortion_logits": distortion,
-                "distortion_probs": jax.nn.softmax(distortion, axis=-1)}
+        return {**_outputs(quality, scene, jax.nn.softmax(scene, axis=-1), distortion),
+                "logits": logits, "probs": jax.nn.softmax(logits, axis=-1)}
 
 
 MODELS = {"mpiqe": MPIQE, "liqe": LIQE}

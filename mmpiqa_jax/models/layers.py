@@ -43,9 +43,7 @@ class LayerNorm(nnx.LayerNorm):
         return super().__call__(x.astype(jnp.float32)).astype(x.dtype)
 
 
-def normal(stddev: float):
-    """A normal initialiser of standard deviation `stddev`."""
-    return nnx.initializers.normal(stddev=stddev)
+normal = nnx.initializers.normal  # normal(stddev)
 
 
 class MultiheadAttention(nnx.Module):

@@ -117,10 +117,6 @@ class PromptBank(nnx.Module):
         else:
             self.deep_ctx = None
 
-    @property
-    def length(self) -> int:
-        return len(self.token_ids[0])
-
     def embeddings(self, clip: CLIP) -> jax.Array:
         """[N, L, text_width] word embeddings with the context vectors at positions 1 .. n."""
         emb = clip.token_embedding(jnp.asarray(self.token_ids, jnp.int32))
