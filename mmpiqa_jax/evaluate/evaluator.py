@@ -1,9 +1,5 @@
-"""Evaluation as big_vision does it: an evaluator fed a prediction function and data.
-
-    evaluator = Evaluator(batch_size=16, crop_mode="liqe", num_crops=15)
-    indices, scores = evaluator.scores(predict, spec)          # every example of a DataSpec
-    metrics = evaluator.evaluate(predict, dataset, "test")     # against `quality`
-    eval_fn = validation_fn(evaluator, datasets, "val")        # eval_fn(predict) -> metrics
+"""Evaluation as big_vision does it: an `Evaluator` fed a prediction function and data;
+`validation_fn`, `evaluate_datasets` (written to `eval/`).
 
 `predict(batch)` takes this process's batch of crops (numpy `pixels` [B, C, s, s, 3], `index`,
 `valid` [B]) and returns `score`, `index` and `valid` of the whole step's batch on every process,
@@ -105,12 +101,6 @@ def evaluate_datasets(workdir, evaluator: Evaluator, predict: Predict, datasets:
                       writer: bool = True) -> dict:
     """`{"<dataset>-<part>": metrics}` of `parts` of each of `datasets` and of each of `whole`
     as a whole (cross-dataset), each written as `write_results` does."""
-    results = {}
-    for d in datasets:
-        for part in parts:
-            results[f"{file_name(d.name)}-{part}"] = write_results(workdir, evaluator, predict,
-                                                                   d, part, writer=writer)
-    for d in whole:
-        results[f"{file_name(d.name)}-{WHOLE}"] = write_results(workdir, evaluator, predict, d,
-                                                                WHOLE, writer=writer)
-    return results
+    jobs = [(d, part) for d in datasets for part in parts] + [(d, WHOLE) for d in whole]
+    return {f"{file_name(d.name)}-{part}": write_results(workdir, evaluator, predict, d, part,
+                                                         writer=writer) for d, part in jobs}

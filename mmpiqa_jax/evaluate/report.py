@@ -58,17 +58,11 @@ def eval_paths(workdir, dataset: str, split: str) -> dict[str, epath.Path]:
     return {ext: stem.with_suffix(f".{ext}") for ext in ("json", "csv", "png")}
 
 
-def _fit_from_metrics(metrics: dict) -> metrics_lib.LogisticFit | None:
-    if "fit" not in metrics or "fit_params" not in metrics:
-        return None
-    return metrics_lib.LogisticFit(metrics["fit"], tuple(metrics["fit_params"]))
-
-
 def _scatter_with_fit(ax, pred: np.ndarray, quality: np.ndarray, metrics: dict) -> None:
     """Prediction against quality on `ax`, with the metrics' fitted curve when they have one."""
     ax.scatter(pred, quality, s=12, alpha=0.6, edgecolors="none", label="images")
-    fit = _fit_from_metrics(metrics)
-    if fit is not None:
+    if "fit" in metrics and "fit_params" in metrics:
+        fit = metrics_lib.LogisticFit(metrics["fit"], tuple(metrics["fit_params"]))
         xs = np.linspace(pred.min(), pred.max(), 200)
         ax.plot(xs, fit(xs), color="C3", lw=2, label=f"{fit.method} fit")
     ax.set_xlabel("prediction (higher is better)")

@@ -2,6 +2,7 @@
 seeds, from the points' `eval/*.json`."""
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -11,7 +12,7 @@ from etils import epath
 
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 from mmpiqa_jax.evaluate import tables
-from mmpiqa_jax.evaluate.report import markdown_table
+from mmpiqa_jax.evaluate.report import markdown_table, save_png
 
 SPLIT_SEED_KEY = "data.split_seed"
 
@@ -43,8 +44,7 @@ def _num(value) -> float:
     return math.nan if value is None else float(value)
 
 
-def _fmt(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+_fmt = functools.partial(tables.number, digits=4)
 
 
 def _eval_names(points: Sequence[Point]) -> list[str]:
@@ -76,7 +76,7 @@ def comparison_table(points: Sequence[Point], keys: Sequence[str],
     names = _eval_names(points)
     heads = [f"{n} {m.upper()}" for n in names for m in metrics]
     rows = [[*(p.values[k] for k in keys),
-             *(_fmt(_num(p.evals[n].get(m))) if n in p.evals else "-"
+             *(_fmt(p.evals[n].get(m)) if n in p.evals else "-"
                for n in names for m in metrics)] for p in points]
     lines = ["# Sweep", "",
              f"{len(points)} points, {sum(bool(p.evals) for p in points)} with results; "
@@ -155,9 +155,4 @@ def plot_sweep(points: Sequence[Point], keys: Sequence[str], path, metric: str =
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[1]:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = epath.Path(str(path))
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        fig.savefig(f, format="png")
-    tmp.replace(path)
+    save_png(fig, path)

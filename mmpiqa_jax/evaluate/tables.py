@@ -38,14 +38,6 @@ def _config(run_dir: epath.Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def _configured_name(run_dir: epath.Path) -> str | None:
-    config = _config(run_dir)
-    for key in ("method", "name"):
-        if config.get(key):
-            return str(config[key])
-    return None
-
-
 def _point_values(run_dir: epath.Path) -> list[str] | None:
     """A sweep point's swept values other than the split seed (`["visual_prompt_depth=6"]`), or
     None when `run_dir` is not a sweep point (it has `sweep_point.json`, or is named `key=value,...`
@@ -61,7 +53,8 @@ def method_name(run_dir) -> str:
     """The run's `config.json` key `method` (or `name`) when present, else the folder name (a
     sweep point's: its sweep's), with a sweep point's swept values but the split seed."""
     run_dir = epath.Path(run_dir)
-    name = _configured_name(run_dir)
+    config = _config(run_dir)
+    name = str(config.get("method") or config.get("name") or "") or None
     values = _point_values(run_dir)
     if values is None:
         return name or run_dir.resolve().name
@@ -207,9 +200,10 @@ def summarize(run_dirs, *, cross: bool = False, plcc: str = "logistic",
             "missing": missing}
 
 
-def _number(value) -> str:
+def number(value, digits: int = 3) -> str:
+    """`value` with `digits` decimals; "-" for None or NaN."""
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) \
-        else f"{value:.3f}"
+        else f"{value:.{digits}f}"
 
 
 def _ours(cell: dict | None, statistic: str, show_n: bool) -> str:
@@ -221,9 +215,9 @@ def _ours(cell: dict | None, statistic: str, show_n: bool) -> str:
         if stats is None:
             parts.append("-")
         elif statistic == "median":
-            parts.append(_number(stats["median"]))
+            parts.append(number(stats["median"]))
         else:
-            parts.append(f"{_number(stats['mean'])} ± {_number(stats['std'])}")
+            parts.append(f"{number(stats['mean'])} ± {number(stats['std'])}")
     text = " / ".join(parts)
     return f"{text} ({cell['n']})" if show_n else text
 
@@ -263,7 +257,7 @@ def format_table(summary: dict, *, statistic: str = "median", published=(),
         for c in columns:
             srcc, plcc_value = ref.results.get(c, (None, None))
             cells.append("-" if srcc is None and plcc_value is None
-                         else f"{_number(srcc)} / {_number(plcc_value)}")
+                         else f"{number(srcc)} / {number(plcc_value)}")
         rows.append([f"{ref.method} [published]", *cells])
     lines += ["", markdown_table(["Method", *columns], rows, "l" + "c" * len(columns))]
     if published:
