@@ -1,8 +1,5 @@
 """Scoring image files with an exported model, with the evaluation's test-time crops.
 
-    model = mmpiqa_jax.pytorch.load("export/")
-    scores = score_files(model, ["a.jpg", "b.png"])      # [(path, score)], higher is better
-
 The crops are `mmpiqa_jax.data.transforms.eval_crops`'s, in the mode that the export's
 `config.json` names.
 """
