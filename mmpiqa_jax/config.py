@@ -1,8 +1,6 @@
-"""Configs as Python files with `get_config(arg)`, loaded as `FILE[:ARGS]`, plus `--set` overrides.
-
-As in big_vision: `configs/mpiqe.py:variant=ViT-B/32,depth=12` calls `get_config("variant=...")`,
-and the config turns its argument string into typed values with `parse_arg`. Loaded configs are
-locked, so an override of an unknown key is an error that names the key.
+"""Configs as Python files with `get_config(arg)`, loaded as `FILE[:ARGS]` (`load_config`), plus
+`--set` overrides, as in big_vision: `configs/mpiqe.py:depth=12` calls `get_config("depth=12")`,
+typed by `parse_arg`. Loaded configs are locked: an override of an unknown key names it.
 """
 from __future__ import annotations
 
@@ -151,19 +149,11 @@ def expand_sweep(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collec
     if "sweep" not in config or not config.sweep:
         return [("run", config)]
     axes = []
-
-    def walk(node, prefix):
-        for name in sorted(node.keys()):
-            value, key = node[name], prefix + name
-            if isinstance(value, ml_collections.ConfigDict):
-                walk(value, key + ".")
-            else:
-                if not isinstance(value, (tuple, list)) or not value:
-                    raise UserError(f"sweep key {key!r} must list its values, got {value!r}")
-                get_key(config, key)  # fails early, naming the key, when it does not exist
-                axes.append((key, tuple(value)))
-
-    walk(config.sweep, "")
+    for key, value in sorted(flatten(config.sweep.to_dict()).items()):
+        if not isinstance(value, (tuple, list)) or not value:
+            raise UserError(f"sweep key {key!r} must list its values, got {value!r}")
+        get_key(config, key)  # fails early, naming the key, when it does not exist
+        axes.append((key, tuple(value)))
     runs = []
     for values in itertools.product(*(v for _, v in axes)):
         run = ml_collections.ConfigDict(config.to_dict())

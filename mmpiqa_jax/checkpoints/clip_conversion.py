@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping
-from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -58,23 +57,15 @@ _TEXT_ROWS = (
 )
 
 
-class Row(NamedTuple):
-    """One OpenAI tensor: its key, NNX path, permutation from torch's layout to ours (None: the
-    same), and layer (its slice of the stacked `resblocks` path; None: not a block's)."""
-    key: str
-    path: tuple
-    perm: tuple[int, ...] | None
-    layer: int | None = None
-
-
-def conversion_table(config: CLIPConfig) -> list[Row]:
-    """The `Row` of every parameter of a CLIP with `config`."""
-    rows = [Row(*r) for r in _VISION_ROWS + _TEXT_ROWS]
+def conversion_table(config: CLIPConfig) -> list[tuple]:
+    """(OpenAI key, NNX path, permutation from torch's layout to ours or None, layer: the slice of
+    the stacked `resblocks` path or None) of every parameter of a CLIP with `config`."""
+    rows = [(*r, None) for r in _VISION_ROWS + _TEXT_ROWS]
     towers = (("visual.transformer", ("visual", "transformer"), config.vision_layers),
               ("transformer", ("transformer",), config.text_layers))
     for prefix, path, layers in towers:
         for i in range(layers):
-            rows += [Row(f"{prefix}.resblocks.{i}.{key}", (*path, "resblocks", *sub), perm, i)
+            rows += [(f"{prefix}.resblocks.{i}.{key}", (*path, "resblocks", *sub), perm, i)
                      for key, sub, perm in _BLOCK_ROWS]
     return rows
 
@@ -91,9 +82,9 @@ def expected_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
     # Every layer's block has the same shapes: one layer per tower traces faster.
     variables = _abstract(dataclasses.replace(config, vision_layers=1, text_layers=1))[1]
     shapes = {}
-    for row in conversion_table(config):
-        shape = variables[row.path].shape[row.layer is not None:]  # a block's: one layer
-        shapes[row.key] = tuple(shape[i] for i in np.argsort(row.perm)) if row.perm else shape
+    for key, path, perm, layer in conversion_table(config):
+        shape = variables[path].shape[layer is not None:]  # a block's: one layer
+        shapes[key] = tuple(shape[i] for i in np.argsort(perm)) if perm else shape
     return shapes
 
 
@@ -168,15 +159,15 @@ def from_openai_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str 
     # Allocate nothing random: build the model abstractly, then fill in the converted arrays.
     graphdef, variables = _abstract(config)
     values = {}  # path -> the converted array (a stacked path: one numpy array filled by layer)
-    for row in conversion_table(config):
-        value = np.asarray(state_dict[row.key], np.float32)
-        if row.perm is not None:
-            value = value.transpose(row.perm)
-        if row.layer is None:
-            values[row.path] = value
+    for key, path, perm, layer in conversion_table(config):
+        value = np.asarray(state_dict[key], np.float32)
+        if perm is not None:
+            value = value.transpose(perm)
+        if layer is None:
+            values[path] = value
         else:
-            stack = values.setdefault(row.path, np.empty(variables[row.path].shape, np.float32))
-            stack[row.layer] = value
+            stack = values.setdefault(path, np.empty(variables[path].shape, np.float32))
+            stack[layer] = value
     for path, value in values.items():
         variables[path] = variables[path].replace(jnp.asarray(value))
     return nnx.merge(graphdef, nnx.from_flat_state(variables))
@@ -186,9 +177,9 @@ def to_openai_state_dict(model: CLIP) -> dict[str, np.ndarray]:
     """The model's parameters as float32 numpy arrays under OpenAI's keys and layouts."""
     variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     out, arrays = {}, {}
-    for row in conversion_table(model.config):
-        if row.path not in arrays:
-            arrays[row.path] = np.asarray(variables[row.path].get_value(), np.float32)
-        value = arrays[row.path] if row.layer is None else arrays[row.path][row.layer]
-        out[row.key] = value.transpose(np.argsort(row.perm)) if row.perm is not None else value
+    for key, path, perm, layer in conversion_table(model.config):
+        if path not in arrays:
+            arrays[path] = np.asarray(variables[path].get_value(), np.float32)
+        value = arrays[path] if layer is None else arrays[path][layer]
+        out[key] = value.transpose(np.argsort(perm)) if perm is not None else value
     return out

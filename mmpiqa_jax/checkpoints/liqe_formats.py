@@ -1,11 +1,9 @@
 """LIQE's released models in and out: LIQE's own files and pyiqa's, as OpenAI-layout state dicts.
 
-Formats (the names `read_liqe` returns):
-  "liqe"        zwx8981/LIQE's `LIQE.pt`: a bare CLIP state dict, so read as LIQE's only when
-                asked (`mmpiqa convert --as liqe`);
-  "liqe-train"  LIQE's training checkpoints: `{"epoch", "model_state_dict", ...}`;
-  "pyiqa"       pyiqa's `liqe_mix.pt` / `liqe_koniq.pt`: `{"params": state_dict}`, the CLIP
-                under `clip_model.`.
+Formats (the names `read_liqe` returns): "liqe" (zwx8981/LIQE's `LIQE.pt`, a bare CLIP state
+dict: read as LIQE's only when asked, `mmpiqa convert --as liqe`), "liqe-train" (its training
+checkpoints, `{"model_state_dict": ...}`), "pyiqa" (`liqe_mix.pt` / `liqe_koniq.pt`,
+`{"params": state_dict}` with the CLIP under `clip_model.`).
 
 None says its prompts: pyiqa's `liqe_mix` scores the 495 joint prompts, `liqe_koniq` the 5
 "a photo with {q} quality". The architecture is OpenAI's, from the shapes; torch is needed.

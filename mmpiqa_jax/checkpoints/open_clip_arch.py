@@ -19,10 +19,8 @@ def _cfg(embed_dim, image_size, layers, width, patch_size, text_width, text_head
          head_width=None, mlp_ratio=None) -> dict:
     vision = {"image_size": image_size, "layers": layers, "width": width,
               "patch_size": patch_size}
-    if head_width is not None:
-        vision["head_width"] = head_width
-    if mlp_ratio is not None:
-        vision["mlp_ratio"] = mlp_ratio
+    optional = {"head_width": head_width, "mlp_ratio": mlp_ratio}
+    vision.update({k: v for k, v in optional.items() if v is not None})
     return {"embed_dim": embed_dim,
             "vision_cfg": vision,
             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": text_width,

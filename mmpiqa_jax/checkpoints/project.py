@@ -3,9 +3,8 @@
 Layout of `out_dir`:
   config.json   {"format": "mmpiqa_jax.checkpoint", "version": 2, "clip": CLIPConfig.to_dict(),
                  "extra_params": {name: {"shape", "dtype"}}, "extra_config": {...}}
-  params/       Orbax (StandardCheckpointer) of {"clip": the nnx.Param state as a pure dict,
-                                                 "extra": {name: array}}
-                (the blocks stacked, as the model holds them)
+  params/       Orbax (StandardCheckpointer) of {"clip": the nnx.Param state as a pure dict
+                (the blocks stacked, as the model holds them), "extra": {name: array}}
 `config.json` is written last, so a folder that has it is complete. Extras are a flat
 name -> array dict beside CLIP (prompts, heads), with a JSON-able config.
 """

@@ -1,10 +1,8 @@
 """Export an MP-IQE or LIQE model to the folder that `mmpiqa_jax.pytorch.load` reads
-(`export_torch`; numpy only).
-
-The folder holds `model.safetensors`, float32 tensors named as the PyTorch module's parameters,
-and `config.json`: the model name, the `CLIPConfig`, MP-IQE's prompt and fusion sizes, every
-prompt bank's token ids, context length and depth, the labels, the test-time crops and the score
-range.
+(`export_torch`; numpy only): `model.safetensors`, float32 tensors named as the PyTorch module's
+parameters, and `config.json`: the model name, the `CLIPConfig`, MP-IQE's prompt and fusion sizes,
+every prompt bank's token ids, context length and depth, the labels, the test-time crops and the
+score range.
 """
 from __future__ import annotations
 

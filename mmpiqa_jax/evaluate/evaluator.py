@@ -1,9 +1,7 @@
 """Evaluation as big_vision does it: an `Evaluator` fed a prediction function and data;
-`validation_fn`, `evaluate_datasets` (written to `eval/`).
-
-`predict(batch)` takes this process's batch of crops (numpy `pixels` [B, C, s, s, 3], `index`,
-`valid` [B]) and returns `score`, `index` and `valid` of the whole step's batch on every process,
-e.g. `train.inference.Scorer.predict`.
+`validation_fn`, `evaluate_datasets` (written to `eval/`). `predict(batch)` takes this process's
+batch of crops (numpy `pixels` [B, C, s, s, 3], `index`, `valid` [B]) and returns `score`, `index`
+and `valid` of the whole step's batch on every process, e.g. `train.inference.Scorer.predict`.
 """
 from __future__ import annotations
 

@@ -42,11 +42,9 @@ def paper_dataset(name: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class PublishedResult:
-    """One published row: `results` maps a `PAPER_DATASETS` name to (SRCC, PLCC or None).
-
-    `statistic` is what the source says its figures are over the splits ("median", "mean"), or
-    "unstated". A dataset the source does not report is absent (shown "-").
-    """
+    """One published row: `results` maps a `PAPER_DATASETS` name to (SRCC, PLCC or None), absent
+    where the source reports none; `statistic`: what the source says its figures are over the
+    splits ("median", "mean"), or "unstated"."""
     method: str
     source: str
     statistic: str

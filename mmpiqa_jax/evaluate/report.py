@@ -97,10 +97,9 @@ def _plot(path: epath.Path, dataset: str, split: str, quality: np.ndarray, pred:
 def write_eval(workdir, dataset: str, split: str, names, quality, predictions,
                metrics: dict | None = None, *, mos=None, score_direction: str = "",
                split_source: str = "") -> dict[str, epath.Path]:
-    """Writes `<workdir>/eval/<dataset>-<split>.{json,csv,png}`.
+    """Writes `<workdir>/eval/<dataset>-<split>.{json,csv,png}` (`workdir`: the run directory).
 
     Args:
-      workdir: the run directory.
       dataset, split: names used in the file names and stored in the JSON.
       names: [N] image names (CSV column `name`).
       quality, predictions: [N] ground truth (higher is better) and model scores.
@@ -143,16 +142,9 @@ def write_eval(workdir, dataset: str, split: str, names, quality, predictions,
 
 
 def write_comparison(path, rows: dict[str, dict], title: str = "") -> dict[str, epath.Path]:
-    """One table and one figure for several methods tested on the same images.
-
-    Args:
-      path: output stem: writes `<path>.md` (the table) and `<path>.png` (prediction against
-        quality, one panel per method, each with its fit).
-      rows: {method: {"metrics": compute_metrics dict, "quality": [N], "predictions": [N]}}.
-      title: the figure's and the table's heading.
-    Returns:
-      the written paths, keyed "md", "png".
-    """
+    """Writes `<path>.md` (a table) and `<path>.png` (prediction against quality, a panel per
+    method, with its fit) of `rows`, {method: {"metrics": compute_metrics dict, "quality": [N],
+    "predictions": [N]}}, headed `title`; returns the paths keyed "md", "png"."""
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
     path = files.as_path(path)

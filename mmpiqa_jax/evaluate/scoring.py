@@ -1,6 +1,5 @@
-"""Scores image files with a model's `Scorer`: find the files, crop as at evaluation, batch.
-
-    scores, skipped = score_files(scorer, find_images(["photos/"])[0], crop_mode="liqe")
+"""Scores image files with a model's `Scorer`: find the files, crop as at evaluation, batch
+(`score_files(scorer, find_images(paths)[0])`).
 
 Crops are the evaluation's (`transforms.eval_crops`), sent as uint8; a file that cannot be read
 or decoded is skipped and reported with its reason.
@@ -37,10 +36,8 @@ class UnreadableImage(UserError):
 
 
 def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
-    """The files to score: each file as given, each folder's image files (recursively, sorted).
-
-    Returns (files, missing), `missing` holding (path, reason) for paths that do not exist.
-    """
+    """(files, missing): each file as given, each folder's image files (recursively, sorted);
+    (path, reason) of the paths that do not exist."""
     files, missing = [], []
     for path in map(str, paths):
         if os.path.isdir(path):
@@ -99,14 +96,9 @@ def _read_ahead(pool, fn, items: Iterable, ahead: int) -> Iterator:
 
 
 class ByCropCount:
-    """Images' crops scored `batch_size` images at a time, each batch of one crop count (`pyiqa`
-    takes fewer from small images); a short batch is padded with copies (one compiled shape).
-
-        batches = ByCropCount(scorer, 16)
-        for key, crops in items:          # crops uint8 [C, H, W, 3]
-            batches.add(key, crops)
-        scores = batches.finish()         # {key: score}
-    """
+    """Images' crops (`add`), scored `batch_size` images at a time (`finish`: {key: score}),
+    each batch of one crop count (`pyiqa` takes fewer from small images); a short batch is padded
+    with copies (one compiled shape)."""
 
     def __init__(self, scorer: Callable[[np.ndarray], np.ndarray], batch_size: int):
         if batch_size < 1:

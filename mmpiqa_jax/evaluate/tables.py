@@ -39,9 +39,8 @@ def _config(run_dir: epath.Path) -> dict:
 
 
 def _point_values(run_dir: epath.Path) -> list[str] | None:
-    """A sweep point's swept values other than the split seed (`["visual_prompt_depth=6"]`), or
-    None when `run_dir` is not a sweep point (it has `sweep_point.json`, or is named `key=value,...`
-    in a folder with `sweep.md`)."""
+    """A sweep point's swept values but the split seed (`["visual_prompt_depth=6"]`); None when
+    `run_dir` has no `sweep_point.json` and is no `key=value,...` folder beside a `sweep.md`."""
     parts = run_dir.resolve().name.split(",")
     named_like_one = all("=" in p for p in parts) and (run_dir.parent / "sweep.md").is_file()
     if not ((run_dir / _POINT_FILE).is_file() or named_like_one):
@@ -87,11 +86,8 @@ def _read_eval(path: epath.Path) -> dict:
 def collect_results(run_dirs, *, include: str | None = None, exclude=None,
                     key=method_name) -> dict[str, dict[str, list[dict]]]:
     """{method: {dataset: [one metrics dict per split]}} from each run's `eval/*.json`, runs of
-    one method name (`key(run_dir)`) pooled.
-
-    `include`: a glob on split names; `exclude`: globs dropped (None: `DEFAULT_EXCLUDE` unless
-    `include` is given).
-    """
+    one method name (`key(run_dir)`) pooled; `include`: a glob on split names, `exclude`: globs
+    dropped (None: `DEFAULT_EXCLUDE` unless `include` is given)."""
     if exclude is None:
         exclude = DEFAULT_EXCLUDE if include is None else ()
     results: dict[str, dict[str, list[dict]]] = {}

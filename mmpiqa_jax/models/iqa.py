@@ -5,10 +5,9 @@ Both take crops `[B, C, H, W, 3]` (C crops per image, NHWC: uint8 RGB, or CLIP-n
 and return a dict: `quality_logits` [B, 5], `quality_probs`, `score` = sum_q q p(q) in [1, 5],
 `scene_logits` [B, 9], `scene_probs`, `distortion_logits` [B, 11], `distortion_probs`; LIQE adds
 the joint `logits` [B, 495] (index q * 99 + s * 11 + d; [B, 5] with quality prompts only) and
-`probs`. Logits are averaged over crops before any softmax.
-
-With `use_text_cache=True` the text features are those of the last `refresh_text_cache()`: valid
-only while no parameter of the text path changes (`text_path_is_trainable`).
+`probs`. Logits are averaged over crops before any softmax. With `use_text_cache=True` the text
+features are the last `refresh_text_cache()`'s: valid while no parameter of the text path changes
+(`text_path_is_trainable`).
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ attention softmax run in float32).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -18,17 +19,10 @@ from mmpiqa_jax.errors import UserError
 Carry = TypeVar("Carry")
 
 
-def quick_gelu(x: jax.Array) -> jax.Array:
-    """OpenAI CLIP's GELU approximation x * sigmoid(1.702 x)."""
-    return x * jax.nn.sigmoid(1.702 * x)
-
-
-def gelu(x: jax.Array) -> jax.Array:
-    """Exact GELU, x * Phi(x) (torch's `nn.GELU()`)."""
-    return jax.nn.gelu(x, approximate=False)
-
-
-ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": gelu}
+ACTIVATIONS = {
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # OpenAI CLIP's GELU approximation
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # exact, torch's nn.GELU()
+}
 
 
 class LayerNorm(nnx.LayerNorm):
