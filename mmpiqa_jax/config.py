@@ -1,8 +1,6 @@
-"""Configs as Python files with `get_config(arg)`, loaded as `FILE[:ARGS]`, plus `--set` overrides.
-
-As in big_vision: `configs/mpiqe.py:variant=ViT-B/32,depth=12` calls `get_config("variant=...")`,
-and the config turns its argument string into typed values with `parse_arg`. Loaded configs are
-locked, so an override of an unknown key is an error that names the key.
+"""Configs as Python files with `get_config(arg)`, loaded as `FILE[:ARGS]` (`load_config`), plus
+`--set` overrides, as in big_vision: `configs/mpiqe.py:depth=12` calls `get_config("depth=12")`,
+typed by `parse_arg`. Loaded configs are locked: an override of an unknown key names it.
 """
 from __future__ import annotations
 
@@ -75,8 +73,6 @@ def _load_module(path: str):
         "mmpiqa_config_" + os.path.splitext(os.path.basename(path))[0], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise UserError(f"config file {path!r} has no get_config(arg) function")
     return module
 
 
@@ -89,7 +85,10 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """Loads `FILE[:ARGS]`, applies `key=value` overrides, and returns the locked config."""
     path, arg = split_spec(spec)
-    config = _load_module(path).get_config(arg)
+    module = _load_module(path)
+    if not hasattr(module, "get_config"):
+        raise UserError(f"config file {path!r} has no get_config(arg) function")
+    config = module.get_config(arg)
     if not isinstance(config, ml_collections.ConfigDict):
         raise UserError(f"get_config in {path!r} returned {type(config).__name__}, "
                         "not a ConfigDict")
@@ -150,19 +149,11 @@ def expand_sweep(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collec
     if "sweep" not in config or not config.sweep:
         return [("run", config)]
     axes = []
-
-    def walk(node, prefix):
-        for name in sorted(node.keys()):
-            value, key = node[name], prefix + name
-            if isinstance(value, ml_collections.ConfigDict):
-                walk(value, key + ".")
-            else:
-                if not isinstance(value, (tuple, list)) or not value:
-                    raise UserError(f"sweep key {key!r} must list its values, got {value!r}")
-                get_key(config, key)  # fails early, naming the key, when it does not exist
-                axes.append((key, tuple(value)))
-
-    walk(config.sweep, "")
+    for key, value in sorted(flatten(config.sweep.to_dict()).items()):
+        if not isinstance(value, (tuple, list)) or not value:
+            raise UserError(f"sweep key {key!r} must list its values, got {value!r}")
+        get_key(config, key)  # fails early, naming the key, when it does not exist
+        axes.append((key, tuple(value)))
     runs = []
     for values in itertools.product(*(v for _, v in axes)):
         run = ml_collections.ConfigDict(config.to_dict())
@@ -188,8 +179,4 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def load_sibling(config_file: str, name: str):
     """Imports `name.py` from the directory of `config_file` (configs share `configs/common.py`)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py")
-    spec = importlib.util.spec_from_file_location(f"mmpiqa_config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_module(os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py"))

@@ -264,7 +264,7 @@ def test_visual_tokens_and_prompt_init(tiny):
     np.testing.assert_allclose(extra["projected_tokens"][:, 0], features, rtol=1e-6)
     with pytest.raises(ValueError, match=r"\[B, 32, 32, 3\].*\(2, 3, 32, 32\)"):
         model.encode_image(jnp.zeros((2, 3, 32, 32)))
-    with pytest.raises(ValueError, match="depth 3 exceeds"):
+    with pytest.raises(ValueError, match="2 deep prompt layers given for a 2-layer"):
         model.encode_image(images, visual_prompts=jnp.zeros((3, 4, 128)))
 
 

@@ -81,7 +81,7 @@ def test_find_images(folder, tmp_path):
 @pytest.mark.parametrize("mode,num,size", [("liqe", 15, 224), ("center", 1, 64), ("full", 1, 48)])
 def test_crops_are_the_evaluation_pipelines(folder, mode, num, size):
     for name in ("good.png", "sub/good.JPG"):
-        got = scoring.load_crops(folder / name, mode, num, size)
+        got = scoring.load_crops(folder / name, mode, num, size)  # uint8, as the pipeline's
         np.testing.assert_array_equal(got, eval_pipeline_crops(folder / name, mode, num, size))
         assert got.shape == (num, size, size, 3)
 

@@ -1,11 +1,6 @@
-"""Checkpoints in and out: OpenAI, open_clip and Hugging Face CLIP files, the project's Orbax
-checkpoint, and export to a Hugging Face folder.
-
-    model = load_clip("ViT-B-32.pt")                      # any supported format
-    state_dict, fmt = read_state_dict("hf_folder/")       # numpy, OpenAI layout
-    save_checkpoint("ckpt/", model, extra_params={...}, extra_config={...})
-    model, extras, extra_config = load_checkpoint("ckpt/")
-    export_hf(model, "hf_out/", extra_params=extras, extra_config=extra_config)
+"""Checkpoints in and out: `load_clip` and `read_state_dict` (OpenAI, open_clip and Hugging Face
+CLIP files), `save_checkpoint` / `load_checkpoint` (the project's Orbax checkpoint: CLIP, extra
+params, extra config), `export_hf` (a Hugging Face folder).
 """
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.checkpoints.export import export_hf

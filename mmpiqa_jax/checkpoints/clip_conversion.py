@@ -1,16 +1,12 @@
-"""OpenAI-layout state dicts <-> the Flax `CLIP`: one table of renames and transposes.
-
-The model's parameter names mirror OpenAI's `clip/model.py`, so the table is short; it is read
-one way by `from_openai_state_dict` and the other by `to_openai_state_dict`, and with the
-model's abstract shapes it gives every OpenAI key's shape (`check_state_dict`). `infer_config`
-reads the architecture from the tensors' shapes where a file states none.
+"""OpenAI-layout state dicts <-> the Flax `CLIP`: one table of renames and transposes, read by
+`from_openai_state_dict`, `to_openai_state_dict` and `check_state_dict`; `infer_config` reads the
+architecture from the tensors' shapes.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 from collections.abc import Mapping
-from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,11 +16,8 @@ from mmpiqa_jax.checkpoints.errors import CheckpointError, check_shapes
 from mmpiqa_jax.checkpoints.openai_layout import NON_PARAMETER_KEYS, count_layers
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
-# Each row: OpenAI key, NNX path, axis permutation from the torch
-# layout to ours (None: same layout), and for a block's tensor its layer: the transformers'
-# blocks are stored stacked, so `resblocks.{i}.<key>` is slice i of one array. Linear weights are [out, in] in torch, [in, out] here;
-# conv weights [out, in, kh, kw] there, [kh, kw, in, out] here.
-
+# Linear weights are [out, in] in torch, [in, out] here; conv weights [out, in, kh, kw] there,
+# [kh, kw, in, out] here.
 _T = (1, 0)
 _CONV = (2, 3, 1, 0)
 
@@ -64,24 +57,15 @@ _TEXT_ROWS = (
 )
 
 
-class Row(NamedTuple):
-    """One OpenAI tensor: its key, the NNX path holding it, the permutation from torch's layout
-    to ours (None: the same), and its layer (the index into the stacked path; None: not a
-    block's tensor)."""
-    key: str
-    path: tuple
-    perm: tuple[int, ...] | None
-    layer: int | None = None
-
-
-def conversion_table(config: CLIPConfig) -> list[Row]:
-    """The `Row` of every parameter of a CLIP with `config`."""
-    rows = [Row(*r) for r in _VISION_ROWS + _TEXT_ROWS]
+def conversion_table(config: CLIPConfig) -> list[tuple]:
+    """(OpenAI key, NNX path, permutation from torch's layout to ours or None, layer: the slice of
+    the stacked `resblocks` path or None) of every parameter of a CLIP with `config`."""
+    rows = [(*r, None) for r in _VISION_ROWS + _TEXT_ROWS]
     towers = (("visual.transformer", ("visual", "transformer"), config.vision_layers),
               ("transformer", ("transformer",), config.text_layers))
     for prefix, path, layers in towers:
         for i in range(layers):
-            rows += [Row(f"{prefix}.resblocks.{i}.{key}", (*path, "resblocks", *sub), perm, i)
+            rows += [(f"{prefix}.resblocks.{i}.{key}", (*path, "resblocks", *sub), perm, i)
                      for key, sub, perm in _BLOCK_ROWS]
     return rows
 
@@ -95,23 +79,19 @@ def _abstract(config: CLIPConfig):
 @functools.lru_cache(maxsize=16)
 def expected_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter of a CLIP with `config` and its shape, in OpenAI layout."""
-    # Every layer's block has the same shapes: a model of one layer per tower tells them, and
-    # traces in a fraction of the time.
+    # Every layer's block has the same shapes: one layer per tower traces faster.
     variables = _abstract(dataclasses.replace(config, vision_layers=1, text_layers=1))[1]
     shapes = {}
-    for row in conversion_table(config):
-        shape = variables[row.path].shape[row.layer is not None:]  # a block's: one layer
-        shapes[row.key] = tuple(shape[i] for i in np.argsort(row.perm)) if row.perm else shape
+    for key, path, perm, layer in conversion_table(config):
+        shape = variables[path].shape[layer is not None:]  # a block's: one layer
+        shapes[key] = tuple(shape[i] for i in np.argsort(perm)) if perm else shape
     return shapes
 
 
 def check_state_dict(state_dict: Mapping[str, np.ndarray], config: CLIPConfig, *, source: str,
                      names: Mapping[str, str] | None = None) -> None:
-    """Raise `CheckpointError` unless `state_dict` holds exactly the parameters of `config`.
-
-    `names` maps OpenAI keys to the names the tensors have in the file (Hugging Face's), so that
-    the message names the tensor as the user will find it.
-    """
+    """Raise `CheckpointError` unless `state_dict` holds exactly the parameters of `config`;
+    `names` maps OpenAI keys to the file's names (for the message)."""
     check_shapes(expected_shapes(config), {k: tuple(np.shape(v)) for k, v in state_dict.items()},
                  source=source, what="not a CLIP state dict of the expected architecture",
                  names=names)
@@ -120,11 +100,8 @@ def check_state_dict(state_dict: Mapping[str, np.ndarray], config: CLIPConfig, *
 def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPConfig:
     """The architecture of an OpenAI-layout state dict from its shapes, as OpenAI's `build_model`.
 
-    Shapes give widths, layers, MLP widths (those of block 0), patch and image size, context
-    length and vocabulary. They do not give the heads nor the activation: these are OpenAI's,
-    width // 64 (at least 1) and QuickGELU, right for OpenAI's own files only (an open_clip
-    file needs its model config: `open_clip_arch`). Only shapes are read (anything with
-    `.shape` will do, e.g. `jax.ShapeDtypeStruct`).
+    Heads and activation are OpenAI's (width // 64, QuickGELU): right for OpenAI's own files only.
+    Only shapes are read (anything with `.shape` will do).
     """
     if "visual.layer1.0.conv1.weight" in state_dict:
         raise CheckpointError(f"{source}: a ResNet CLIP; only ViT image towers are supported")
@@ -165,32 +142,32 @@ def infer_config(state_dict: Mapping[str, np.ndarray], *, source: str) -> CLIPCo
 
 
 def from_openai_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str = "<state dict>",
-                           config: CLIPConfig | None = None, dtype: str | None = None) -> CLIP:
+                           config: CLIPConfig | None = None, dtype: str | None = None,
+                           names: Mapping[str, str] | None = None) -> CLIP:
     """A CLIP holding the parameters of an OpenAI-layout state dict (numpy arrays, any float dtype).
 
     The architecture is inferred from the shapes unless `config` is given; `dtype` (if given)
-    replaces its compute dtype. Non-parameter entries of OpenAI and open_clip files (the
-    hyper-parameters of TorchScript archives, open_clip's `attn_mask`) are dropped; anything else
-    not in the layout is an error, as are missing keys and wrong shapes (`CheckpointError`).
+    replaces its compute dtype. `NON_PARAMETER_KEYS` are dropped; other unknown keys, missing keys
+    and wrong shapes raise `CheckpointError` (`names`: as `check_state_dict`'s).
     """
     state_dict = {k: v for k, v in state_dict.items() if k not in NON_PARAMETER_KEYS}
     config = config or infer_config(state_dict, source=source)
     if dtype is not None:
         config = dataclasses.replace(config, dtype=dtype)
-    check_state_dict(state_dict, config, source=source)
+    check_state_dict(state_dict, config, source=source, names=names)
 
     # Allocate nothing random: build the model abstractly, then fill in the converted arrays.
     graphdef, variables = _abstract(config)
     values = {}  # path -> the converted array (a stacked path: one numpy array filled by layer)
-    for row in conversion_table(config):
-        value = np.asarray(state_dict[row.key], np.float32)
-        if row.perm is not None:
-            value = value.transpose(row.perm)
-        if row.layer is None:
-            values[row.path] = value
+    for key, path, perm, layer in conversion_table(config):
+        value = np.asarray(state_dict[key], np.float32)
+        if perm is not None:
+            value = value.transpose(perm)
+        if layer is None:
+            values[path] = value
         else:
-            stack = values.setdefault(row.path, np.empty(variables[row.path].shape, np.float32))
-            stack[row.layer] = value
+            stack = values.setdefault(path, np.empty(variables[path].shape, np.float32))
+            stack[layer] = value
     for path, value in values.items():
         variables[path] = variables[path].replace(jnp.asarray(value))
     return nnx.merge(graphdef, nnx.from_flat_state(variables))
@@ -200,9 +177,9 @@ def to_openai_state_dict(model: CLIP) -> dict[str, np.ndarray]:
     """The model's parameters as float32 numpy arrays under OpenAI's keys and layouts."""
     variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     out, arrays = {}, {}
-    for row in conversion_table(model.config):
-        if row.path not in arrays:
-            arrays[row.path] = np.asarray(variables[row.path].get_value(), np.float32)
-        value = arrays[row.path] if row.layer is None else arrays[row.path][row.layer]
-        out[row.key] = value.transpose(np.argsort(row.perm)) if row.perm is not None else value
+    for key, path, perm, layer in conversion_table(model.config):
+        if path not in arrays:
+            arrays[path] = np.asarray(variables[path].get_value(), np.float32)
+        value = arrays[path] if layer is None else arrays[path][layer]
+        out[key] = value.transpose(np.argsort(perm)) if perm is not None else value
     return out

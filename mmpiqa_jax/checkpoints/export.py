@@ -1,10 +1,8 @@
 """Export to a Hugging Face CLIP folder that `transformers.CLIPModel.from_pretrained` loads.
 
-The folder holds `config.json` (written by transformers itself) and `model.safetensors`; the
-project's extra parameters (prompts, heads) go to `mmpiqa_extra.safetensors` and their config to
-`mmpiqa_config.json`, which transformers ignores. No tokenizer files are written: OpenAI's
-tokenizer (`mmpiqa_jax.clip.tokenize`, or `CLIPTokenizer` from `openai/clip-vit-base-patch32`)
-gives the ids.
+The folder holds `config.json` and `model.safetensors`; the project's extra parameters go to
+`mmpiqa_extra.safetensors` and their config to `mmpiqa_config.json`, which transformers ignores.
+No tokenizer files are written (OpenAI's tokenizer gives the ids).
 """
 from __future__ import annotations
 
@@ -14,37 +12,26 @@ from collections.abc import Mapping
 import numpy as np
 
 from mmpiqa_jax import files
-from mmpiqa_jax.checkpoints.clip_conversion import (check_state_dict, infer_config,
-                                                   to_openai_state_dict)
+from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.checkpoints.hf import hf_config_for, openai_to_hf
 from mmpiqa_jax.checkpoints.project import check_extras
+from mmpiqa_jax.models.clip_model import CLIP
 
 EXTRA_WEIGHTS = "mmpiqa_extra.safetensors"
 EXTRA_CONFIG = "mmpiqa_config.json"
 EXTRA_FORMAT = "mmpiqa_jax.hf_extra"
 
 
-def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
-              extra_params: Mapping | None = None, extra_config: Mapping | None = None,
-              config=None) -> str:
-    """Write a Hugging Face CLIP folder in `out_dir` from a CLIP model or an OpenAI-layout state
-    dict.
-
-    For a state dict, `config` (a `CLIPConfig`) gives the attention heads, which shapes do not
-    tell; without it they are inferred as width // 64, as OpenAI does. Returns `out_dir`.
-    """
+def export_hf(clip_model: CLIP, out_dir: str | os.PathLike, *,
+              extra_params: Mapping | None = None, extra_config: Mapping | None = None) -> str:
+    """Write a Hugging Face CLIP folder of `clip_model` in `out_dir`; returns `out_dir`."""
     from safetensors.numpy import save_file
 
     out_dir = os.fspath(out_dir)
-    if isinstance(clip_model_or_state_dict, Mapping):
-        state_dict = {k: np.asarray(v) for k, v in clip_model_or_state_dict.items()}
-        config = config or infer_config(state_dict, source="<state dict>")
-    else:
-        state_dict = to_openai_state_dict(clip_model_or_state_dict)
-        config = config or clip_model_or_state_dict.config
-    check_state_dict(state_dict, config, source="<export>")
-    weights = {k: v.astype(np.float32) for k, v in openai_to_hf(state_dict).items()}
+    config = clip_model.config
+    weights = {k: v.astype(np.float32)
+               for k, v in openai_to_hf(to_openai_state_dict(clip_model)).items()}
 
     extras = check_extras(extra_params)
     meta = {"format": EXTRA_FORMAT, "version": 1, "clip": config.to_dict(),
@@ -61,8 +48,7 @@ def export_hf(clip_model_or_state_dict, out_dir: str | os.PathLike, *,
 
 
 def read_extras(folder: str) -> tuple[dict[str, np.ndarray], dict]:
-    """The extra parameters and config that `export_hf` wrote beside a Hugging Face folder, if
-    any."""
+    """The extra parameters and config that `export_hf` wrote in a folder, if any."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 

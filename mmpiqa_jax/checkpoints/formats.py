@@ -1,17 +1,11 @@
 """Which checkpoint a path holds (told from its bytes, not its name), read into the OpenAI layout.
 
-Formats (the names `read_state_dict` returns):
-  "huggingface"         a folder with `config.json` and `model.safetensors` / `pytorch_model.bin`
-                        (either possibly sharded, with its `.index.json`);
-  "openai-torchscript"  OpenAI's released `.pt` files (TorchScript archives);
-  "openai"              a pickled state dict in OpenAI's names that carries OpenAI's
-                        `input_resolution` / `context_length` / `vocab_size` entries;
-  "open_clip"           a pickled (`.pt`, `.bin`) or `.safetensors` state dict in OpenAI's names,
-                        maybe wrapped as `{"state_dict": ...}` with DDP's `module.` prefixes;
-                        its architecture is the `open_clip_config.json` beside it, if any
-                        (as in Hugging Face Hub open_clip repositories), else it must be stated
-                        (`open_clip_arch`);
-  "mmpiqa"              the project's own checkpoint folder (see `project.py`).
+Formats (the names `read_state_dict` returns): "huggingface" (a folder with `config.json` and
+`model.safetensors` / `pytorch_model.bin`, maybe sharded), "openai-torchscript" (OpenAI's `.pt`
+files), "openai" (a pickled state dict with OpenAI's `input_resolution` / `context_length` /
+`vocab_size`), "open_clip" (a `.pt`, `.bin` or `.safetensors` state dict in OpenAI's names, maybe
+`{"state_dict": ...}` with DDP's `module.`; its architecture: an `open_clip_config.json` beside
+it, or stated, `open_clip_arch`), "mmpiqa" (the project's checkpoint folder, `project.py`).
 """
 from __future__ import annotations
 
@@ -42,7 +36,7 @@ ACCEPTED = ("a Hugging Face CLIP folder (config.json + model.safetensors or pyto
 _HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json",
                "pytorch_model.bin", "pytorch_model.bin.index.json")
 OPEN_CLIP_CONFIG = "open_clip_config.json"  # beside the weights in Hub open_clip repositories
-OPENAI_FORMATS = ("openai", "openai-torchscript")  # QuickGELU, 64-wide heads: OpenAI's own files
+OPENAI_FORMATS = ("openai", "openai-torchscript")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +75,7 @@ def container(path: str) -> str:
 
 
 def _read_safetensors(path: str, *, shapes_only: bool = False) -> dict[str, np.ndarray]:
-    """The tensors of a safetensors file, floating point as float32 (or their shapes: the
-    header alone is read)."""
+    """The tensors of a safetensors file, floating point as float32 (or their shapes)."""
     import ml_dtypes  # a jax dependency; registers bfloat16 with numpy, so safetensors can read it
     from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
@@ -99,15 +92,13 @@ def _read_safetensors(path: str, *, shapes_only: bool = False) -> dict[str, np.n
 
 
 def _read_tensor_file(path: str, *, shapes_only: bool = False) -> tuple[dict, str]:
-    """(the file's tensors, how they were stored) for a single weights file."""
+    """(the tensors, the `container`) of a weights file."""
     kind = container(path)
-    if kind == "safetensors":
-        return _read_safetensors(path, shapes_only=shapes_only), kind
-    if kind == "torchscript":
-        return load_torchscript(path, shapes_only=shapes_only), kind
-    if kind == "pickle":
-        return load_pickle(path, shapes_only=shapes_only), kind
-    raise CheckpointError(f"{path}: is a folder, expected a weights file")
+    readers = {"safetensors": _read_safetensors, "torchscript": load_torchscript,
+               "pickle": load_pickle}
+    if kind not in readers:
+        raise CheckpointError(f"{path}: is a folder, expected a weights file")
+    return readers[kind](path, shapes_only=shapes_only), kind
 
 
 def _read_hf_weights(folder: str) -> dict:
@@ -156,17 +147,12 @@ def _read_folder(folder: str, *, shapes_only: bool = False) -> Source:
 
 
 def read_source(path: str | os.PathLike, *, shapes_only: bool = False) -> Source:
-    """The checkpoint at `path` in OpenAI layout, its format and the config it states, if any.
-
-    `shapes_only`: what the architecture needs, cheaply: a folder's config (no weights), a
-    safetensors header, a torch zip file memory-mapped (its tensors as `TensorShape`s).
-    """
+    """The checkpoint at `path` in OpenAI layout, its format and the config it states, if any;
+    `shapes_only`: what the architecture needs, read cheaply where the format allows."""
     path = os.fspath(path)
     if container(path) == "folder":
         return _read_folder(path, shapes_only=shapes_only)
     tensors, stored = _read_tensor_file(path, shapes_only=shapes_only)
-    if stored == "pickle" and not isinstance(tensors, Mapping):
-        raise CheckpointError(f"{path}: holds a {type(tensors).__name__}, expected a state dict")
     raw_keys = set(tensors.get("state_dict", tensors)) if isinstance(tensors, Mapping) else set()
     state_dict = clean_state_dict(tensors, source=path)
     if looks_like_openai(state_dict):
@@ -174,8 +160,11 @@ def read_source(path: str | os.PathLike, *, shapes_only: bool = False) -> Source
             fmt = "openai-torchscript"
         elif raw_keys & {"input_resolution", "context_length", "vocab_size"}:
             fmt = "openai"
-        else:
-            return Source(state_dict, "open_clip", _open_clip_config_beside(path))
+        else:  # its architecture: the `open_clip_config.json` beside it, if any
+            beside = os.path.join(os.path.dirname(os.path.abspath(path)), OPEN_CLIP_CONFIG)
+            config = (config_from_open_clip(read_json(beside, object_only=True), source=beside)
+                      if os.path.isfile(beside) else None)
+            return Source(state_dict, "open_clip", config)
         return Source(state_dict, fmt)
     if "vision_model.embeddings.patch_embedding.weight" in state_dict:
         folder = os.path.dirname(os.path.abspath(path))
@@ -188,22 +177,9 @@ def read_source(path: str | os.PathLike, *, shapes_only: bool = False) -> Source
                           f"{listing(state_dict, 8)}); accepted: {ACCEPTED}")
 
 
-def _open_clip_config_beside(path: str) -> CLIPConfig | None:
-    """The architecture in the `open_clip_config.json` beside an open_clip weights file, if any."""
-    config_path = os.path.join(os.path.dirname(os.path.abspath(path)), OPEN_CLIP_CONFIG)
-    if not os.path.isfile(config_path):
-        return None
-    return config_from_open_clip(read_json(config_path, object_only=True),
-                                 source=config_path)
-
-
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
-    """(the checkpoint at `path` as an OpenAI-layout numpy state dict, the detected format name).
-
-    Checked against the architecture (the file's config, else inferred from the shapes, which
-    fix every parameter's shape though not the heads): every parameter present with its shape,
-    and nothing else.
-    """
+    """(the checkpoint at `path` as an OpenAI-layout numpy state dict, the detected format name),
+    checked against the file's config or its shapes."""
     path = os.fspath(path)
     source = read_source(path)
     config = source.config or infer_config(source.state_dict, source=path)

@@ -1,10 +1,6 @@
-"""Hugging Face `CLIPModel` <-> OpenAI layout: one table of renames, read both ways, and the
-configs.
-
-Three things are not plain renames: Hugging Face keeps separate q/k/v projections where OpenAI
-has one `in_proj` (concatenated in q, k, v order), and the two output projections are
-`nn.Linear` weights `[embed_dim, width]` in Hugging Face but `[width, embed_dim]` matrices in
-OpenAI.
+"""Hugging Face `CLIPModel` <-> OpenAI layout (one table of renames, read both ways), and the
+configs. Hugging Face's separate q/k/v projections are OpenAI's one `in_proj`; its output
+projections are transposed.
 """
 from __future__ import annotations
 
@@ -123,17 +119,13 @@ def openai_to_hf(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def config_from_hf(hf_config: Mapping, *, source: str) -> CLIPConfig:
-    """The `CLIPConfig` that a Hugging Face CLIP `config.json` (as a dict) describes.
-
-    Widths, layers, heads, MLP widths (`intermediate_size`), patch and image size, context
-    length, vocabulary and activation (`hidden_act`) are the config's. Only what the Flax CLIP
-    implements is accepted: QuickGELU or exact GELU, the same in both towers, LayerNorm eps 1e-5.
-    """
+    """The `CLIPConfig` that a Hugging Face CLIP `config.json` (as a dict) describes; only what
+    the Flax CLIP implements: QuickGELU or exact GELU in both towers, LayerNorm eps 1e-5."""
     if hf_config.get("model_type", "clip") != "clip":
         raise CheckpointError(f"{source}: model_type is {hf_config.get('model_type')!r}; "
                               "only Hugging Face CLIPModel folders (model_type 'clip') "
                               "are supported")
-    towers = {}
+    towers, acts = {}, {}
     for name in ("text_config", "vision_config"):
         tower = hf_config.get(name)
         if not isinstance(tower, Mapping):
@@ -145,9 +137,8 @@ def config_from_hf(hf_config: Mapping, *, source: str) -> CLIPConfig:
         eps = tower.get("layer_norm_eps", 1e-5)
         if abs(eps - 1e-5) > 1e-12:
             raise CheckpointError(f"{source}: {name}.layer_norm_eps is {eps}; expected 1e-05")
-        towers[name] = tower
+        towers[name], acts[name] = tower, act
     text, vision = towers["text_config"], towers["vision_config"]
-    acts = {name: tower.get("hidden_act", "quick_gelu") for name, tower in towers.items()}
     if len(set(acts.values())) != 1:
         raise CheckpointError(f"{source}: the towers' hidden_act differ ({acts}); the Flax CLIP "
                               "uses one activation in both")
@@ -184,9 +175,8 @@ def hf_config_for(config: CLIPConfig):
         vocab_size=config.vocab_size, hidden_size=config.text_width,
         intermediate_size=config.text_mlp_width, num_hidden_layers=config.text_layers,
         num_attention_heads=config.text_heads, max_position_embeddings=config.context_length,
-        # OpenAI's tokenizer: <|startoftext|> 49406, <|endoftext|> 49407 (the highest id),
-        # pads with 0.
-        # With this eos id transformers pools at the first end-of-text token, as OpenAI does.
+        # OpenAI's tokenizer's ids; with this eos id transformers pools at the first
+        # end-of-text token, as OpenAI does.
         bos_token_id=49406, eos_token_id=49407, pad_token_id=0, **common)
     vision = transformers.CLIPVisionConfig(
         hidden_size=config.vision_width, intermediate_size=config.vision_mlp_width,

@@ -1,20 +1,12 @@
 """LIQE's released models in and out: LIQE's own files and pyiqa's, as OpenAI-layout state dicts.
 
-Formats (told from the file's contents; the names `read_liqe` returns):
-  "liqe"        zwx8981/LIQE's `LIQE.pt`: `torch.save(model.state_dict())` of the fine-tuned
-                OpenAI CLIP (demo.py, LIQE.py load it with `model.load_state_dict`). It is a bare
-                CLIP state dict, byte for byte like any other, so it is read as LIQE's only when
-                asked (`mmpiqa convert --as liqe`);
-  "liqe-train"  the checkpoints LIQE's training scripts save: `{"epoch", "model_state_dict",
-                "optimizer_state_dict", "all_results"}`;
-  "pyiqa"       pyiqa's `liqe_mix.pt` / `liqe_koniq.pt`: `{"params": state_dict}` of pyiqa's
-                `LIQE` module, the CLIP under `clip_model.` (pyiqa's `load_pretrained_network`
-                reads key `params` and strips DDP's `module.`).
+Formats (the names `read_liqe` returns): "liqe" (zwx8981/LIQE's `LIQE.pt`, a bare CLIP state
+dict: read as LIQE's only when asked, `mmpiqa convert --as liqe`), "liqe-train" (its training
+checkpoints, `{"model_state_dict": ...}`), "pyiqa" (`liqe_mix.pt` / `liqe_koniq.pt`,
+`{"params": state_dict}` with the CLIP under `clip_model.`).
 
-Which prompts a model was trained with is in none of them: pyiqa's `liqe_mix` (LIQE's paper
-model, `mtl=True`) scores the 495 joint prompts, `liqe_koniq` (LIQE's train_liqe_single.py) the
-5 "a photo with {q} quality". The architecture is OpenAI's, from the shapes (ViT-B/32 in both
-repositories). torch is needed to read and write these files (`torch_files`).
+None says its prompts: pyiqa's `liqe_mix` scores the 495 joint prompts, `liqe_koniq` the 5
+"a photo with {q} quality". The architecture is OpenAI's, from the shapes; torch is needed.
 """
 from __future__ import annotations
 
@@ -33,9 +25,8 @@ from mmpiqa_jax.checkpoints.openai_layout import (clean_state_dict, looks_like_o
 from mmpiqa_jax.checkpoints.torch_files import load_pickle, require_torch
 from mmpiqa_jax.errors import MissingFileError
 
-LIQE_FORMATS = ("liqe", "liqe-train", "pyiqa")
-PYIQA_KEY = "params"            # what pyiqa's LIQE loads (`load_pretrained_network(..., 'params')`)
-PYIQA_PREFIX = "clip_model."    # pyiqa's LIQE holds the CLIP as `self.clip_model`
+PYIQA_KEY = "params"
+PYIQA_PREFIX = "clip_model."
 LIQE_TRAIN_KEY = "model_state_dict"
 
 
@@ -53,11 +44,8 @@ def format_of(obj) -> str | None:
 
 
 def detect(path: str | os.PathLike) -> str | None:
-    """The LIQE format recognised in the file at `path` ("pyiqa", "liqe-train"), else None.
-
-    Cheap for torch's zip files (memory-mapped, tensors not read). A bare CLIP state dict
-    (LIQE's `LIQE.pt`) is None: nothing in it says LIQE.
-    """
+    """The LIQE format recognised in the file at `path` ("pyiqa", "liqe-train"), else None (a
+    bare CLIP state dict, as LIQE's `LIQE.pt`, is None)."""
     path = os.fspath(path)
     try:
         if container(path) != "pickle":
@@ -106,14 +94,6 @@ def read_liqe(path: str | os.PathLike, *, bare_state_dict: bool = False) -> Sour
     return Source(floats, fmt, config)
 
 
-def pyiqa_params(state_dict: Mapping[str, np.ndarray]) -> dict:
-    """pyiqa's LIQE file contents, `{"params": {"clip_model.<key>": torch tensor}}`, from an
-    OpenAI-layout state dict."""
-    torch = require_torch("pyiqa export")
-    return {PYIQA_KEY: {PYIQA_PREFIX + k: torch.from_numpy(np.array(v, np.float32))
-                        for k, v in state_dict.items()}}
-
-
 def write_pyiqa(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -> str:
     """Writes the file pyiqa's `LIQE(pretrained_model_path=path)` loads (whole or not at all,
     `files.write_bytes`); returns its path."""
@@ -123,6 +103,7 @@ def write_pyiqa(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -
     if not os.path.isdir(folder):
         raise MissingFileError(f"{path}: the folder {folder} does not exist")
     buffer = io.BytesIO()
-    torch.save(pyiqa_params(state_dict), buffer)
+    torch.save({PYIQA_KEY: {PYIQA_PREFIX + k: torch.from_numpy(np.array(v, np.float32))
+                            for k, v in state_dict.items()}}, buffer)
     files.write_bytes(path, buffer.getvalue())
     return path

@@ -16,59 +16,47 @@ from mmpiqa_jax.checkpoints.project import load_checkpoint as load_project_check
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig
 
 
-def load_clip(path: str | os.PathLike, *, dtype: str = "float32",
-              config: CLIPConfig | None = None, arch: str | None = None) -> CLIP:
+def load_clip(path: str | os.PathLike, *, dtype: str = "float32", arch: str | None = None) -> CLIP:
     """A Flax `CLIP` from any supported checkpoint (see `formats`); `dtype` is the compute dtype.
 
-    The architecture is `config` if given, else `arch` (an open_clip model name such as
-    "ViT-B-32" or "ViT-B-32-quickgelu", or an open_clip model config JSON file), else the file's
-    own config (Hugging Face, project, an `open_clip_config.json` beside open_clip weights),
-    else, for OpenAI's files, their shapes with OpenAI's 64-wide heads and QuickGELU. A bare
-    open_clip state dict states neither heads nor activation: without `arch` it is an error.
+    The architecture is `arch` if given (an open_clip model name such as "ViT-B-32-quickgelu",
+    or an open_clip model config JSON file), else the file's own config, else, for OpenAI's
+    files, their shapes; a bare open_clip state dict needs `arch`.
     """
-    return load_checkpoint(path, dtype=dtype, config=config, arch=arch).clip
+    return load_checkpoint(path, dtype=dtype, arch=arch).clip
 
 
 def load_checkpoint(path: str | os.PathLike, *, dtype: str = "float32",
-                    config: CLIPConfig | None = None, arch: str | None = None) -> Checkpoint:
-    """(CLIP, extra params, extra config) from a project checkpoint or any supported format.
-
-    Extras come from a project checkpoint or from a Hugging Face folder written by `export_hf`;
-    other formats have none.
-    """
-    return read_checkpoint(path, dtype=dtype, config=config, arch=arch)[0]
+                    arch: str | None = None) -> Checkpoint:
+    """(CLIP, extra params, extra config) from any supported format (extras: from a project
+    checkpoint or an `export_hf` folder)."""
+    return read_checkpoint(path, dtype=dtype, arch=arch)[0]
 
 
 def read_checkpoint(path: str | os.PathLike, *, dtype: str = "float32",
-                    config: CLIPConfig | None = None,
                     arch: str | None = None) -> tuple[Checkpoint, str]:
     """`load_checkpoint`, and the detected format's name (see `formats`)."""
     path = os.fspath(path)
-    if config is None and arch is None and is_project_checkpoint(path):
+    if arch is None and is_project_checkpoint(path):
         return load_project_checkpoint(path, dtype=dtype), "mmpiqa"
     source = read_source(path)
-    config = dataclasses.replace(architecture(source, path=path, config=config, arch=arch),
-                                 dtype=dtype)
-    check_state_dict(source.state_dict, config, source=path, names=source.names)
-    model = from_openai_state_dict(source.state_dict, source=path, config=config, dtype=dtype)
+    config = architecture(source, path=path, arch=arch)
+    model = from_openai_state_dict(source.state_dict, source=path, config=config, dtype=dtype,
+                                   names=source.names)
     extras, extra_config = read_extras(path) if source.format == "huggingface" else ({}, {})
     return Checkpoint(model, extras, extra_config), source.format
 
 
 def read_clip_config(path: str | os.PathLike, *, arch: str | None = None) -> CLIPConfig:
     """The architecture of the CLIP at `path` (as `load_clip` resolves it), without its weights
-    where the format allows: a folder's config file, a safetensors header, a memory-mapped torch
-    zip file (a legacy torch pickle and a TorchScript archive are read whole)."""
+    where the format allows."""
     path = os.fspath(path)
     source = read_source(path, shapes_only=True)
     return architecture(source, path=path, arch=arch)
 
 
-def architecture(source: Source, *, path: str, config: CLIPConfig | None = None,
-                 arch: str | None = None) -> CLIPConfig:
+def architecture(source: Source, *, path: str, arch: str | None = None) -> CLIPConfig:
     """The `CLIPConfig` of `source` (see `load_clip` for the order); never a guess."""
-    if config is not None:
-        return config
     if arch is not None:
         stated = resolve_arch(arch)
         if source.config is not None and dataclasses.replace(source.config,

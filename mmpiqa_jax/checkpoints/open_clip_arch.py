@@ -1,15 +1,9 @@
-"""open_clip model configs -> `CLIPConfig`: what an open_clip state dict does not say.
+"""open_clip model configs -> `CLIPConfig`: the heads and activation an open_clip state dict
+does not say.
 
-An open_clip state dict gives widths, layers and MLP widths by its shapes, but neither the
-attention heads nor the activation (QuickGELU for OpenAI's weights, exact GELU for LAION's and
-DataComp's). They come from open_clip's model config: a name of the table below (`--arch`),
-or a JSON file in open_clip's format (`open_clip_config.json` of a Hugging Face Hub open_clip
-repository, `{"model_cfg": {...}}`, or a bare model config).
-
-`OPEN_CLIP_CONFIGS` copies open_clip 3.3.0's own files, `open_clip/model_configs/<name>.json`,
-for the standard ViTs; the defaults of what a file leaves out are those of open_clip's
-`CLIPVisionCfg` / `CLIPTextCfg` (`open_clip/model.py`): head_width 64, mlp_ratio 4.0, text
-heads 8, QuickGELU off.
+`resolve_arch` takes a name of `OPEN_CLIP_CONFIGS` (`--arch`) or an open_clip model config JSON
+file (`open_clip_config.json`, `{"model_cfg": {...}}`, or a bare model config); what a config
+leaves out takes open_clip's defaults (`CLIPVisionCfg` / `CLIPTextCfg`).
 """
 from __future__ import annotations
 
@@ -22,22 +16,18 @@ from mmpiqa_jax.models.clip_model import CLIPConfig
 
 
 def _cfg(embed_dim, image_size, layers, width, patch_size, text_width, text_heads, text_layers,
-         head_width=None, mlp_ratio=None, quick_gelu=False) -> dict:
+         head_width=None, mlp_ratio=None) -> dict:
     vision = {"image_size": image_size, "layers": layers, "width": width,
               "patch_size": patch_size}
-    if head_width is not None:
-        vision["head_width"] = head_width
-    if mlp_ratio is not None:
-        vision["mlp_ratio"] = mlp_ratio
-    cfg = {"embed_dim": embed_dim,
-           "vision_cfg": vision,
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": text_width,
-                        "heads": text_heads, "layers": text_layers}}
-    return {**cfg, "quick_gelu": True} if quick_gelu else cfg
+    optional = {"head_width": head_width, "mlp_ratio": mlp_ratio}
+    vision.update({k: v for k, v in optional.items() if v is not None})
+    return {"embed_dim": embed_dim,
+            "vision_cfg": vision,
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": text_width,
+                         "heads": text_heads, "layers": text_layers}}
 
 
-# Copied from open_clip/model_configs/{name}.json (open_clip 3.3.0); the "-quickgelu" files
-# differ from their plain twins by "quick_gelu": true only.
+# open_clip 3.3.0's model_configs/{name}.json; "-quickgelu" adds "quick_gelu": true only.
 _PLAIN = {
     "ViT-B-32": _cfg(512, 224, 12, 768, 32, 512, 8, 12),
     "ViT-B-16": _cfg(512, 224, 12, 768, 16, 512, 8, 12),
@@ -54,8 +44,7 @@ OPEN_CLIP_CONFIGS: dict[str, dict] = {
     "ViT-g-14": _cfg(1024, 224, 40, 1408, 14, 1024, 16, 24, head_width=88, mlp_ratio=4.3637),
 }
 
-# What the Flax CLIP implements of open_clip's options: these keys, at these values (open_clip's
-# defaults), may appear in a model config; any other key or value is refused by name.
+# open_clip's options that the Flax CLIP implements at these values (its defaults) only.
 _VISION_DEFAULTS = {"ls_init_value": None, "patch_dropout": 0.0, "attentional_pool": False,
                     "no_ln_pre": False, "pos_embed_type": "learnable",
                     "final_ln_after_pool": False, "pool_type": "tok", "output_tokens": False,
@@ -65,9 +54,7 @@ _TEXT_DEFAULTS = {"ls_init_value": None, "embed_cls": False, "pad_id": 0,
                   "proj_bias": False, "proj_type": "linear", "output_tokens": False,
                   "act_kwargs": None, "norm_kwargs": None, "hf_model_name": None,
                   "hf_tokenizer_name": None, "tokenizer_kwargs": None}
-# Top-level keys: `cast_dtype` is a precision (ours is `CLIPConfig.dtype`), `init_logit_scale`
-# an initial value; `custom_text` (open_clip's CustomTextCLIP) stores the text tower under other
-# names, so it must be off.
+# `cast_dtype` and `init_logit_scale` do not change the weights; `custom_text` must be off.
 _TOP_KEYS = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "cast_dtype", "init_logit_scale",
              "custom_text"}
 

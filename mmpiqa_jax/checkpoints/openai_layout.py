@@ -1,9 +1,5 @@
-"""The OpenAI CLIP state-dict layout that every reader produces, as files hold it.
-
-Keys and layouts are those of OpenAI's `clip/model.py` (open_clip's `CLIP` class uses the same).
-Arrays are numpy; linear weights are torch's `[out, in]`, `visual.proj` and `text_projection`
-are `[width, embed_dim]`, `visual.conv1.weight` is `[width, 3, patch, patch]`. Every key and
-its shape for an architecture: `clip_conversion.expected_shapes`.
+"""The OpenAI CLIP state-dict layout that every reader produces (keys and layouts of OpenAI's
+`clip/model.py`, numpy arrays; every key's shape: `clip_conversion.expected_shapes`).
 """
 from __future__ import annotations
 
@@ -14,26 +10,21 @@ import numpy as np
 
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 
-# Entries that OpenAI and open_clip files carry but that are not parameters: OpenAI's TorchScript
-# archives store the model's hyper-parameters as tensors, open_clip registers the causal mask.
-# Dropped knowingly; the architecture is inferred from the parameters' shapes instead.
+# Not parameters: OpenAI's TorchScript hyper-parameters, open_clip's causal mask.
 NON_PARAMETER_KEYS = frozenset({"input_resolution", "context_length", "vocab_size", "attn_mask"})
 
 
 def count_layers(keys, prefix: str) -> int:
     """The blocks of `prefix` (e.g. `transformer.resblocks`) that `keys` name: the highest block
-    index + 1, so that a missing block is reported as missing keys."""
+    index + 1 (a missing block's keys are then missing)."""
     pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
     indices = {int(m.group(1)) for k in keys if (m := pattern.match(k))}
     return max(indices) + 1 if indices else 0
 
 
 def clean_state_dict(obj, *, source: str) -> dict[str, np.ndarray]:
-    """The parameters of an OpenAI-layout state dict as it comes out of a file.
-
-    Unwraps open_clip training checkpoints (`{"state_dict": ...}`), strips the `module.` prefix
-    that DistributedDataParallel adds, and drops `NON_PARAMETER_KEYS`.
-    """
+    """The parameters of an OpenAI-layout state dict from a file: `{"state_dict": ...}`
+    unwrapped, DDP's `module.` stripped, `NON_PARAMETER_KEYS` dropped."""
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj:

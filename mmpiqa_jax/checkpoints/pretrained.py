@@ -1,18 +1,14 @@
-"""The pretrained CLIP an IQA model starts from: `model.clip_checkpoint` of a training config.
-
-    clip = load_pretrained_clip(config.model)          # None: random init of model.variant
-    model = iqa.build_model(config.model, rngs, clip=clip)
-    # Shapes only (nothing loaded): the architecture the run will have.
-    abstract = nnx.eval_shape(lambda: iqa.build_model(config.model, rngs,
-                                                      clip=clip_config(config.model)))
+"""The pretrained CLIP an IQA model starts from (`load_pretrained_clip`), or its architecture
+alone (`clip_config`), from the `model` section of a training config.
 
 `model.variant` names a built-in architecture (`clip_model.VARIANTS`), or is "checkpoint": the
-architecture is `model.clip_checkpoint`'s own, whatever it is (read cheaply, `read_clip_config`).
+architecture of `model.clip_checkpoint`.
 """
 from __future__ import annotations
 
 import dataclasses
 
+from mmpiqa_jax.checkpoints.formats import ACCEPTED
 from mmpiqa_jax.checkpoints.load import load_clip, read_clip_config
 from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.models.clip_model import CLIP, CLIPConfig, get_variant
@@ -24,10 +20,8 @@ FROM_CHECKPOINT = "checkpoint"  # `model.variant`: the architecture of `model.cl
 def clip_weights_path(model_config) -> str | None:
     """The checkpoint to load for `model_config` (the `model` section), or None: random init.
 
-    `clip_checkpoint` "random" asks for a random initialisation of `variant` on purpose; empty is
-    allowed for the `tiny` variant only (tests, demo). Empty with any other variant raises: a
-    randomly initialised ViT-B/32 trains to meaningless numbers on real data, so it must be asked
-    for, not fallen into. (A checkpoint file literally named `random`: write `./random`.)
+    `clip_checkpoint` "random" asks for a random initialisation; empty is one for the `tiny`
+    variant only, and raises for any other. (A file named `random`: write `./random`.)
     """
     path = model_config.clip_checkpoint
     if model_config.variant == FROM_CHECKPOINT and (not path or path == RANDOM_CLIP):
@@ -43,14 +37,10 @@ def clip_weights_path(model_config) -> str | None:
         raise UserError(
             f"model.clip_checkpoint is empty for model.variant {variant!r}: that would "
             f"train a randomly initialised CLIP, whose scores on real data mean nothing. Set "
-            f"model.clip_checkpoint to pretrained {variant} weights, i.e. anything "
-            "clip.load reads: an OpenAI .pt (the `clip` package's download, e.g. ViT-B-32.pt), "
-            "an open_clip .pt/.bin/.safetensors (with its open_clip_config.json beside it), a "
-            "Hugging Face folder (e.g. openai/clip-vit-base-patch32), or the folder "
-            "`mmpiqa convert SRC --out DIR` writes from any of these (open_clip weights: "
-            "with --arch NAME; then "
-            "--set model.clip_checkpoint=DIR). To train from a random initialisation on "
-            f"purpose, set model.clip_checkpoint={RANDOM_CLIP}.")
+            f"model.clip_checkpoint to pretrained {variant} weights: {ACCEPTED} (open_clip "
+            "weights with their open_clip_config.json beside them, or converted with --arch). "
+            f"To train from a random initialisation on purpose, set "
+            f"model.clip_checkpoint={RANDOM_CLIP}.")
     return path
 
 
@@ -65,11 +55,8 @@ def clip_config(model_config) -> CLIPConfig:
 
 
 def load_pretrained_clip(model_config) -> CLIP | None:
-    """The CLIP of `model_config.clip_checkpoint` in `model_config.dtype`; None for random init.
-
-    `clip_weights_path` decides (and raises for an empty checkpoint with a variant other than
-    `tiny`); the loaded architecture must be `clip_config`'s.
-    """
+    """The CLIP of `model_config.clip_checkpoint` in `model_config.dtype` (`clip_config`'s
+    architecture, else an error); None for random init (`clip_weights_path`)."""
     path = clip_weights_path(model_config)
     if path is None:
         return None

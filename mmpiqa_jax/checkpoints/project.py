@@ -3,12 +3,10 @@
 Layout of `out_dir`:
   config.json   {"format": "mmpiqa_jax.checkpoint", "version": 2, "clip": CLIPConfig.to_dict(),
                  "extra_params": {name: {"shape", "dtype"}}, "extra_config": {...}}
-  params/       Orbax (StandardCheckpointer) of {"clip": the nnx.Param state as a pure dict,
-                                                 "extra": {name: array}}
-                (each transformer's blocks stacked, as the model holds them: `resblocks`, one
-                tree with a leading layer axis)
-`config.json` is written last, so a folder that has it is complete. Extras are what later code
-stores beside CLIP (prompts, heads), as a flat name -> array dict, with a JSON-able config.
+  params/       Orbax (StandardCheckpointer) of {"clip": the nnx.Param state as a pure dict
+                (the blocks stacked, as the model holds them), "extra": {name: array}}
+`config.json` is written last, so a folder that has it is complete. Extras are a flat
+name -> array dict beside CLIP (prompts, heads), with a JSON-able config.
 """
 from __future__ import annotations
 
@@ -58,8 +56,7 @@ def check_extras(extra_params) -> dict[str, np.ndarray]:
 def save_checkpoint(out_dir: str | os.PathLike, clip_model: CLIP,
                     extra_params: Mapping | None = None, extra_config: Mapping | None = None, *,
                     overwrite: bool = False) -> str:
-    """Write `clip_model` (+ extras) as a project checkpoint in `out_dir`; returns its absolute
-    path."""
+    """Write `clip_model` (+ extras) as a project checkpoint in `out_dir`; returns its path."""
     out_dir = os.path.abspath(os.fspath(out_dir))
     config_path = os.path.join(out_dir, CONFIG_FILE)
     if os.path.exists(config_path) and not overwrite:
@@ -96,16 +93,6 @@ def read_config(folder: str) -> dict:
     return meta
 
 
-def _abstract_clip(config: CLIPConfig):
-    """(graphdef, abstract Param state, the other state) of a CLIP with `config`, without
-    allocating."""
-    graphdef, params, rest = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))),
-                                       nnx.Param, ...)
-    if jax.tree.leaves(rest):  # non-parameter state (buffers) is not saved: build it for real
-        graphdef, _, rest = nnx.split(CLIP(config, rngs=nnx.Rngs(0)), nnx.Param, ...)
-    return graphdef, params, rest
-
-
 def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Checkpoint:
     """The model, extras and extra config of a project checkpoint; `dtype` overrides the compute
     dtype."""
@@ -114,14 +101,15 @@ def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Che
     config = CLIPConfig.from_dict(meta["clip"])
     if dtype is not None:
         config = dataclasses.replace(config, dtype=dtype)
-    graphdef, abstract_params, rest = _abstract_clip(config)
+    # A CLIP's state is its parameters only.
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: CLIP(config, rngs=nnx.Rngs(0))))
     target = {
         "clip": nnx.to_pure_dict(abstract_params),
         "extra": {k: jax.ShapeDtypeStruct(tuple(v["shape"]), np.dtype(v["dtype"]))
                   for k, v in meta.get("extra_params", {}).items()},
     }
-    # Restore onto this process's first device: under `jax.set_mesh` a bare target would carry the
-    # abstract mesh, which Orbax cannot place arrays on. Callers reshard as they need.
+    # Onto this process's first device: under `jax.set_mesh` a bare target would carry the
+    # abstract mesh, which Orbax cannot place arrays on.
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), target)
     params_dir = os.path.join(folder, PARAMS_DIR)
@@ -140,7 +128,7 @@ def load_checkpoint(path: str | os.PathLike, *, dtype: str | None = None) -> Che
             raise CheckpointError(f"{params_dir}: cannot restore the parameters "
                                   f"({type(e).__name__}: {e})") from None
     nnx.replace_by_pure_dict(abstract_params, restored["clip"])
-    model = nnx.merge(graphdef, abstract_params, rest)
+    model = nnx.merge(graphdef, abstract_params)
     extras = {k: np.asarray(v) for k, v in restored["extra"].items()}
     return Checkpoint(model, extras, meta.get("extra_config", {}))
 

@@ -1,15 +1,8 @@
-"""Export an MP-IQE or LIQE model to the folder that `mmpiqa_jax.pytorch.load` reads.
-
-    export_torch(model, "out/", preprocess={"crop_mode": "liqe", "num_crops": 15,
-                                            "crop_size": 224})
-
-The folder holds `model.safetensors`, float32 tensors named as the PyTorch module's parameters
-(`clip.*` in OpenAI's layout, from `to_openai_state_dict`; `visual_prompts`, `scene.ctx`,
-`scene.deep_ctx`, `distortion.*` or `joint.*`; `fusion.*` as torch `Linear` / `LayerNorm`), and
-`config.json`: the format and version, the model name, the `CLIPConfig`, MP-IQE's prompt and
-fusion sizes, every prompt bank's token ids (trimmed to the longest prompt, as the JAX model runs
-them) with its context length and depth, the label vocabularies, the test-time crops and the score
-range. Numpy only: torch is not needed to write it.
+"""Export an MP-IQE or LIQE model to the folder that `mmpiqa_jax.pytorch.load` reads
+(`export_torch`; numpy only): `model.safetensors`, float32 tensors named as the PyTorch module's
+parameters, and `config.json`: the model name, the `CLIPConfig`, MP-IQE's prompt and fusion sizes,
+every prompt bank's token ids, context length and depth, the labels, the test-time crops and the
+score range.
 """
 from __future__ import annotations
 
@@ -24,8 +17,7 @@ from mmpiqa_jax.checkpoints.clip_conversion import to_openai_state_dict
 from mmpiqa_jax.checkpoints.errors import CheckpointError
 from mmpiqa_jax.models import iqa
 
-# What `mmpiqa_jax.pytorch.model` reads (that subpackage imports nothing of ours, so the names
-# are repeated there; a test checks that they agree).
+# Repeated in `mmpiqa_jax.pytorch.model`, which imports no JAX (a test checks that they agree).
 FORMAT = "mmpiqa_jax.torch"
 VERSION = 1
 CONFIG_NAME = "config.json"
@@ -38,10 +30,7 @@ def _array(x) -> np.ndarray:
 
 
 def fusion_state_dict(fusion) -> dict[str, np.ndarray]:
-    """The fusion encoder's parameters as torch `Linear` / `LayerNorm` tensors (no prefix).
-
-    Flax kernels are [in, out] ([in, heads, head_dim] for the attention's query, key and value,
-    [heads, head_dim, out] for its output); torch weights [out, in]."""
+    """The fusion encoder's parameters as torch `Linear` / `LayerNorm` tensors (no prefix)."""
     out = {}
     for path, var in nnx.to_flat_state(nnx.state(fusion, nnx.Param)):
         *module, leaf = map(str, path)
@@ -114,11 +103,11 @@ def torch_export(model) -> tuple[dict, dict[str, np.ndarray]]:
 
 def export_torch(model, out_dir: str | os.PathLike, *,
                  preprocess: Mapping | None = None) -> str:
-    """Writes `model` (MP-IQE or LIQE) to `out_dir` for `mmpiqa_jax.pytorch.load`.
+    """Writes `model` (MP-IQE or LIQE) to `out_dir` for `mmpiqa_jax.pytorch.load` (float32);
+    returns `out_dir`.
 
     `preprocess`: the test-time crops (`crop_mode`, `num_crops`, `crop_size`; default LIQE's 15
-    crops at CLIP's resolution). The torch model computes in float32 whatever the JAX compute
-    dtype was. Returns `out_dir`.
+    crops at CLIP's resolution).
     """
     from safetensors.numpy import save_file
 

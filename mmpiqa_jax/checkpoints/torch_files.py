@@ -1,7 +1,5 @@
-"""Reading PyTorch files (`torch.save` pickles and TorchScript archives) into numpy.
-
-torch is imported here only, only to unpickle, and only when such a file is read.
-"""
+"""Reading PyTorch files (`torch.save` pickles and TorchScript archives) into numpy; torch is
+imported only when such a file is read."""
 from __future__ import annotations
 
 import dataclasses
@@ -42,22 +40,21 @@ def is_torchscript(path: str) -> bool:
 
 
 def _to_numpy(tree, torch, *, shapes_only: bool = False):
-    """`tree` with every torch tensor as a numpy array (floating point as float32), or as its
-    `TensorShape`."""
+    """`tree` with every torch tensor as numpy (floating point as float32) or `TensorShape`."""
     if isinstance(tree, Mapping):
         return {k: _to_numpy(v, torch, shapes_only=shapes_only) for k, v in tree.items()}
     if isinstance(tree, torch.Tensor) and shapes_only:
         return TensorShape(tuple(tree.shape))
     if isinstance(tree, torch.Tensor):
         tensor = tree.detach().cpu()
-        # numpy has no bfloat16; parameters are kept in float32 anyway (OpenAI's files are fp16).
+        # numpy has no bfloat16.
         return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
     return tree
 
 
 def load_pickle(path: str, *, shapes_only: bool = False):
-    """The object in a `torch.save` file, tensors as numpy (or `TensorShape`s: a zip file is
-    then memory-mapped, its tensors' data not read); only plain data is unpickled."""
+    """The object in a `torch.save` file, tensors as numpy (or `TensorShape`s, a zip file
+    memory-mapped); only plain data is unpickled."""
     torch = require_torch(path)
     try:
         mmap = shapes_only and zipfile.is_zipfile(path)  # torch maps zip files only
@@ -77,8 +74,8 @@ def load_pickle(path: str, *, shapes_only: bool = False):
 
 
 def load_torchscript(path: str, *, shapes_only: bool = False) -> dict[str, np.ndarray]:
-    """The state dict of a TorchScript archive (OpenAI's released `.pt` files), as numpy (or
-    `TensorShape`s; the archive is read whole either way)."""
+    """The state dict of a TorchScript archive (OpenAI's `.pt` files), as numpy (or
+    `TensorShape`s)."""
     torch = require_torch(path)
     try:
         module = torch.jit.load(path, map_location="cpu")

@@ -1,14 +1,7 @@
-"""Evaluation as big_vision does it: an evaluator fed a prediction function and data.
-
-    evaluator = Evaluator(batch_size=16, crop_mode="liqe", num_crops=15)
-    indices, scores = evaluator.scores(predict, spec)          # every example of a DataSpec
-    metrics = evaluator.evaluate(predict, dataset, "test")     # against `quality`
-    eval_fn = validation_fn(evaluator, datasets, "val")        # eval_fn(predict) -> metrics
-
-The evaluator knows nothing of training, meshes or checkpoints: `predict(batch)` takes this
-process's batch of crops (numpy `pixels` [B, C, s, s, 3], `index`, `valid` [B]) and returns
-`score`, `index` and `valid` of the whole step's batch on every process (on one process: this
-batch's), e.g. `train.inference.Scorer.predict`.
+"""Evaluation as big_vision does it: an `Evaluator` fed a prediction function and data;
+`validation_fn`, `evaluate_datasets` (written to `eval/`). `predict(batch)` takes this process's
+batch of crops (numpy `pixels` [B, C, s, s, 3], `index`, `valid` [B]) and returns `score`, `index`
+and `valid` of the whole step's batch on every process, e.g. `train.inference.Scorer.predict`.
 """
 from __future__ import annotations
 
@@ -21,7 +14,6 @@ from mmpiqa_jax.data.datasets import WHOLE, Dataset, file_name
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 from mmpiqa_jax.evaluate import report
 
-# predict(batch) -> {"score", "index", "valid"} of the global batch: see the module docstring.
 Predict = Callable[[dict], dict]
 _KEYS = ("pixels", "index", "valid")
 
@@ -30,8 +22,7 @@ class Evaluator:
     """Multi-crop scores of dataset parts, batched, in the order of each part's indices."""
 
     def __init__(self, *, batch_size: int, crop_mode: str, num_crops: int, crop_size: int = 224):
-        """`batch_size`: examples per batch on this process (the caller rounds it so that the
-        global batch splits evenly over its devices)."""
+        """`batch_size`: examples per batch on this process."""
         self.batch_size, self.crop_mode = int(batch_size), crop_mode
         self.num_crops, self.crop_size = int(num_crops), int(crop_size)
 
@@ -108,12 +99,6 @@ def evaluate_datasets(workdir, evaluator: Evaluator, predict: Predict, datasets:
                       writer: bool = True) -> dict:
     """`{"<dataset>-<part>": metrics}` of `parts` of each of `datasets` and of each of `whole`
     as a whole (cross-dataset), each written as `write_results` does."""
-    results = {}
-    for d in datasets:
-        for part in parts:
-            results[f"{file_name(d.name)}-{part}"] = write_results(workdir, evaluator, predict,
-                                                                   d, part, writer=writer)
-    for d in whole:
-        results[f"{file_name(d.name)}-{WHOLE}"] = write_results(workdir, evaluator, predict, d,
-                                                                WHOLE, writer=writer)
-    return results
+    jobs = [(d, part) for d in datasets for part in parts] + [(d, WHOLE) for d in whole]
+    return {f"{file_name(d.name)}-{part}": write_results(workdir, evaluator, predict, d, part,
+                                                         writer=writer) for d, part in jobs}

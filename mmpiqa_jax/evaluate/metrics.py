@@ -4,11 +4,9 @@ Conventions (see the datasets reference): SRCC and KRCC on raw predictions; PLCC
 and after the 4-parameter logistic `f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2` fitted from
 `[max y, min y, mean x, std x]`.
 
-Constant predictions (or constant MOS) make every correlation undefined. We report 0.0, "no ranking
-ability", rather than NaN or an error, so that a collapsed model shows up plainly in the tables
-instead of breaking the aggregation; `compute_metrics` says so in its `note`.
+Constant predictions (or constant MOS) make every correlation undefined: reported as 0.0 ("no
+ranking ability", not NaN), with a `note` from `compute_metrics`.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -20,20 +18,6 @@ import scipy.special
 import scipy.stats
 
 from mmpiqa_jax.errors import UserError
-
-__all__ = [
-    "METRIC_KEYS",
-    "LogisticFitWarning",
-    "LogisticFit",
-    "srcc",
-    "krcc",
-    "plcc",
-    "rmse",
-    "logistic_4",
-    "fit_logistic",
-    "compute_metrics",
-    "aggregate_splits",
-]
 
 # The numeric metrics that `compute_metrics` returns and `aggregate_splits` aggregates.
 METRIC_KEYS = ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic")
@@ -103,11 +87,7 @@ def logistic_4(x, b1, b2, b3, b4):
 
 
 def _logistic_4_jac(x, b1, b2, b3, b4):
-    """Analytic Jacobian [N, 4] of `logistic_4`.
-
-    curve_fit's finite differences step each parameter by ~1e-8 of its size; b3 starts at mean(x),
-    which is ~0 for centred predictions, so the step vanishes, b3 never moves and the fit stalls.
-    """
+    """Analytic Jacobian [N, 4] of `logistic_4` (finite differences stall b3 near 0)."""
     z = (np.asarray(x, dtype=np.float64) - b3) / np.abs(b4)
     sig = scipy.special.expit(z)
     slope = (b1 - b2) * sig * (1.0 - sig)
@@ -116,11 +96,9 @@ def _logistic_4_jac(x, b1, b2, b3, b4):
 
 @dataclasses.dataclass(frozen=True)
 class LogisticFit:
-    """A fitted mapping from predictions to the MOS scale.
-
-    method: "logistic" (params b1..b4), "linear" (params slope, intercept) after a failed logistic
-    fit, or "constant" (params mean MOS) for constant predictions. message says why it fell back.
-    """
+    """A fitted mapping from predictions to the MOS scale: `method` "logistic" (params b1..b4),
+    "linear" (slope, intercept) after a failed logistic fit, or "constant" (mean MOS) for
+    constant predictions; `message` says why it fell back."""
 
     method: str
     params: tuple[float, ...]
@@ -156,10 +134,8 @@ def _sse(fitted: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum((fitted - y) ** 2))
 
 
-# The logistic's width |b4| may not fall below this fraction of the predictions' range: an
-# unbounded fit can collapse into a step (|b4| ~ 1e-8) that splits a few outliers from a bunch
-# and lifts the fitted PLCC far above what the ranking supports. A fit that ends at this bound
-# is such a step: it falls back to a line (PLCC = the raw PLCC), with a note.
+# The least width |b4| as a fraction of the predictions' range: narrower is a step that lifts the
+# fitted PLCC above what the ranking supports; a fit at this bound falls back to a line.
 MIN_WIDTH = 0.02
 
 
@@ -176,10 +152,9 @@ def fit_logistic(pred, mos, *, maxfev: int = 100_000) -> LogisticFit:
     """Fits `logistic_4` from pred to mos with scipy's `curve_fit`, within `logistic_bounds`.
 
     Falls back to a least-squares line, with a `LogisticFitWarning` and the reason in `.message`,
-    when the fit does not converge (`RuntimeError` at `maxfev`, too few points) or gives non-finite
-    values. An `OptimizeWarning` (covariance not estimable) alone is not a failure: an exact fit
-    raises it too. It marks a degenerate fit, which is kept only if it fits no worse than a line.
-    Constant predictions give a "constant" fit at the mean MOS (no curve can be fitted).
+    when the fit does not converge, has too few points, gives non-finite values, ends at the
+    width bound, or is degenerate (an `OptimizeWarning`) and fits worse than a line. Constant
+    predictions give a "constant" fit at the mean MOS.
     """
     x, y = _check_pair(pred, mos)
     if _is_constant(x):

@@ -1,18 +1,11 @@
-"""Published figures of LIQE and MP-IQE, shown beside ours in results tables as reference rows.
-
-These numbers are copied from the papers (as `../shared/reference/method.md` records them), not
-reproduced here. Column names are the papers' (`PAPER_DATASETS`); `paper_dataset` maps our dataset
-names (`live_iqa`, `koniq10k_512x384`, ...) onto them.
+"""Published figures of LIQE and MP-IQE (`PUBLISHED`, copied from the papers), shown as reference
+rows; `paper_dataset` maps our dataset names onto the papers' columns (`PAPER_DATASETS`).
 """
-
 from __future__ import annotations
 
 import dataclasses
 import re
 from collections.abc import Mapping
-
-__all__ = ["LIQE_PAPER", "MPIQE_PAPER", "PAPER_DATASETS", "PUBLISHED", "PublishedResult",
-           "paper_dataset"]
 
 # The six datasets of LIQE's table, in its column order.
 PAPER_DATASETS = ("LIVE", "CSIQ", "KADID-10k", "BID", "CLIVE", "KonIQ-10k")
@@ -34,11 +27,8 @@ def _squash(text: str) -> str:
 
 
 def paper_dataset(name: str) -> str:
-    """The papers' column name of one of our dataset names; an unknown name is returned as is.
-
-    `live_iqa` -> LIVE, `csiq` -> CSIQ, `kadid10k` -> KADID-10k, `bid` -> BID, `live_challenge` ->
-    CLIVE, `koniq10k` (or `koniq10k_512x384`, `koniq-10k`) -> KonIQ-10k.
-    """
+    """The papers' column name of one of our dataset names (`live_challenge` -> CLIVE,
+    `koniq10k_512x384` -> KonIQ-10k); an unknown name is returned as is."""
     text = str(name)
     if _squash(text) in _ALIASES:
         return _ALIASES[_squash(text)]
@@ -52,11 +42,9 @@ def paper_dataset(name: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class PublishedResult:
-    """One published row: `results` maps a `PAPER_DATASETS` name to (SRCC, PLCC or None).
-
-    `statistic` is what the source says its figures are over the splits ("median", "mean"), or
-    "unstated". A dataset the source does not report is absent (shown "-").
-    """
+    """One published row: `results` maps a `PAPER_DATASETS` name to (SRCC, PLCC or None), absent
+    where the source reports none; `statistic`: what the source says its figures are over the
+    splits ("median", "mean"), or "unstated"."""
     method: str
     source: str
     statistic: str

@@ -1,9 +1,8 @@
-"""Writes one evaluation to disk: metrics JSON, per-image CSV and a scatter plot with the fit.
+"""Writes one evaluation to disk (`write_eval`: metrics JSON, per-image CSV, a scatter plot with
+the fit), several methods' comparison (`write_comparison`), and markdown tables.
 
-The ground truth is always `quality`, higher is better; the raw published score (`mos`, a DMOS
-for LIVE and CSIQ) is kept beside it in the CSV, its direction stated in the JSON.
+The ground truth is always `quality`, higher is better; the raw score (`mos`) is kept in the CSV.
 """
-
 from __future__ import annotations
 
 import csv
@@ -20,7 +19,6 @@ from mmpiqa_jax import files
 from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 
-__all__ = ["eval_paths", "markdown_table", "results_table", "write_comparison", "write_eval"]
 _ALIGN = {"l": " --- ", "r": " ---: ", "c": " :---: ", "-": "---"}
 
 # Dataset and split names become file names; keep them to one safe path component.
@@ -60,17 +58,11 @@ def eval_paths(workdir, dataset: str, split: str) -> dict[str, epath.Path]:
     return {ext: stem.with_suffix(f".{ext}") for ext in ("json", "csv", "png")}
 
 
-def _fit_from_metrics(metrics: dict) -> metrics_lib.LogisticFit | None:
-    if "fit" not in metrics or "fit_params" not in metrics:
-        return None
-    return metrics_lib.LogisticFit(metrics["fit"], tuple(metrics["fit_params"]))
-
-
 def _scatter_with_fit(ax, pred: np.ndarray, quality: np.ndarray, metrics: dict) -> None:
     """Prediction against quality on `ax`, with the metrics' fitted curve when they have one."""
     ax.scatter(pred, quality, s=12, alpha=0.6, edgecolors="none", label="images")
-    fit = _fit_from_metrics(metrics)
-    if fit is not None:
+    if "fit" in metrics and "fit_params" in metrics:
+        fit = metrics_lib.LogisticFit(metrics["fit"], tuple(metrics["fit_params"]))
         xs = np.linspace(pred.min(), pred.max(), 200)
         ax.plot(xs, fit(xs), color="C3", lw=2, label=f"{fit.method} fit")
     ax.set_xlabel("prediction (higher is better)")
@@ -88,9 +80,7 @@ def save_png(fig, path) -> None:
 
 def _plot(path: epath.Path, dataset: str, split: str, quality: np.ndarray, pred: np.ndarray,
           metrics: dict) -> None:
-    # A bare Figure renders with Agg and touches no pyplot state: no display needed, and a
-    # notebook's backend is left alone.
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: no display, no global state
 
     fig = Figure(figsize=(5.0, 4.2), dpi=120)
     ax = fig.subplots()
@@ -107,10 +97,9 @@ def _plot(path: epath.Path, dataset: str, split: str, quality: np.ndarray, pred:
 def write_eval(workdir, dataset: str, split: str, names, quality, predictions,
                metrics: dict | None = None, *, mos=None, score_direction: str = "",
                split_source: str = "") -> dict[str, epath.Path]:
-    """Writes `<workdir>/eval/<dataset>-<split>.{json,csv,png}`.
+    """Writes `<workdir>/eval/<dataset>-<split>.{json,csv,png}` (`workdir`: the run directory).
 
     Args:
-      workdir: the run directory.
       dataset, split: names used in the file names and stored in the JSON.
       names: [N] image names (CSV column `name`).
       quality, predictions: [N] ground truth (higher is better) and model scores.
@@ -153,16 +142,9 @@ def write_eval(workdir, dataset: str, split: str, names, quality, predictions,
 
 
 def write_comparison(path, rows: dict[str, dict], title: str = "") -> dict[str, epath.Path]:
-    """One table and one figure for several methods tested on the same images.
-
-    Args:
-      path: output stem: writes `<path>.md` (the table) and `<path>.png` (prediction against
-        quality, one panel per method, each with its fit).
-      rows: {method: {"metrics": compute_metrics dict, "quality": [N], "predictions": [N]}}.
-      title: the figure's and the table's heading.
-    Returns:
-      the written paths, keyed "md", "png".
-    """
+    """Writes `<path>.md` (a table) and `<path>.png` (prediction against quality, a panel per
+    method, with its fit) of `rows`, {method: {"metrics": compute_metrics dict, "quality": [N],
+    "predictions": [N]}}, headed `title`; returns the paths keyed "md", "png"."""
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
     path = files.as_path(path)

@@ -1,12 +1,8 @@
-"""Scores image files with a model's `Scorer`: find the files, crop as at evaluation, batch.
+"""Scores image files with a model's `Scorer`: find the files, crop as at evaluation, batch
+(`score_files(scorer, find_images(paths)[0])`).
 
-    scores, skipped = score_files(scorer, find_images(["photos/"])[0], crop_mode="liqe")
-
-Images go through the evaluation preprocessing (`data.pipeline`'s eval map): LIQE's resize and 15
-grid crops (or one centre crop, the whole image resized, or pyiqa's LIQE crops of the image as it
-is: up to 15, fewer for a small image); the crops go to the scorer as uint8 (CLIP normalisation
-runs in the jitted model). A file that cannot be read or decoded is skipped and reported with its
-reason; the others are still scored.
+Crops are the evaluation's (`transforms.eval_crops`), sent as uint8; a file that cannot be read
+or decoded is skipped and reported with its reason.
 """
 from __future__ import annotations
 
@@ -21,9 +17,6 @@ from PIL import Image
 
 from mmpiqa_jax.data import transforms as T
 from mmpiqa_jax.errors import UserError
-
-__all__ = ["CROP_MODES", "IMAGE_EXTENSIONS", "ByCropCount", "UnreadableImage", "crop_setting",
-           "find_images", "image_crops", "load_crops", "score_files"]
 
 CROP_MODES = T.EVAL_CROP_MODES
 # What a folder is searched for (case-insensitive); files named explicitly are always tried.
@@ -43,10 +36,8 @@ class UnreadableImage(UserError):
 
 
 def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
-    """The files to score: each file as given, each folder's image files (recursively, sorted).
-
-    Returns (files, missing), `missing` holding (path, reason) for paths that do not exist.
-    """
+    """(files, missing): each file as given, each folder's image files (recursively, sorted);
+    (path, reason) of the paths that do not exist."""
     files, missing = [], []
     for path in map(str, paths):
         if os.path.isdir(path):
@@ -65,9 +56,7 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
 
 def image_crops(image: Image.Image, crop_mode: str = "liqe", num_crops: int = 15,
                 crop_size: int = T.CROP) -> np.ndarray:
-    """The evaluation crops of an RGB image, exactly as `data.pipeline`'s evaluation takes them.
-    uint8 [n, s, s, 3]: n = `num_crops` for `liqe`, 1 for `center` and `full`, at most
-    `num_crops` for `pyiqa` (see `transforms.pyiqa_positions`)."""
+    """The evaluation crops of an RGB image, uint8 [n, s, s, 3] (`transforms.eval_crops`)."""
     return T.eval_crops(image, crop_mode, num_crops, crop_size)
 
 
@@ -107,16 +96,9 @@ def _read_ahead(pool, fn, items: Iterable, ahead: int) -> Iterator:
 
 
 class ByCropCount:
-    """Images' crops scored `batch_size` images at a time, each batch of one crop count
-    (`pyiqa` takes fewer crops from small images, and the mean over an image's crops must not
-    see another count's padding); a last, short batch is padded with copies, so that one
-    shape is compiled per count.
-
-        batches = ByCropCount(scorer, 16)
-        for key, crops in items:          # crops uint8 [C, H, W, 3]
-            batches.add(key, crops)
-        scores = batches.finish()         # {key: score}
-    """
+    """Images' crops (`add`), scored `batch_size` images at a time (`finish`: {key: score}),
+    each batch of one crop count (`pyiqa` takes fewer from small images); a short batch is padded
+    with copies (one compiled shape)."""
 
     def __init__(self, scorer: Callable[[np.ndarray], np.ndarray], batch_size: int):
         if batch_size < 1:
@@ -160,8 +142,7 @@ def score_files(scorer: Callable[[np.ndarray], np.ndarray], files: Iterable[str]
       scorer: crops uint8 [B, C, s, s, 3] -> scores [B] (`train.inference.Scorer`).
       files: image paths, scored in this order.
       crop_mode, num_crops, crop_size: the evaluation preprocessing (see `image_crops`).
-      batch_size: images per forward; the last batch is padded, so one shape is compiled per
-        crop count (one, except for `pyiqa` crops of small images: batched by their count).
+      batch_size: images per forward (see `ByCropCount`).
       workers: threads reading and cropping images.
       progress: show a tqdm bar (on stderr).
     Returns:

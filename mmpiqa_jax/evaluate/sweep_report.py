@@ -1,11 +1,8 @@
-"""The comparison of a sweep's points: a markdown table, aggregates over split seeds, a plot.
-
-Reads evaluations from the points' `eval/*.json`; knows nothing of training. A point is anything
-with `name`, `values` (swept key -> value) and `evals` (`read_evals`), e.g.
-`experiments.sweep.Point`.
-"""
+"""The comparison of a sweep's points (`comparison_table`, `plot_sweep`), aggregated over split
+seeds, from the points' `eval/*.json`."""
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -15,13 +12,13 @@ from etils import epath
 
 from mmpiqa_jax.evaluate import metrics as metrics_lib
 from mmpiqa_jax.evaluate import tables
-from mmpiqa_jax.evaluate.report import markdown_table
+from mmpiqa_jax.evaluate.report import markdown_table, save_png
 
 SPLIT_SEED_KEY = "data.split_seed"
 
 
 class Point(Protocol):
-    """What the report reads of a sweep point."""
+    """What the report reads of a sweep point (e.g. `experiments.sweep.Point`)."""
     name: str
     values: dict[str, Any]
     evals: dict[str, dict]
@@ -47,8 +44,7 @@ def _num(value) -> float:
     return math.nan if value is None else float(value)
 
 
-def _fmt(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+_fmt = functools.partial(tables.number, digits=4)
 
 
 def _eval_names(points: Sequence[Point]) -> list[str]:
@@ -57,8 +53,7 @@ def _eval_names(points: Sequence[Point]) -> list[str]:
 
 def seed_aggregates(points: Sequence[Point], keys: Sequence[str], metrics=("srcc", "plcc")
                     ) -> list[tuple[dict, int, dict[str, dict]]]:
-    """Points grouped by their swept values other than the split seed, each group's evaluations
-    aggregated over seeds (`aggregate_splits`). [(values, points in group, {eval: aggregate})]."""
+    """[(swept values but the seed, points in group, {eval: `aggregate_splits`})]."""
     others = [k for k in keys if k != SPLIT_SEED_KEY]
     groups: dict[tuple, list[Point]] = {}
     for p in points:
@@ -81,7 +76,7 @@ def comparison_table(points: Sequence[Point], keys: Sequence[str],
     names = _eval_names(points)
     heads = [f"{n} {m.upper()}" for n in names for m in metrics]
     rows = [[*(p.values[k] for k in keys),
-             *(_fmt(_num(p.evals[n].get(m))) if n in p.evals else "-"
+             *(_fmt(p.evals[n].get(m)) if n in p.evals else "-"
                for n in names for m in metrics)] for p in points]
     lines = ["# Sweep", "",
              f"{len(points)} points, {sum(bool(p.evals) for p in points)} with results; "
@@ -121,9 +116,8 @@ def _plot_rows(points, keys, metric) -> list[tuple[dict, dict[str, tuple[float, 
 
 
 def plot_sweep(points: Sequence[Point], keys: Sequence[str], path, metric: str = "srcc") -> None:
-    """`metric` against the swept value with the most values, one line per value of the other
-    swept keys, one panel per evaluation; over split seeds, the median with std bars (a grid of
-    seeds alone: each seed's value and their median)."""
+    """`metric` against the swept key with the most values, a line per value of the others, a
+    panel per evaluation; over split seeds, the median with std bars."""
     from matplotlib.figure import Figure  # no pyplot: no display, no global state
 
     rows = _plot_rows(points, keys, metric)
@@ -161,9 +155,4 @@ def plot_sweep(points: Sequence[Point], keys: Sequence[str], path, metric: str =
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[1]:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = epath.Path(str(path))
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        fig.savefig(f, format="png")
-    tmp.replace(path)
+    save_png(fig, path)

@@ -1,14 +1,10 @@
-"""Results tables like the papers'.
+"""Results tables like the papers': `paper_tables`.
 
-`paper_tables`: LIQE's table (rows = methods, columns = LIVE, CSIQ, KADID-10k, BID, CLIVE,
-KonIQ-10k, then any other dataset; each cell SRCC / PLCC), as the median and / or the mean +- std
-over splits, with the papers' published figures as reference rows, and a cross-dataset table
-(train method x test dataset, from the evaluations of split `all`).
-
-A run is a training workdir (`config.json`, `eval/<dataset>-<split>.json`) or a sweep's workdir
-(`mmpiqa sweep`), which stands for its points: the points of a ten-split sweep pool into one method.
+LIQE's table (rows = methods, columns = LIVE, CSIQ, KADID-10k, BID, CLIVE, KonIQ-10k, then any
+other dataset; each cell SRCC / PLCC over splits), with the papers' figures as reference rows, and
+a cross-dataset table (split `all`). A run is a training workdir or a sweep's workdir, which
+stands for its points (the points of a ten-split sweep pool into one method).
 """
-
 from __future__ import annotations
 
 import fnmatch
@@ -21,9 +17,6 @@ from mmpiqa_jax.evaluate import metrics as metrics_lib
 from mmpiqa_jax.evaluate import published as published_lib
 from mmpiqa_jax.evaluate.report import markdown_table
 from mmpiqa_jax.files import read_json
-
-__all__ = ["CROSS_SPLIT", "DEFAULT_EXCLUDE", "PLCC_KEYS", "STATISTICS", "collect_results",
-           "expand_runs", "format_table", "method_name", "paper_tables", "summarize"]
 
 # Splits left out by default: a table of test results must not pool in training or validation.
 DEFAULT_EXCLUDE = ("train*", "val*")
@@ -45,18 +38,9 @@ def _config(run_dir: epath.Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def _configured_name(run_dir: epath.Path) -> str | None:
-    config = _config(run_dir)
-    for key in ("method", "name"):
-        if config.get(key):
-            return str(config[key])
-    return None
-
-
 def _point_values(run_dir: epath.Path) -> list[str] | None:
-    """A sweep point's swept values other than the split seed (`["visual_prompt_depth=6"]`), or
-    None when `run_dir` is not a sweep point (it has `sweep_point.json`, or is named `key=value,...`
-    in a folder with `sweep.md`)."""
+    """A sweep point's swept values but the split seed (`["visual_prompt_depth=6"]`); None when
+    `run_dir` has no `sweep_point.json` and is no `key=value,...` folder beside a `sweep.md`."""
     parts = run_dir.resolve().name.split(",")
     named_like_one = all("=" in p for p in parts) and (run_dir.parent / "sweep.md").is_file()
     if not ((run_dir / _POINT_FILE).is_file() or named_like_one):
@@ -65,14 +49,11 @@ def _point_values(run_dir: epath.Path) -> list[str] | None:
 
 
 def method_name(run_dir) -> str:
-    """The run's `config.json` key `method` (or `name`) when present, else the folder name.
-
-    A sweep point (`_point_values`) is named after its
-    sweep's folder instead, and either name gets the point's swept values other than the split seed,
-    so that the ten split seeds of one setting pool into one method and other settings do not.
-    """
+    """The run's `config.json` key `method` (or `name`) when present, else the folder name (a
+    sweep point's: its sweep's), with a sweep point's swept values but the split seed."""
     run_dir = epath.Path(run_dir)
-    name = _configured_name(run_dir)
+    config = _config(run_dir)
+    name = str(config.get("method") or config.get("name") or "") or None
     values = _point_values(run_dir)
     if values is None:
         return name or run_dir.resolve().name
@@ -104,14 +85,9 @@ def _read_eval(path: epath.Path) -> dict:
 
 def collect_results(run_dirs, *, include: str | None = None, exclude=None,
                     key=method_name) -> dict[str, dict[str, list[dict]]]:
-    """{method: {dataset: [one metrics dict per split]}} from each run's `eval/*.json`.
-
-    Runs with the same method name are pooled (for example one run per split seed); a sweep's
-    workdir stands for its points (`expand_runs`). `key(run_dir)` names a run's method.
-    `include` is a glob on split names; splits matching a glob in `exclude` are dropped. By default
-    (both None) every split but `DEFAULT_EXCLUDE` (train*, val*) counts; an explicit `include`
-    alone drops nothing else, so `include="val"` selects the validation results.
-    """
+    """{method: {dataset: [one metrics dict per split]}} from each run's `eval/*.json`, runs of
+    one method name (`key(run_dir)`) pooled; `include`: a glob on split names, `exclude`: globs
+    dropped (None: `DEFAULT_EXCLUDE` unless `include` is given)."""
     if exclude is None:
         exclude = DEFAULT_EXCLUDE if include is None else ()
     results: dict[str, dict[str, list[dict]]] = {}
@@ -150,9 +126,8 @@ def _column_key(label: str):
 
 
 def _labels(results: dict[str, dict[str, list]]) -> dict[str, str]:
-    """Our dataset name -> column. Names that one method has under two names of the same paper
-    column (`koniq10k` and `koniq10k_512x384`) keep a column each,
-    `KonIQ-10k (koniq10k_512x384)`."""
+    """Our dataset name -> column; two of one method in one paper column keep a column each,
+    e.g. `KonIQ-10k (koniq10k_512x384)`."""
     labels = {raw: published_lib.paper_dataset(raw) for per in results.values() for raw in per}
     clashes = set()
     for per in results.values():
@@ -171,10 +146,9 @@ def summarize(run_dirs, *, cross: bool = False, plcc: str = "logistic",
     "rows": [{"method", "published": False, "cells": {column: cell}}], "empty", "missing"}.
 
     A cell is {"datasets": our names, "n": number of splits, "srcc": stats, "plcc": stats}, stats
-    `metrics.aggregate_splits`' (with `ddof`) or None when no split has the metric.
-    Within-dataset (`cross=False`): the test splits (by default all but train*, val* and `all`;
-    `include` / `exclude` as in `collect_results`), one row per method. Cross-dataset: the `all`
-    evaluations, one row per method and training sets. `empty`: methods without a result here;
+    `metrics.aggregate_splits`' (with `ddof`) or None. Within-dataset: the test splits (by default
+    all but train*, val* and `all`; or `include` / `exclude`), a row per method. Cross-dataset:
+    the `all` evaluations, a row per method and training sets. `empty`: methods without a result;
     `missing`: the metric keys that no evaluation file has.
     """
     if plcc not in PLCC_KEYS:
@@ -222,9 +196,10 @@ def summarize(run_dirs, *, cross: bool = False, plcc: str = "logistic",
             "missing": missing}
 
 
-def _number(value) -> str:
+def number(value, digits: int = 3) -> str:
+    """`value` with `digits` decimals; "-" for None or NaN."""
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) \
-        else f"{value:.3f}"
+        else f"{value:.{digits}f}"
 
 
 def _ours(cell: dict | None, statistic: str, show_n: bool) -> str:
@@ -236,9 +211,9 @@ def _ours(cell: dict | None, statistic: str, show_n: bool) -> str:
         if stats is None:
             parts.append("-")
         elif statistic == "median":
-            parts.append(_number(stats["median"]))
+            parts.append(number(stats["median"]))
         else:
-            parts.append(f"{_number(stats['mean'])} ± {_number(stats['std'])}")
+            parts.append(f"{number(stats['mean'])} ± {number(stats['std'])}")
     text = " / ".join(parts)
     return f"{text} ({cell['n']})" if show_n else text
 
@@ -278,7 +253,7 @@ def format_table(summary: dict, *, statistic: str = "median", published=(),
         for c in columns:
             srcc, plcc_value = ref.results.get(c, (None, None))
             cells.append("-" if srcc is None and plcc_value is None
-                         else f"{_number(srcc)} / {_number(plcc_value)}")
+                         else f"{number(srcc)} / {number(plcc_value)}")
         rows.append([f"{ref.method} [published]", *cells])
     lines += ["", markdown_table(["Method", *columns], rows, "l" + "c" * len(columns))]
     if published:
@@ -296,10 +271,9 @@ def paper_tables(run_dirs, *, statistic: str = "both", plcc: str = "logistic",
                  exclude=None, show_n: bool = True, ddof: int = 0) -> tuple[str, dict]:
     """LIQE's table of the runs: (markdown, numbers as JSON-ready dict).
 
-    statistic: "median", "mean" (mean ± std) or "both" (a table of each). plcc: "logistic" or
-    "raw". published: add the papers' figures (`published.PUBLISHED`) to the within-dataset
-    tables. cross: add the cross-dataset tables (split `all`). `include` / `exclude` select the
-    within-dataset splits (`summarize`).
+    statistic: "median", "mean" (mean ± std) or "both". plcc: "logistic" or "raw". published:
+    add `published.PUBLISHED` to the within-dataset tables. cross: add the cross-dataset tables.
+    `include` / `exclude` select the within-dataset splits (`summarize`).
     """
     statistics = STATISTICS if statistic == "both" else (statistic,)
     if statistic != "both" and statistic not in STATISTICS:

@@ -1,7 +1,6 @@
 """OpenAI CLIP (ViT image tower + text tower) in Flax NNX, with hooks for prompt learning.
 
-Parameter names mirror OpenAI's `clip/model.py`, so that converting OpenAI-layout state dicts
-(`mmpiqa_jax.checkpoints.clip_conversion`) is a table of renames and transposes.
+Parameter names mirror OpenAI's `clip/model.py` (see `checkpoints.clip_conversion`).
 """
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,11 +23,7 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig:
-    """The architecture, in the terms of OpenAI's `build_model` (heads are width // 64 there).
-
-    `activation` is the MLPs' ("quick_gelu", OpenAI's; "gelu", exact, as open_clip's LAION and
-    DataComp models); the MLP widths default to 4x the tower's width, as in every OpenAI CLIP.
-    """
+    """The architecture, in the terms of OpenAI's `build_model`."""
     embed_dim: int
     image_resolution: int
     vision_layers: int
@@ -42,7 +36,7 @@ class CLIPConfig:
     text_heads: int
     text_layers: int
     dtype: str = "float32"  # compute dtype; parameters stay float32
-    activation: str = "quick_gelu"
+    activation: str = "quick_gelu"  # or "gelu" (exact)
     vision_mlp_width: int | None = None  # None: 4 * vision_width
     text_mlp_width: int | None = None  # None: 4 * text_width
 
@@ -53,14 +47,12 @@ class CLIPConfig:
             raise UserError(f"CLIPConfig.activation {self.activation!r} is not one of "
                             f"{sorted(ACTIVATIONS)}")
         for tower in ("vision", "text"):
+            width, heads = getattr(self, f"{tower}_width"), getattr(self, f"{tower}_heads")
             # Stored explicitly, so that configs of the same architecture compare equal.
             if getattr(self, f"{tower}_mlp_width") is None:
-                object.__setattr__(self, f"{tower}_mlp_width", 4 * getattr(self, f"{tower}_width"))
-            if getattr(self, f"{tower}_mlp_width") < 1:
-                raise UserError(f"{tower}_mlp_width must be >= 1, got "
-                                f"{getattr(self, f'{tower}_mlp_width')}")
-        for tower in ("vision", "text"):
-            width, heads = getattr(self, f"{tower}_width"), getattr(self, f"{tower}_heads")
+                object.__setattr__(self, f"{tower}_mlp_width", 4 * width)
+            if (mlp_width := getattr(self, f"{tower}_mlp_width")) < 1:
+                raise UserError(f"{tower}_mlp_width must be >= 1, got {mlp_width}")
             if heads < 1 or width % heads:
                 raise UserError(f"{tower}_width {width} does not split into {tower}_heads "
                                 f"{heads}")
@@ -94,9 +86,7 @@ VARIANTS: dict[str, CLIPConfig] = {
     "ViT-B/16": _openai(512, 224, 12, 768, 16, 512, 12),
     "ViT-L/14": _openai(768, 224, 24, 1024, 14, 768, 12),
     "ViT-L/14-336": _openai(768, 336, 24, 1024, 14, 768, 12),
-    # For tests and demos: two 2-head layers per tower, real vocabulary and context length so
-    # that the tokenizer's output fits; heads follow width // 64, so that the checkpoint readers'
-    # shape inference (`checkpoints.clip_conversion.infer_config`) recovers it.
+    # For tests and demos; heads width // 64, so that `infer_config` recovers it.
     "tiny": _openai(64, 32, 2, 128, 8, 128, 2),
 }
 
@@ -109,7 +99,7 @@ def get_variant(name: str) -> CLIPConfig:
 
 
 class VisionTransformer(nnx.Module):
-    """CLIP's ViT; deep visual prompts (VPT-deep) go through the same `Transformer` hook as text."""
+    """CLIP's ViT, with deep visual prompts (VPT-deep)."""
 
     def __init__(self, config: CLIPConfig, *, rngs: nnx.Rngs):
         width, patch, dtype = config.vision_width, config.vision_patch_size, config.compute_dtype
@@ -153,8 +143,7 @@ class VisionTransformer(nnx.Module):
 
 
 class CLIP(nnx.Module):
-    """OpenAI CLIP. Features are projected, not normalised, computed in `config.dtype`, returned
-    in float32."""
+    """OpenAI CLIP: projected (not normalised) float32 features, computed in `config.dtype`."""
 
     def __init__(self, config: CLIPConfig, *, rngs: nnx.Rngs):
         self.config = config
@@ -173,21 +162,18 @@ class CLIP(nnx.Module):
         self.logit_scale = nnx.Param(jnp.asarray(math.log(1 / 0.07), jnp.float32))
 
     def text_tower(self) -> tuple:
-        """The modules and parameters that text features are computed with (besides prompts):
-        all of CLIP but the image tower `visual` and the temperature `logit_scale`."""
+        """The modules and parameters of the text features (all but `visual`, `logit_scale`)."""
         return (self.token_embedding, self.positional_embedding, self.transformer, self.ln_final,
                 self.text_projection)
 
     def set_block_execution(self, *, scan_layers: bool = True, remat: str = "dots") -> None:
-        """How both towers run their blocks (`layers.Transformer`): one `lax.scan` or unrolled,
-        and what each block keeps for the backward pass. Values are unchanged either way."""
+        """How both towers run their blocks (`layers.Transformer.run_blocks`); same values."""
         for tower in (self.visual.transformer, self.transformer):
             tower.scan_layers, tower.remat = bool(scan_layers), check_remat(remat)
 
     @contextlib.contextmanager
     def block_execution(self, *, scan_layers: bool, remat: str):
-        """`set_block_execution` for the `with` block only (e.g. to lower an unrolled program for
-        XLA's FLOP count); the previous setting returns afterwards."""
+        """`set_block_execution` for the `with` block only."""
         previous = {"scan_layers": self.transformer.scan_layers, "remat": self.transformer.remat}
         self.set_block_execution(scan_layers=scan_layers, remat=remat)
         try:
@@ -211,9 +197,6 @@ class CLIP(nnx.Module):
             if visual_prompts.ndim != 3 or visual_prompts.shape[2:] != expected:
                 raise UserError(f"visual_prompts must be [depth, num_prompts, {expected[0]}], got "
                                 f"shape {tuple(visual_prompts.shape)}")
-            if visual_prompts.shape[0] > self.config.vision_layers:
-                raise UserError(f"visual prompt depth {visual_prompts.shape[0]} exceeds the "
-                                f"{self.config.vision_layers} vision layers")
             if visual_prompts.shape[0] == 0 or visual_prompts.shape[1] == 0:
                 visual_prompts = None
         tokens = self.visual(pixels, visual_prompts)
@@ -227,7 +210,7 @@ class CLIP(nnx.Module):
     def encode_text(self, token_ids: jax.Array) -> jax.Array:
         """Text features [N, embed_dim] from token ids [N, L], L <= context_length.
 
-        Any L that holds every end-of-text token gives the 77-token result (`trim_to_longest`).
+        Any L that holds every end-of-text token gives the same result (`trim_to_longest`).
         """
         token_ids = jnp.asarray(token_ids)
         if token_ids.ndim != 2 or not jnp.issubdtype(token_ids.dtype, jnp.integer):
@@ -279,11 +262,9 @@ class CLIP(nnx.Module):
                                   prompt_start: int = 1) -> jax.Array:
         """`encode_text_embeddings` for texts that share prefixes, each prefix run once.
 
-        `prefix` [G, P, text_width] holds the G prefixes' embeddings (P = the longest prefix)
-        and `suffix` [N, S, text_width] each text's suffix; `plan` says which prefix each text
-        continues and where its end-of-text token is. Exact under the causal mask: a prefix's
-        activations never depend on what follows it. `deep_prompts` replace positions
-        [prompt_start, prompt_start + n_ctx), which must lie inside every prefix.
+        `prefix` [G, P, text_width]: the G prefixes' embeddings (P = the longest); `suffix`
+        [N, S, text_width]: each text's suffix, as `plan` says. Exact under the causal mask.
+        `deep_prompts` replace positions [prompt_start, prompt_start + n_ctx) of every prefix.
         """
         dtype = self.config.compute_dtype
         lengths, groups = np.asarray(plan.prefix_lengths), np.asarray(plan.groups)
@@ -293,8 +274,7 @@ class CLIP(nnx.Module):
         positions = np.minimum(lengths[groups][:, None] + np.arange(n_suffix),
                                self.config.context_length - 1)
         pos = self.positional_embedding[...].astype(dtype)
-        tokens = SharedPrefixTokens(prefix=prefix.astype(dtype) + pos[:n_prefix],
-                                    suffix=suffix.astype(dtype) + pos[positions])
+        tokens = (prefix.astype(dtype) + pos[:n_prefix], suffix.astype(dtype) + pos[positions])
         # Suffix queries see their prefix's real positions and the suffix causally.
         mask = jnp.asarray(np.concatenate([
             np.broadcast_to((np.arange(n_prefix) < lengths[groups][:, None])[:, None],
@@ -303,16 +283,16 @@ class CLIP(nnx.Module):
                             (len(groups), n_suffix, n_suffix))], axis=-1))
         groups = jnp.asarray(groups)
 
-        def block_fn(block, t: SharedPrefixTokens) -> SharedPrefixTokens:
-            return SharedPrefixTokens(*block.shared_prefix(t.prefix, t.suffix, groups, mask))
+        def block_fn(block, tokens):
+            return block.shared_prefix(*tokens, groups, mask)
 
-        def insert_prompts(t: SharedPrefixTokens, prompts) -> SharedPrefixTokens:
+        def insert_prompts(tokens, prompts):
             # The deep prompts sit inside every prefix, so only the prefixes take them.
-            return t._replace(prefix=replace_tokens(t.prefix, prompts.astype(dtype), prompt_start))
+            return replace_tokens(tokens[0], prompts.astype(dtype), prompt_start), tokens[1]
 
-        tokens = self.transformer.run_blocks(tokens, block_fn, deep_prompts=deep_prompts,
-                                             insert_prompts=insert_prompts)
-        out = self.ln_final(tokens.suffix)
+        _, suffix = self.transformer.run_blocks(tokens, block_fn, deep_prompts=deep_prompts,
+                                                insert_prompts=insert_prompts)
+        out = self.ln_final(suffix)
         pooled = out[jnp.arange(out.shape[0]), jnp.asarray(plan.suffix_eot)]
         return (pooled @ self.text_projection[...].astype(dtype)).astype(jnp.float32)
 
@@ -320,23 +300,15 @@ class CLIP(nnx.Module):
 @dataclasses.dataclass(frozen=True)
 class SharedPrefixPlan:
     """How N texts run as G shared prefixes plus one S-token suffix per text
-    (`CLIP.encode_text_shared_prefix`; `prompts.shared_prefix_plan` makes one).
+    (`prompts.shared_prefix_plan` makes one). Tuples of ints: static under jit.
 
-    Text n is the first `prefix_lengths[groups[n]]` tokens of prefix `groups[n]`, then its
-    suffix. Tuples of ints, so that the plan is static and hashable (part of a module's graph
-    definition, a constant under jit).
+    Text n is the first `prefix_lengths[groups[n]]` tokens of prefix `groups[n]`, then its suffix.
     """
     representatives: tuple[int, ...]  # [G]: a text that starts with prefix g
     prefix_lengths: tuple[int, ...]   # [G]: tokens in prefix g (all run padded to the longest)
     groups: tuple[int, ...]           # [N]: the prefix that text n continues
     suffix_eot: tuple[int, ...]       # [N]: position of text n's end-of-text token in its suffix
     suffix_length: int                # S: tokens per suffix (the longest text's; the others pad)
-
-
-class SharedPrefixTokens(NamedTuple):
-    """The text tokens that flow through the blocks on the shared-prefix path."""
-    prefix: jax.Array  # [G, P, text_width]
-    suffix: jax.Array  # [N, S, text_width]
 
 
 def init_visual_prompts(key: jax.Array, config: CLIPConfig, depth: int,
@@ -348,11 +320,8 @@ def init_visual_prompts(key: jax.Array, config: CLIPConfig, depth: int,
 
 
 def trim_to_longest(token_ids: np.ndarray) -> np.ndarray:
-    """The shortest prefix [N, L'] of `token_ids` that holds every end-of-text token.
-
-    Under the causal mask the tokens after end-of-text never reach the pooled feature, so
-    `encode_text` gives the same features on the trimmed ids.
-    """
+    """The shortest prefix [N, L'] of `token_ids` that holds every end-of-text token (the same
+    `encode_text` features: later tokens never reach them under the causal mask)."""
     token_ids = np.asarray(token_ids)
     if token_ids.ndim != 2 or token_ids.shape[0] == 0:
         raise UserError(f"token_ids must be [N, L] with N >= 1, got shape {token_ids.shape}")

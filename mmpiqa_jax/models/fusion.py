@@ -1,9 +1,7 @@
-"""The multimodal fusion encoder: prompted text features query the prompted image tokens.
+"""MP-IQE's fusion encoder: the prompted text features query the prompted image tokens.
 
-Queries are the 20 prompted text features (9 scene + 11 distortion), shared over the batch and
-projected to `width`; each layer is pre-LayerNorm cross-attention over the projected image tokens,
-then self-attention among the queries, then an MLP. The queries are mean-pooled and mapped to
-logits over the 5 quality levels.
+Each layer: pre-LayerNorm cross-attention over the image tokens, self-attention among the
+queries, an MLP; the queries are mean-pooled and mapped to the 5 quality logits.
 """
 from __future__ import annotations
 

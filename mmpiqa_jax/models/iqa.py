@@ -1,18 +1,13 @@
 """The IQA models on CLIP: MP-IQE (multi-modal prompts + fusion encoder) and LIQE (495 joint
-prompts).
+prompts); `build_model` makes either from a config.
 
-Both take crops `[B, C, H, W, 3]` (C crops per image, NHWC: uint8 RGB,
-normalised inside the model, or CLIP-normalised float) and return a dict:
-`quality_logits` [B, 5], `quality_probs`, `score` = sum_q q p(q) in [1, 5], `scene_logits` [B, 9],
-`scene_probs`, `distortion_logits` [B, 11], `distortion_probs`; LIQE adds the joint `logits`
-[B, 495] (index q * 99 + s * 11 + d; [B, 5] with quality prompts only) and `probs`. Logits
-are averaged over crops before any softmax, as LIQE does.
-
-Text features are computed once per call, for all prompts at once, or read from a cache:
-`refresh_text_cache()` stores them, and calls with `use_text_cache=True` read them without running
-the text tower. The caller decides, once, whether the cache may serve (one guard): in training
-only when no parameter of the text path trains (`text_path_is_trainable`), so that the cached
-features stay those of the parameters; for evaluation after a refresh (once per evaluation).
+Both take crops `[B, C, H, W, 3]` (C crops per image, NHWC: uint8 RGB, or CLIP-normalised float)
+and return a dict: `quality_logits` [B, 5], `quality_probs`, `score` = sum_q q p(q) in [1, 5],
+`scene_logits` [B, 9], `scene_probs`, `distortion_logits` [B, 11], `distortion_probs`; LIQE adds
+the joint `logits` [B, 495] (index q * 99 + s * 11 + d; [B, 5] with quality prompts only) and
+`probs`. Logits are averaged over crops before any softmax. With `use_text_cache=True` the text
+features are the last `refresh_text_cache()`'s: valid while no parameter of the text path changes
+(`text_path_is_trainable`).
 """
 from __future__ import annotations
 
@@ -36,8 +31,7 @@ _QUALITY_LEVELS = np.arange(1, labels.NUM_QUALITIES + 1, dtype=np.float32)
 
 def text_path_is_trainable(model: MPIQE | LIQE, trainable: nnx.State) -> bool:
     """Whether `trainable` (a state split from `model`, or from a model of the same config)
-    holds a parameter of `model.text_path()`. If not, the text features are the same at every
-    training step and the cache may serve them (`use_text_cache=True`)."""
+    holds a parameter of `model.text_path()`; if not, the text cache may serve."""
     text = {id(v) for node in model.text_path() for _, v in nnx.iter_graph(node)
             if isinstance(v, nnx.Param)}
     text_paths = {path for path, v in nnx.iter_graph(model) if id(v) in text}
@@ -64,25 +58,24 @@ def _mean_over_crops(x: jax.Array, b: int, c: int) -> jax.Array:
     return x.reshape(b, c, *x.shape[1:]).mean(axis=1)
 
 
-def _quality_outputs(quality_logits: jax.Array) -> dict:
-    probs = jax.nn.softmax(quality_logits, axis=-1)
-    return {"quality_logits": quality_logits, "quality_probs": probs,
-            "score": probs @ jnp.asarray(_QUALITY_LEVELS)}
+def _outputs(quality: jax.Array, scene: jax.Array, scene_probs: jax.Array,
+             distortion: jax.Array) -> dict:
+    probs = jax.nn.softmax(quality, axis=-1)
+    return {"quality_logits": quality, "quality_probs": probs,
+            "score": probs @ jnp.asarray(_QUALITY_LEVELS), "scene_logits": scene,
+            "scene_probs": scene_probs, "distortion_logits": distortion,
+            "distortion_probs": jax.nn.softmax(distortion, axis=-1)}
 
 
 class _TextCached(nnx.Module):
-    """Text features for all prompts, with the cache described in the module docstring."""
+    """Text features of all prompts, with the text cache."""
 
     def _init_cache(self, num_prompts: int):
         dim = self.clip.config.embed_dim
         self.text_cache = TextCache(jnp.zeros((num_prompts, dim), jnp.float32))
 
-    def _text_banks(self) -> tuple[prompts_lib.PromptBank, ...]:
-        raise NotImplementedError
-
     def text_path(self) -> tuple:
-        """The modules and parameters that the text features depend on: CLIP's text tower and
-        the text prompt banks."""
+        """The modules and parameters of the text features: CLIP's text tower, the banks."""
         return (*self.clip.text_tower(), *self._text_banks())
 
     def encode_prompts(self) -> jax.Array:
@@ -94,11 +87,8 @@ class _TextCached(nnx.Module):
         self.text_cache[...] = jax.lax.stop_gradient(self.encode_prompts())
 
     def text_features(self, *, use_cache: bool = False) -> jax.Array:
-        """Normalised text features [num_prompts, embed_dim] of all prompts.
-
-        With `use_cache`, those of the last `refresh_text_cache()`, not differentiated: for a
-        text path that has not changed since (see the module docstring).
-        """
+        """Normalised text features [num_prompts, embed_dim]; with `use_cache`, those of the last
+        `refresh_text_cache()`, not differentiated."""
         return self.text_cache[...] if use_cache else self.encode_prompts()
 
 
@@ -109,8 +99,7 @@ class MPIQE(_TextCached):
                  num_text_context: int, text_context_init: str, text_prompt_depth: int,
                  fusion_layers: int, fusion_width: int, fusion_heads: int, fusion_mlp_ratio: int,
                  scene_activation: str, rngs: nnx.Rngs):
-        """The keywords are the `model` section of a config (configs/common.py documents
-        them)."""
+        """The keywords are the `model` section of a config (configs/common.py)."""
         if scene_activation not in ("softmax", "sigmoid"):
             raise UserError(f"scene_activation must be 'softmax' or 'sigmoid', "
                             f"got {scene_activation!r}")
@@ -152,10 +141,7 @@ class MPIQE(_TextCached):
             scene_probs = jax.nn.softmax(scene, axis=-1)
         else:  # independent; centred so that logit_scale * cos does not saturate the sigmoid
             scene_probs = jax.nn.sigmoid(scene - scene.mean(axis=-1, keepdims=True))
-        return {**_quality_outputs(quality),
-                "scene_logits": scene, "scene_probs": scene_probs,
-                "distortion_logits": distortion,
-                "distortion_probs": jax.nn.softmax(distortion, axis=-1)}
+        return _outputs(quality, scene, scene_probs, distortion)
 
 
 LIQE_PROMPTS = ("joint", "quality")
@@ -163,11 +149,8 @@ LIQE_PROMPTS = ("joint", "quality")
 
 class LIQE(_TextCached):
     """LIQE: one softmax over the 495 (quality, scene, distortion) prompts; optional CoOp
-    context.
-
-    `liqe_prompts="quality"`: the 5 prompts "a photo with {q} quality" of LIQE's single-dataset
-    training (pyiqa's `liqe`, KonIQ); `logits` [B, 5], and the scene and distortion outputs are
-    uniform (zero logits): those prompts say nothing of either (train with their losses at 0).
+    context. `liqe_prompts="quality"`: the 5 prompts "a photo with {q} quality" (pyiqa's
+    `liqe` on KonIQ); `logits` [B, 5], scene and distortion outputs uniform (zero logits).
     """
 
     def __init__(self, clip: CLIP, *, num_text_context: int, text_context_init: str,
@@ -205,11 +188,8 @@ class LIQE(_TextCached):
             quality = logits
             scene = jnp.zeros((b, labels.NUM_SCENES), logits.dtype)
             distortion = jnp.zeros((b, labels.NUM_DISTORTIONS), logits.dtype)
-        return {**_quality_outputs(quality),
-                "logits": logits, "probs": jax.nn.softmax(logits, axis=-1),
-                "scene_logits": scene, "scene_probs": jax.nn.softmax(scene, axis=-1),
-                "distortion_logits": distortion,
-                "distortion_probs": jax.nn.softmax(distortion, axis=-1)}
+        return {**_outputs(quality, scene, jax.nn.softmax(scene, axis=-1), distortion),
+                "logits": logits, "probs": jax.nn.softmax(logits, axis=-1)}
 
 
 MODELS = {"mpiqe": MPIQE, "liqe": LIQE}
@@ -221,10 +201,8 @@ def build_model(config, rngs: nnx.Rngs, *,
                 clip: CLIP | CLIPConfig | None = None) -> MPIQE | LIQE:
     """The model that `config` (the `model` section of a training config) describes, on `clip`.
 
-    `clip`: a built CLIP (pretrained weights: `checkpoints.pretrained.load_pretrained_clip`);
-    a `CLIPConfig`, randomly initialised (`checkpoints.pretrained.clip_config` gives the one a
-    checkpoint holds); None, a random initialisation of `config.variant` in `config.dtype`.
-    The section's other keys are the model class's keywords, all of them.
+    `clip`: a built CLIP (`checkpoints.pretrained.load_pretrained_clip`), a `CLIPConfig`
+    (randomly initialised), or None: a random initialisation of `config.variant`.
     """
     if config.name not in MODELS:
         raise UserError(f"unknown model.name {config.name!r}; known: {sorted(MODELS)}")

@@ -1,10 +1,11 @@
-"""OpenAI CLIP's transformer building blocks in Flax NNX, named as in OpenAI's `clip/model.py`.
+"""OpenAI CLIP's transformer blocks in Flax NNX, named as in OpenAI's `clip/model.py`.
 
-Parameters are float32; `dtype` is the compute dtype of matmuls and attention. LayerNorm and the
-attention softmax always run in float32.
+Parameters are float32; `dtype` is the compute dtype of matmuls and attention (LayerNorm and the
+attention softmax run in float32).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -18,17 +19,10 @@ from mmpiqa_jax.errors import UserError
 Carry = TypeVar("Carry")
 
 
-def quick_gelu(x: jax.Array) -> jax.Array:
-    """OpenAI CLIP's GELU approximation x * sigmoid(1.702 x); its checkpoints were trained so."""
-    return x * jax.nn.sigmoid(1.702 * x)
-
-
-def gelu(x: jax.Array) -> jax.Array:
-    """Exact GELU, x * Phi(x) (torch's `nn.GELU()`), as open_clip's LAION and DataComp models."""
-    return jax.nn.gelu(x, approximate=False)
-
-
-ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": gelu}
+ACTIVATIONS = {
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # OpenAI CLIP's GELU approximation
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # exact, torch's nn.GELU()
+}
 
 
 class LayerNorm(nnx.LayerNorm):
@@ -43,17 +37,13 @@ class LayerNorm(nnx.LayerNorm):
         return super().__call__(x.astype(jnp.float32)).astype(x.dtype)
 
 
-def normal(stddev: float):
-    """A normal initialiser of standard deviation `stddev`."""
-    return nnx.initializers.normal(stddev=stddev)
+normal = nnx.initializers.normal  # normal(stddev)
 
 
 class MultiheadAttention(nnx.Module):
     """Self-attention with torch's fused query/key/value projection `in_proj` (columns q, k, v)."""
 
     def __init__(self, width: int, heads: int, *, proj_std: float, dtype, rngs: nnx.Rngs):
-        if width % heads:
-            raise UserError(f"width {width} is not divisible by heads {heads}")
         self.heads = heads
         self.in_proj = nnx.Linear(width, 3 * width, dtype=dtype, kernel_init=normal(width**-0.5),
                                   rngs=rngs)
@@ -71,12 +61,8 @@ class MultiheadAttention(nnx.Module):
     def shared_prefix(self, prefix: jax.Array, suffix: jax.Array, groups: jax.Array,
                       suffix_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Causal self-attention of texts split into shared prefixes [G, P, W] and suffixes
-        [N, S, W].
-
-        Suffix n continues prefix `groups[n]`; `suffix_mask` [N, S, P + S] says which prefix and
-        suffix positions each suffix query sees. Prefix keys and values are computed once per
-        prefix, not once per text.
-        """
+        [N, S, W]: suffix n continues prefix `groups[n]`; `suffix_mask` [N, S, P + S] says which
+        positions each suffix query sees."""
         heads = lambda t: t.reshape(*t.shape[:2], self.heads, t.shape[-1] // self.heads)
         qp, kp, vp = map(heads, jnp.split(self.in_proj(prefix), 3, axis=-1))
         qs, ks, vs = map(heads, jnp.split(self.in_proj(suffix), 3, axis=-1))
@@ -89,13 +75,10 @@ class MultiheadAttention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    """width -> hidden (4 * width unless given) -> width, with `activation` (`ACTIVATIONS`)."""
+    """width -> hidden -> width, with `activation` (`ACTIVATIONS`)."""
 
-    def __init__(self, width: int, *, proj_std: float, dtype, rngs: nnx.Rngs,
-                 hidden: int | None = None, activation: str = "quick_gelu"):
-        if activation not in ACTIVATIONS:
-            raise UserError(f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
-        hidden = hidden or 4 * width
+    def __init__(self, width: int, *, proj_std: float, dtype, rngs: nnx.Rngs, hidden: int,
+                 activation: str):
         self.activation = activation
         self.c_fc = nnx.Linear(width, hidden, dtype=dtype,
                                kernel_init=normal((2 * width)**-0.5), rngs=rngs)
@@ -110,7 +93,7 @@ class ResidualAttentionBlock(nnx.Module):
     """Pre-LayerNorm transformer block."""
 
     def __init__(self, width: int, heads: int, *, proj_std: float, dtype, rngs: nnx.Rngs,
-                 mlp_width: int | None = None, activation: str = "quick_gelu"):
+                 mlp_width: int, activation: str):
         self.ln_1 = LayerNorm(width, rngs=rngs)
         self.attn = MultiheadAttention(width, heads, proj_std=proj_std, dtype=dtype, rngs=rngs)
         self.ln_2 = LayerNorm(width, rngs=rngs)
@@ -122,8 +105,7 @@ class ResidualAttentionBlock(nnx.Module):
         return x + self.mlp(self.ln_2(x))
 
     def shared_prefix(self, prefix, suffix, groups, suffix_mask):
-        """The block on causal texts split into shared prefixes and suffixes (see
-        `MultiheadAttention.shared_prefix`); returns the new (prefix, suffix)."""
+        """The block on (prefix, suffix) texts (`MultiheadAttention.shared_prefix`)."""
         attn_p, attn_s = self.attn.shared_prefix(self.ln_1(prefix), self.ln_1(suffix), groups,
                                                  suffix_mask)
         prefix, suffix = prefix + attn_p, suffix + attn_s
@@ -131,28 +113,22 @@ class ResidualAttentionBlock(nnx.Module):
 
 
 class Transformer(nnx.Module):
-    """A stack of blocks with a hook for deep prompts (the same hook serves both towers).
+    """A stack of blocks with a hook for deep prompts.
 
     `deep_prompts[j]` ([n, width], shared over the batch) replaces the tokens at positions
     [prompt_start, prompt_start + n) at the input of block j + 1; block 0's prompts, if any, are
-    already in `x` (appended to the image tokens, or the context vectors of the text embeddings).
-
-    How the blocks run (`scan_layers`, `remat`) changes speed and memory, not values: see
-    `run_blocks`.
+    already in `x`.
     """
 
     def __init__(self, width: int, layers: int, heads: int, *, dtype, rngs: nnx.Rngs,
-                 scan_layers: bool = True, remat: str = "dots", mlp_width: int | None = None,
-                 activation: str = "quick_gelu"):
+                 mlp_width: int, activation: str, scan_layers: bool = True, remat: str = "dots"):
         # OpenAI's initialisation scales the residual-branch outputs with the depth.
         proj_std = width**-0.5 * (2 * layers)**-0.5
         blocks = [ResidualAttentionBlock(width, heads, proj_std=proj_std, dtype=dtype, rngs=rngs,
                                          mlp_width=mlp_width, activation=activation)
                   for _ in range(layers)]
-        # Stored stacked: one block module whose every parameter has a leading layer axis
-        # [layers, ...], so that the scan reads the weights in place (no stack, and no
-        # unstack of their gradients, per step). Initialised block by block, as before, so
-        # that a seed gives the same weights.
+        # Stored stacked (a leading layer axis), so that the scan reads the weights in place;
+        # initialised block by block.
         self.resblocks = nnx.merge(nnx.graphdef(blocks[0]), jax.tree.map(
             lambda *xs: jnp.stack(xs), *[nnx.state(block) for block in blocks]))
         self.layers = layers
@@ -170,29 +146,17 @@ class Transformer(nnx.Module):
                    insert_prompts: Callable[[Carry, jax.Array], Carry] | None = None) -> Carry:
         """Every block in order, `carry = apply(block, carry)`, with deep prompts in between.
 
-        `carry` is what flows from block to block: the tokens [B, L, W], or a pair of token
-        arrays for the shared-prefix text path. Before block i = 1 .. depth,
+        `carry`: the tokens [B, L, W], or a pytree of them. Before block i = 1 .. depth,
         `carry = insert_prompts(carry, deep_prompts[i - 1])` (`deep_prompts` [depth, n, W]).
-
-        With `scan_layers` (the default) the blocks run as one `jax.lax.scan` over the stacked
-        parameters (`resblocks`, leading layer axis), read in place; the prompts go in under a
-        `lax.cond` on the layer index. XLA compiles one block instead of every block, and the
-        residual stream's gradient is materialised at every block. Unrolled (a Python loop over
-        slices of the stack), XLA's CPU backend fuses that gradient's chain of adds across all
-        layers into each weight-gradient transpose and recomputes it there, which made a
-        ViT-B/32's weight gradients 1.8x slower (`docs/profile.md`). The unrolled program is
-        still the one whose XLA cost analysis counts every block (a scan's body counts once).
-
-        `remat` says what each block keeps for the backward pass (`REMAT_POLICIES`); the rest is
-        recomputed from the block's input when the gradient is taken.
+        With `scan_layers` the blocks run as one `jax.lax.scan` over the stacked parameters,
+        else unrolled (whose XLA cost analysis counts every block). `remat` says what each block
+        keeps for the backward pass (`REMAT_POLICIES`).
         """
         layers = self.layers
         depth = 0 if deep_prompts is None else deep_prompts.shape[0]
         if depth > layers - 1:
             raise UserError(f"{depth} deep prompt layers given for a {layers}-layer "
                             f"transformer; at most {layers - 1} (layers 1..)")
-        if depth and insert_prompts is None:
-            raise UserError("deep_prompts given without insert_prompts")
         if self.remat != "none":
             # Inside a scan XLA cannot merge the recomputation with the forward pass; unrolled,
             # it could, unless prevented.
@@ -203,8 +167,7 @@ class Transformer(nnx.Module):
 
 
 def _loop_blocks(graphdef, stacked, layers, carry, apply, prompts, insert_prompts):
-    """The blocks unrolled (block i: slice i of the stack); `prompts[i - 1]` inserted before
-    block i = 1 .. depth."""
+    """The blocks unrolled; `prompts[i - 1]` inserted before block i = 1 .. depth."""
     depth = 0 if prompts is None else prompts.shape[0]
     for i in range(layers):
         if 1 <= i <= depth:
@@ -215,8 +178,7 @@ def _loop_blocks(graphdef, stacked, layers, carry, apply, prompts, insert_prompt
 
 
 def _scan_blocks(graphdef, stacked, layers, carry, apply, prompts, insert_prompts):
-    """`_loop_blocks` as one `jax.lax.scan` over the stacked parameters (and the prompts,
-    padded to one row per layer; only rows 1 .. depth are used)."""
+    """`_loop_blocks` as one `jax.lax.scan` (the prompts padded to one row per layer)."""
     depth = 0 if prompts is None else prompts.shape[0]
     if depth:
         pad = lambda n: jnp.zeros((n, *prompts.shape[1:]), prompts.dtype)  # noqa: E731
@@ -233,9 +195,7 @@ def _scan_blocks(graphdef, stacked, layers, carry, apply, prompts, insert_prompt
     return jax.lax.scan(body, carry, xs)[0]
 
 
-# What a block keeps for its backward pass. "dots" keeps the outputs of its weight matmuls and
-# recomputes LayerNorms, GELUs and attention: on the CPU that halved XLA's temporaries and was
-# faster than keeping everything (less memory traffic); "full" keeps only the block's input.
+# What a block keeps for its backward pass: all, the weight matmuls' outputs, or its input.
 REMAT_POLICIES = {
     "none": None,
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,

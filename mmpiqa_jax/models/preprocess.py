@@ -1,18 +1,11 @@
-"""CLIP normalisation inside the jitted computation, so that the host sends uint8 crops.
-
-The input pipeline hands `pixels` as uint8 (a quarter of float32's bytes to copy and move);
-the IQA models call `clip_normalize` first, so every caller (train step, evaluation, scoring)
-gets the same preprocessing. Float input is taken as already normalised and passes through,
-so host-normalised callers and the torch reference comparisons are unchanged.
-"""
+"""CLIP normalisation inside the jitted computation, so that the host sends uint8 crops."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-# CLIP's mean and std (OpenAI's preprocessing); `data.transforms` holds the same numbers for
-# the host path (`models` must not import `data`; a test checks that they agree).
+# As `data.transforms`' (`models` may not import `data`; a test checks that they agree).
 CLIP_MEAN = np.array((0.48145466, 0.4578275, 0.40821073), np.float32)
 CLIP_STD = np.array((0.26862954, 0.26130258, 0.27577711), np.float32)
 

@@ -1,9 +1,5 @@
-"""Learnable prompts: CoOp-style text context banks (with MaPLe-style deep context) and VPT
-visual prompts.
-
-A `PromptBank` holds the prompts `[SOS] ctx_1 .. ctx_n <text> [EOS]` of a list of texts that share
-`n` learnable context vectors. Token ids are fixed at construction, trimmed to the longest prompt
-(exact under the causal mask), and kept as static Python tuples so that jit sees constants.
+"""Learnable prompts: CoOp-style text context banks (`PromptBank`, with MaPLe-style deep
+context), VPT visual prompts (`VisualPrompts`), and the texts of MP-IQE's and LIQE's prompts.
 """
 from __future__ import annotations
 
@@ -33,11 +29,8 @@ def phrase_token_ids(phrase: str) -> np.ndarray:
 
 def init_context(key: jax.Array, token_embedding: jax.Array, num_context: int, width: int,
                  phrase: str = "") -> jax.Array:
-    """[n, width] context: N(0, 0.02), with the phrase's word embeddings in the last positions.
-
-    The phrase sits next to the class word, so with n equal to its length the initial prompt is
-    exactly `phrase <text>` (CoOp's "a photo of a" initialisation).
-    """
+    """[n, width] context: N(0, 0.02), with the phrase's word embeddings in the last positions
+    (with n its length, the prompt starts as `phrase <text>`)."""
     ctx = CONTEXT_STD * jax.random.normal(key, (num_context, width), jnp.float32)
     if phrase:
         ids = phrase_token_ids(phrase)
@@ -54,10 +47,9 @@ def shared_prefix_plan(ids: np.ndarray, min_prefix: int = 1,
                        max_ratio: float = 0.75) -> SharedPrefixPlan | None:
     """How to run texts `ids` [N, L] as shared prefixes + suffixes, or None if that saves little.
 
-    For each suffix length S, text n's prefix is its tokens before the last S (end-of-text
-    included); texts with equal prefixes share one. The S with the fewest tokens to run
-    (prefixes padded to the longest, plus N suffixes of S) wins if it runs at most `max_ratio` of
-    N x L tokens. LIQE's 495 prompts differ only in the quality word before "quality": 99 prefixes.
+    The suffix length S with the fewest tokens to run (prefixes padded to the longest, plus N
+    suffixes of S) wins if it runs at most `max_ratio` of N x L tokens; a prefix has at least
+    `min_prefix` tokens.
     """
     ids = np.asarray(ids)
     n, length = ids.shape
@@ -84,12 +76,10 @@ def shared_prefix_plan(ids: np.ndarray, min_prefix: int = 1,
 
 
 class PromptBank(nnx.Module):
-    """Prompts `ctx <text>` for `texts`, sharing `num_context` learnable vectors.
+    """Prompts `[SOS] ctx_1 .. ctx_n <text> [EOS]` for `texts`, sharing `num_context` vectors.
 
-    `depth` counts the text layers that have their own context, from the input: 1 is CoOp (the
-    input only); d > 1 adds `deep_ctx` [d - 1, n, width] that replaces the context positions at
-    the inputs of layers 1 .. d - 1 (MaPLe). Without context (n = 0) the prompts are the plain
-    texts and the bank has no parameters.
+    `depth`: the text layers with their own context, from the input; d > 1 adds `deep_ctx`
+    [d - 1, n, width] for layers 1 .. d - 1 (MaPLe). Without context the bank has no parameters.
     """
 
     def __init__(self, texts: Sequence[str], *, clip: CLIP, num_context: int = 0, depth: int = 1,
@@ -110,11 +100,10 @@ class PromptBank(nnx.Module):
         ids = trim_to_longest(ids)
         self.texts = tuple(texts)
         self.num_context = num_context
-        # Static: part of the graph definition, constants under jit.
+        # Static (trimmed to the longest prompt): constants under jit.
         self.token_ids = tuple(map(tuple, ids.tolist()))
         self.eot_positions = tuple(ids.argmax(axis=-1).tolist())
-        # Texts that share prefixes (LIQE's 495) run each prefix once; the context and the deep
-        # context stay inside the prefixes. Static, like the ids.
+        # Texts that share prefixes (LIQE's 495) run each prefix once.
         self.prefix_plan = (shared_prefix_plan(ids, min_prefix=1 + num_context)
                             if share_prefixes else None)
         if num_context:
@@ -127,10 +116,6 @@ class PromptBank(nnx.Module):
                 rngs.params(), (depth - 1, num_context, config.text_width), jnp.float32))
         else:
             self.deep_ctx = None
-
-    @property
-    def length(self) -> int:
-        return len(self.token_ids[0])
 
     def embeddings(self, clip: CLIP) -> jax.Array:
         """[N, L, text_width] word embeddings with the context vectors at positions 1 .. n."""
@@ -173,11 +158,8 @@ LIQE_PREFIX = "a photo of a "
 
 
 def liqe_texts(with_context: bool = False) -> tuple[str, ...]:
-    """LIQE's 495 prompts, index q * 99 + s * 11 + d.
-
-    With a learnable context, the leading "a photo of a" is left to the context (so that a
-    context initialised from that phrase starts at exactly LIQE's prompts).
-    """
+    """LIQE's 495 prompts, index q * 99 + s * 11 + d; `with_context`: without the leading
+    "a photo of a", left to the context."""
     texts = []
     for q in labels.QUALITIES:
         for s in labels.SCENES:

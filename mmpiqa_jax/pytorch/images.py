@@ -1,62 +1,19 @@
-"""Scoring image files with an exported model, with the project's test-time crops.
+"""Scoring image files with an exported model, with the evaluation's test-time crops.
 
-    model = mmpiqa_jax.pytorch.load("export/")
-    scores = score_files(model, ["a.jpg", "b.png"])      # [(path, score)], higher is better
-
-The crops are those of `mmpiqa_jax.data.transforms.eval_crops`, re-written here on PIL and numpy
-(PIL is imported when scoring files): `liqe` is LIQE's resize (short side to 768 when both sides
-exceed it, to the crop size when below) and `num` crops spread over its stride-32 (48 from 1024
-pixels) grid; `center` one centre crop after that resize; `full` the whole image resized
-(bicubic). The export's `config.json` names the mode a run evaluated with.
+The crops are `mmpiqa_jax.data.transforms.eval_crops`'s, in the mode that the export's
+`config.json` names.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-CROP_MODES = ("liqe", "center", "full")
-MAX_SHORT_SIDE = 768
-
-
-def _liqe_resize(image, crop: int):
-    from PIL import Image
-
-    w, h = image.size
-    short = min(w, h)
-    if short > MAX_SHORT_SIDE:
-        target, resample = MAX_SHORT_SIDE, Image.BILINEAR
-    elif short < crop:
-        target, resample = crop, Image.BICUBIC
-    else:
-        return image
-    size = (target, int(target * h / w)) if w <= h else (int(target * w / h), target)
-    return image.resize(size, resample)
-
-
-def _grid(height: int, width: int, crop: int) -> np.ndarray:
-    stride = 48 if max(height, width) >= 1024 else 32
-    tops, lefts = np.arange(0, height - crop + 1, stride), np.arange(0, width - crop + 1, stride)
-    return np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
+from mmpiqa_jax.data import transforms as T
 
 
 def eval_crops(image, mode: str = "liqe", num: int = 15, crop: int = 224) -> np.ndarray:
     """The test-time crops of a PIL image (converted to RGB), uint8 [n, crop, crop, 3]."""
-    from PIL import Image
-
-    if mode not in CROP_MODES:
-        raise ValueError(f"unknown crop mode {mode!r}; expected one of {CROP_MODES}")
-    image = image.convert("RGB")
-    if mode == "full":
-        return np.asarray(image.resize((crop, crop), Image.BICUBIC))[None]
-    array = np.asarray(_liqe_resize(image, crop))
-    h, w = array.shape[:2]
-    if mode == "center":
-        positions = np.array([[(h - crop) // 2, (w - crop) // 2]])
-    else:
-        grid = _grid(h, w, crop)
-        n = len(grid)
-        positions = grid[(n // num) * np.arange(num) if n >= num else (np.arange(num) * n) // num]
-    return np.stack([array[t:t + crop, l:l + crop] for t, l in positions])
+    return T.eval_crops(image.convert("RGB"), mode, num, crop)
 
 
 def crop_setting(model) -> dict:

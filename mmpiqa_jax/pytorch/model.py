@@ -1,15 +1,8 @@
-"""MP-IQE and LIQE in PyTorch, loaded from `mmpiqa export CKPT --to torch --out DIR`.
+"""MP-IQE and LIQE in PyTorch (`load`), from `mmpiqa export CKPT --to torch --out DIR`.
 
-Self-contained: torch, safetensors, json and numpy only (no JAX, no open_clip, no tokenizer: the
-prompts' token ids are in the export). Module and parameter names follow OpenAI's
-`clip/model.py` under `clip.`, so the export's `model.safetensors` loads with
-`load_state_dict(strict=True)`. The computation follows `mmpiqa_jax.models` operation for
-operation: VPT-deep visual prompts, CoOp / MaPLe text context, the fusion encoder (LayerNorm eps
-1e-6, tanh GELU), LIQE's 495-way softmax with marginal logits.
-
-Models take crops [B, C, 3, H, W] (NCHW; uint8 RGB, normalised inside, or CLIP-normalised float)
-and return a dict of `score` [B] in [1, 5] (higher is better), `quality_probs` [B, 5],
-`scene_probs`, `distortion_probs` and their logits; LIQE adds the joint `logits` [B, 495].
+The computation follows `mmpiqa_jax.models` operation for operation, with OpenAI's module names
+under `clip.`. Models take crops [B, C, 3, H, W] (NCHW; uint8 RGB or CLIP-normalised float) and
+return the dict of `mmpiqa_jax.models.iqa`'s models (`score` [B] in [1, 5], higher is better).
 """
 from __future__ import annotations
 
@@ -23,12 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mmpiqa_jax.data.transforms import CLIP_MEAN, CLIP_STD
+from mmpiqa_jax.errors import UserError
+
 FORMAT = "mmpiqa_jax.torch"
 VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 ACTIVATIONS = {
     "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),  # OpenAI's
@@ -36,7 +30,7 @@ ACTIVATIONS = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export folder that cannot be loaded; the message names the file and key."""
 
 
@@ -60,8 +54,8 @@ class ResidualAttentionBlock(nn.Module):
         return x + self.mlp.c_proj(self.activation(self.mlp.c_fc(self.ln_2(x))))
 
 
-# The towers' computations are functions of the modules, so that they run on this CLIP and on
-# open_clip's (the same module names), which the benchmark's reference uses.
+# The towers' computations are functions of the modules (no `forward`), so that they run on this
+# CLIP and on open_clip's (the same module names), which the benchmark's reference uses.
 
 def run_blocks(transformer, x, *, attn_mask=None, deep: torch.Tensor | None = None,
                start: int = 0) -> torch.Tensor:
@@ -111,10 +105,6 @@ class Transformer(nn.Module):
         self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads, mlp_width, activation)
                                         for _ in range(layers)])
 
-    def forward(self, x, *, attn_mask=None, deep: torch.Tensor | None = None, start: int = 0):
-        """See `run_blocks`."""
-        return run_blocks(self, x, attn_mask=attn_mask, deep=deep, start=start)
-
 
 class VisionTransformer(nn.Module):
     def __init__(self, c: dict):
@@ -129,10 +119,6 @@ class VisionTransformer(nn.Module):
                                        c["vision_mlp_width"], c["activation"])
         self.ln_post = nn.LayerNorm(width, eps=1e-5)
         self.proj = nn.Parameter(torch.zeros(width, c["embed_dim"]))
-
-    def forward(self, pixels: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
-        """See `image_tokens`."""
-        return image_tokens(self, pixels, prompts)
 
 
 class CLIP(nn.Module):
@@ -150,10 +136,6 @@ class CLIP(nn.Module):
         self.ln_final = nn.LayerNorm(c["text_width"], eps=1e-5)
         self.text_projection = nn.Parameter(torch.zeros(c["text_width"], c["embed_dim"]))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-
-    def encode_text_embeddings(self, emb, eot, *, deep=None) -> torch.Tensor:
-        """See `encode_text_embeddings`."""
-        return encode_text_embeddings(self, emb, eot, deep=deep)
 
 
 class PromptBank(nn.Module):
@@ -239,9 +221,10 @@ def _normalize(x):
 
 
 class _IQAModel(nn.Module):
-    """What MP-IQE and LIQE share: the labels, normalisation of uint8 crops, quality outputs.
+    """What MP-IQE and LIQE share: the labels, normalisation of uint8 crops, the outputs.
 
-    `clip`: a CLIP of the config's architecture to use (open_clip's too); None: a new one."""
+    `clip`: a CLIP of the config's architecture to use (open_clip's too); None: a new one.
+    `forward(crops, text_features=None)`: `text_features()` once for many calls."""
 
     def __init__(self, config: dict, clip: nn.Module | None = None):
         super().__init__()
@@ -267,10 +250,12 @@ class _IQAModel(nn.Module):
             raise TypeError(f"crops must be uint8 or floating (normalised), got {crops.dtype}")
         return crops.flatten(0, 1), crops.shape[0], crops.shape[1]
 
-    def quality_outputs(self, quality_logits):
-        probs = quality_logits.softmax(dim=-1)
-        return {"quality_logits": quality_logits, "quality_probs": probs,
-                "score": probs @ self.levels.to(probs.dtype)}
+    def outputs(self, quality, scene, scene_probs, distortion) -> dict:
+        probs = quality.softmax(dim=-1)
+        return {"quality_logits": quality, "quality_probs": probs,
+                "score": probs @ self.levels.to(probs.dtype), "scene_logits": scene,
+                "scene_probs": scene_probs, "distortion_logits": distortion,
+                "distortion_probs": distortion.softmax(dim=-1)}
 
     def text_features(self) -> torch.Tensor:
         """Normalised features [prompts, D] of every prompt bank in order."""
@@ -304,7 +289,6 @@ class MPIQE(_IQAModel):
         return (self.scene, self.distortion)
 
     def forward(self, crops: torch.Tensor, text_features: torch.Tensor | None = None) -> dict:
-        """`text_features`: those of `text_features()`, to compute them once for many calls."""
         pixels, b, c = self._images(crops)
         tokens = image_tokens(self.clip.visual, pixels, self.visual_prompts)
         image = tokens[:, 0] @ self.clip.visual.proj
@@ -318,8 +302,7 @@ class MPIQE(_IQAModel):
             scene_probs = scene.softmax(dim=-1)
         else:
             scene_probs = torch.sigmoid(scene - scene.mean(dim=-1, keepdim=True))
-        return {**self.quality_outputs(quality), "scene_logits": scene, "scene_probs": scene_probs,
-                "distortion_logits": distortion, "distortion_probs": distortion.softmax(dim=-1)}
+        return self.outputs(quality, scene, scene_probs, distortion)
 
 
 class LIQE(_IQAModel):
@@ -336,25 +319,21 @@ class LIQE(_IQAModel):
         return (self.joint,)
 
     def forward(self, crops: torch.Tensor, text_features: torch.Tensor | None = None) -> dict:
-        """`text_features`: those of `text_features()`, to compute them once for many calls."""
         pixels, b, c = self._images(crops)
         v = self.clip.visual
         image = _normalize(image_tokens(v, pixels)[:, 0] @ v.proj)
         text = self.text_features() if text_features is None else text_features
         logits = _mean_over_crops(self.clip.logit_scale.exp() * image @ text.T, b, c)
-        if not self.joint_prompts:  # "a photo with {q} quality": nothing of scene or distortion
+        if self.joint_prompts:
+            joint = logits.reshape(b, len(self.qualities), len(self.scenes), len(self.distortions))
+            quality = joint.logsumexp(dim=(2, 3))
+            scene, distortion = joint.logsumexp(dim=(1, 3)), joint.logsumexp(dim=(1, 2))
+        else:  # "a photo with {q} quality": nothing of scene or distortion
+            quality = logits
             scene = logits.new_zeros((b, len(self.scenes)))
             distortion = logits.new_zeros((b, len(self.distortions)))
-            return {**self.quality_outputs(logits), "logits": logits,
-                    "probs": logits.softmax(dim=-1), "scene_logits": scene,
-                    "scene_probs": scene.softmax(dim=-1), "distortion_logits": distortion,
-                    "distortion_probs": distortion.softmax(dim=-1)}
-        joint = logits.reshape(b, len(self.qualities), len(self.scenes), len(self.distortions))
-        scene, distortion = joint.logsumexp(dim=(1, 3)), joint.logsumexp(dim=(1, 2))
-        return {**self.quality_outputs(joint.logsumexp(dim=(2, 3))), "logits": logits,
-                "probs": logits.softmax(dim=-1), "scene_logits": scene,
-                "scene_probs": scene.softmax(dim=-1), "distortion_logits": distortion,
-                "distortion_probs": distortion.softmax(dim=-1)}
+        return {**self.outputs(quality, scene, scene.softmax(dim=-1), distortion),
+                "logits": logits, "probs": logits.softmax(dim=-1)}
 
 
 MODELS = {"mpiqe": MPIQE, "liqe": LIQE}
