@@ -64,6 +64,8 @@ setup(
     description=__doc__,
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE", "mmpiqa_jax/assets/LICENSE-openai-clip.txt"],
     python_requires=">=3.11",  # jax >= 0.10, grain and orbax need 3.11
     packages=find_packages(include=["mmpiqa_jax", "mmpiqa_jax.*"]),
     package_data={"mmpiqa_jax": ["assets/*"]},
