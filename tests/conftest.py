@@ -79,6 +79,20 @@ def openclip_clip(config, seed: int = 0):
     return model, state_dict
 
 
+@pytest.fixture
+def same_flags():
+    """XLA's optimisations off, for a test that compares runs made under the same flags (it
+    compiles in about half the time); back on after it. Processes a test starts get
+    `SAME_FLAGS_ENV`."""
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", False)
+
+
+SAME_FLAGS_ENV = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+
+
 @pytest.fixture(scope="session")
 def make_openclip():
     return openclip_clip

@@ -1,5 +1,21 @@
-"""Checks of the pipeline's batches against the table and the images, shared by its tests."""
+"""Checks of the pipeline's batches against the table and the images, and the dataset and
+fixtures its tests share."""
+import grain
 import numpy as np
+import pytest
+
+NAME = "synthetic_iqa/small"   # 4 references + 4 x 4 x 5 distorted = 84 images of 320 x 240
+ONE = grain.sharding.NoSharding()
+
+
+@pytest.fixture(scope="module")
+def data_dir(synthetic_small_dir):  # conftest's, shared by the pipeline tests
+    return synthetic_small_dir
+
+
+@pytest.fixture(scope="module")
+def spec(synthetic_small_spec):
+    return synthetic_small_spec
 
 
 def is_window(image: np.ndarray, crop: np.ndarray) -> bool:

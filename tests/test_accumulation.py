@@ -1,6 +1,8 @@
 """Gradient accumulation inside the step: k micro-batches of B / k make one update that equals
 the update of the whole batch B (for losses that are means over examples), and the schedule and
 the moving average count updates, not micro-batches."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,9 @@ import pytest
 from mmpiqa_jax import config as config_lib
 from mmpiqa_jax.train import step as step_lib
 from mmpiqa_jax.train.task import IQATask
+
+# Each test compares runs made under the same flags.
+pytestmark = pytest.mark.usefixtures("same_flags")
 
 B = 8  # configs/tiny.py's batch_size
 # Losses that are means over examples, every example valid and labelled: the mean of the
@@ -33,6 +38,7 @@ def labelled_batch(n=B, res=32, seed=0):
 # SGD with momentum: the update is linear in the gradient, so the comparison sees the
 # accumulation alone (Adam divides by sqrt(v) and turns the float rounding of a near-zero
 # gradient entry into a step of the learning rate's size).
+@functools.cache
 def make_task(k, *more):
     return IQATask(config_lib.load_config("configs/tiny.py", [
         f"optimizer.accumulation_steps={k}", "optimizer.warmup_steps=2",
@@ -40,9 +46,15 @@ def make_task(k, *more):
         "data.crops_per_image=1", *DECOMPOSABLE, *more]))
 
 
+@functools.cache
+def jitted(task):
+    """`(init, step)` of `task`, compiled once for the module."""
+    return jax.jit(task.init_state), jax.jit(task.train_step)
+
+
 def train(task, updates=3):
-    state = jax.jit(task.init_state)(jax.random.key(0))
-    step = jax.jit(task.train_step)
+    init, step = jitted(task)
+    state = init(jax.random.key(0))
     logs = []
     for t in range(updates):
         state, metrics = step(state, labelled_batch(seed=t))
@@ -54,9 +66,9 @@ def test_k4_micro_batches_equal_the_whole_batch_after_3_updates():
     full, full_logs = train(make_task(1))
     accumulated, acc_logs = train(make_task(4))
     assert int(full.step) == int(accumulated.step) == 3  # one driver step = one update
+    start = jitted(make_task(1))[0](jax.random.key(0))
     moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(full.params),
-                                                   jax.tree.leaves(make_task(1).init_state(
-                                                       jax.random.key(0)).params))]
+                                                   jax.tree.leaves(start.params))]
     assert any(moved)
     for name, got, want in [("params", accumulated.params, full.params),
                             ("ema", accumulated.extra["ema"], full.extra["ema"]),
@@ -80,10 +92,9 @@ def test_schedule_and_ema_count_updates():
                                peak * 0.5 * (1 + np.cos(np.pi * 3 / 4)), rtol=1e-5)
     # The EMA decay ramps up as (1 + t) / (10 + t) with t the update count (capped at 0.5):
     # replay it on the parameters of each update.
-    ref = make_task(4)
-    s = jax.jit(ref.init_state)(jax.random.key(0))
+    init, step = jitted(task)
+    s = init(jax.random.key(0))
     ema = jax.tree.map(np.asarray, s.params)
-    step = jax.jit(ref.train_step)
     for t in range(3):
         s, _ = step(s, labelled_batch(seed=t))
         d = min(0.5, (1 + t) / (10 + t))
@@ -102,10 +113,10 @@ def test_micro_batches_are_strided_and_sizes_checked():
 
 
 def test_a_nonfinite_micro_batch_skips_the_whole_update():
-    task = make_task(4)
-    state = jax.jit(task.init_state)(jax.random.key(0))
+    init, step = jitted(make_task(4))
+    state = init(jax.random.key(0))
     batch = labelled_batch()
     batch["pixels"] = batch["pixels"].at[5].set(jnp.nan)  # in micro-batch 1 of 4
-    new, metrics = jax.jit(task.train_step)(state, batch)
+    new, metrics = step(state, batch)
     assert bool(metrics["nonfinite"])
     jax.tree.map(np.testing.assert_array_equal, new.params, state.params)

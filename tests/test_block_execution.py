@@ -20,6 +20,9 @@ from mmpiqa_jax.train import step as step_lib
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 import bench_inputs  # noqa: E402
 
+# Each test compares runs made under the same flags.
+pytestmark = pytest.mark.usefixtures("same_flags")
+
 # Three layers per tower, so that prompts are inserted at some blocks and not at others.
 CONFIG = dataclasses.replace(get_variant("tiny"), vision_layers=3, text_layers=3)
 EXECUTIONS = [(True, "none"), (True, "dots"), (True, "full"), (False, "dots")]

@@ -1,5 +1,6 @@
 """No silent random backbone: training a non-tiny CLIP needs `model.clip_checkpoint` (or
 `random`)."""
+import jax
 import pytest
 from flax import nnx
 
@@ -50,18 +51,17 @@ def test_training_b32_without_checkpoint_stops_before_any_batch_or_step(tmp_path
     config = b32_config("num_steps=1")
     task = IQATask(config)  # builds (restores and evaluation build the task the same way)
     with pytest.raises(ValueError, match=MESSAGE):
-        task.load_pretrained(None)
+        task.load_pretrained(jax.random.key(0), None)
     compiled = []
     task.train_step = lambda *a: compiled.append(a)  # never traced: the check comes first
     with pytest.raises(ValueError, match=MESSAGE):
         trainer.train(task, config, tmp_path, train_iter=NoBatches())
     assert not compiled
     assert not (tmp_path / trainer.CONFIG_NAME).exists()  # nothing of a run written
-    # `random` asks for the random initialisation explicitly: load_pretrained leaves it be.
+    # `random` asks for the random initialisation explicitly: load_pretrained has none to give.
     with config.unlocked():
         config.model.clip_checkpoint = "random"
-    state = object()
-    assert task.load_pretrained(state) is state
+    assert task.load_pretrained(jax.random.key(0), None) is None
 
 
 def test_random_checkpoint_with_b32_builds():

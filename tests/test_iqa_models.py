@@ -12,7 +12,7 @@ from mmpiqa_jax import labels
 from mmpiqa_jax.models import iqa, prompts
 from mmpiqa_jax.models.clip_model import CLIP, get_variant
 from mmpiqa_jax.tokenizer import tokenize
-from workdirs import build
+from workdirs import build, forward
 
 RES = get_variant("tiny").image_resolution
 FUSION = dict(fusion_layers=1, fusion_width=32, fusion_heads=2)
@@ -48,11 +48,6 @@ def liqe(clip):
     return build("liqe", clip, rngs=nnx.Rngs(2))
 
 
-def forward(model, crops, **kw):
-    """The model's call under nnx.jit (much faster than eager op-by-op on CPU)."""
-    return nnx.jit(lambda m, x: m(x, **kw))(model, crops)
-
-
 def test_mpiqe_outputs(mpiqe, crops):
     out = forward(mpiqe, crops)
     shapes = {k: v.shape for k, v in out.items()}
@@ -79,6 +74,7 @@ def test_score_spans_1_to_5(clip, crops):
         np.testing.assert_allclose(score, level + 1, atol=1e-4)
 
 
+@pytest.mark.usefixtures("same_flags")  # compares runs made under the same flags
 @pytest.mark.parametrize("name", ["mpiqe", "liqe"])
 def test_logits_are_averaged_over_crops(name, request, crops):
     model = request.getfixturevalue(name)
@@ -100,6 +96,7 @@ def test_logits_are_averaged_over_crops(name, request, crops):
     assert np.abs(avg_of_softmax - want_p).max() > 1e-4  # the crops differ enough to tell
 
 
+@pytest.mark.usefixtures("same_flags")  # compares runs made under the same flags
 def test_liqe_index_layout_and_marginals(liqe, clip, crops):
     texts = prompts.liqe_texts()
     assert len(texts) == 495
@@ -127,6 +124,7 @@ def test_liqe_index_layout_and_marginals(liqe, clip, crops):
                                rtol=1e-5)
 
 
+@pytest.mark.usefixtures("same_flags")  # compares runs made under the same flags
 def test_no_prompts_equals_plain_clip(clip, crops):
     model = build("mpiqe", clip, visual_prompt_depth=0, num_text_context=0, rngs=nnx.Rngs(3),
                   **FUSION)
@@ -160,6 +158,7 @@ def test_phrase_context_starts_at_the_phrase(clip, liqe):
     assert np.abs(nnx.jit(lambda m: m.text_features())(rand)[:9] - got).max() > 1e-2
 
 
+@pytest.mark.usefixtures("same_flags")  # compares runs made under the same flags
 def test_shared_prefix_plan_of_liqe_and_features_equal_the_plain_path(clip):
     texts = prompts.liqe_texts(with_context=True)
     shared = prompts.PromptBank(texts, clip=clip, num_context=2, depth=2, rngs=nnx.Rngs(3))
@@ -190,6 +189,7 @@ def test_phrase_longer_than_context_is_an_error(clip):
               **FUSION)
 
 
+@pytest.mark.usefixtures("same_flags")  # compares runs made under the same flags
 def test_text_cache(clip, crops):
     model = build("mpiqe", clip, visual_prompt_depth=0, num_text_context=2, text_context_init="",
                   text_prompt_depth=2, rngs=nnx.Rngs(6), **FUSION)
@@ -206,7 +206,7 @@ def test_text_cache(clip, crops):
         return nnx.state(m)
 
     def uncached(state):
-        return nnx.jit(lambda m, x: m(x)["scene_logits"])(nnx.merge(graphdef, state), crops)
+        return forward(nnx.merge(graphdef, state), crops)["scene_logits"]
 
     # An empty cache is read as it is (zero features, zero logits): the caller guards it.
     assert np.abs(np.asarray(call(state, crops))).max() == 0

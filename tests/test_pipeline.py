@@ -9,20 +9,11 @@ from mmpiqa_jax.data import pipeline as P
 from mmpiqa_jax.data import registry, splits
 from mmpiqa_jax.data import transforms as T
 
-from pipeline_checks import assert_labels, is_window
+import pipeline_checks
+from pipeline_checks import NAME, ONE, assert_labels, is_window
 
-NAME = "synthetic_iqa/small"   # 4 references + 4 x 4 x 5 distorted = 84 images of 320 x 240
-ONE = grain.sharding.NoSharding()
+data_dir, spec = pipeline_checks.data_dir, pipeline_checks.spec  # its fixtures
 
-
-@pytest.fixture(scope="module")
-def data_dir(synthetic_small_dir):  # conftest's, shared by the pipeline tests
-    return synthetic_small_dir
-
-
-@pytest.fixture(scope="module")
-def spec(synthetic_small_spec):
-    return synthetic_small_spec
 
 
 @pytest.fixture(scope="module")

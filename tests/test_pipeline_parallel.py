@@ -20,22 +20,14 @@ from mmpiqa_jax.data import transforms as T
 from mmpiqa_jax.data.prefetch import DevicePrefetch
 from mmpiqa_jax.models import iqa, preprocess
 
-from pipeline_checks import assert_labels, is_window
+import workdirs
+import pipeline_checks
+from pipeline_checks import NAME, ONE, assert_labels, is_window
+
+data_dir, spec = pipeline_checks.data_dir, pipeline_checks.spec  # its fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 
-NAME = "synthetic_iqa/small"
-ONE = grain.sharding.NoSharding()
-
-
-@pytest.fixture(scope="module")
-def data_dir(synthetic_small_dir):  # conftest's, shared by the pipeline tests
-    return synthetic_small_dir
-
-
-@pytest.fixture(scope="module")
-def spec(synthetic_small_spec):
-    return synthetic_small_spec
 
 
 def _specs(spec):
@@ -181,17 +173,14 @@ def test_clip_normalize_matches_the_host():
         preprocess.clip_normalize(jnp.zeros((1, 3), jnp.int32))
 
 
+@pytest.mark.usefixtures("same_flags")  # compares runs made under the same flags
 @pytest.mark.parametrize("model_name", ["mpiqe", "liqe"])
 def test_models_score_uint8_crops_as_host_normalised_ones(model_name):
     config = config_lib.load_config(str(REPO / "configs" / "tiny.py") + f":model={model_name}")
-    model = iqa.build_model(config.model, nnx.Rngs(0))
     # Random parameters off zero, so that every output depends on the pixels.
-    params = nnx.state(model, nnx.Param)
-    keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(params))))
-    nnx.update(model, jax.tree.map(lambda p: p + 0.2 * jax.random.normal(next(keys), p.shape),
-                                   params))
+    model = workdirs.perturb(iqa.build_model(config.model, nnx.Rngs(0)))
     crops = np.random.default_rng(0).integers(0, 256, (3, 2, 32, 32, 3), dtype=np.uint8)
-    forward = nnx.jit(lambda m, x: m(x))
+    forward = workdirs.forward
     host = ((crops / 255.0 - T.CLIP_MEAN) / T.CLIP_STD).astype(np.float32)
     got, want = forward(model, crops), forward(model, host)
     for key in ("score", "quality_logits", "scene_logits", "distortion_logits"):

@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+import workdirs
 from mmpiqa_jax import config as config_lib
 from mmpiqa_jax.cli import main as cli
 from mmpiqa_jax.data import pipeline
@@ -105,21 +106,17 @@ def test_score_files_skips_unreadable_and_matches_the_model(folder, tmp_path):
     assert [Path(p).name for p, _ in missing] == ["missing.png"]
 
 
+@pytest.mark.usefixtures("same_flags")  # compares runs made under the same flags
 def test_scorer_refreshes_the_text_cache_and_leaves_the_model(folder):
     from mmpiqa_jax.models import iqa
 
     config = config_lib.load_config(str(REPO / "configs" / "tiny.py"))
-    model = iqa.build_model(config.model, nnx.Rngs(0))
-    # Perturb every parameter: a fresh random model scores every image 3.0 (a zero head).
-    params = nnx.state(model, nnx.Param)
-    keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(params))))
-    nnx.update(model, jax.tree.map(lambda p: p + 0.2 * jax.random.normal(next(keys), p.shape),
-                                   params))
+    model = workdirs.perturb(iqa.build_model(config.model, nnx.Rngs(0)))
     assert not np.any(model.text_cache[...])  # never refreshed
     crops = np.stack([np.asarray(clip_normalize(scoring.load_crops(folder / n, "liqe", 2, 32)))
                       for n in ("good.png", "sub/good.JPG")])
     got = Scorer.of(model)(crops)
-    np.testing.assert_allclose(got, model(crops)["score"], rtol=1e-5)
+    np.testing.assert_allclose(got, workdirs.forward(model, crops)["score"], rtol=1e-5)
     assert abs(got[0] - got[1]) > 1e-4
     assert not np.any(model.text_cache[...])  # the caller's model is unchanged
 

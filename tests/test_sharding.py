@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAME_FLAGS_ENV
 from jax.sharding import PartitionSpec as P
 
 from mmpiqa_jax.errors import UserError
@@ -74,7 +75,7 @@ print("RESULT", json.dumps(out))
 def run_on_8_cpu_devices(script: str, timeout: int) -> dict:
     """Runs `script` in a process with 8 fake CPU devices; the JSON it prints after `RESULT `."""
     # The runs compared are made under the same flags: XLA's optimisations can be off.
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+    env = {**os.environ, **SAME_FLAGS_ENV, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -5,7 +5,6 @@ for MP-IQE at visual prompt depth 0, the tiny tower's full depth (2) and a 12-la
 import dataclasses
 import json
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -22,7 +21,7 @@ from mmpiqa_jax.models import iqa  # noqa: E402
 from mmpiqa_jax.models.clip_model import get_variant  # noqa: E402
 from mmpiqa_jax.train import inference  # noqa: E402
 
-from workdirs import REPO, make_workdir, write_images  # noqa: E402
+from workdirs import REPO, make_workdir, perturb, write_images  # noqa: E402
 
 TOL = 1e-4
 # LIQE's resize both ways (a short side over 768, one under the 32-pixel crop), stride 48 (a side
@@ -46,18 +45,11 @@ def images(tmp_path_factory):
     return write_images(tmp_path_factory.mktemp("images"), SIZES)
 
 
-CASES = {
-    "mpiqe-depth0": ("model=mpiqe,depth=0", []),
-    "mpiqe-depth2": ("model=mpiqe,depth=2,prompts=3",
-                     ["model.text_prompt_depth=2", "model.scene_activation=sigmoid"]),
-    "liqe": ("model=liqe,ctx=0", []),
-}
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_exported_workdir_scores_like_jax(case, tmp_path, images, capsys):
-    spec, overrides = CASES[case]
-    workdir = make_workdir(tmp_path / "run", spec, overrides)
+def test_exported_workdir_scores_like_jax(tmp_path, images, capsys):
+    """The workdir's path: `mmpiqa export`, its config.json, and scoring files. Each model's
+    port is checked on its own by `test_exported_model_scores_like_jax`."""
+    workdir = make_workdir(tmp_path / "run", "model=mpiqe,depth=2,prompts=3",
+                           ["model.text_prompt_depth=2", "model.scene_activation=sigmoid"])
     out = tmp_path / "torch"
     assert cli.main(["export", str(workdir), "--to", "torch", "--out", str(out)]) == 0
     assert "wrote a PyTorch" in capsys.readouterr().out
@@ -98,30 +90,27 @@ def test_exported_workdir_scores_like_jax(case, tmp_path, images, capsys):
 
 
 def _perturbed(config_model, clip=None):
-    model = iqa.build_model(config_model, nnx.Rngs(0), clip=clip)
-    params = nnx.state(model, nnx.Param)
-    keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(params))))
-    nnx.update(model, jax.tree.map(lambda p: p + 0.2 * jax.random.normal(next(keys), p.shape),
-                                   params))
-    return model
+    return perturb(iqa.build_model(config_model, nnx.Rngs(0), clip=clip))
 
 
-@pytest.mark.parametrize("name", ["mpiqe-depth12-gelu", "liqe-ctx", "liqe-quality"])
+MODELS = {  # name: (tiny.py's arguments, overrides)
+    "mpiqe-depth0": ("model=mpiqe,depth=0", []),
+    "mpiqe-depth12-gelu": ("model=mpiqe,depth=12", ["model.text_prompt_depth=2"]),
+    "liqe": ("model=liqe,ctx=0", []),
+    "liqe-ctx": ("model=liqe,ctx=4", ["model.text_prompt_depth=2"]),
+    "liqe-quality": ("model=liqe,ctx=0", ["model.liqe_prompts=quality"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_exported_model_scores_like_jax(name, tmp_path):
-    """Depth 12 on a 12-layer (narrow) vision tower with exact GELU; LIQE with learned deep
-    context; LIQE on its 5 quality-only prompts. Exported from the model (`export_torch`), scored
-    on the same crops."""
-    if name == "liqe-ctx":
-        config = config_lib.load_config(str(REPO / "configs" / "tiny.py:model=liqe,ctx=4"),
-                                        ["model.text_prompt_depth=2"])
-        clip = None
-    elif name == "liqe-quality":
-        config = config_lib.load_config(str(REPO / "configs" / "tiny.py:model=liqe,ctx=0"))
-        config.model.liqe_prompts = "quality"
-        clip = None
-    else:
-        config = config_lib.load_config(str(REPO / "configs" / "tiny.py:model=mpiqe,depth=12"),
-                                        ["model.text_prompt_depth=2"])
+    """MP-IQE without visual prompts, and at depth 12 on a 12-layer (narrow) vision tower with
+    exact GELU; LIQE with its fixed context, with learned deep context, and on its 5 quality-only
+    prompts. Exported from the model (`export_torch`), scored on the same crops."""
+    spec, overrides = MODELS[name]
+    config = config_lib.load_config(str(REPO / "configs" / f"tiny.py:{spec}"), overrides)
+    clip = None
+    if name == "mpiqe-depth12-gelu":
         clip = dataclasses.replace(get_variant("tiny"), vision_layers=12, vision_width=64,
                                    vision_heads=2, activation="gelu")
     model = _perturbed(config.model, clip)

@@ -24,6 +24,10 @@ from mmpiqa_jax.models import iqa  # noqa: E402
 from mmpiqa_jax.models.clip_model import get_variant  # noqa: E402
 from mmpiqa_jax.pytorch import model as torch_model  # noqa: E402
 
+# The benchmark's baseline, not the package: checked in CI's every-tier run, and by whoever
+# changes tools/torch_reference.py or the models it mirrors.
+pytestmark = pytest.mark.integration
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 

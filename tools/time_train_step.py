@@ -24,6 +24,7 @@ sys.path[:0] = [os.path.abspath(os.path.join(os.path.dirname(__file__), "..")),
 
 import bench_inputs  # noqa: E402
 from mmpiqa_jax import config as config_lib  # noqa: E402
+from mmpiqa_jax.train import sharding, trainer  # noqa: E402
 from mmpiqa_jax.train.task import IQATask  # noqa: E402
 
 
@@ -45,8 +46,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     config = config_lib.load_config(args.config, args.overrides)
     task = IQATask(config)
-    # Born under jit, as the trainer makes it: every leaf its own buffer, so all can be donated.
-    state = task.load_pretrained(jax.jit(task.init_state)(jax.random.key(config.seed)))
+    # Born as the trainer makes it: every leaf its own buffer, so all can be donated.
+    rng = jax.random.key(config.seed)
+    shardings = trainer.abstract_state(task, sharding.make_mesh(), rng)[1]
+    state = (task.load_pretrained(rng, shardings)
+             or jax.jit(task.init_state, out_shardings=shardings)(rng))
     batch = config_batch(config, np.random.default_rng(0))
     step = jax.jit(task.train_step, donate_argnums=0)
     start = time.perf_counter()

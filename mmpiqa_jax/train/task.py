@@ -91,27 +91,28 @@ class IQATask:
     # -- state --------------------------------------------------------------------------------
 
     def init_state(self, rng: jax.Array) -> TrainState:
-        """A fresh state with a randomly initialised model (CLIP weights: `load_pretrained`)."""
+        """A fresh state with a randomly initialised model (CLIP's weights: `load_pretrained`)."""
         init_rng, rng = jax.random.split(rng)
         model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), clip=self.clip_config)
         return self.setup.init_state(model, rng)
 
-    def load_pretrained(self, state: TrainState) -> TrainState:
-        """Puts `model.clip_checkpoint`'s weights into a fresh state (nothing to do for `random`);
-        every array keeps its sharding. An empty `model.clip_checkpoint` raises (but for `tiny`)."""
-        # Rebuilt on the host with the seed's init, so that what CLIP's weights initialise (the
+    def load_pretrained(self, rng: jax.Array, shardings) -> TrainState | None:
+        """A fresh state holding `model.clip_checkpoint`'s weights, laid out by `shardings` (as
+        `init_state(rng)` would be), or None for a random initialisation. An empty
+        `model.clip_checkpoint` raises (but for `tiny`), before anything is compiled."""
+        # Built on the host with the seed's init, so that what CLIP's weights initialise (the
         # text context) follows them; each process then fills only its own devices' shards.
         with jax.default_device(jax.local_devices(backend="cpu")[0]):
             clip = pretrained.load_pretrained_clip(self.config.model)
-            if clip is None:  # random init, as init_state made
-                return state
-            init_rng, _ = jax.random.split(jax.random.key(self.config.seed))
+            if clip is None:
+                return None
+            init_rng, rng = jax.random.split(rng)
             model = iqa.build_model(self.config.model, nnx.Rngs(init_rng), clip=clip)
-            new = self.setup.init_state(model, jax.random.key(0))
-        # The RNG is the state's own (a key array has no host form to copy from).
-        new = new.replace(rng=state.rng)
-        return jax.tree.map(lambda x, old: x if x is old else sharding.from_host(x, old.sharding),
-                            new, state)
+            state = self.setup.init_state(model, rng)
+        # A key array has no host form to copy from: it is put whole.
+        placed = jax.tree.map(sharding.from_host, state.replace(rng=None),
+                              shardings.replace(rng=None))
+        return placed.replace(rng=jax.device_put(state.rng, shardings.rng))
 
     # -- one step -----------------------------------------------------------------------------
 

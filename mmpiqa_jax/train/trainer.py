@@ -60,7 +60,8 @@ class TrainTask(Protocol):
         """One optimiser step; pure. Scalar metrics are logged; `finite` False (or `nonfinite`
         True) flags a NaN/Inf loss or gradient."""
 
-    # Optional: `load_pretrained(state) -> state`, called for fresh runs only (not on resume).
+    # Optional: `load_pretrained(rng, shardings) -> state or None`, a fresh state with outside
+    # weights, called for fresh runs only (not on resume); None: `init_state`.
 
 
 class NonFiniteLossError(UserError):
@@ -219,9 +220,10 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
         if ckpt.latest_step() is not None:
             state, _ = ckpt.restore(abstract, data_iter=train_iter, set_aside_damaged=True)
         else:
-            state = jax.jit(task.init_state, out_shardings=state_shardings)(rng)
-            if hasattr(task, "load_pretrained"):
-                state = task.load_pretrained(state)
+            state = (task.load_pretrained(rng, state_shardings)
+                     if hasattr(task, "load_pretrained") else None)
+            if state is None:
+                state = jax.jit(task.init_state, out_shardings=state_shardings)(rng)
         if main_process:  # only now: a mismatched run must not overwrite the old config
             plain = config.to_dict() if hasattr(config, "to_dict") else dict(config)
             files.write_json(workdir / CONFIG_NAME, plain, sort_keys=True)
