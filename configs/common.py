@@ -1,13 +1,13 @@
 """Shared defaults of the training configs: every key any trainer reads, each one documented.
 
 Loaded by the config files with `config_lib.load_sibling(__file__, "common")`. Defaults marked
-"paper" follow method.md's statements; "LIQE" follow LIQE's code; the rest are our choices.
+"paper" follow docs/method.md's statements; "LIQE" follow LIQE's code; the rest are our choices.
 """
 import ml_collections
 
 from mmpiqa_jax.errors import UserError
 
-# LIQE's six training sets (registry names) and its per-step batch from each (method.md).
+# LIQE's six training sets (registry names) and its per-step batch from each (docs/method.md).
 LIQE_BATCH_SIZES = {"live_iqa": 4, "csiq": 4, "bid": 4, "live_challenge": 4, "koniq10k": 16,
                     "kadid10k": 16}
 

@@ -24,8 +24,9 @@ from mmpiqa_jax.errors import UserError
 
 
 def as_path(path) -> epath.Path:
-    """`path` as an `epath.Path`; a URL stays one (pathlib would make gs://b/r into gs:/b/r)."""
-    return path if isinstance(path, epath.Path) else epath.Path(os.fspath(path))
+    """`path` as an `epath.Path`, `~` expanded; a URL stays one (pathlib would make gs://b/r
+    into gs:/b/r)."""
+    return path if isinstance(path, epath.Path) else epath.Path(os.path.expanduser(path))
 
 
 def is_remote(path) -> bool:

@@ -1,4 +1,4 @@
-"""The label vocabularies shared by data, prompts and heads (LIQE's, see method.md)."""
+"""The label vocabularies shared by data, prompts and heads (LIQE's, see docs/method.md)."""
 import numpy as np
 
 from mmpiqa_jax.errors import UserError

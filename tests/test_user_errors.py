@@ -1,6 +1,6 @@
 """Bad input and failing disks through the command line: one line on stderr that names the path,
-key or value at fault, a non-zero exit and no traceback; and inputs that must never give a
-silently wrong result."""
+key or value at fault, a non-zero exit and no traceback; a bug keeps its traceback; and inputs
+that must never give a silently wrong result."""
 import contextlib
 import os
 import shutil
@@ -147,6 +147,21 @@ def test_a_workdir_must_be_a_writable_folder(trained_run, synthetic_small_dir, t
     assert run_copy.is_dir()
 
 
+@pytest.mark.parametrize("bug", [KeyError("data"), ValueError("operands could not be broadcast"),
+                                 AttributeError("'NoneType' object has no attribute 'shape'")])
+def test_a_bug_inside_training_keeps_its_traceback(bug, synthetic_small_dir, tmp_path,
+                                                   monkeypatch):
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(run.datasets_lib, "train_iterator", broken)
+    with pytest.raises(type(bug)) as raised:
+        main(train_args(synthetic_small_dir, tmp_path))
+    assert raised.value is bug  # not turned into a one-line error
+    assert raised.traceback[-1].name == "broken"  # the frame that raised is kept
+
+
+@pytest.mark.integration  # an end-to-end training, until its loss is not finite
 def test_a_diverging_run_stops_in_one_line(synthetic_small_dir, tmp_path, capsys):
     line = one_line_error(capsys, train_args(synthetic_small_dir, tmp_path,
                                              "optimizer.learning_rate=1e30",

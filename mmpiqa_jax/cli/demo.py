@@ -86,4 +86,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"written to {workdir}: {paths['md'].name}, {paths['png'].name}, and per method "
           f"{'/, '.join(methods)}/: eval/ (json, csv, png), train_log.jsonl, tensorboard/, "
           "checkpoints/")
+    print(f"\nnext: score your images with this model: mmpiqa score --checkpoint "
+          f"{workdir / methods[0]} IMAGES...\n"
+          "      or with LIQE's released weights, or train on the six datasets: README.md")
     return 0

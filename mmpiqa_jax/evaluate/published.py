@@ -60,7 +60,7 @@ class PublishedResult:
 LIQE_PAPER = PublishedResult(
     method="LIQE",
     source="Zhang et al., CVPR 2023 (LIQE), SRCC / PLCC per dataset; unconfirmed here "
-           "(figures as method.md records them)",
+           "(figures as docs/method.md records them)",
     statistic="unstated",
     results={"LIVE": (0.970, 0.951), "CSIQ": (0.936, 0.939), "KADID-10k": (0.930, 0.931),
              "BID": (0.875, 0.900), "CLIVE": (0.904, 0.910), "KonIQ-10k": (0.919, 0.908)},
@@ -69,7 +69,7 @@ LIQE_PAPER = PublishedResult(
 MPIQE_PAPER = PublishedResult(
     method="MP-IQE",
     source="Pan et al., 2024 (MP-IQE), SRCC: CSIQ and KADID-10k as the paper states, "
-           "KonIQ-10k from a third-party table (as method.md records them); PLCC not stated",
+           "KonIQ-10k from a third-party table (as docs/method.md records them); PLCC not stated",
     statistic="unstated",
     results={"CSIQ": (0.961, None), "KADID-10k": (0.941, None), "KonIQ-10k": (0.898, None)},
     note="LIVE, BID and CLIVE not stated",

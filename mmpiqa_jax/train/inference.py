@@ -142,7 +142,7 @@ def _from_model_folder(path) -> tuple[nnx.Module, ml_collections.ConfigDict]:
     if folder.is_dir() and not (folder / trainer.CONFIG_NAME).exists():
         raise MissingFileError(f"{path}: no config.json in it, so neither a training workdir "
                                f"nor a model folder ({what})")
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(folder)
     if CONFIG_KEY not in checkpoint.extra_config:
         raise UserError(
             f"{path} is a CLIP checkpoint, not a quality model: it holds no prompts, heads or "
