@@ -46,7 +46,7 @@ def test_a_model_folder_is_replaced_only_by_a_complete_save(tmp_path):
     config = config_lib.load_config(str(REPO / "configs" / "tiny.py:model=liqe"))
     before = iqa.build_model(config.model, nnx.Rngs(0))
     out = inference.save_model(before, config, tmp_path / "liqe")
-    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+    with pytest.raises(CheckpointError, match=r"already holds a checkpoint \(--overwrite"):
         inference.save_model(before, config, out)
     entries = sorted(p.name for p in (tmp_path / "liqe").iterdir())
 

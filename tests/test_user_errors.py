@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from mmpiqa_jax.checkpoints import save_checkpoint
 from mmpiqa_jax.cli.main import main
 from mmpiqa_jax.errors import UserError
 from mmpiqa_jax.models.clip_model import CLIP, get_variant
+from mmpiqa_jax.data import registry
 from mmpiqa_jax.train import checkpointing, run
 
 
@@ -117,7 +119,10 @@ def test_convert_of_a_truncated_torch_file(tmp_path, capsys):
     assert f"{tmp_path / 'cut.pt'}: truncated or corrupt" in line
 
 
-def test_prepare_names_the_folder_or_image_at_fault(tmp_path, capsys, monkeypatch):
+def test_prepare_names_the_folder_or_image_at_fault(synthetic_small_dir, tmp_path, capsys,
+                                                    monkeypatch):
+    line = one_line_error(capsys, ["prepare", "kadid", "--data-dir", str(tmp_path / "d")])
+    assert "unknown dataset 'kadid'; known: " in line
     (tmp_path / "empty").mkdir()
     line = one_line_error(capsys, ["prepare", "kadid10k", "--manual-dir",
                                    str(tmp_path / "empty"), "--data-dir", str(tmp_path / "d")])
@@ -127,6 +132,13 @@ def test_prepare_names_the_folder_or_image_at_fault(tmp_path, capsys, monkeypatc
                                    str(tmp_path / "a_file")])
     assert f"--data-dir {tmp_path / 'a_file'} is a file, not a folder" in line
     fake = fake_datasets.write_kadid10k(tmp_path / "kadid")
+    # Prepared already: the folder given is not read, and the user is told.
+    with mock.patch.object(registry.logging, "warning") as warning:
+        assert main(["prepare", "synthetic_iqa/small", "--manual-dir", str(fake.root),
+                     "--data-dir", str(synthetic_small_dir)]) == 0
+    message = warning.call_args.args[0] % warning.call_args.args[1:]
+    assert f"nothing was read from {fake.root}" in message
+
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # every image a decompression bomb
     line = one_line_error(capsys, ["prepare", "kadid10k", "--manual-dir", str(fake.root),
                                    "--data-dir", str(tmp_path / "d"), "--allow-partial"])
