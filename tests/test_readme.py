@@ -66,7 +66,7 @@ def test_every_command_parses_and_its_config_loads():
     assert table == set(cli.COMMANDS)  # one row per command, and every command has one
 
 
-def test_scoring_with_a_released_liqe_model_runs_as_written(tmp_path, monkeypatch, capsys):
+def test_scoring_with_a_released_liqe_model_runs_as_written(tmp_path, monkeypatch):
     pytest.importorskip("torch")  # pyiqa's file is a torch pickle
     # LIQE's released model in pyiqa's format, small: tiny towers on ViT-B/32's image geometry.
     monkeypatch.setitem(clip_model.VARIANTS, "readme-test", dataclasses.replace(
@@ -96,4 +96,3 @@ def test_scoring_with_a_released_liqe_model_runs_as_written(tmp_path, monkeypatc
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     batch = rng.integers(0, 256, (2, 240, 320, 3), np.uint8)
     exec(compile(code, "README.md", "exec"), {"uint8_batch": batch})  # pylint: disable=exec-used
-    capsys.readouterr()

@@ -49,8 +49,7 @@ def main(argv=None) -> int:
     # Born as the trainer makes it: every leaf its own buffer, so all can be donated.
     rng = jax.random.key(config.seed)
     shardings = trainer.abstract_state(task, sharding.make_mesh(), rng)[1]
-    state = (task.load_pretrained(rng, shardings)
-             or jax.jit(task.init_state, out_shardings=shardings)(rng))
+    state = trainer.fresh_state(task, rng, shardings)
     batch = config_batch(config, np.random.default_rng(0))
     step = jax.jit(task.train_step, donate_argnums=0)
     start = time.perf_counter()

@@ -157,6 +157,15 @@ def abstract_state(task: TrainTask, mesh, rng=None,
     return sharding.with_shardings(shapes, shardings), shardings
 
 
+def fresh_state(task: TrainTask, rng, shardings) -> TrainState:
+    """Step 0 laid out by `shardings`: the task's outside weights (`load_pretrained`) if it has
+    them, else `init_state` compiled with those shardings (every leaf its own buffer)."""
+    state = task.load_pretrained(rng, shardings) if hasattr(task, "load_pretrained") else None
+    if state is None:
+        state = jax.jit(task.init_state, out_shardings=shardings)(rng)
+    return state
+
+
 def load_state(task: TrainTask, config, workdir, *, step: int | None = None, mesh=None,
                optimizer: bool = False) -> TrainState:
     """The state of `step` of a run (default: its best, else its latest) over `mesh` (default: all
@@ -220,10 +229,7 @@ def train(task: TrainTask, config, workdir, *, train_iter: Iterator[dict],
         if ckpt.latest_step() is not None:
             state, _ = ckpt.restore(abstract, data_iter=train_iter, set_aside_damaged=True)
         else:
-            state = (task.load_pretrained(rng, state_shardings)
-                     if hasattr(task, "load_pretrained") else None)
-            if state is None:
-                state = jax.jit(task.init_state, out_shardings=state_shardings)(rng)
+            state = fresh_state(task, rng, state_shardings)
         if main_process:  # only now: a mismatched run must not overwrite the old config
             plain = config.to_dict() if hasattr(config, "to_dict") else dict(config)
             files.write_json(workdir / CONFIG_NAME, plain, sort_keys=True)
